@@ -1,0 +1,81 @@
+/**
+ * The command line: parses arguments, calls the library, prints, returns the exit code. Nothing
+ * here decides anything about a migration.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ExitCode, UsageError } from '../errors.js';
+import { isDuration } from '../plan/units.js';
+import { toolVersion } from '../version.js';
+import { dryRunCommand } from './commands/dryRun.js';
+import { schemaCommand, validateCommand } from './commands/plan.js';
+import { reportError } from './errors.js';
+import { FORMATS, type CliIO, type Format } from './io.js';
+
+const formatOption = () => new Option('--format <format>', 'output format').choices(FORMATS).default('text');
+
+function durationArg(value: string): string {
+  if (!isDuration(value)) throw new InvalidArgumentError('expected a duration such as 500ms, 10s or 2m');
+  return value;
+}
+
+export function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
+  const program = new Command('cloudshift')
+    .description('Move a live PostgreSQL database to Azure (Database for PostgreSQL + Blob Storage) with no downtime.')
+    .version(toolVersion, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride();
+
+  const plan = program.command('plan').description('work with plan files').exitOverride();
+  plan
+    .command('validate')
+    .description('check a plan offline (no connections): every problem with file, line, column and path')
+    .argument('<plan>', 'plan file (YAML)')
+    .addOption(formatOption())
+    .exitOverride()
+    .action(async (file: string, opts: { format: Format }) => {
+      setExit(await validateCommand(io, file, opts.format));
+    });
+  plan
+    .command('schema')
+    .description('print the plan JSON Schema (for editors: # yaml-language-server: $schema=...)')
+    .exitOverride()
+    .action(() => setExit(schemaCommand(io)));
+
+  program
+    .command('dry-run')
+    .description('read-only preflight: connect to everything the plan names and report every check')
+    .argument('<plan>', 'plan file (YAML)')
+    .addOption(formatOption())
+    .option('--connect-timeout <duration>', 'give up connecting to a server after this long', durationArg, '10s')
+    .option('--long-transactions <duration>', 'name source transactions open longer than this', durationArg, '60s')
+    .exitOverride()
+    .action(async (file: string, opts: { format: Format; connectTimeout: string; longTransactions: string }) => {
+      try {
+        setExit(await dryRunCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.format));
+      }
+    });
+
+  return program;
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+export async function runCli(argv: string[], io: CliIO): Promise<number> {
+  let exitCode: number = ExitCode.ok;
+  const program = buildProgram(io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
+      if (err.code === 'commander.executeSubCommandAsync') return ExitCode.failed;
+      return ExitCode.invalid;
+    }
+    return reportError(io, err instanceof UsageError ? err : err);
+  }
+  return exitCode;
+}

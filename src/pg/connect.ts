@@ -1,0 +1,135 @@
+/**
+ * Opening PostgreSQL connections for every role (source, target, state store). Invariants:
+ * - a connection that reads or hashes row data has the session settings pinned (DESIGN.md), so
+ *   text renderings are identical on both sides;
+ * - connecting is bounded in time and fails with a ConnectError naming the role, host, port and
+ *   database, never the password;
+ * - row values are never parsed into JavaScript types: callers that read data use rawTypes.
+ */
+import pg from 'pg';
+import { ConnectError, messageOf } from '../errors.js';
+import { redact } from '../redact.js';
+
+export type Role = 'source' | 'target' | 'state store' | 'PgBouncer admin';
+
+export const PINNED_SETTINGS: ReadonlyArray<readonly [string, string]> = [
+  ['TimeZone', 'UTC'],
+  ['DateStyle', 'ISO, YMD'],
+  ['IntervalStyle', 'postgres'],
+  ['extra_float_digits', '3'],
+  ['bytea_output', 'hex'],
+  ['client_encoding', 'UTF8'],
+];
+
+/** Type parsers that keep every value as the server's text. */
+export const rawTypes: pg.CustomTypesConfig = {
+  getTypeParser: () => (value: string) => value,
+} as pg.CustomTypesConfig;
+
+export interface ConnectOptions {
+  role: Role;
+  /** Resolved connection string (may hold a password: never log it). */
+  connectionString: string;
+  connectTimeoutMs?: number;
+  /** Sets default_transaction_read_only: the dry run writes nothing, by construction. */
+  readOnly?: boolean;
+  /** Statement timeout for this session, ms. */
+  statementTimeoutMs?: number;
+  applicationName?: string;
+  /** Keep values as text (no JavaScript conversion). */
+  raw?: boolean;
+}
+
+export interface Endpoint {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** Host, port, database and user a connection string points at (no secrets). */
+export function endpointOf(connectionString: string): Endpoint {
+  const c = new pg.Client({ connectionString });
+  const user = c.user ?? '';
+  return { host: c.host, port: c.port, database: c.database ?? user, user };
+}
+
+export function describeEndpoint(e: Endpoint): string {
+  return `${e.host}:${e.port}/${e.database}`;
+}
+
+export async function connect(options: ConnectOptions): Promise<pg.Client> {
+  const endpoint = endpointOf(options.connectionString);
+  const client = new pg.Client({
+    connectionString: options.connectionString,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    application_name: options.applicationName ?? 'cloudshift',
+    ...(options.raw ? { types: rawTypes } : {}),
+  });
+  // An idle connection that the server drops must not crash the process; the next query fails.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw connectError(options.role, endpoint, err);
+  }
+  const settings = [...PINNED_SETTINGS];
+  if (options.readOnly) settings.push(['default_transaction_read_only', 'on']);
+  if (options.statementTimeoutMs !== undefined) settings.push(['statement_timeout', String(options.statementTimeoutMs)]);
+  try {
+    await client.query(settings.map(([k, v]) => `SET ${k} = '${v}'`).join('; '));
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw connectError(options.role, endpoint, err);
+  }
+  return client;
+}
+
+/** Turns a driver error into a message an operator can act on. */
+export function connectError(role: Role, e: Endpoint, err: unknown): ConnectError {
+  const where = `the ${role} database at ${e.host}:${e.port}`;
+  const code = (err as { code?: string }).code;
+  const msg = messageOf(err);
+  let message: string;
+  let hint: string;
+  switch (code) {
+    case 'ECONNREFUSED':
+      message = `cannot connect to ${where}: connection refused`;
+      hint = 'check the host and port, and that PostgreSQL is running and listening there';
+      break;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      message = `cannot connect to ${where}: host name "${e.host}" does not resolve`;
+      hint = 'check the host name in the connection string';
+      break;
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      message = `cannot connect to ${where}: ${code === 'ETIMEDOUT' ? 'timed out' : 'host unreachable'}`;
+      hint = 'check the network path and firewall rules to the server';
+      break;
+    case '28P01':
+      message = `password authentication failed for user "${e.user}" on ${where}`;
+      hint = 'check the password the plan refers to';
+      break;
+    case '28000':
+      message = `${where} refused user "${e.user}": ${redact(msg)}`;
+      hint = 'check pg_hba.conf on the server and the user name';
+      break;
+    case '3D000':
+      message = `database "${e.database}" does not exist on ${e.host}:${e.port} (${role})`;
+      hint = 'check the database name in the connection string';
+      break;
+    case '42501':
+      message = `user "${e.user}" may not connect to ${where}: ${redact(msg)}`;
+      hint = 'grant CONNECT on the database to this user';
+      break;
+    default:
+      message = /timeout/i.test(msg) ? `cannot connect to ${where}: timed out` : `cannot connect to ${where}: ${redact(msg)}`;
+      hint = 'check the connection string the plan refers to';
+  }
+  return new ConnectError(message, { cause: err, hint });
+}

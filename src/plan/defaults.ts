@@ -1,0 +1,136 @@
+/**
+ * Defaults, applied in one pure step after validation (pgcopydb's defaults.h): the trusted Plan
+ * that the rest of cloudshift sees is complete, with names parsed and durations in ms.
+ */
+import type { PlanInput } from './schema.js';
+import { parseIdentifier, parseQualifiedName, type QualifiedName } from './names.js';
+import { parseDurationMs, parseSizeBytes } from './units.js';
+
+export const DEFAULTS = {
+  stateSchema: 'cloudshift',
+  copyJobs: 4,
+  batchRows: 100_000,
+  contentType: 'application/octet-stream',
+  warnRetainedWal: '10GB',
+  maxPause: '2s',
+  maxLag: '1s',
+  existingData: 'refuse',
+} as const;
+
+/** A plan value that may hold references; resolved only when used (see resolveSecret). */
+export interface PlanValue {
+  /** Where it sits in the plan, e.g. "source.postgres". */
+  where: string;
+  /** As written, references unresolved. Safe to show: it holds no secret values. */
+  raw: string;
+}
+
+export interface TablePlan {
+  name: QualifiedName;
+  batchRows: number;
+  where: string | undefined;
+  replicaIdentity: 'full' | 'index' | 'insert-only' | undefined;
+  /** Index in plan.tables, for messages. */
+  index: number;
+}
+
+export interface DocumentPlan {
+  table: QualifiedName;
+  content: string;
+  blob: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  tier: 'Hot' | 'Cool' | 'Cold' | 'Archive' | undefined;
+  tags: Record<string, string>;
+  keepColumn: string;
+  index: number;
+}
+
+export interface BlobPlan {
+  connectionString: PlanValue | undefined;
+  account: string | undefined;
+  sas: PlanValue | undefined;
+  endpoint: string | undefined;
+  container: string;
+}
+
+export type SwitchPlan = { kind: 'pgbouncer'; admin: PlanValue; database: string; config: string } | { kind: 'command'; run: string };
+
+export interface Plan {
+  name: string;
+  source: { postgres: PlanValue };
+  target: { postgres: PlanValue; blob: BlobPlan | undefined; existingData: 'refuse' | 'truncate' };
+  state: { postgres: PlanValue; schema: string };
+  tables: TablePlan[];
+  documents: DocumentPlan[];
+  copy: { jobs: number; batchRows: number };
+  sync: { mode: 'logical' | 'none'; slot: string; publication: string; warnRetainedWalBytes: number };
+  cutover: { switch: SwitchPlan | undefined; maxPauseMs: number; maxLagMs: number };
+}
+
+const value = (where: string, raw: string): PlanValue => ({ where, raw });
+
+export function applyDefaults(input: PlanInput): Plan {
+  const batchRows = input.copy?.batch?.rows ?? DEFAULTS.batchRows;
+  const derived = `cloudshift_${input.name.replace(/-/g, '_')}`;
+  const blob = input.target.blob;
+  const sw = input.cutover?.switch;
+  return {
+    name: input.name,
+    source: { postgres: value('source.postgres', input.source.postgres) },
+    target: {
+      postgres: value('target.postgres', input.target.postgres),
+      blob: blob && {
+        connectionString: blob.connectionString === undefined ? undefined : value('target.blob.connectionString', blob.connectionString),
+        account: blob.account,
+        sas: blob.sas === undefined ? undefined : value('target.blob.sas', blob.sas),
+        endpoint: blob.endpoint,
+        container: blob.container,
+      },
+      existingData: input.target.existingData ?? DEFAULTS.existingData,
+    },
+    state: {
+      postgres: input.state?.postgres ? value('state.postgres', input.state.postgres) : value('target.postgres', input.target.postgres),
+      schema: input.state?.schema ? parseIdentifier(input.state.schema) : DEFAULTS.stateSchema,
+    },
+    tables: (input.tables ?? []).map((t, index) => ({
+      name: parseQualifiedName(t.name),
+      batchRows: t.batch?.rows ?? batchRows,
+      where: t.where,
+      replicaIdentity: t.replicaIdentity,
+      index,
+    })),
+    documents: (input.documents ?? []).map((d, index) => ({
+      table: parseQualifiedName(d.table),
+      content: parseIdentifier(d.content),
+      blob: d.blob,
+      contentType: d.contentType ?? DEFAULTS.contentType,
+      metadata: d.metadata ?? {},
+      tier: d.tier,
+      tags: d.tags ?? {},
+      keepColumn: parseIdentifier(d.keep.column),
+      index,
+    })),
+    copy: { jobs: input.copy?.jobs ?? DEFAULTS.copyJobs, batchRows },
+    sync: {
+      mode: input.sync?.mode ?? 'none',
+      slot: input.sync?.slot ? parseIdentifier(input.sync.slot) : derived,
+      publication: input.sync?.publication ? parseIdentifier(input.sync.publication) : derived,
+      warnRetainedWalBytes: parseSizeBytes(input.sync?.warnRetainedWal ?? DEFAULTS.warnRetainedWal),
+    },
+    cutover: {
+      switch: sw?.pgbouncer
+        ? {
+            kind: 'pgbouncer',
+            admin: value('cutover.switch.pgbouncer.admin', sw.pgbouncer.admin),
+            database: sw.pgbouncer.database,
+            config: sw.pgbouncer.config,
+          }
+        : sw?.command
+          ? { kind: 'command', run: sw.command.run }
+          : undefined,
+      maxPauseMs: parseDurationMs(input.cutover?.maxPause ?? DEFAULTS.maxPause),
+      maxLagMs: parseDurationMs(input.cutover?.maxLag ?? DEFAULTS.maxLag),
+    },
+  };
+}

@@ -1,0 +1,203 @@
+/**
+ * The plan's schema: the single source of truth for plan fields, their types and their
+ * documentation. plans/plan.schema.json and the README's plan reference are generated from it.
+ * Every description says what the field means and "Required." or "Optional; default …". The
+ * defaults themselves live in defaults.ts and are applied after validation, never here.
+ */
+import { z } from 'zod';
+import { isIdentifier, isQualifiedName } from './names.js';
+import { isDuration, isSize } from './units.js';
+import { checkConnectionString, checkSecretReference, checkTemplate } from './valueChecks.js';
+
+const identifier = (what: string) =>
+  z.string().refine(isIdentifier, {
+    message: `${what} must be a PostgreSQL identifier: letters, digits, _ and $ (not starting with a digit), or a "double-quoted" name`,
+  });
+
+const tableName = z.string().refine(isQualifiedName, {
+  message: 'must be a table name, `schema.table` or `table`; quote unusual names as "My Table"',
+});
+
+const connection = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .superRefine(checkConnectionString)
+    .describe(
+      `${what}: a PostgreSQL connection string (URL or key=value). Put passwords in a reference, e.g. "\${env:NAME}" or "postgres://app:\${env:PGPASSWORD}@host/db"; literal passwords are refused.`,
+    );
+
+const duration = z.string().refine(isDuration, { message: 'must be a duration such as "500ms", "2s" or "5m"' });
+const size = z.string().refine(isSize, { message: 'must be a size such as "512MB" or "10GB"' });
+const template = z.string().min(1).superRefine(checkTemplate);
+
+const blobTarget = z
+  .strictObject({
+    connectionString: z
+      .string()
+      .superRefine(checkSecretReference('UseDevelopmentStorage=true'))
+      .optional()
+      .describe(
+        'Storage connection string, always as a reference ("${env:AZURE_STORAGE_CONNECTION_STRING}"). Use for Azurite and development. Optional; give this or `account`.',
+      ),
+    account: z
+      .string()
+      .regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name: 3 to 24 lower-case letters and digits')
+      .optional()
+      .describe(
+        'Storage account name; authenticates with Entra ID (DefaultAzureCredential) unless `sas` is set. Optional; give this or `connectionString`.',
+      ),
+    sas: z
+      .string()
+      .superRefine(checkSecretReference())
+      .optional()
+      .describe('A SAS token for `account`, always as a reference ("${env:AZURE_STORAGE_SAS}"). Optional.'),
+    endpoint: z
+      .string()
+      .url()
+      .optional()
+      .describe('Blob service URL for `account`. Optional; default https://<account>.blob.core.windows.net.'),
+    container: z
+      .string()
+      .regex(/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, 'must be a container name: 3 to 63 lower-case letters, digits and single hyphens')
+      .describe('Container the documents go to; created by `cloudshift run` if absent. Required.'),
+  })
+  .describe('Azure Blob Storage for documents. Required when the plan has `documents`.');
+
+const table = z
+  .strictObject({
+    name: tableName.describe('Source table, `schema.table` (schema defaults to public). Required.'),
+    batch: z
+      .strictObject({
+        rows: z.number().int().positive().describe('Rows per batch. Optional; default `copy.batch.rows`.'),
+      })
+      .optional()
+      .describe('Batching for this table. Optional.'),
+    where: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('SQL condition selecting the rows to copy (trusted input: it is run as written). Optional; default all rows.'),
+    replicaIdentity: z
+      .enum(['full', 'index', 'insert-only'])
+      .optional()
+      .describe(
+        'For live sync of a table without a primary key: `full` (REPLICA IDENTITY FULL), `index` (a unique index), or `insert-only` (the application never updates or deletes). Optional; default the primary key.',
+      ),
+  })
+  .describe('A record table to copy.');
+
+const document = z
+  .strictObject({
+    table: tableName.describe('Source table holding the documents. Required.'),
+    content: identifier('content').describe('Column holding the bytes: `bytea`, or `oid` of a large object. Required.'),
+    blob: template.describe(
+      'Blob name template from the row\'s columns, e.g. "patients/{patient_id}/{id}-{filename}"; each value is URL-safe encoded. Required.',
+    ),
+    contentType: template
+      .optional()
+      .describe('Content type, fixed or a template such as "{mime_type}". Optional; default application/octet-stream.'),
+    metadata: z.record(z.string(), template).optional().describe('Blob metadata: name → template. Optional.'),
+    tier: z.enum(['Hot', 'Cool', 'Cold', 'Archive']).optional().describe("Access tier. Optional; default the account's default tier."),
+    tags: z.record(z.string(), template).optional().describe('Blob index tags: name → template. Optional.'),
+    keep: z
+      .strictObject({
+        column: identifier('keep.column').describe(
+          'Column added to the target table holding the blob name; the content column is not copied. Required.',
+        ),
+      })
+      .describe('What the target row keeps in place of the bytes. Required.'),
+  })
+  .describe('A documents column moved to Blob Storage.');
+
+const pgbouncerSwitch = z
+  .strictObject({
+    admin: z
+      .string()
+      .min(1)
+      .superRefine(checkConnectionString)
+      .describe('PgBouncer admin console connection string, as a reference ("${env:PGBOUNCER_ADMIN_URL}"). Required.'),
+    database: z.string().min(1).describe('The PgBouncer database name the application connects to. Required.'),
+    config: z
+      .string()
+      .min(1)
+      .describe("Path of the ini file, included by PgBouncer, holding that database's `[databases]` entry. Required."),
+  })
+  .describe('Switch the application through PgBouncer (PAUSE, repoint, RELOAD, RESUME).');
+
+const commandSwitch = z
+  .strictObject({
+    run: z.string().min(1).describe('Command to run; it gets CLOUDSHIFT_SIDE (target|source) in its environment. Required.'),
+  })
+  .describe('Switch the application by running your own command.');
+
+export const planSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe('JSON Schema for editors. Optional.'),
+    version: z.literal(1).describe('Plan format version; always 1. Required.'),
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'must be 1 to 40 lower-case letters, digits, _ and -, starting with a letter or digit')
+      .describe('Name of the migration; names the run, the replication slot and the publication. Required.'),
+    source: z
+      .strictObject({ postgres: connection('Source database') })
+      .describe('The on-premises PostgreSQL database being migrated. Required.'),
+    target: z
+      .strictObject({
+        postgres: connection('Target database (Azure Database for PostgreSQL)'),
+        blob: blobTarget.optional(),
+        existingData: z
+          .enum(['refuse', 'truncate'])
+          .optional()
+          .describe(
+            'What to do when a target table already holds rows: `refuse` stops before writing (exit 3), `truncate` empties it. Optional; default refuse.',
+          ),
+      })
+      .describe('Where the data goes. Required.'),
+    state: z
+      .strictObject({
+        postgres: connection('State store database').optional(),
+        schema: identifier('state.schema').optional().describe('Schema of the state store. Optional; default cloudshift.'),
+      })
+      .optional()
+      .describe('Where cloudshift records runs, batches and events. Optional; default schema cloudshift in the target database.'),
+    tables: z.array(table).optional().describe('Record tables to copy. Optional; default none (a plan needs tables or documents).'),
+    documents: z.array(document).optional().describe('Documents moved to Blob Storage. Optional; default none.'),
+    copy: z
+      .strictObject({
+        jobs: z.number().int().min(1).max(64).optional().describe('Batches copied at once. Optional; default 4.'),
+        batch: z
+          .strictObject({ rows: z.number().int().positive().optional().describe('Rows per batch. Optional; default 100000.') })
+          .optional()
+          .describe('Default batching for every table. Optional.'),
+      })
+      .optional()
+      .describe('Bulk copy settings. Optional.'),
+    sync: z
+      .strictObject({
+        mode: z
+          .enum(['logical', 'none'])
+          .describe('`logical`: keep the target in sync through logical replication until cutover; `none`: copy once. Required.'),
+        slot: identifier('sync.slot').optional().describe('Replication slot name. Optional; default cloudshift_<name>.'),
+        publication: identifier('sync.publication').optional().describe('Publication name. Optional; default cloudshift_<name>.'),
+        warnRetainedWal: size.optional().describe('Warn when the slot retains more WAL than this on the source. Optional; default 10GB.'),
+      })
+      .optional()
+      .describe('Live sync. Optional; default mode none.'),
+    cutover: z
+      .strictObject({
+        switch: z
+          .strictObject({ pgbouncer: pgbouncerSwitch.optional(), command: commandSwitch.optional() })
+          .refine((s) => Object.keys(s).length === 1, { message: 'name exactly one switch: pgbouncer or command' })
+          .describe('How the application is pointed at the target. Required.'),
+        maxPause: duration
+          .optional()
+          .describe('Longest write pause allowed; beyond it cutover resumes on the source. Optional; default 2s.'),
+        maxLag: duration.optional().describe('Replication lag under which cutover may start. Optional; default 1s.'),
+      })
+      .optional()
+      .describe('Cutover settings. Optional.'),
+  })
+  .describe('A cloudshift migration plan.');
+
+export type PlanInput = z.infer<typeof planSchema>;

@@ -1,0 +1,77 @@
+/**
+ * Cross-field rules of a plan that passed the schema. Each problem carries the path of the value
+ * to fix; parse.ts adds line and column.
+ */
+import type { PlanInput } from './schema.js';
+import { displayName, parseQualifiedName } from './names.js';
+
+export interface PathProblem {
+  path: Array<string | number>;
+  message: string;
+}
+
+export function checkSemantics(plan: PlanInput): PathProblem[] {
+  const problems: PathProblem[] = [];
+  const tables = plan.tables ?? [];
+  const documents = plan.documents ?? [];
+
+  if (tables.length === 0 && documents.length === 0) {
+    problems.push({ path: ['tables'], message: 'the plan moves nothing: list at least one table under `tables` or `documents`' });
+  }
+
+  const seen = new Map<string, number>();
+  tables.forEach((t, i) => {
+    const key = displayName(parseQualifiedName(t.name));
+    const first = seen.get(key);
+    if (first !== undefined) {
+      problems.push({ path: ['tables', i, 'name'], message: `table ${key} is listed twice (also tables[${first}]); list each table once` });
+    } else seen.set(key, i);
+  });
+
+  const docSeen = new Map<string, number>();
+  documents.forEach((d, i) => {
+    const key = `${displayName(parseQualifiedName(d.table))}.${d.content}`;
+    const first = docSeen.get(key);
+    if (first !== undefined) {
+      problems.push({ path: ['documents', i, 'content'], message: `documents column ${key} is listed twice (also documents[${first}])` });
+    } else docSeen.set(key, i);
+    if (d.keep.column === d.content) {
+      problems.push({
+        path: ['documents', i, 'keep', 'column'],
+        message: `keep.column must differ from the content column "${d.content}": the content column is not copied`,
+      });
+    }
+  });
+
+  const blob = plan.target.blob;
+  if (documents.length > 0 && !blob) {
+    problems.push({
+      path: ['target'],
+      message: 'the plan has documents but no `target.blob`: add target.blob with a container and credentials',
+    });
+  }
+  if (blob) {
+    const ways = [blob.connectionString, blob.account].filter((v) => v !== undefined).length;
+    if (ways !== 1) {
+      problems.push({ path: ['target', 'blob'], message: 'give exactly one of `connectionString` or `account`' });
+    }
+    if (blob.sas !== undefined && blob.account === undefined) {
+      problems.push({
+        path: ['target', 'blob', 'sas'],
+        message: '`sas` needs `account` (a connection string carries its own credentials)',
+      });
+    }
+    if (blob.endpoint !== undefined && blob.account === undefined) {
+      problems.push({ path: ['target', 'blob', 'endpoint'], message: '`endpoint` needs `account`' });
+    }
+  }
+
+  const sw = plan.cutover?.switch;
+  if (sw?.pgbouncer && plan.sync?.mode !== 'logical') {
+    problems.push({
+      path: ['cutover', 'switch', 'pgbouncer'],
+      message: 'a PgBouncer cutover keeps writes flowing and needs live sync: set `sync.mode: logical`',
+    });
+  }
+  return problems;
+}

@@ -1,0 +1,89 @@
+/**
+ * The dry run: connects to everything the plan names and reports every check at once. Strictly
+ * read-only by construction: database sessions run with default_transaction_read_only, the
+ * state store is inspected (never migrated), and the Blob container is only read. A server that
+ * cannot be reached is a failed check, not an exception, so the other checks still run.
+ */
+import type pg from 'pg';
+import { CloudshiftError } from '../errors.js';
+import type { LoadedPlan } from '../plan/parse.js';
+import { resolveSecrets, type Env } from '../plan/secrets.js';
+import { connect, describeEndpoint, endpointOf, type Role } from '../pg/connect.js';
+import { redact } from '../redact.js';
+import { checkBlob } from './blobChecks.js';
+import { estimate } from './estimate.js';
+import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
+import { checkState } from './stateChecks.js';
+import { checkTarget } from './targetChecks.js';
+import { CheckList, type PreflightReport } from './types.js';
+
+export interface PreflightOptions {
+  env: Env;
+  connectTimeoutMs?: number;
+  /** Transactions open longer than this are named as blocking slot creation. */
+  longTransactionMs?: number;
+  abortSignal?: AbortSignal;
+}
+
+export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions): Promise<PreflightReport> {
+  const { plan } = loaded;
+  const secrets = resolveSecrets(loaded, options.env);
+  const checks = new CheckList();
+  const timeoutMs = options.connectTimeoutMs ?? 10_000;
+  let unreachable = false;
+
+  const open = async (role: Role, id: string, connectionString: string): Promise<pg.Client | null> => {
+    try {
+      return await connect({ role, connectionString, connectTimeoutMs: timeoutMs, readOnly: true, statementTimeoutMs: 30_000 });
+    } catch (err) {
+      if (!(err instanceof CloudshiftError)) throw err;
+      unreachable = true;
+      checks.fail(id, role, `${err.message}${err.hint ? ` (${err.hint})` : ''}`);
+      return null;
+    }
+  };
+
+  let facts: SourceFacts | null = null;
+  const source = await open('source', 'source.connect', secrets.source);
+  try {
+    if (source) facts = await checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000);
+  } finally {
+    await source?.end().catch(() => undefined);
+  }
+
+  const target = await open('target', 'target.connect', secrets.target);
+  try {
+    if (target) await checkTarget(target, plan, facts, checks);
+  } finally {
+    await target?.end().catch(() => undefined);
+  }
+
+  const sameAsTarget = secrets.state === secrets.target;
+  const state = sameAsTarget && !target ? null : await open('state store', 'state.connect', secrets.state);
+  try {
+    if (state) await checkState(state, loaded, checks);
+    else if (sameAsTarget)
+      checks.fail(
+        'state.store',
+        'state store',
+        `the state store is in the target database (${describeEndpoint(endpointOf(secrets.target))}), which cannot be reached`,
+      );
+  } finally {
+    await state?.end().catch(() => undefined);
+  }
+
+  try {
+    if (!(await checkBlob(plan, secrets, checks, timeoutMs))) unreachable = true;
+  } catch (err) {
+    unreachable = true;
+    checks.fail('blob.container', 'blob', redact((err as Error).message));
+  }
+
+  const report: PreflightReport = {
+    ok: checks.checks.every((c) => c.status !== 'fail'),
+    checks: checks.checks,
+    estimate: estimate(facts?.tables.values() ?? []),
+    unreachable,
+  };
+  return report;
+}

@@ -1,0 +1,309 @@
+/**
+ * Read-only checks against the source: server settings for logical replication, blocking
+ * transactions, and every table and documents entry of the plan.
+ */
+import type pg from 'pg';
+import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
+import { displayName, type QualifiedName } from '../plan/names.js';
+import { templateColumns } from '../plan/templates.js';
+import { OID_REFERENCE_TYPES, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
+import { formatBytes, formatCount } from './format.js';
+import type { CheckList } from './types.js';
+
+export interface SourceFacts {
+  versionNum: number;
+  version: string;
+  extensions: string[];
+  tables: Map<string, TableInfo>;
+}
+
+export async function checkSourceServer(client: pg.Client, plan: Plan, checks: CheckList, longTransactionMs: number): Promise<SourceFacts> {
+  const { rows } = await client.query<{
+    num: string;
+    version: string;
+    wal_level: string;
+    slots: string;
+    senders: string;
+    used_slots: string;
+    used_senders: string;
+    can_replicate: boolean;
+  }>(
+    `SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version,
+            current_setting('wal_level') AS wal_level,
+            current_setting('max_replication_slots') AS slots, current_setting('max_wal_senders') AS senders,
+            (SELECT count(*) FROM pg_replication_slots)::text AS used_slots,
+            (SELECT count(*) FROM pg_stat_replication)::text AS used_senders,
+            (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS can_replicate`,
+  );
+  const s = rows[0]!;
+  const subject = 'source';
+  checks.pass('source.connect', subject, `connected to PostgreSQL ${s.version}`);
+  const versionNum = Number(s.num);
+
+  if (plan.sync.mode === 'logical') {
+    if (s.wal_level === 'logical') checks.pass('source.wal_level', subject, 'wal_level is logical');
+    else
+      checks.fail(
+        'source.wal_level',
+        subject,
+        `wal_level is ${s.wal_level}; live sync needs logical: ALTER SYSTEM SET wal_level = logical, then restart the server`,
+      );
+
+    const freeSlots = Number(s.slots) - Number(s.used_slots);
+    if (freeSlots >= 1) checks.pass('source.replication_slots', subject, `${freeSlots} of ${s.slots} replication slots free`);
+    else
+      checks.fail(
+        'source.replication_slots',
+        subject,
+        `no replication slot free (max_replication_slots = ${s.slots}, ${s.used_slots} in use): raise max_replication_slots or drop an unused slot`,
+      );
+
+    const freeSenders = Number(s.senders) - Number(s.used_senders);
+    if (freeSenders >= 1) checks.pass('source.wal_senders', subject, `${freeSenders} of ${s.senders} WAL senders free`);
+    else
+      checks.fail(
+        'source.wal_senders',
+        subject,
+        `no WAL sender free (max_wal_senders = ${s.senders}, ${s.used_senders} in use): raise max_wal_senders`,
+      );
+
+    if (s.can_replicate) checks.pass('source.replication_privilege', subject, 'the user has the REPLICATION privilege');
+    else
+      checks.fail(
+        'source.replication_privilege',
+        subject,
+        'the user lacks the REPLICATION privilege that live sync needs: ALTER ROLE <user> REPLICATION',
+      );
+
+    await checkLongTransactions(client, checks, longTransactionMs);
+  }
+
+  const extensions = (
+    await client.query<{ extname: string }>(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)
+  ).rows.map((r) => r.extname);
+
+  const tables = new Map<string, TableInfo>();
+  for (const t of plan.tables) {
+    const info = await checkTable(client, plan, t, checks);
+    if (info) tables.set(displayName(t.name), info);
+  }
+  for (const d of plan.documents) {
+    const key = displayName(d.table);
+    const info = tables.get(key) ?? (await introspectTable(client, d.table));
+    if (info && !tables.has(key)) tables.set(key, info);
+    checkDocuments(d, info, checks);
+  }
+  return { versionNum, version: s.version, extensions, tables };
+}
+
+async function checkLongTransactions(client: pg.Client, checks: CheckList, longTransactionMs: number): Promise<void> {
+  const { rows } = await client.query<{
+    pid: number;
+    usename: string | null;
+    datname: string | null;
+    application_name: string;
+    age: string;
+    state: string | null;
+  }>(
+    `SELECT pid, usename, datname, application_name, state,
+            to_char(clock_timestamp() - xact_start, 'HH24:MI:SS') AS age
+       FROM pg_stat_activity
+      WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
+        AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+        AND clock_timestamp() - xact_start > make_interval(secs => $1::float8 / 1000)
+      ORDER BY xact_start`,
+    [longTransactionMs],
+  );
+  if (rows.length === 0) {
+    checks.pass('source.long_transactions', 'source', 'no long-running transaction would block creating the replication slot');
+    return;
+  }
+  const list = rows
+    .slice(0, 5)
+    .map(
+      (r) =>
+        `pid ${r.pid} (user ${r.usename ?? '?'}, database ${r.datname ?? '?'}, application "${r.application_name}", open ${r.age}, ${r.state ?? 'unknown'})`,
+    )
+    .join('; ');
+  checks.warn(
+    'source.long_transactions',
+    'source',
+    `${rows.length} long-running transaction${rows.length === 1 ? '' : 's'} would block creating the replication slot: ${list}${rows.length > 5 ? '; …' : ''}. Let them finish or end them (SELECT pg_terminate_backend(pid)) before cloudshift run`,
+  );
+}
+
+async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: CheckList): Promise<TableInfo | null> {
+  const subject = displayName(t.name);
+  const info = await introspectTable(client, t.name);
+  if (!info) {
+    checks.fail('table.exists', subject, `table ${subject} does not exist on the source (plan tables[${t.index}])`);
+    return null;
+  }
+  if (info.kind === 'other') {
+    checks.fail('table.exists', subject, `${subject} is ${relkindName(info.relkind)}, not a table (plan tables[${t.index}])`);
+    return null;
+  }
+  if (!info.canSelect) {
+    checks.fail(
+      'table.exists',
+      subject,
+      `permission denied: the source user may not SELECT from ${subject}; GRANT SELECT ON ${subject} TO <user>`,
+    );
+    return info;
+  }
+  checks.pass(
+    'table.exists',
+    subject,
+    `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (never analysed)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
+  );
+  checkKey(plan, t, info, subject, checks);
+  checkTypes(
+    info,
+    subject,
+    checks,
+    plan.documents.filter((d) => displayName(d.table) === subject).map((d) => d.content),
+  );
+
+  const generated = info.columns.filter((c) => c.generated).map((c) => c.name);
+  if (generated.length > 0)
+    checks.pass(
+      'table.generated',
+      subject,
+      `generated column${generated.length === 1 ? '' : 's'} ${generated.join(', ')}: not copied, computed by the target`,
+    );
+  if (info.kind === 'partitioned')
+    checks.pass(
+      'table.partitions',
+      subject,
+      `partitioned into ${info.partitionCount} partitions: copied partition by partition into the same layout`,
+    );
+  if (info.isPartition) checks.warn('table.partitions', subject, `${subject} is a partition; consider naming its parent table instead`);
+  return info;
+}
+
+function checkKey(plan: Plan, t: TablePlan, info: TableInfo, subject: string, checks: CheckList): void {
+  const usableUnique = info.uniqueKeys.find((k) => !k.primary && k.usableAsIdentity);
+  if (info.primaryKey) {
+    checks.pass('table.key', subject, `primary key (${info.primaryKey.join(', ')})`);
+    return;
+  }
+  const copyNote = usableUnique ? `batches use unique index ${usableUnique.name}` : 'copied by ctid ranges';
+  if (plan.sync.mode !== 'logical') {
+    checks.warn('table.key', subject, `no primary key: ${copyNote}; live sync would need a key or REPLICA IDENTITY FULL`);
+    return;
+  }
+  if (info.replicaIdentity === 'f' || t.replicaIdentity === 'full') {
+    checks.warn(
+      'table.key',
+      subject,
+      `no primary key: ${copyNote}; live sync uses REPLICA IDENTITY FULL (every column identifies a row; slower updates)`,
+    );
+  } else if (info.replicaIdentity === 'i' || (t.replicaIdentity === 'index' && usableUnique)) {
+    checks.pass('table.key', subject, `no primary key: ${copyNote}; live sync identifies rows by a unique index`);
+  } else if (t.replicaIdentity === 'insert-only') {
+    checks.warn(
+      'table.key',
+      subject,
+      `no primary key: ${copyNote}; declared insert-only, so an UPDATE or DELETE on the source would fail while the publication exists`,
+    );
+  } else {
+    const fix = usableUnique
+      ? `ALTER TABLE ${subject} REPLICA IDENTITY USING INDEX ${usableUnique.name}, or add a primary key`
+      : `ALTER TABLE ${subject} ADD PRIMARY KEY (...), or ALTER TABLE ${subject} REPLICA IDENTITY FULL`;
+    checks.fail(
+      'table.key',
+      subject,
+      `no primary key or replica identity: with live sync, UPDATE and DELETE on this table would fail on the source. Fix: ${fix}; or set replicaIdentity (full | index | insert-only) on tables[${t.index}]`,
+    );
+  }
+}
+
+function checkTypes(info: TableInfo, subject: string, checks: CheckList, documentColumns: string[]): void {
+  const unsupported = info.columns.filter((c) => OID_REFERENCE_TYPES.has(c.typeName.replace(/^_/, '')));
+  if (unsupported.length > 0) {
+    checks.fail(
+      'table.types',
+      subject,
+      `unsupported column type${unsupported.length === 1 ? '' : 's'}: ${unsupported.map((c) => `${c.name} ${c.type}`).join(', ')} (values are OIDs of catalog objects that differ on the target); cast the column to text before migrating`,
+    );
+    return;
+  }
+  const oidColumns = info.columns.filter((c) => c.typeName === 'oid' && !documentColumns.includes(c.name));
+  if (oidColumns.length > 0) {
+    checks.warn(
+      'table.types',
+      subject,
+      `column${oidColumns.length === 1 ? '' : 's'} ${oidColumns.map((c) => c.name).join(', ')} of type oid: copied as numbers; if they reference large objects, list them under documents`,
+    );
+    return;
+  }
+  checks.pass('table.types', subject, `all ${info.columns.length} column types can be copied`);
+}
+
+export function checkDocuments(d: DocumentPlan, info: TableInfo | null, checks: CheckList): void {
+  const subject = `${displayName(d.table)}.${d.content}`;
+  const where = `documents[${d.index}]`;
+  if (!info || info.kind === 'other') {
+    checks.fail('documents.table', subject, `table ${displayName(d.table)} does not exist on the source (${where}.table)`);
+    return;
+  }
+  const byName = new Map(info.columns.map((c) => [c.name, c]));
+  const content = byName.get(d.content);
+  if (!content)
+    checks.fail('documents.content', subject, `column "${d.content}" does not exist in ${displayName(d.table)} (${where}.content)`);
+  else if (content.typeName !== 'bytea' && content.typeName !== 'oid') {
+    checks.fail(
+      'documents.content',
+      subject,
+      `column "${d.content}" is ${content.type}; a documents column must be bytea or oid (a large object) (${where}.content)`,
+    );
+  } else checks.pass('documents.content', subject, `content column is ${content.typeName === 'oid' ? 'a large object (oid)' : 'bytea'}`);
+
+  const templates: Array<[string, string]> = [
+    ['blob', d.blob],
+    ['contentType', d.contentType],
+    ...Object.entries(d.metadata).map(([k, v]): [string, string] => [`metadata.${k}`, v]),
+    ...Object.entries(d.tags).map(([k, v]): [string, string] => [`tags.${k}`, v]),
+  ];
+  const missing = templates.flatMap(([field, tpl]) =>
+    templateColumns(tpl)
+      .filter((c) => !byName.has(c))
+      .map((c) => `{${c}} in ${where}.${field}`),
+  );
+  if (missing.length > 0)
+    checks.fail(
+      'documents.placeholders',
+      subject,
+      `placeholder${missing.length === 1 ? '' : 's'} not a column of ${displayName(d.table)}: ${missing.join(', ')}`,
+    );
+  else checks.pass('documents.placeholders', subject, 'every template placeholder is a column');
+
+  if (byName.has(d.keepColumn)) {
+    checks.fail(
+      'documents.keep_column',
+      subject,
+      `keep.column "${d.keepColumn}" already exists in ${displayName(d.table)}; choose a new column name (${where}.keep.column)`,
+    );
+  }
+
+  const nameColumns = new Set(templateColumns(d.blob));
+  const unique = info.uniqueKeys.find((k) => k.usableAsIdentity && k.columns.every((c) => nameColumns.has(c)));
+  if (unique)
+    checks.pass(
+      'documents.unique_names',
+      subject,
+      `blob names are unique: the template includes ${unique.primary ? 'the primary key' : `unique key ${unique.name}`} (${unique.columns.join(', ')})`,
+    );
+  else {
+    const suggestion = info.primaryKey ? ` such as {${info.primaryKey.join('}, {')}}` : '';
+    checks.fail(
+      'documents.unique_names',
+      subject,
+      `the blob template "${d.blob}" can give two rows the same name: include every column of a unique key${suggestion} (${where}.blob)`,
+    );
+  }
+}
+
+export function subjectOf(name: QualifiedName): string {
+  return displayName(name);
+}

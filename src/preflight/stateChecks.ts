@@ -1,0 +1,52 @@
+/** Read-only check of the state store: reachable, schema absent or of a version we know. */
+import type pg from 'pg';
+import type { LoadedPlan } from '../plan/parse.js';
+import { quoteIdent } from '../plan/names.js';
+import { inspectSchema } from '../state/migrations.js';
+import type { CheckList } from './types.js';
+
+export async function checkState(client: pg.Client, loaded: LoadedPlan, checks: CheckList): Promise<void> {
+  const schema = loaded.plan.state.schema;
+  const subject = `state store schema ${schema}`;
+  const status = await inspectSchema(client, schema);
+  if (!status.exists) {
+    const canCreate = (await client.query<{ ok: boolean }>(`SELECT has_database_privilege(current_database(), 'CREATE') AS ok`)).rows[0]
+      ?.ok;
+    if (canCreate) checks.pass('state.store', subject, `reachable; schema ${schema} will be created by cloudshift run`);
+    else
+      checks.fail(
+        'state.store',
+        subject,
+        `schema ${schema} does not exist and the user may not create schemas in this database: GRANT CREATE ON DATABASE … TO <user>, or set state.postgres`,
+      );
+    return;
+  }
+  if (status.unknown.length > 0) {
+    checks.fail(
+      'state.store',
+      subject,
+      `schema ${schema} was created by a newer cloudshift (migration ${status.unknown.join(', ')}); upgrade cloudshift`,
+    );
+    return;
+  }
+  if (status.pending.length > 0) {
+    checks.pass(
+      'state.store',
+      subject,
+      `reachable; schema ${schema} will be upgraded (${status.pending.length} migration${status.pending.length === 1 ? '' : 's'})`,
+    );
+  } else checks.pass('state.store', subject, `reachable; schema ${schema} is current`);
+
+  const { rows } = await client.query<{ id: string; plan_fingerprint: string; phase: string }>(
+    `SELECT id, plan_fingerprint, phase FROM ${quoteIdent(schema)}.runs WHERE plan_name = $1 AND status = 'active'`,
+    [loaded.plan.name],
+  );
+  const run = rows[0];
+  if (run && run.plan_fingerprint !== loaded.fingerprint) {
+    checks.warn(
+      'state.run',
+      subject,
+      `run ${run.id} (phase ${run.phase}) began with a different version of this plan: cloudshift run will refuse to resume it unless --force`,
+    );
+  } else if (run) checks.pass('state.run', subject, `run ${run.id} is in progress (phase ${run.phase}); cloudshift run resumes it`);
+}

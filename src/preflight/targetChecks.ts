@@ -1,0 +1,70 @@
+/** Read-only checks against the target database: version, extensions, and the plan's tables. */
+import type pg from 'pg';
+import type { Plan } from '../plan/defaults.js';
+import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
+import type { SourceFacts } from './sourceChecks.js';
+import type { CheckList } from './types.js';
+
+export async function checkTarget(client: pg.Client, plan: Plan, source: SourceFacts | null, checks: CheckList): Promise<void> {
+  const { rows } = await client.query<{ num: string; version: string }>(
+    `SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`,
+  );
+  const t = rows[0]!;
+  const targetMajor = Math.floor(Number(t.num) / 10000);
+  checks.pass('target.connect', 'target', `connected to PostgreSQL ${t.version}`);
+  if (source) {
+    const sourceMajor = Math.floor(source.versionNum / 10000);
+    if (targetMajor < sourceMajor) {
+      checks.warn(
+        'target.version',
+        'target',
+        `the target (PostgreSQL ${targetMajor}) is older than the source (PostgreSQL ${sourceMajor}): features the source uses may be missing`,
+      );
+    } else checks.pass('target.version', 'target', `PostgreSQL ${targetMajor} on the target, ${sourceMajor} on the source`);
+
+    const available = new Set((await client.query<{ name: string }>(`SELECT name FROM pg_available_extensions`)).rows.map((r) => r.name));
+    const missing = source.extensions.filter((e) => !available.has(e));
+    if (missing.length > 0) {
+      checks.fail(
+        'target.extensions',
+        'target',
+        `extension${missing.length === 1 ? '' : 's'} used on the source but not available on the target: ${missing.join(', ')} (on Azure, allow them in the azure.extensions server parameter)`,
+      );
+    } else if (source.extensions.length > 0) {
+      checks.pass('target.extensions', 'target', `extensions used on the source are available: ${source.extensions.join(', ')}`);
+    } else checks.pass('target.extensions', 'target', 'the source uses no extensions');
+  }
+
+  const names: QualifiedName[] = [...plan.tables.map((x) => x.name), ...plan.documents.map((d) => d.table)];
+  const seen = new Set<string>();
+  for (const name of names) {
+    const subject = displayName(name);
+    if (seen.has(subject)) continue;
+    seen.add(subject);
+    await checkTargetTable(client, plan, name, subject, checks);
+  }
+}
+
+async function checkTargetTable(client: pg.Client, plan: Plan, name: QualifiedName, subject: string, checks: CheckList): Promise<void> {
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [quoteQualified(name)]);
+  if (!rows[0]?.exists) {
+    checks.pass('target.table', subject, 'absent on the target: cloudshift run will create it');
+    return;
+  }
+  let hasRows: boolean;
+  try {
+    hasRows = (await client.query<{ has: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${quoteQualified(name)}) AS has`)).rows[0]!.has;
+  } catch (err) {
+    checks.fail('target.table', subject, `exists on the target but cannot be read: ${(err as Error).message}`);
+    return;
+  }
+  if (!hasRows) checks.pass('target.table', subject, 'exists on the target and is empty');
+  else if (plan.target.existingData === 'truncate')
+    checks.warn('target.table', subject, 'exists on the target with rows: cloudshift run will TRUNCATE it (target.existingData: truncate)');
+  else
+    checks.fail(
+      'target.table',
+      subject,
+      'exists on the target and already holds rows: cloudshift run stops before writing; empty it, or set target.existingData: truncate',
+    );
+}

@@ -1,0 +1,34 @@
+/**
+ * The one place secrets are masked. Every connection string, URL or error text that may carry a
+ * password, account key or SAS token passes through redact() before it is printed, logged or
+ * stored (ghostferry's MaskedDSN). Masking is by pattern, so it also catches secrets embedded in
+ * error messages from drivers.
+ */
+
+const MASK = '***';
+
+const patterns: Array<[RegExp, string]> = [
+  // scheme://user:password@host
+  [/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^@/\s]*@/gi, `$1${MASK}@`],
+  // key=value connection strings (libpq, Azure storage)
+  [/\b(password|pwd|accountkey|sharedaccesssignature|sharedaccesskey)\s*=\s*('[^']*'|[^;\s]*)/gi, `$1=${MASK}`],
+  // SAS query parameters
+  [/([?&]sig=)[^&\s]*/gi, `$1${MASK}`],
+  // bearer tokens
+  [/(bearer\s+)[a-z0-9._~+/-]+=*/gi, `$1${MASK}`],
+];
+
+export function redact(text: string): string {
+  let out = text;
+  for (const [re, replacement] of patterns) out = out.replace(re, replacement);
+  return out;
+}
+
+/** Remove exact secret values (resolved from references) wherever they appear. */
+export function redactValues(text: string, secrets: Iterable<string>): string {
+  let out = text;
+  for (const s of secrets) {
+    if (s.length >= 4) out = out.split(s).join(MASK);
+  }
+  return redact(out);
+}

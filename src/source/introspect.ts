@@ -1,0 +1,162 @@
+/**
+ * Catalog introspection of one table: kind, keys, replica identity, columns and size estimates.
+ * Read-only and cheap (catalog statistics, never count(*)); shared by preflight and the copy.
+ */
+import type pg from 'pg';
+import type { QualifiedName } from '../plan/names.js';
+
+export interface ColumnInfo {
+  name: string;
+  /** format_type(): e.g. "numeric(30,10)", "public.mood[]". */
+  type: string;
+  typeName: string;
+  /** pg_type.typtype: b base, c composite, d domain, e enum, r range, m multirange, p pseudo. */
+  typtype: string;
+  /** Schema of the type (extension and user types live outside pg_catalog). */
+  typeSchema: string;
+  notNull: boolean;
+  generated: boolean;
+  identity: 'always' | 'by default' | null;
+}
+
+export interface UniqueKey {
+  name: string;
+  columns: string[];
+  primary: boolean;
+  /** Every column NOT NULL and the index not partial: usable as REPLICA IDENTITY USING INDEX. */
+  usableAsIdentity: boolean;
+}
+
+export interface TableInfo {
+  oid: number;
+  kind: 'table' | 'partitioned' | 'other';
+  relkind: string;
+  isPartition: boolean;
+  partitionCount: number;
+  /** d default (primary key), n nothing, f full, i index. */
+  replicaIdentity: 'd' | 'n' | 'f' | 'i';
+  canSelect: boolean;
+  columns: ColumnInfo[];
+  primaryKey: string[] | null;
+  uniqueKeys: UniqueKey[];
+  /** From pg_class.reltuples; null when the table was never analysed. */
+  estimatedRows: number | null;
+  bytes: number;
+}
+
+export async function introspectTable(client: pg.Client, name: QualifiedName): Promise<TableInfo | null> {
+  const { rows } = await client.query<{
+    oid: number;
+    relkind: string;
+    relispartition: boolean;
+    relreplident: string;
+    can_select: boolean;
+    reltuples: number;
+    bytes: string;
+    partitions: number;
+  }>(
+    `SELECT c.oid::int AS oid, c.relkind::text AS relkind, c.relispartition, c.relreplident::text AS relreplident,
+            has_table_privilege(c.oid, 'SELECT') AS can_select,
+            CASE WHEN c.relkind = 'p'
+                 THEN coalesce((SELECT sum(greatest(p.reltuples, 0)) FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf), 0)
+                 ELSE c.reltuples END::float8 AS reltuples,
+            CASE WHEN c.relkind = 'p'
+                 THEN coalesce((SELECT sum(pg_table_size(t.relid)) FROM pg_partition_tree(c.oid) t WHERE t.isleaf), 0)
+                 ELSE pg_table_size(c.oid) END::text AS bytes,
+            (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)::int AS partitions
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [name.schema, name.name],
+  );
+  const t = rows[0];
+  if (!t) return null;
+
+  const columns = await client.query<{
+    name: string;
+    type: string;
+    type_name: string;
+    typtype: string;
+    type_schema: string;
+    notnull: boolean;
+    generated: string;
+    identity: string;
+  }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ty.typname AS type_name,
+            CASE WHEN ty.typcategory = 'A' THEN (SELECT e.typtype::text FROM pg_type e WHERE e.oid = ty.typelem) ELSE ty.typtype::text END AS typtype,
+            tn.nspname AS type_schema, a.attnotnull AS notnull, a.attgenerated::text AS generated, a.attidentity::text AS identity
+       FROM pg_attribute a
+       JOIN pg_type ty ON ty.oid = a.atttypid
+       JOIN pg_namespace tn ON tn.oid = ty.typnamespace
+      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [t.oid],
+  );
+
+  const keys = await client.query<{ name: string; primary: boolean; partial: boolean; columns: string[]; all_not_null: boolean }>(
+    `SELECT ic.relname AS name, i.indisprimary AS primary, i.indpred IS NOT NULL AS partial,
+            array_agg(a.attname ORDER BY k.ord) AS columns,
+            bool_and(a.attnotnull) AS all_not_null
+       FROM pg_index i
+       JOIN pg_class ic ON ic.oid = i.indexrelid
+       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indexprs IS NULL
+      GROUP BY ic.relname, i.indisprimary, i.indpred
+      ORDER BY i.indisprimary DESC, ic.relname`,
+    [t.oid],
+  );
+  const uniqueKeys: UniqueKey[] = keys.rows.map((k) => ({
+    name: k.name,
+    columns: k.columns,
+    primary: k.primary,
+    usableAsIdentity: !k.partial && k.all_not_null,
+  }));
+  const pk = uniqueKeys.find((k) => k.primary);
+
+  return {
+    oid: t.oid,
+    kind: t.relkind === 'r' ? 'table' : t.relkind === 'p' ? 'partitioned' : 'other',
+    relkind: t.relkind,
+    isPartition: t.relispartition,
+    partitionCount: t.partitions,
+    replicaIdentity: t.relreplident as TableInfo['replicaIdentity'],
+    canSelect: t.can_select,
+    columns: columns.rows.map((c) => ({
+      name: c.name,
+      type: c.type,
+      typeName: c.type_name,
+      typtype: c.typtype,
+      typeSchema: c.type_schema,
+      notNull: c.notnull,
+      generated: c.generated !== '',
+      identity: c.identity === 'a' ? 'always' : c.identity === 'd' ? 'by default' : null,
+    })),
+    primaryKey: pk ? pk.columns : null,
+    uniqueKeys,
+    estimatedRows: t.reltuples < 0 ? null : Math.round(t.reltuples),
+    bytes: Number(t.bytes),
+  };
+}
+
+/** Types whose values are OIDs of catalog objects: their numbers differ on the target. */
+export const OID_REFERENCE_TYPES = new Set([
+  'regproc',
+  'regprocedure',
+  'regoper',
+  'regoperator',
+  'regconfig',
+  'regdictionary',
+  'regcollation',
+]);
+
+export function relkindName(relkind: string): string {
+  const names: Record<string, string> = {
+    v: 'a view',
+    m: 'a materialized view',
+    f: 'a foreign table',
+    S: 'a sequence',
+    i: 'an index',
+    c: 'a composite type',
+  };
+  return names[relkind] ?? `a relation of kind ${relkind}`;
+}

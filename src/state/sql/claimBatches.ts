@@ -1,0 +1,22 @@
+import type { Knex } from 'knex';
+import type { BatchRow } from '../types.js';
+
+/**
+ * Claims up to `limit` pending batches of a run for one worker. SKIP LOCKED lets any number of
+ * workers claim at once without waiting on each other or claiming the same batch twice.
+ */
+export async function claimBatches(knex: Knex, runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
+  const { rows } = await knex.raw<{ rows: BatchRow[] }>(
+    `UPDATE batches AS b
+        SET status = 'claimed', claimed_by = :workerId, claimed_at = now(), attempts = b.attempts + 1
+      WHERE b.id IN (
+              SELECT id FROM batches
+               WHERE run_id = :runId AND status = 'pending'
+               ORDER BY id
+               LIMIT :limit
+               FOR UPDATE SKIP LOCKED)
+      RETURNING b.*`,
+    { runId, workerId, limit },
+  );
+  return rows;
+}

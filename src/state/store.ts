@@ -1,0 +1,151 @@
+/**
+ * The state store: runs, batches, the applied LSN, workers and the append-only event log, in a
+ * PostgreSQL schema (default `cloudshift` in the target database). The rest of cloudshift talks
+ * to it only through this class. Invariants:
+ * - the schema is migrated before any write, under an advisory lock (migrations.ts);
+ * - no secret is ever written here: runs record the plan's fingerprint, not its values;
+ * - events are appended, never updated.
+ */
+import knexFactory, { type Knex } from 'knex';
+import type pg from 'pg';
+import { StateConflictError } from '../errors.js';
+import { connect } from '../pg/connect.js';
+import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
+import { claimBatches } from './sql/claimBatches.js';
+import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
+import { whoAmI, type Who } from './who.js';
+
+export interface OpenStateStoreOptions {
+  connectionString: string;
+  schema: string;
+  connectTimeoutMs?: number;
+}
+
+export interface CreateRunOptions {
+  planName: string;
+  planFingerprint: string;
+  toolVersion: string;
+}
+
+export class StateStore {
+  private constructor(
+    readonly knex: Knex,
+    private readonly session: pg.Client,
+    readonly schema: string,
+    private readonly who: Who,
+  ) {}
+
+  /** Connects (bounded, with a clear error) without creating or changing anything. */
+  static async open(options: OpenStateStoreOptions): Promise<StateStore> {
+    const session = await connect({
+      role: 'state store',
+      connectionString: options.connectionString,
+      ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+    });
+    const knex = knexFactory({
+      client: 'pg',
+      connection: { connectionString: options.connectionString, application_name: 'cloudshift state' },
+      searchPath: [options.schema],
+      pool: { min: 0, max: 4 },
+    });
+    return new StateStore(knex, session, options.schema, whoAmI());
+  }
+
+  async inspect(): Promise<SchemaStatus> {
+    return inspectSchema(this.session, this.schema);
+  }
+
+  /** Creates or upgrades the schema; refuses a schema made by a newer cloudshift. */
+  async migrate(): Promise<void> {
+    await migrateSchema(this.knex, this.session, this.schema);
+  }
+
+  /** Refuses to work on a schema that is missing migrations or has unknown ones. */
+  async assertCurrent(): Promise<void> {
+    const status = await this.inspect();
+    if (status.unknown.length > 0) throw schemaTooNew(this.schema, status);
+    if (status.pending.length > 0) {
+      throw new StateConflictError(`the state store schema "${this.schema}" is not migrated (pending: ${status.pending.join(', ')})`);
+    }
+  }
+
+  async createRun(options: CreateRunOptions): Promise<RunRow> {
+    const [row] = await this.knex<RunRow>('runs')
+      .insert({
+        id: crypto.randomUUID(),
+        plan_name: options.planName,
+        plan_fingerprint: options.planFingerprint,
+        tool_version: options.toolVersion,
+        created_by: `${this.who.osUser}@${this.who.host}`,
+      })
+      .returning('*');
+    return row!;
+  }
+
+  async getActiveRun(planName: string): Promise<RunRow | null> {
+    const row = await this.knex<RunRow>('runs').where({ plan_name: planName, status: 'active' }).first();
+    return row ?? null;
+  }
+
+  async getLatestRun(planName: string): Promise<RunRow | null> {
+    const row = await this.knex<RunRow>('runs').where({ plan_name: planName }).orderBy('created_at', 'desc').first();
+    return row ?? null;
+  }
+
+  async updateRun(
+    runId: string,
+    fields: Partial<Pick<RunRow, 'phase' | 'status' | 'slot_name' | 'publication_name' | 'snapshot_name' | 'consistent_lsn'>>,
+  ): Promise<void> {
+    await this.knex('runs')
+      .where({ id: runId })
+      .update({ ...fields, updated_at: this.knex.fn.now() });
+  }
+
+  async appendEvent(runId: string | null, kind: string, message: string, details: Record<string, unknown> = {}): Promise<EventRow> {
+    const [row] = await this.knex<EventRow>('events')
+      .insert({
+        run_id: runId,
+        os_user: this.who.osUser,
+        host: this.who.host,
+        pid: this.who.pid,
+        kind,
+        message,
+        details: JSON.stringify(details) as unknown as Record<string, unknown>,
+      })
+      .returning('*');
+    return row!;
+  }
+
+  async listEvents(runId: string, options: { limit?: number } = {}): Promise<EventRow[]> {
+    const rows = await this.knex<EventRow>('events')
+      .where({ run_id: runId })
+      .orderBy('id', 'desc')
+      .limit(options.limit ?? 100);
+    return rows.reverse();
+  }
+
+  async addBatches(runId: string, batches: NewBatch[]): Promise<void> {
+    if (batches.length === 0) return;
+    const rows = batches.map((b) => ({
+      run_id: runId,
+      kind: b.kind,
+      relation: b.relation,
+      seq: b.seq,
+      key_low: JSON.stringify(b.keyLow),
+      key_high: JSON.stringify(b.keyHigh),
+    }));
+    await this.knex.batchInsert('batches', rows, 1000);
+  }
+
+  async claimBatches(runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
+    return claimBatches(this.knex, runId, workerId, limit);
+  }
+
+  async listBatches(runId: string): Promise<BatchRow[]> {
+    return this.knex<BatchRow>('batches').where({ run_id: runId }).orderBy('id');
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.knex.destroy(), this.session.end()]);
+  }
+}
