@@ -79,7 +79,7 @@ export function validatePlanText(text: string): ValidationResult {
   }
 
   const parsed = planSchema.safeParse(data);
-  const problems: PlanProblem[] = [];
+  const problems: Array<PlanProblem & { meant?: string }> = [];
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
@@ -90,6 +90,7 @@ export function validatePlanText(text: string): ValidationResult {
             path: formatPath([...path, key]),
             ...at(keyOffset(doc, path, key)),
             message: `unknown key "${key}"${suggestion ? `; did you mean "${suggestion}"?` : ''}`,
+            ...(suggestion ? { meant: formatPath([...path, suggestion]) } : {}),
           });
         }
       } else {
@@ -101,8 +102,11 @@ export function validatePlanText(text: string): ValidationResult {
       problems.push({ path: formatPath(p.path), ...at(valueOffset(doc, p.path)), message: p.message });
     }
   }
-  problems.sort((a, b) => a.line - b.line || a.column - b.column);
-  if (problems.length > 0 || !parsed.success) return { valid: false, input: undefined, problems };
+  // A misspelt required key is reported once: as the unknown key, with its suggestion.
+  const meant = new Set(problems.map((p) => p.meant).filter((m): m is string => m !== undefined));
+  const reported = problems.filter((p) => !(p.message === 'is required' && meant.has(p.path))).map(({ meant: _m, ...p }) => p);
+  reported.sort((a, b) => a.line - b.line || a.column - b.column);
+  if (reported.length > 0 || !parsed.success) return { valid: false, input: undefined, problems: reported };
   return { valid: true, input: parsed.data, problems: [] };
 }
 
@@ -178,12 +182,7 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: Path): stri
     case 'invalid_format':
       return issue.format === 'url' ? `must be a URL, got ${describe(value)}` : `${issue.message}, got ${describe(value)}`;
     default:
-      return typeof value === 'string' &&
-        issue.code === 'custom' &&
-        !issue.message.startsWith('contains') &&
-        !issue.message.startsWith('is a secret')
-        ? `${issue.message}, got ${describe(value)}`
-        : issue.message;
+      return issue.code === 'custom' && issue.params?.['showValue'] === true ? `${issue.message}, got ${describe(value)}` : issue.message;
   }
 }
 

@@ -11,24 +11,28 @@ import { checkConnectionString, checkSecretReference, checkTemplate } from './va
 
 const identifier = (what: string) =>
   z.string().refine(isIdentifier, {
+    params: { showValue: true },
     message: `${what} must be a PostgreSQL identifier: letters, digits, _ and $ (not starting with a digit), or a "double-quoted" name`,
   });
 
 const tableName = z.string().refine(isQualifiedName, {
+  params: { showValue: true },
   message: 'must be a table name, `schema.table` or `table`; quote unusual names as "My Table"',
 });
 
-const connection = (what: string) =>
+const connection = (what: string, presence = 'Required.') =>
   z
     .string()
     .min(1)
     .superRefine(checkConnectionString)
     .describe(
-      `${what}: a PostgreSQL connection string (URL or key=value). Put passwords in a reference, e.g. "\${env:NAME}" or "postgres://app:\${env:PGPASSWORD}@host/db"; literal passwords are refused.`,
+      `${what}: a PostgreSQL connection string (URL or key=value). Put passwords in a reference, e.g. "\${env:NAME}" or "postgres://app:\${env:PGPASSWORD}@host/db"; literal passwords are refused. ${presence}`,
     );
 
-const duration = z.string().refine(isDuration, { message: 'must be a duration such as "500ms", "2s" or "5m"' });
-const size = z.string().refine(isSize, { message: 'must be a size such as "512MB" or "10GB"' });
+const duration = z
+  .string()
+  .refine(isDuration, { params: { showValue: true }, message: 'must be a duration such as "500ms", "2s" or "5m"' });
+const size = z.string().refine(isSize, { params: { showValue: true }, message: 'must be a size such as "512MB" or "10GB"' });
 const template = z.string().min(1).superRefine(checkTemplate);
 
 const blobTarget = z
@@ -62,7 +66,7 @@ const blobTarget = z
       .regex(/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, 'must be a container name: 3 to 63 lower-case letters, digits and single hyphens')
       .describe('Container the documents go to; created by `cloudshift run` if absent. Required.'),
   })
-  .describe('Azure Blob Storage for documents. Required when the plan has `documents`.');
+  .describe('Azure Blob Storage for documents. Optional; required when the plan has `documents`.');
 
 const table = z
   .strictObject({
@@ -123,13 +127,13 @@ const pgbouncerSwitch = z
       .min(1)
       .describe("Path of the ini file, included by PgBouncer, holding that database's `[databases]` entry. Required."),
   })
-  .describe('Switch the application through PgBouncer (PAUSE, repoint, RELOAD, RESUME).');
+  .describe('Switch the application through PgBouncer (PAUSE, repoint, RELOAD, RESUME). Optional; name exactly one switch.');
 
 const commandSwitch = z
   .strictObject({
     run: z.string().min(1).describe('Command to run; it gets CLOUDSHIFT_SIDE (target|source) in its environment. Required.'),
   })
-  .describe('Switch the application by running your own command.');
+  .describe('Switch the application by running your own command. Optional; name exactly one switch.');
 
 export const planSchema = z
   .strictObject({
@@ -156,7 +160,7 @@ export const planSchema = z
       .describe('Where the data goes. Required.'),
     state: z
       .strictObject({
-        postgres: connection('State store database').optional(),
+        postgres: connection('State store database', 'Optional; default target.postgres.').optional(),
         schema: identifier('state.schema').optional().describe('Schema of the state store. Optional; default cloudshift.'),
       })
       .optional()

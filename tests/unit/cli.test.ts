@@ -1,0 +1,93 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/main.js';
+
+export async function cli(args: string[], env: Record<string, string> = {}) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => (stderr += s) },
+    env,
+    cwd: process.cwd(),
+  });
+  return { code, stdout, stderr };
+}
+
+function planFile(text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'cs-cli-')), 'plan.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+const bad = `version: 1
+name: ppm
+source: { postgres: "\${env:S}" }
+target: { postgres: "\${env:T}" }
+tables:
+  - name: public.patients
+    batch: { rowz: 10 }
+`;
+
+describe('cloudshift plan validate', () => {
+  it('prints valid and exits 0 for a good plan', async () => {
+    const r = await cli(['plan', 'validate', 'plans/ppm.yaml']);
+    expect(r).toMatchObject({ code: 0, stdout: 'plans/ppm.yaml: valid\n' });
+  });
+
+  it('text: file:line:col: path: message, exit 2', async () => {
+    const file = planFile(bad);
+    const r = await cli(['plan', 'validate', file]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe(`${file}:7:14: tables[0].batch.rowz: unknown key "rowz"; did you mean "rows"?\n`);
+  });
+
+  it('json: {valid, errors[path,line,column,message]}', async () => {
+    const file = planFile(bad);
+    const r = await cli(['plan', 'validate', file, '--format', 'json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toEqual({
+      valid: false,
+      errors: [{ path: 'tables[0].batch.rowz', line: 7, column: 14, message: 'unknown key "rowz"; did you mean "rows"?' }],
+    });
+  });
+
+  it('github: workflow annotations', async () => {
+    const file = planFile(bad);
+    const r = await cli(['plan', 'validate', file, '--format', 'github']);
+    expect(r.stdout).toBe(
+      `::error file=${file},line=7,col=14,title=plan tables[0].batch.rowz::tables[0].batch.rowz: unknown key "rowz"; did you mean "rows"?\n`,
+    );
+  });
+
+  it('a missing plan file is a usage error (exit 2) naming the file', async () => {
+    const r = await cli(['plan', 'validate', 'plans/nope.yaml']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('cannot read plan plans/nope.yaml (ENOENT)');
+  });
+
+  it('usage errors exit 2', async () => {
+    expect((await cli(['plan', 'validat'])).code).toBe(2);
+    expect((await cli(['plan', 'validate', 'plans/ppm.yaml', '--format', 'xml'])).code).toBe(2);
+    expect((await cli(['--help'])).code).toBe(0);
+  });
+});
+
+describe('cloudshift dry-run before connecting', () => {
+  it('names every missing environment variable, exit 2', async () => {
+    const r = await cli(['dry-run', 'plans/ppm.yaml'], { TARGET_DATABASE_URL: 'postgres://u:topsecret@127.0.0.1:1/x' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('source.postgres: environment variable SOURCE_DATABASE_URL is not set');
+    expect(r.stderr).toContain('target.blob.connectionString: environment variable AZURE_STORAGE_CONNECTION_STRING is not set');
+    expect(r.stderr).toContain('cutover.switch.pgbouncer.admin: environment variable PGBOUNCER_ADMIN_URL is not set');
+    expect(r.stderr + r.stdout).not.toContain('topsecret');
+  });
+
+  it('an invalid plan exits 2 with its problems', async () => {
+    const r = await cli(['dry-run', planFile(bad), '--format', 'json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout).errors[0].path).toBe('tables[0].batch.rowz');
+  });
+});

@@ -1,0 +1,194 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applyDefaults } from '../../src/plan/defaults.js';
+import { loadPlan, PlanInvalidError, validatePlanText } from '../../src/plan/parse.js';
+import { planJsonSchemaText } from '../../src/plan/jsonSchema.js';
+
+const good = `version: 1
+name: ppm
+source:
+  postgres: "\${env:SOURCE_DATABASE_URL}"
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+tables:
+  - name: public.patients
+`;
+
+function problems(text: string) {
+  return validatePlanText(text).problems.map((p) => `${p.line}:${p.column} ${p.path}: ${p.message}`);
+}
+
+describe('plan validation', () => {
+  it('accepts a minimal plan and fills defaults in a separate step', () => {
+    const result = validatePlanText(good);
+    expect(result.valid).toBe(true);
+    if (!result.valid) return;
+    expect(result.input).not.toHaveProperty('copy');
+    const plan = applyDefaults(result.input);
+    expect(plan.tables[0]).toMatchObject({ name: { schema: 'public', name: 'patients' }, batchRows: 100000 });
+    expect(plan.state).toMatchObject({ schema: 'cloudshift', postgres: { where: 'target.postgres' } });
+    expect(plan.sync).toMatchObject({ mode: 'none', slot: 'cloudshift_ppm', publication: 'cloudshift_ppm' });
+    expect(plan.cutover).toMatchObject({ maxPauseMs: 2000, maxLagMs: 1000 });
+  });
+
+  it('accepts every example plan in plans/', async () => {
+    for (const file of ['minimal', 'documents', 'ppm']) {
+      const loaded = await loadPlan(`plans/${file}.yaml`);
+      expect(loaded.plan.name).toBeTruthy();
+      expect(loaded.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    }
+  });
+
+  it('reports malformed YAML with its line and column', () => {
+    expect(problems('version: 1\nname: [unclosed\n')).toEqual([expect.stringMatching(/^3:1 : YAML syntax: /)]);
+  });
+
+  it('rejects unknown keys with a suggestion, at the key', () => {
+    expect(problems(good.replace('tables:', 'tabels:'))).toEqual(
+      [
+        '7:1 tabels: unknown key "tabels"; did you mean "tables"?',
+        '1:1 tables: the plan moves nothing: list at least one table under `tables` or `documents`',
+      ].slice(0, 1),
+    );
+  });
+
+  it('reports every problem at once, sorted by position', () => {
+    const text = `version: 2
+name: "Bad Name"
+source:
+  postgres: "postgres://app:hunter2@db.example/ehr"
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc", container: docs }
+tables:
+  - name: 'x"; drop table y; --'
+    batch: { rows: many }
+  - name: public.observations
+    bach: {}
+sync: { mode: logicl }
+cutover:
+  switch: {}
+  maxPause: 2 seconds
+`;
+    expect(problems(text)).toEqual([
+      '1:10 version: must be 1, got number 2',
+      '2:7 name: must be 1 to 40 lower-case letters, digits, _ and -, starting with a letter or digit, got the string "Bad Name"',
+      '4:13 source.postgres: contains a literal password; put the whole connection string or the password in a reference such as "${env:SOURCE_DATABASE_URL}"',
+      '7:29 target.blob.connectionString: is a secret: give it as a reference such as "${env:AZURE_STORAGE_CONNECTION_STRING}", not a literal value',
+      '9:11 tables[0].name: must be a table name, `schema.table` or `table`; quote unusual names as "My Table", got the string "x\\"; drop table y; --"',
+      '10:20 tables[0].batch.rows: expected a number, got the string "many"',
+      '12:5 tables[1].bach: unknown key "bach"; did you mean "batch"?',
+      '13:15 sync.mode: must be "logical" or "none", got the string "logicl"',
+      '15:11 cutover.switch: name exactly one switch: pgbouncer or command',
+      '16:13 cutover.maxPause: must be a duration such as "500ms", "2s" or "5m", got the string "2 seconds"',
+    ]);
+  });
+
+  it('reports a missing required key at its parent', () => {
+    expect(problems('version: 1\nname: x\nsource: {}\ntarget:\n  postgres: "${env:T}"\ntables: [{ name: a }]\n')).toEqual([
+      '3:9 source.postgres: is required',
+    ]);
+  });
+
+  it('rejects malformed references and templates', () => {
+    const text = `${good}documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id/{id}"
+    contentType: "{mime type}"
+    keep: { column: blob_path }
+`.replace('"${env:TARGET_DATABASE_URL}"', '"${secret:TARGET}"');
+    expect(problems(text)).toEqual([
+      '6:13 target.postgres: "${secret:TARGET}" is not a valid reference: use ${env:NAME} or ${file:PATH}',
+      '12:11 documents[0].blob: template placeholder "{patient_id/{id}" is not a column name',
+      '13:18 documents[0].contentType: template placeholder "{mime type}" is not a column name',
+    ]);
+  });
+
+  it('allows a password given as a reference inside a URL', () => {
+    const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"postgres://app:${env:PGPASSWORD}@db/ehr"');
+    expect(problems(text)).toEqual([]);
+  });
+
+  it('refuses key=value literal passwords too', () => {
+    const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"host=db dbname=ehr user=app password=secret"');
+    expect(problems(text)).toEqual([
+      '4:13 source.postgres: contains a literal password; put the whole connection string or the password in a reference such as "${env:SOURCE_DATABASE_URL}"',
+    ]);
+  });
+
+  it('applies cross-field rules', () => {
+    const text = `${good}  - name: PUBLIC.Patients
+documents:
+  - table: public.documents
+    content: content
+    blob: "d/{id}"
+    keep: { column: content }
+sync: { mode: none }
+cutover:
+  switch:
+    pgbouncer: { admin: "\${env:PGB}", database: ehr, config: /etc/pgbouncer/db.ini }
+`;
+    expect(problems(text)).toEqual(
+      [
+        '6:3 target: the plan has documents but no `target.blob`: add target.blob with a container and credentials',
+        '9:11 tables[1].name: table public.patients is listed twice (also tables[0]); list each table once',
+        '14:21 documents[0].keep.column: keep.column must differ from the content column "content": the content column is not copied',
+        '18:16 cutover.switch.pgbouncer: a PgBouncer cutover keeps writes flowing and needs live sync: set `sync.mode: logical`',
+      ].sort((a, b) => Number(a.split(':')[0]) - Number(b.split(':')[0])),
+    );
+  });
+
+  it('treats quoted identifiers literally and never as SQL', () => {
+    const result = validatePlanText(good.replace('public.patients', `'public."x""; drop table y; --"'`));
+    expect(result.valid).toBe(true);
+    if (!result.valid) return;
+    expect(applyDefaults(result.input).tables[0]!.name).toEqual({ schema: 'public', name: 'x"; drop table y; --' });
+  });
+
+  it('loadPlan throws one error listing every problem (exit code 2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cs-plan-'));
+    const file = join(dir, 'p.yaml');
+    writeFileSync(file, 'version: 1\nname: x\n');
+    const err = await loadPlan(file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PlanInvalidError);
+    expect((err as PlanInvalidError).exitCode).toBe(2);
+    expect((err as PlanInvalidError).problems.map((p) => p.path)).toEqual(['source', 'target']);
+  });
+
+  it('fingerprint changes with the plan, not with formatting or comments', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cs-plan-'));
+    const a = join(dir, 'a.yaml');
+    const b = join(dir, 'b.yaml');
+    const c = join(dir, 'c.yaml');
+    writeFileSync(a, good);
+    writeFileSync(b, `# a comment\n${good.replace('name: ppm', "name: 'ppm'")}`);
+    writeFileSync(c, good.replace('public.patients', 'public.encounters'));
+    const [fa, fb, fc] = await Promise.all([a, b, c].map(async (f) => (await loadPlan(f)).fingerprint));
+    expect(fa).toBe(fb);
+    expect(fa).not.toBe(fc);
+  });
+});
+
+describe('plan JSON Schema', () => {
+  it('plans/plan.schema.json is up to date (run `npm run schema` after changing the plan schema)', () => {
+    expect(readFileSync('plans/plan.schema.json', 'utf8')).toBe(planJsonSchemaText());
+  });
+
+  it('describes every field with Required or Optional', () => {
+    const missing: string[] = [];
+    const walk = (node: unknown, path: string): void => {
+      if (!node || typeof node !== 'object') return;
+      const n = node as { properties?: Record<string, { description?: string }>; items?: unknown; additionalProperties?: unknown };
+      for (const [k, v] of Object.entries(n.properties ?? {})) {
+        if (!/(Required\.|Optional)/.test(v.description ?? '')) missing.push(`${path}${k}`);
+        walk(v, `${path}${k}.`);
+      }
+      if (n.items) walk(n.items, path);
+    };
+    walk(JSON.parse(planJsonSchemaText()), '');
+    expect(missing).toEqual([]);
+  });
+});

@@ -1,0 +1,85 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { quoteIdent, quoteQualified, splitIdentifiers } from '../../src/plan/names.js';
+import { resolveReferences } from '../../src/plan/refs.js';
+import { parseTemplate } from '../../src/plan/templates.js';
+import { parseDurationMs, parseSizeBytes } from '../../src/plan/units.js';
+import { redact } from '../../src/redact.js';
+
+describe('identifiers', () => {
+  it('folds plain names and keeps quoted ones literally', () => {
+    expect(splitIdentifiers('Public.Patients')).toEqual(['public', 'patients']);
+    expect(splitIdentifiers('"My Schema"."x""; drop table y; --"')).toEqual(['My Schema', 'x"; drop table y; --']);
+    expect(splitIdentifiers('x"; drop table y; --')).toBeNull();
+    expect(splitIdentifiers('a..b')).toBeNull();
+    expect(splitIdentifiers('a.')).toBeNull();
+    expect(splitIdentifiers('""')).toBeNull();
+    expect(splitIdentifiers('a'.repeat(64))).toBeNull();
+  });
+
+  it('quotes every identifier for SQL', () => {
+    expect(quoteIdent('x"; drop table y; --')).toBe('"x""; drop table y; --"');
+    expect(quoteQualified({ schema: 'public', name: 'Patients' })).toBe('"public"."Patients"');
+  });
+});
+
+describe('references', () => {
+  const ctx = (env: Record<string, string>) => ({ env, baseDir: '/nonexistent', where: 'source.postgres' });
+
+  it('resolves env references inside a larger string', () => {
+    expect(resolveReferences('postgres://app:${env:PW}@db/ehr', ctx({ PW: 's3cr3t' }))).toBe('postgres://app:s3cr3t@db/ehr');
+  });
+
+  it('names a missing variable, never a value', () => {
+    expect(() => resolveReferences('${env:SOURCE_DATABASE_URL}', ctx({ OTHER: 'postgres://u:pw@h/d' }))).toThrow(
+      'source.postgres: environment variable SOURCE_DATABASE_URL is not set',
+    );
+  });
+
+  it('reads files relative to the plan and reports unreadable ones', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cs-ref-'));
+    writeFileSync(join(dir, 'pw'), 'from-file\n');
+    expect(resolveReferences('${file:pw}', { env: {}, baseDir: dir, where: 'x' })).toBe('from-file');
+    expect(() => resolveReferences('${file:missing}', { env: {}, baseDir: dir, where: 'target.postgres' })).toThrow(
+      `target.postgres: cannot read ${join(dir, 'missing')} (ENOENT) for \${file:missing}`,
+    );
+  });
+});
+
+describe('templates', () => {
+  it('parses placeholders and escaped braces', () => {
+    expect(parseTemplate('p/{patient_id}/{{x}}-{Id}')).toEqual([
+      { kind: 'text', text: 'p/' },
+      { kind: 'column', column: 'patient_id', raw: 'patient_id' },
+      { kind: 'text', text: '/{x}-' },
+      { kind: 'column', column: 'id', raw: 'Id' },
+    ]);
+    expect(() => parseTemplate('a/{b')).toThrow('unclosed "{" at character 3');
+    expect(() => parseTemplate('a}')).toThrow('unmatched "}" at character 2');
+  });
+});
+
+describe('units', () => {
+  it('parses durations and sizes', () => {
+    expect(parseDurationMs('500ms')).toBe(500);
+    expect(parseDurationMs('2s')).toBe(2000);
+    expect(parseDurationMs('1.5m')).toBe(90000);
+    expect(parseSizeBytes('10GB')).toBe(10 * 1024 ** 3);
+  });
+});
+
+describe('redaction', () => {
+  it('masks passwords, keys and SAS signatures', () => {
+    expect(redact('postgres://app:hunter2@db:5432/ehr')).toBe('postgres://app:***@db:5432/ehr');
+    expect(redact('host=db password=hunter2 user=app')).toBe('host=db password=*** user=app');
+    expect(redact("password='a b c' host=x")).toBe('password=*** host=x');
+    expect(redact('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc/def==;EndpointSuffix=x')).toBe(
+      'DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=x',
+    );
+    expect(redact('https://a.blob.core.windows.net/c?sv=2024&sig=abc%2Fdef&se=1')).toBe(
+      'https://a.blob.core.windows.net/c?sv=2024&sig=***&se=1',
+    );
+  });
+});
