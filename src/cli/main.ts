@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from '../errors.js';
 import { isDuration } from '../plan/units.js';
 import { toolVersion } from '../version.js';
 import { dryRunCommand } from './commands/dryRun.js';
-import { schemaCommand, validateCommand } from './commands/plan.js';
+import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
 import { reportError } from './errors.js';
 import { FORMATS, type CliIO, type Format } from './io.js';
 
@@ -23,7 +23,13 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .description('Move a live PostgreSQL database to Azure (Database for PostgreSQL + Blob Storage) with no downtime.')
     .version(toolVersion, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    // A fixed help width keeps the README's generated command reference stable.
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+    })
     .exitOverride();
 
   const plan = program.command('plan').description('work with plan files').exitOverride();
@@ -41,6 +47,11 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .description('print the plan JSON Schema (for editors: # yaml-language-server: $schema=...)')
     .exitOverride()
     .action(() => setExit(schemaCommand(io)));
+  plan
+    .command('reference')
+    .description('print the plan reference (every field, its type and meaning) as Markdown')
+    .exitOverride()
+    .action(() => setExit(referenceCommand(io)));
 
   program
     .command('dry-run')

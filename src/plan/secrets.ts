@@ -18,7 +18,11 @@ export interface Secrets {
   pgbouncerAdmin: string | undefined;
 }
 
-export function resolveSecrets(loaded: LoadedPlan, env: Env): Secrets {
+export type SecretName = keyof Secrets;
+
+/** Resolves the named secrets (default: all); the others stay undefined and unread. */
+export function resolveSecrets(loaded: LoadedPlan, env: Env, names?: readonly SecretName[]): Secrets {
+  const wanted = (name: SecretName) => names === undefined || names.includes(name);
   const errors: CloudshiftError[] = [];
   const resolve = (v: PlanValue | undefined): string | undefined => {
     if (!v) return undefined;
@@ -34,17 +38,18 @@ export function resolveSecrets(loaded: LoadedPlan, env: Env): Secrets {
   };
   const { plan } = loaded;
   const sw = plan.cutover.switch;
-  const out = {
-    source: resolve(plan.source.postgres),
-    target: resolve(plan.target.postgres),
-    state: resolve(plan.state.postgres),
-    blobConnectionString: resolve(plan.target.blob?.connectionString),
-    blobSas: resolve(plan.target.blob?.sas),
-    pgbouncerAdmin: resolve(sw?.kind === 'pgbouncer' ? sw.admin : undefined),
+  const values: Record<SecretName, PlanValue | undefined> = {
+    source: plan.source.postgres,
+    target: plan.target.postgres,
+    state: plan.state.postgres,
+    blobConnectionString: plan.target.blob?.connectionString,
+    blobSas: plan.target.blob?.sas,
+    pgbouncerAdmin: sw?.kind === 'pgbouncer' ? sw.admin : undefined,
   };
+  const out = Object.fromEntries(Object.entries(values).map(([name, v]) => [name, wanted(name as SecretName) ? resolve(v) : undefined]));
   if (errors.length > 0) {
     const unique = [...new Set(errors.map((e) => e.message))];
     throw new UsageError(unique.join('\n'), { cause: errors[0], hint: errors[0]!.hint ?? '' });
   }
-  return out as Secrets;
+  return out as unknown as Secrets;
 }

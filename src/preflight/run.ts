@@ -27,7 +27,7 @@ export interface PreflightOptions {
 
 export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions): Promise<PreflightReport> {
   const { plan } = loaded;
-  const secrets = resolveSecrets(loaded, options.env);
+  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const checks = new CheckList();
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   let unreachable = false;

@@ -94,7 +94,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
 
   const keys = await client.query<{ name: string; primary: boolean; partial: boolean; columns: string[]; all_not_null: boolean }>(
     `SELECT ic.relname AS name, i.indisprimary AS primary, i.indpred IS NOT NULL AS partial,
-            array_agg(a.attname ORDER BY k.ord) AS columns,
+            array_agg(a.attname::text ORDER BY k.ord) AS columns,
             bool_and(a.attnotnull) AS all_not_null
        FROM pg_index i
        JOIN pg_class ic ON ic.oid = i.indexrelid

