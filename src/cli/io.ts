@@ -10,6 +10,8 @@ export interface CliIO {
   stderr: Output;
   env: Record<string, string | undefined>;
   cwd: string;
+  /** Aborted on Ctrl-C: long commands stop at a safe point. */
+  signal?: AbortSignal;
 }
 
 export type Format = 'text' | 'json' | 'github';

@@ -7,6 +7,7 @@ import { ExitCode, UsageError } from '../errors.js';
 import { isDuration } from '../plan/units.js';
 import { toolVersion } from '../version.js';
 import { dryRunCommand } from './commands/dryRun.js';
+import { runCommand } from './commands/run.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
 import { reportError } from './errors.js';
 import { FORMATS, type CliIO, type Format } from './io.js';
@@ -69,7 +70,29 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
       }
     });
 
+  program
+    .command('run')
+    .description("copy the plan's tables to the target in verified batches; resumes where a previous run stopped")
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--jobs <n>', "batches copied at once (default: the plan's copy.jobs)", positiveInt)
+    .option('--force', 'resume even though the plan changed since the run began', false)
+    .option('--json', 'write one JSON event per line instead of progress', false)
+    .exitOverride()
+    .action(async (file: string, opts: { jobs?: number; force: boolean; json: boolean }) => {
+      try {
+        setExit(await runCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
   return program;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
 }
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit code. */

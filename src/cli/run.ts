@@ -1,10 +1,20 @@
-/** Process entry point: real stdio and environment, exit code to the OS. */
+/** Process entry point: real stdio and environment, Ctrl-C handling, exit code to the OS. */
 import { runCli } from './main.js';
+
+// First Ctrl-C: stop at a safe point (the command finishes in-flight work and says how to
+// resume). Second Ctrl-C: stop now; whatever was not committed is rolled back by the servers.
+const controller = new AbortController();
+process.on('SIGINT', () => {
+  if (controller.signal.aborted) process.exit(130);
+  process.stderr.write('\nstopping at a safe point (Ctrl-C again to stop at once)\n');
+  controller.abort();
+});
 
 const code = await runCli(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   env: process.env,
   cwd: process.cwd(),
+  signal: controller.signal,
 });
 process.exitCode = code;

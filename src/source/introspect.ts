@@ -15,6 +15,8 @@ export interface ColumnInfo {
   /** Schema of the type (extension and user types live outside pg_catalog). */
   typeSchema: string;
   notNull: boolean;
+  /** The type has a collation (text-like): key ranges compare it with COLLATE "C". */
+  collatable: boolean;
   generated: boolean;
   identity: 'always' | 'by default' | null;
 }
@@ -78,12 +80,13 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     typtype: string;
     type_schema: string;
     notnull: boolean;
+    collatable: boolean;
     generated: string;
     identity: string;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ty.typname AS type_name,
             CASE WHEN ty.typcategory = 'A' THEN (SELECT e.typtype::text FROM pg_type e WHERE e.oid = ty.typelem) ELSE ty.typtype::text END AS typtype,
-            tn.nspname AS type_schema, a.attnotnull AS notnull, a.attgenerated::text AS generated, a.attidentity::text AS identity
+            tn.nspname AS type_schema, a.attnotnull AS notnull, ty.typcollation <> 0 AS collatable, a.attgenerated::text AS generated, a.attidentity::text AS identity
        FROM pg_attribute a
        JOIN pg_type ty ON ty.oid = a.atttypid
        JOIN pg_namespace tn ON tn.oid = ty.typnamespace
@@ -128,6 +131,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
       typtype: c.typtype,
       typeSchema: c.type_schema,
       notNull: c.notnull,
+      collatable: c.collatable,
       generated: c.generated !== '',
       identity: c.identity === 'a' ? 'always' : c.identity === 'd' ? 'by default' : null,
     })),

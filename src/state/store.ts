@@ -11,6 +11,7 @@ import type pg from 'pg';
 import { StateConflictError } from '../errors.js';
 import { connect } from '../pg/connect.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
+import { releaseStaleClaims } from './sql/batchStatus.js';
 import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
 import { whoAmI, type Who } from './who.js';
@@ -134,15 +135,51 @@ export class StateStore {
       key_low: JSON.stringify(b.keyLow),
       key_high: JSON.stringify(b.keyHigh),
     }));
-    await this.knex.batchInsert('batches', rows, 1000);
+    // All of a run's batches are planned in one transaction: a crash never leaves half a plan.
+    await this.knex.transaction(async (trx) => {
+      await trx.batchInsert('batches', rows, 1000);
+    });
+  }
+
+  async hasBatches(runId: string): Promise<boolean> {
+    const row = await this.knex('batches').where({ run_id: runId }).first('id');
+    return row !== undefined;
   }
 
   async claimBatches(runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
     return claimBatches(this.knex, runId, workerId, limit);
   }
 
+  async releaseStaleClaims(runId: string): Promise<number> {
+    return releaseStaleClaims(this.session, this.schema, runId);
+  }
+
   async listBatches(runId: string): Promise<BatchRow[]> {
     return this.knex<BatchRow>('batches').where({ run_id: runId }).orderBy('id');
+  }
+
+  /** The store's own session, for single-statement operations outside a target transaction. */
+  get db(): pg.Client {
+    return this.session;
+  }
+
+  /**
+   * Takes the run's lock for this process (a session advisory lock: released if the process
+   * dies). Refuses with exit 4 when another process holds it.
+   */
+  async lockRun(run: RunRow): Promise<void> {
+    const { rows } = await this.session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok`, [
+      `cloudshift.run:${run.id}`,
+    ]);
+    if (!rows[0]?.ok) {
+      throw new StateConflictError(`run ${run.id} of plan "${run.plan_name}" is in progress in another cloudshift process`, {
+        hint: 'wait for it to finish, or stop it (Ctrl-C) before starting another',
+      });
+    }
+  }
+
+  async updateFingerprint(runId: string, fingerprint: string): Promise<void> {
+    await this.knex('runs').where({ id: runId }).update({ plan_fingerprint: fingerprint, updated_at: this.knex.fn.now() });
   }
 
   async close(): Promise<void> {

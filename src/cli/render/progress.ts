@@ -1,0 +1,131 @@
+/**
+ * Renders engine events: ora spinners on a terminal (one line per table with rows/s, MB/s and
+ * ETA), plain lines when output is not a terminal, one JSON object per line with --json. This
+ * is the only place that imports ora.
+ */
+import ora, { type Ora } from 'ora';
+import type { EngineEvent } from '../../engine/events.js';
+import { formatBytes, formatCount, formatSeconds } from '../../preflight/format.js';
+import type { Output } from '../io.js';
+
+export type ProgressMode = 'tty' | 'plain' | 'json';
+
+interface TableLine {
+  batches: number;
+  done: number;
+  rows: number;
+  bytes: number;
+  estimatedRows: number;
+  startRows: number;
+  startBytes: number;
+  startedAt: number;
+  finished: boolean;
+  mismatches: number;
+}
+
+export interface ProgressRenderer {
+  onEvent(e: EngineEvent): void;
+  stop(): void;
+}
+
+export function progressRenderer(mode: ProgressMode, out: Output, err: Output): ProgressRenderer {
+  if (mode === 'json') {
+    return { onEvent: (e) => void out.write(`${JSON.stringify(e)}\n`), stop: () => undefined };
+  }
+  const tables = new Map<string, TableLine>();
+  let spinner: Ora | null = null;
+  let phase = '';
+  let lastDraw = 0;
+
+  const line = (name: string, t: TableLine): string => {
+    const secs = Math.max((Date.now() - t.startedAt) / 1000, 0.001);
+    const rowsPerSec = (t.rows - t.startRows) / secs;
+    const mbPerSec = (t.bytes - t.startBytes) / secs / 1024 / 1024;
+    const left = Math.max(t.estimatedRows - t.rows, 0);
+    const eta = t.finished ? 'done' : rowsPerSec > 0 ? `ETA ${formatSeconds(left / rowsPerSec)}` : 'ETA …';
+    const mism = t.mismatches ? `, ${t.mismatches} MISMATCHED` : '';
+    return `${name}: ${t.done}/${t.batches} batches, ${formatCount(t.rows)} rows, ${formatBytes(t.bytes)}, ${formatCount(Math.round(rowsPerSec))} rows/s, ${mbPerSec.toFixed(1)} MB/s, ${eta}${mism}`;
+  };
+  const draw = (force = false) => {
+    if (!spinner || (!force && Date.now() - lastDraw < 100)) return;
+    lastDraw = Date.now();
+    spinner.text = [`${phase}`, ...[...tables].map(([n, t]) => `  ${line(n, t)}`)].join('\n');
+  };
+  const say = (text: string) => {
+    if (spinner) {
+      spinner.clear();
+      err.write(`${text}\n`);
+      spinner.render();
+    } else out.write(`${text}\n`);
+  };
+  if (mode === 'tty') spinner = ora({ text: 'starting', stream: err as NodeJS.WritableStream, discardStdin: false }).start();
+
+  return {
+    onEvent(e) {
+      switch (e.type) {
+        case 'run:start':
+          say(`${e.resumed ? 'resuming' : 'starting'} run ${e.runId} of plan ${e.planName}`);
+          break;
+        case 'run:phase':
+          phase = `phase: ${e.phase}`;
+          if (mode === 'plain') say(phase);
+          break;
+        case 'table:planned':
+          tables.set(e.table, {
+            batches: e.batches,
+            done: e.done,
+            rows: e.copiedRows,
+            bytes: 0,
+            estimatedRows: e.estimatedRows,
+            startRows: e.copiedRows,
+            startBytes: 0,
+            startedAt: Date.now(),
+            finished: e.done === e.batches,
+            mismatches: 0,
+          });
+          if (mode === 'plain')
+            say(
+              `${e.table}: ${e.batches} batches by ${e.key}, about ${formatCount(e.estimatedRows)} rows${e.done ? ` (${e.done} done before)` : ''}`,
+            );
+          break;
+        case 'batch:copied': {
+          const t = tables.get(e.table);
+          if (t) {
+            t.done += 1;
+            t.rows += e.rows;
+            t.bytes += e.bytes;
+          }
+          break;
+        }
+        case 'batch:retry':
+          say(`retry: ${e.table} batch ${e.seq}: ${e.reason}`);
+          break;
+        case 'batch:mismatch': {
+          const t = tables.get(e.table);
+          if (t) t.mismatches += 1;
+          say(`MISMATCH: ${e.table} batch ${e.seq}: source ${e.source}, target ${e.target}`);
+          break;
+        }
+        case 'table:done': {
+          const t = tables.get(e.table);
+          if (t) t.finished = true;
+          if (t && mode === 'plain') say(line(e.table, t));
+          break;
+        }
+        case 'warning':
+          say(`warning: ${e.message}`);
+          break;
+        default:
+          break;
+      }
+      draw();
+    },
+    stop() {
+      draw(true);
+      if (spinner) {
+        spinner.stopAndPersist({ symbol: '' });
+        spinner = null;
+      }
+    },
+  };
+}

@@ -1,0 +1,25 @@
+/** The end of `cloudshift run`: per-table totals and what to do next. */
+import type { RunResult } from '../../engine/run.js';
+import { formatBytes, formatCount, formatSeconds } from '../../preflight/format.js';
+
+export function renderRunSummary(result: RunResult, planFile: string): string {
+  const lines: string[] = [];
+  if (result.alreadyFinished) lines.push(`run ${result.runId} already finished; nothing to do`);
+  const width = Math.max(5, ...result.tables.map((t) => t.table.length));
+  lines.push(`${'table'.padEnd(width)}  ${'batches'.padStart(9)}  ${'rows'.padStart(12)}  ${'bytes'.padStart(10)}  verification`);
+  for (const t of result.tables) {
+    const v =
+      t.mismatched > 0 ? `${t.mismatched} MISMATCHED` : t.verified === t.batches ? 'verified' : `${t.verified}/${t.batches} verified`;
+    lines.push(
+      `${t.table.padEnd(width)}  ${`${t.batches}`.padStart(9)}  ${formatCount(t.rows).padStart(12)}  ${formatBytes(t.bytes).padStart(10)}  ${v}`,
+    );
+  }
+  if (result.interrupted) {
+    lines.push(`stopped at a safe point: run ${result.runId}. Resume with: cloudshift run ${planFile}`);
+  } else if (!result.alreadyFinished) {
+    lines.push(
+      `run ${result.runId} ${result.mismatches ? `finished with ${result.mismatches} mismatched batches` : 'finished: every batch verified'}; ${formatCount(result.rows)} rows, ${formatBytes(result.bytes)} in ${formatSeconds(result.seconds)}`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}

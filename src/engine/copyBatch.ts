@@ -1,0 +1,95 @@
+/**
+ * Copies one batch and verifies it. Invariants:
+ * - the source rows are read inside the run's snapshot (when it is still held) and streamed
+ *   through COPY into the target; nothing is held whole in memory;
+ * - the rows and the "copied" mark commit in one target transaction when the state store is in
+ *   the target database; a retried key-range batch first deletes its range, so a batch is never
+ *   applied twice;
+ * - the checksum is computed from the rows as they are in the target after the commit and
+ *   compared with the source's digest of the same range.
+ */
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import type pg from 'pg';
+import pgCopyStreams from 'pg-copy-streams';
+import { quoteIdent } from '../plan/names.js';
+import { batchSelect, rangePredicate } from '../source/ranges.js';
+import { markBatchCopied } from '../state/sql/batchStatus.js';
+import type { BatchRow } from '../state/types.js';
+import { CopyDigest, digestText, type Digest } from '../verify/rowDigest.js';
+import { beginInSnapshot } from './snapshot.js';
+import type { EngineHooks } from './hooks.js';
+import { rangeOf, type TableTask } from './tableTask.js';
+
+const { from: copyFrom, to: copyTo } = pgCopyStreams;
+
+export interface CopyBatchContext {
+  source: pg.Client;
+  target: pg.Client;
+  snapshot: string | null;
+  /** Schema of the state store when it lives in the target database; null otherwise. */
+  stateSchemaInTarget: string | null;
+  workerId: string;
+  hooks: EngineHooks;
+}
+
+export interface CopiedBatch {
+  digest: Digest;
+  bytes: number;
+  /** False when the state mark must still be written outside the target transaction. */
+  marked: boolean;
+}
+
+export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: BatchRow, retry: boolean): Promise<CopiedBatch> {
+  const range = rangeOf(task, batch);
+  const format = task.shape.format;
+  const ref = { table: task.display, batchId: batch.id, seq: batch.seq };
+  await beginInSnapshot(ctx.source, ctx.snapshot);
+  try {
+    await ctx.target.query('BEGIN');
+    try {
+      if (retry && range.kind === 'key') {
+        const pred = rangePredicate(range, task.shape.keyColumns!);
+        await ctx.target.query(`DELETE FROM ${task.quoted} WHERE ${pred.sql}`, pred.params);
+      }
+      const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], task.where);
+      const digest = new CopyDigest(format);
+      const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${format})`));
+      const into = ctx.target.query(
+        copyFrom(`COPY ${task.quoted} (${task.shape.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT ${format})`),
+      );
+      await pipeline(out, digest, into);
+      await ctx.hooks.beforeBatchCommit?.(ref);
+      let marked = false;
+      if (ctx.stateSchemaInTarget !== null) {
+        marked = await markBatchCopied(ctx.target, ctx.stateSchemaInTarget, {
+          id: batch.id,
+          workerId: ctx.workerId,
+          rows: digest.digest.rows,
+          bytes: digest.bytes,
+          sourceChecksum: digestText(digest.digest),
+        });
+        if (!marked) throw new Error(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
+      }
+      await ctx.target.query('COMMIT');
+      await ctx.hooks.afterBatchCommit?.(ref);
+      return { digest: digest.digest, bytes: digest.bytes, marked };
+    } catch (err) {
+      await ctx.target.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    await ctx.source.query('COMMIT').catch(() => undefined);
+  }
+}
+
+/** Digest of a batch's rows as they are in the target now. */
+export async function digestTargetRange(target: pg.Client, task: TableTask, batch: BatchRow | null): Promise<Digest> {
+  const range = batch ? rangeOf(task, batch) : ({ kind: 'key', low: null, high: null } as const);
+  // ctid ranges mean nothing on the target: a keyless table is verified whole (batch = null).
+  const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], undefined);
+  const digest = new CopyDigest(task.shape.format);
+  const sink = new Writable({ write: (_c, _e, cb) => cb() });
+  await pipeline(target.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`)), digest, sink);
+  return digest.digest;
+}

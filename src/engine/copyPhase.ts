@@ -1,0 +1,290 @@
+/**
+ * The copy phase: batches are claimed from the state store (FOR UPDATE SKIP LOCKED) in order,
+ * largest tables first, and copied `jobs` at a time (p-queue), each worker slot keeping its own
+ * source and target connections. Each batch is verified after its commit; a mismatch is retried
+ * once, then recorded. Transient failures (by SQLSTATE/errno) are retried with backoff, then the
+ * phase stops with a resumable error. On abort, no new batch is claimed and the ones in flight
+ * finish: the stop is at a safe point.
+ */
+import PQueue from 'p-queue';
+import type pg from 'pg';
+import { ConnectError, messageOf } from '../errors.js';
+import { connect } from '../pg/connect.js';
+import { isTransient, withRetry } from '../pg/transient.js';
+import { redact } from '../redact.js';
+import { markBatchCopied, markBatchMismatch, markBatchRetry, markBatchVerified } from '../state/sql/batchStatus.js';
+import type { StateStore } from '../state/store.js';
+import type { BatchRow } from '../state/types.js';
+import { addDigests, digestEquals, digestText, EMPTY_DIGEST, type Digest } from '../verify/rowDigest.js';
+import { copyBatch, digestTargetRange } from './copyBatch.js';
+import type { Emit } from './events.js';
+import type { EngineHooks } from './hooks.js';
+import type { TableTask } from './tableTask.js';
+
+export interface CopyPhaseOptions {
+  runId: string;
+  store: StateStore;
+  tasks: Map<string, TableTask>;
+  sourceUrl: string;
+  targetUrl: string;
+  snapshot: string | null;
+  stateInTarget: boolean;
+  jobs: number;
+  workerId: string;
+  hooks: EngineHooks;
+  emit: Emit;
+  abortSignal: AbortSignal | undefined;
+  /** Retries of a transient failure per batch before the run stops. */
+  transientAttempts?: number;
+  retryBaseDelayMs?: number;
+}
+
+export interface CopyPhaseResult {
+  mismatches: number;
+  stoppedEarly: boolean;
+}
+
+interface Slot {
+  source: pg.Client | null;
+  target: pg.Client | null;
+}
+
+export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
+  const schema = o.store.schema;
+  const slots: Slot[] = Array.from({ length: o.jobs }, () => ({ source: null, target: null }));
+  const free = [...slots];
+  const queue = new PQueue({ concurrency: o.jobs });
+  let mismatches = 0;
+  let failure: unknown = null;
+  const progress = await tableProgress(o);
+  const finished = (table: string, rows: number, bytes: number, mismatched: boolean) => {
+    const p = progress.get(table);
+    if (!p) return;
+    p.remaining -= 1;
+    p.rows += rows;
+    p.bytes += bytes;
+    if (mismatched) p.mismatches += 1;
+    if (p.remaining === 0) o.emit('table:done', { table, rows: p.rows, bytes: p.bytes, mismatches: p.mismatches });
+  };
+
+  const ensure = async (slot: Slot) => {
+    slot.source ??= await connect({ role: 'source', connectionString: o.sourceUrl, applicationName: 'cloudshift copy' });
+    slot.target ??= await connect({ role: 'target', connectionString: o.targetUrl, applicationName: 'cloudshift copy' });
+    return { source: slot.source, target: slot.target };
+  };
+  const reset = async (slot: Slot) => {
+    await Promise.allSettled([slot.source?.end(), slot.target?.end()]);
+    slot.source = null;
+    slot.target = null;
+  };
+
+  const process = async (slot: Slot, first: BatchRow) => {
+    const task = o.tasks.get(first.relation);
+    if (!task) throw new Error(`batch ${first.id} names ${first.relation}, which is not in the plan`);
+    let batch = first;
+    // A batch claimed before (by a process that died, or retried here) may have rows on the target.
+    let retry = batch.attempts > 1;
+    for (let verifyAttempt = 1; ; verifyAttempt += 1) {
+      const started = Date.now();
+      const copied = await withRetry(
+        async (attempt) => {
+          if (attempt > 1) {
+            await reset(slot);
+            retry = true;
+          }
+          const conns = await ensure(slot);
+          return copyBatch(
+            {
+              ...conns,
+              snapshot: o.snapshot,
+              stateSchemaInTarget: o.stateInTarget ? schema : null,
+              workerId: o.workerId,
+              hooks: o.hooks,
+            },
+            task,
+            batch,
+            retry,
+          );
+        },
+        {
+          attempts: o.transientAttempts ?? 5,
+          baseDelayMs: o.retryBaseDelayMs ?? 500,
+          ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
+          onRetry: (attempt, err, delay) =>
+            o.emit('batch:retry', {
+              table: task.display,
+              batchId: batch.id,
+              seq: batch.seq,
+              attempt,
+              reason: `${redact(messageOf(err))}; attempt ${attempt + 1} of ${o.transientAttempts ?? 5} in ${delay} ms`,
+            }),
+        },
+      );
+      if (!copied.marked) {
+        await markBatchCopied(o.store.db, schema, {
+          id: batch.id,
+          workerId: o.workerId,
+          rows: copied.digest.rows,
+          bytes: copied.bytes,
+          sourceChecksum: digestText(copied.digest),
+        });
+      }
+      o.emit('batch:copied', {
+        table: task.display,
+        batchId: batch.id,
+        seq: batch.seq,
+        rows: copied.digest.rows,
+        bytes: copied.bytes,
+        ms: Date.now() - started,
+      });
+      if (!task.shape.keyColumns) {
+        finished(task.display, copied.digest.rows, copied.bytes, false); // verified whole, after its last batch
+        return;
+      }
+      const { target } = await ensure(slot);
+      const actual = await digestTargetRange(target, task, batch);
+      if (digestEquals(actual, copied.digest)) {
+        await markBatchVerified(o.store.db, schema, batch.id, digestText(actual));
+        o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
+        finished(task.display, copied.digest.rows, copied.bytes, false);
+        return;
+      }
+      const reason = `checksum mismatch: source ${digestText(copied.digest)}, target ${digestText(actual)}`;
+      if (verifyAttempt >= 2) {
+        mismatches += 1;
+        await markBatchMismatch(o.store.db, schema, batch.id, digestText(actual), reason);
+        o.emit('batch:mismatch', {
+          table: task.display,
+          batchId: batch.id,
+          seq: batch.seq,
+          source: digestText(copied.digest),
+          target: digestText(actual),
+        });
+        await o.store.appendEvent(o.runId, 'batch:mismatch', `${task.display} batch ${batch.seq}: ${reason}`, { batchId: batch.id });
+        finished(task.display, copied.digest.rows, copied.bytes, true);
+        return;
+      }
+      o.emit('batch:retry', { table: task.display, batchId: batch.id, seq: batch.seq, attempt: verifyAttempt, reason });
+      await markBatchRetry(o.store.db, schema, batch.id, reason);
+      batch = { ...batch, status: 'claimed', attempts: batch.attempts + 1 };
+      retry = true;
+    }
+  };
+
+  try {
+    while (!o.abortSignal?.aborted && failure === null) {
+      while (free.length === 0) await new Promise<void>((resolve) => queue.once('next', () => resolve()));
+      if (o.abortSignal?.aborted || failure !== null) break;
+      const [batch] = await o.store.claimBatches(o.runId, o.workerId, 1);
+      if (!batch) break;
+      const slot = free.pop()!;
+      void queue.add(async () => {
+        try {
+          await process(slot, batch);
+        } catch (err) {
+          failure ??= err;
+          await reset(slot);
+        } finally {
+          free.push(slot);
+        }
+      });
+    }
+    await queue.onIdle();
+    if (failure === null && !o.abortSignal?.aborted) mismatches += await verifyKeylessTables(o, slots[0]!, ensure);
+  } finally {
+    await Promise.all(slots.map(reset));
+  }
+  if (failure !== null) {
+    if (isTransient(failure)) {
+      throw new ConnectError(`the copy stopped after repeated connection failures: ${redact(messageOf(failure))}`, {
+        cause: failure,
+        hint: 'every batch copied so far is kept; fix the connection and run the same command again to resume',
+      });
+    }
+    throw failure;
+  }
+  return { mismatches, stoppedEarly: o.abortSignal?.aborted === true };
+}
+
+interface Progress {
+  remaining: number;
+  rows: number;
+  bytes: number;
+  mismatches: number;
+}
+
+/** Announces each table's batches (and what earlier attempts did) and tracks what remains. */
+async function tableProgress(o: CopyPhaseOptions): Promise<Map<string, Progress>> {
+  const out = new Map<string, Progress & { batches: number }>();
+  for (const b of await o.store.listBatches(o.runId)) {
+    const p = out.get(b.relation) ?? { batches: 0, remaining: 0, rows: 0, bytes: 0, mismatches: 0 };
+    p.batches += 1;
+    if (b.status === 'pending' || b.status === 'claimed') p.remaining += 1;
+    else {
+      p.rows += Number(b.rows ?? 0);
+      p.bytes += Number(b.bytes ?? 0);
+      if (b.status === 'mismatch') p.mismatches += 1;
+    }
+    out.set(b.relation, p);
+  }
+  for (const [table, p] of out) {
+    const task = o.tasks.get(table);
+    o.emit('table:planned', {
+      table,
+      batches: p.batches,
+      done: p.batches - p.remaining,
+      estimatedRows: task?.shape.estimatedRows ?? 0,
+      bytes: task?.shape.bytes ?? 0,
+      key: task?.shape.keyDescription ?? '',
+      copiedRows: p.rows,
+    });
+  }
+  return out;
+}
+
+/** Keyless tables: the target's whole-table digest against the sum of the source batch digests. */
+async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: Slot) => Promise<{ target: pg.Client }>): Promise<number> {
+  let mismatches = 0;
+  for (const task of o.tasks.values()) {
+    if (task.shape.keyColumns) continue;
+    const batches = (await o.store.listBatches(o.runId)).filter((b) => b.relation === task.display);
+    if (batches.length === 0 || batches.every((b) => b.status === 'verified')) continue;
+    if (batches.some((b) => b.status !== 'copied' && b.status !== 'verified')) continue;
+    const expected = batches.reduce<Digest>((acc, b) => addDigests(acc, parseDigest(b.source_checksum)), EMPTY_DIGEST);
+    const { target } = await ensure(slot);
+    const actual = await digestTargetRange(target, task, null);
+    const ok = digestEquals(actual, expected);
+    for (const b of batches) {
+      if (ok) await markBatchVerified(o.store.db, o.store.schema, b.id, `table:${digestText(actual)}`);
+      else
+        await markBatchMismatch(
+          o.store.db,
+          o.store.schema,
+          b.id,
+          `table:${digestText(actual)}`,
+          `table checksum mismatch: source ${digestText(expected)}, target ${digestText(actual)}`,
+        );
+    }
+    if (!ok) {
+      mismatches += 1;
+      o.emit('batch:mismatch', {
+        table: task.display,
+        batchId: 'table',
+        seq: -1,
+        source: digestText(expected),
+        target: digestText(actual),
+      });
+      await o.store.appendEvent(o.runId, 'batch:mismatch', `${task.display}: table checksum mismatch`, {
+        source: digestText(expected),
+        target: digestText(actual),
+      });
+    }
+  }
+  return mismatches;
+}
+
+export function parseDigest(text: string | null): Digest {
+  const m = /^sha256sum64:([0-9a-f]{16}):(\d+)$/.exec(text ?? '');
+  if (!m) throw new Error(`not a cloudshift checksum: ${String(text)}`);
+  return { sum: m[1]!, rows: Number(m[2]) };
+}

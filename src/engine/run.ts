@@ -1,0 +1,188 @@
+/**
+ * `cloudshift run` as a runbook: a short list of named, awaited steps (ghostferry's Run()). Each
+ * step is idempotent and recorded as the run's phase, so a rerun after a crash or Ctrl-C resumes
+ * at the step it stopped in. The comment at each step says what the operator may do there.
+ */
+import type pg from 'pg';
+import { PreconditionError } from '../errors.js';
+import type { LoadedPlan } from '../plan/parse.js';
+import { resolveSecrets, type Env } from '../plan/secrets.js';
+import { connect } from '../pg/connect.js';
+import { StateStore } from '../state/store.js';
+import { whoAmI, workerId } from '../state/who.js';
+import { handleExistingData } from '../target/postgres/existingData.js';
+import { readSequences, setSequences } from '../target/postgres/sequences.js';
+import { applyFinal, applyPostData, applyPreData, readSourceSchema } from '../target/postgres/schema/index.js';
+import { copyPhase } from './copyPhase.js';
+import { emitter, type EventSink } from './events.js';
+import type { EngineHooks } from './hooks.js';
+import { planBatches, tableTasks } from './planBatches.js';
+import { openRun, PHASES, type Phase } from './runState.js';
+import { exportSnapshot } from './snapshot.js';
+import { summarize, type RunSummary } from './summary.js';
+
+export interface RunOptions {
+  env: Env;
+  /** Batches copied at once; default the plan's copy.jobs. */
+  jobs?: number;
+  /** Resume even though the plan changed since the run began. */
+  force?: boolean;
+  hooks?: EngineHooks;
+  onEvent?: EventSink;
+  abortSignal?: AbortSignal;
+  transientAttempts?: number;
+  retryBaseDelayMs?: number;
+}
+
+export interface RunResult extends RunSummary {
+  runId: string;
+  /** Stopped at a safe point on request (Ctrl-C); resumable. */
+  interrupted: boolean;
+  /** The run had already finished; nothing was done. */
+  alreadyFinished: boolean;
+}
+
+export async function runMigration(loaded: LoadedPlan, options: RunOptions): Promise<RunResult> {
+  const { plan } = loaded;
+  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state']);
+  const emit = emitter(options.onEvent);
+  const me = workerId(whoAmI());
+  const started = Date.now();
+  if (plan.documents.length > 0) {
+    throw new PreconditionError('this version of cloudshift copies record tables only; the plan has `documents`', {
+      hint: 'remove the documents entries to copy the tables now',
+    });
+  }
+
+  const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
+  let source: pg.Client | null = null;
+  let target: pg.Client | null = null;
+  try {
+    // 1. State store: migrate, open or resume the run, take its lock. A second process is refused.
+    await store.migrate();
+    const opened = await openRun(store, loaded, { force: options.force === true });
+    const run = opened.run;
+    if (opened.alreadyFinished) {
+      return { runId: run.id, interrupted: false, alreadyFinished: true, ...(await summarize(store, run.id, started)) };
+    }
+    emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name });
+    source = await connect({ role: 'source', connectionString: secrets.source });
+    target = await connect({ role: 'target', connectionString: secrets.target });
+    const stateInTarget = secrets.state === secrets.target;
+    const tables = plan.tables.map((t) => t.name);
+    let phase: Phase = run.phase as Phase;
+    const enter = async (next: Phase) => {
+      phase = next;
+      await store.updateRun(run.id, { phase: next });
+      await store.appendEvent(run.id, 'run:phase', `phase ${next}`);
+      emit('run:phase', { runId: run.id, phase: next });
+    };
+    const todo = (step: Phase) => PHASES.indexOf(phase) <= PHASES.indexOf(step);
+
+    // 2. Schema: target tables must be empty (or truncated, if the plan says so); then the
+    //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
+    const schema = await readSourceSchema(
+      source,
+      tables.map((name) => ({ name, omitColumns: [], addColumns: [] })),
+    );
+    if (todo('schema')) {
+      if (!opened.resumed) await handleExistingData(target, tables, plan.target.existingData);
+      await enter('schema');
+      await applyPreData(target, schema);
+    }
+
+    // 3. Planning: split every table into key ranges, recorded in one transaction.
+    const tasks = await tableTasks(source, plan);
+    if (todo('planning')) {
+      await enter('planning');
+      await planBatches(store, run.id, source, tasks);
+    }
+
+    // 4. Copy: batches in parallel inside one snapshot, each verified. Ctrl-C stops at a safe
+    //    point; `cloudshift run` resumes with the batches not yet done.
+    if (todo('copy')) {
+      await enter('copy');
+      await store.releaseStaleClaims(run.id);
+      const snapshot = await exportSnapshot(secrets.source);
+      try {
+        await store.updateRun(run.id, { snapshot_name: snapshot.name });
+        const result = await copyPhase({
+          runId: run.id,
+          store,
+          tasks: new Map([...tasks.values()].map((t) => [t.display, t])),
+          sourceUrl: secrets.source,
+          targetUrl: secrets.target,
+          snapshot: snapshot.name,
+          stateInTarget,
+          jobs: options.jobs ?? plan.copy.jobs,
+          workerId: me,
+          hooks: options.hooks ?? {},
+          emit,
+          abortSignal: options.abortSignal,
+          ...(options.transientAttempts === undefined ? {} : { transientAttempts: options.transientAttempts }),
+          ...(options.retryBaseDelayMs === undefined ? {} : { retryBaseDelayMs: options.retryBaseDelayMs }),
+        });
+        if (result.stoppedEarly) {
+          emit('run:stopping', { runId: run.id, reason: 'interrupted' });
+          await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
+          return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
+        }
+      } finally {
+        await snapshot.release();
+      }
+    }
+
+    // 5. Indexes and constraints, built in parallel after the data, then validated.
+    if (todo('indexes')) {
+      await options.hooks?.beforePostData?.();
+      await enter('indexes');
+      await applyPostData(
+        () => connect({ role: 'target', connectionString: secrets.target, applicationName: 'cloudshift index' }),
+        schema,
+        {
+          jobs: options.jobs ?? plan.copy.jobs,
+        },
+      );
+    }
+
+    // 6. Sequences, from the source's current values.
+    if (todo('sequences')) {
+      await enter('sequences');
+      const values = await readSequences(source, tables);
+      await setSequences(target, values);
+      emit('sequences:set', { count: values.length });
+    }
+
+    // 7. Views, functions and triggers.
+    if (todo('final')) {
+      await enter('final');
+      await applyFinal(target, schema);
+    }
+
+    await enter('done');
+    const summary = await summarize(store, run.id, started);
+    await store.updateRun(run.id, { status: 'finished' });
+    await store.appendEvent(
+      run.id,
+      'run:done',
+      `copied ${summary.rows} rows in ${summary.tables.length} tables; ${summary.mismatches} mismatched batches`,
+      {
+        rows: summary.rows,
+        bytes: summary.bytes,
+        mismatches: summary.mismatches,
+      },
+    );
+    emit('run:done', {
+      runId: run.id,
+      tables: summary.tables.length,
+      rows: summary.rows,
+      bytes: summary.bytes,
+      mismatches: summary.mismatches,
+      seconds: summary.seconds,
+    });
+    return { runId: run.id, interrupted: false, alreadyFinished: false, ...summary };
+  } finally {
+    await Promise.allSettled([source?.end(), target?.end()]);
+    await store.close();
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * Key ranges of a batch and the SQL that selects them. A range is half-open, [low, high), over
+ * the batch key (a primary key or a usable unique key, possibly composite) compared as a row;
+ * `null` ends are open. Tables without a key are split by ctid page ranges. Boundary values are
+ * kept as the server's text and cast back with the column types, so they never pass through
+ * JavaScript types. Text-like keys compare with COLLATE "C" so both servers agree on the order.
+ */
+import { quoteIdent } from '../plan/names.js';
+
+export interface KeyColumn {
+  name: string;
+  /** format_type() of the column, used to cast boundary values. */
+  type: string;
+  /** Compare with COLLATE "C" (collatable types). */
+  collate: boolean;
+}
+
+export type BatchRange =
+  { kind: 'key'; low: string[] | null; high: string[] | null } | { kind: 'ctid'; lowPage: number | null; highPage: number | null };
+
+export interface Predicate {
+  sql: string;
+  params: string[];
+}
+
+function keyTuple(columns: KeyColumn[]): string {
+  const cols = columns.map((c) => `${quoteIdent(c.name)}${c.collate ? ' COLLATE "C"' : ''}`);
+  return cols.length === 1 ? cols[0]! : `(${cols.join(', ')})`;
+}
+
+function valueTuple(columns: KeyColumn[], offset: number): string {
+  const vals = columns.map((c, i) => `$${offset + i + 1}::${c.type}${c.collate ? ' COLLATE "C"' : ''}`);
+  return vals.length === 1 ? vals[0]! : `(${vals.join(', ')})`;
+}
+
+/** WHERE clause (without WHERE) selecting a range; `true` for an unbounded one. */
+export function rangePredicate(range: BatchRange, columns: KeyColumn[], paramOffset = 0): Predicate {
+  if (range.kind === 'ctid') {
+    const parts: string[] = [];
+    if (range.lowPage !== null) parts.push(`ctid >= '(${range.lowPage},0)'::tid`);
+    if (range.highPage !== null) parts.push(`ctid < '(${range.highPage},0)'::tid`);
+    return { sql: parts.length ? parts.join(' AND ') : 'true', params: [] };
+  }
+  const parts: string[] = [];
+  const params: string[] = [];
+  if (range.low) {
+    parts.push(`${keyTuple(columns)} >= ${valueTuple(columns, paramOffset + params.length)}`);
+    params.push(...range.low);
+  }
+  if (range.high) {
+    parts.push(`${keyTuple(columns)} < ${valueTuple(columns, paramOffset + params.length)}`);
+    params.push(...range.high);
+  }
+  return { sql: parts.length ? parts.join(' AND ') : 'true', params };
+}
+
+/** Replaces $n placeholders with quoted literals, for COPY (which takes no parameters). */
+export function inlineParams(sql: string, params: string[]): string {
+  return sql.replace(/\$(\d+)/g, (_m, n: string) => {
+    const v = params[Number(n) - 1];
+    if (v === undefined) throw new Error(`missing parameter $${n}`);
+    return `'${v.replace(/'/g, "''")}'`;
+  });
+}
+
+/** The SELECT of a batch's rows, with literals inlined (COPY takes no bind parameters). */
+export function batchSelect(
+  table: string,
+  columns: string[],
+  range: BatchRange,
+  keyColumns: KeyColumn[],
+  where: string | undefined,
+): string {
+  const pred = rangePredicate(range, keyColumns);
+  const conditions = [pred.sql, ...(where ? [`(${where})`] : [])].filter((c) => c !== 'true');
+  const cols = columns.map(quoteIdent).join(', ');
+  return inlineParams(`SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}`, pred.params);
+}

@@ -1,0 +1,164 @@
+/**
+ * Checksums of COPY streams, computed while the bytes flow (no second read of the source, no
+ * batch held in memory). Each row's bytes are hashed with SHA-256 and the first 64 bits of the
+ * digests are summed modulo 2^64, with a row count: the result does not depend on row order, so
+ * a batch read back from the target in any order, or a table summed from its batches, compares
+ * equal exactly when the rows are equal. Rows are split per the COPY format: text (one row per
+ * line; data newlines are escaped by COPY) or binary (field-count-prefixed tuples).
+ */
+import { createHash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+
+export interface Digest {
+  rows: number;
+  /** Sum of the rows' SHA-256 prefixes mod 2^64, as 16 hex digits. */
+  sum: string;
+}
+
+const MASK = (1n << 64n) - 1n;
+const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+export function formatDigest(rows: number, sum: bigint): Digest {
+  return { rows, sum: sum.toString(16).padStart(16, '0') };
+}
+
+export function addDigests(a: Digest, b: Digest): Digest {
+  return formatDigest(a.rows + b.rows, (BigInt(`0x${a.sum}`) + BigInt(`0x${b.sum}`)) & MASK);
+}
+
+export const EMPTY_DIGEST: Digest = formatDigest(0, 0n);
+
+export function digestEquals(a: Digest, b: Digest): boolean {
+  return a.rows === b.rows && a.sum === b.sum;
+}
+
+export function digestText(d: Digest): string {
+  return `sha256sum64:${d.sum}:${d.rows}`;
+}
+
+/** A pass-through stream that digests the COPY rows flowing through it. */
+export class CopyDigest extends Transform {
+  private rows = 0;
+  private sum = 0n;
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+  private headerDone: boolean;
+  private finished = false;
+  bytes = 0;
+
+  constructor(readonly format: 'text' | 'binary') {
+    super();
+    this.headerDone = format === 'text';
+  }
+
+  get digest(): Digest {
+    return formatDigest(this.rows, this.sum);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    try {
+      if (this.format === 'text') this.text(chunk);
+      else this.binary(chunk);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.pendingLength > 0 && this.format === 'text') this.addRow(this.takePending(this.pendingLength));
+    if (this.format === 'binary' && this.pendingLength > 0 && !this.finished) {
+      done(new Error(`COPY binary stream ended inside a tuple (${this.pendingLength} bytes left)`));
+      return;
+    }
+    done();
+  }
+
+  private addRow(row: Buffer): void {
+    const h = createHash('sha256').update(row).digest();
+    this.sum = (this.sum + h.readBigUInt64BE(0)) & MASK;
+    this.rows += 1;
+  }
+
+  private text(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl < 0) break;
+      if (this.pendingLength > 0) {
+        this.appendPending(chunk.subarray(start, nl));
+        this.addRow(this.takePending(this.pendingLength));
+      } else this.addRow(chunk.subarray(start, nl));
+      start = nl + 1;
+    }
+    if (start < chunk.length) this.appendPending(chunk.subarray(start));
+  }
+
+  private appendPending(b: Buffer): void {
+    this.pending.push(b);
+    this.pendingLength += b.length;
+  }
+
+  /** Removes and returns the first n pending bytes. */
+  private takePending(n: number): Buffer {
+    const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLength);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.pending = rest.length ? [rest] : [];
+    this.pendingLength = rest.length;
+    return out;
+  }
+
+  private peek(): Buffer {
+    if (this.pending.length > 1) this.pending = [Buffer.concat(this.pending, this.pendingLength)];
+    return this.pending[0] ?? Buffer.alloc(0);
+  }
+
+  private binary(chunk: Buffer): void {
+    this.appendPending(chunk);
+    const buf = this.peek();
+    let pos = 0;
+    if (!this.headerDone) {
+      if (buf.length < 19) return;
+      if (!buf.subarray(0, 11).equals(BINARY_SIGNATURE)) throw new Error('not a COPY binary stream');
+      const ext = buf.readUInt32BE(15);
+      if (buf.length < 19 + ext) return;
+      pos = 19 + ext;
+      this.headerDone = true;
+    }
+    for (;;) {
+      if (buf.length - pos < 2) break;
+      const fields = buf.readInt16BE(pos);
+      if (fields === -1) {
+        this.finished = true;
+        pos += 2;
+        break;
+      }
+      let p = pos + 2;
+      let complete = true;
+      for (let f = 0; f < fields; f += 1) {
+        if (buf.length - p < 4) {
+          complete = false;
+          break;
+        }
+        const len = buf.readInt32BE(p);
+        p += 4;
+        if (len > 0) {
+          if (buf.length - p < len) {
+            complete = false;
+            break;
+          }
+          p += len;
+        }
+      }
+      if (!complete) break;
+      this.addRow(buf.subarray(pos, p));
+      pos = p;
+    }
+    const rest = buf.subarray(pos);
+    this.pending = rest.length ? [rest] : [];
+    this.pendingLength = rest.length;
+  }
+}

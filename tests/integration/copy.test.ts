@@ -1,0 +1,271 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { runMigration } from '../../src/engine/run.js';
+import { loadPlan } from '../../src/plan/parse.js';
+import { cli } from '../harness/cli.js';
+import { expectSameRows } from '../harness/compare.js';
+import { sql } from '../harness/db.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
+
+const TABLES_PLAN = `version: 1
+name: copytest
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.patients
+  - name: public.encounters
+  - name: public.observations
+  - name: public.medications
+    batch: { rows: 150 }
+  - name: public.alltypes
+  - name: public.audit_log
+    batch: { rows: 400 }
+  - name: public.wards
+  - name: public.devices
+copy: { jobs: 3, batch: { rows: 500 } }
+`;
+
+const ORDER: Record<string, string> = {
+  'public.patients': 'id',
+  'public.encounters': 'id',
+  'public.observations': 'id',
+  'public.medications': 'patient_id, prescribed_at, drug',
+  'public.alltypes': 'id',
+  'public.audit_log': 'at, what',
+  'public.wards': 'code',
+  'public.devices': 'id',
+};
+
+async function expectIdentical(s: Scenario) {
+  for (const [table, order] of Object.entries(ORDER)) {
+    const { source, target } = await expectSameRows(s, table, order);
+    expect(target, table).toBe(source);
+  }
+}
+
+async function scenario(prefix: string) {
+  const s = await hospitalScenario(prefix);
+  await sql('source', s.dbs.source, ALLTYPES_SQL);
+  return s;
+}
+
+function spawnRun(s: Scenario, file: string, extraEnv: Record<string, string> = {}) {
+  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
+    const child = execFile(
+      'node',
+      ['bin/cloudshift.js', 'run', file],
+      { env: { ...process.env, ...s.env, ...extraEnv } },
+      (_err, stdout, stderr) => {
+        resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr });
+      },
+    );
+  });
+}
+
+describe('cloudshift run (bulk copy)', () => {
+  let s: Scenario;
+  beforeAll(async () => {
+    s = await scenario('copy');
+  });
+  afterAll(async () => s.drop());
+
+  it('copies every table exactly, in verified batches, and sets sequences', async () => {
+    const events: EngineEvent[] = [];
+    const loaded = await loadPlan(s.plan(TABLES_PLAN));
+    const result = await runMigration(loaded, { env: s.env, onEvent: (e) => events.push(e) });
+    expect(result.mismatches).toBe(0);
+    expect(result.interrupted).toBe(false);
+    await expectIdentical(s);
+    const batches = await sql<{ relation: string; n: string; verified: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT relation, count(*) AS n, count(*) FILTER (WHERE status = 'verified') AS verified FROM cloudshift.batches GROUP BY relation ORDER BY relation`,
+    );
+    expect(batches.every((b) => b.n === b.verified)).toBe(true);
+    expect(batches.find((b) => b.relation === 'public.observations')?.n).toBe('6');
+    expect(batches.find((b) => b.relation === 'public.audit_log')?.n).not.toBe('1');
+    expect(
+      events
+        .filter((e) => e.type === 'table:done')
+        .map((e) => (e as { table: string }).table)
+        .sort(),
+    ).toEqual(Object.keys(ORDER).sort());
+    // identity and serial sequences continue where the source is
+    const [src] = await sql<{ v: string }>('source', s.dbs.source, `SELECT last_value::text AS v FROM public.encounters_id_seq`);
+    const [tgt] = await sql<{ v: string }>('target', s.dbs.target, `SELECT last_value::text AS v FROM public.encounters_id_seq`);
+    expect(tgt!.v).toBe(src!.v);
+    // a second run finds nothing to do
+    const again = await cli(['run', s.plan(TABLES_PLAN)], s.env);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain('already finished; nothing to do');
+  });
+
+  it('refuses a plan changed since the run began (exit 4) unless --force', async () => {
+    const changed = TABLES_PLAN.replace('jobs: 3', 'jobs: 2');
+    await sql('target', s.dbs.target, `UPDATE cloudshift.runs SET status = 'active', phase = 'sequences'`);
+    const r = await cli(['run', s.plan(changed)], s.env);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(
+      /error: the plan changed since run [0-9a-f-]{36} began on .* \(phase sequences\); cloudshift will not resume it with a different plan/,
+    );
+    const forced = await cli(['run', s.plan(changed), '--force'], s.env);
+    expect(forced.code).toBe(0);
+    const events = await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events ORDER BY id`);
+    expect(events.map((e) => e.kind)).toContain('run:forced');
+  });
+});
+
+describe('cloudshift run: bad starts write nothing', () => {
+  it('stops before writing when a target table already holds rows (exit 3)', async () => {
+    const s = await scenario('copyfull');
+    try {
+      await sql(
+        'target',
+        s.dbs.target,
+        'CREATE TABLE public.wards (code text PRIMARY KEY, name text); INSERT INTO public.wards VALUES ($$x$$, $$y$$)',
+      );
+      const r = await cli(['run', s.plan(TABLES_PLAN)], s.env);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain('error: the target already holds rows in public.wards; nothing was written');
+      const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
+      expect(tables[0]!.n).toBe('1');
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
+describe('cloudshift run: faults', () => {
+  it('retries a batch whose target connection is killed mid-batch, and finishes exact', async () => {
+    const s = await scenario('copydrop');
+    try {
+      const events: EngineEvent[] = [];
+      let killed = 0;
+      const loaded = await loadPlan(s.plan(TABLES_PLAN));
+      const result = await runMigration(loaded, {
+        env: s.env,
+        retryBaseDelayMs: 10,
+        onEvent: (e) => events.push(e),
+        hooks: {
+          beforeBatchCommit: async () => {
+            if (killed >= 2) return;
+            killed += 1;
+            await sql(
+              'target',
+              s.dbs.target,
+              `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift copy' AND datname = current_database()`,
+            );
+          },
+        },
+      });
+      expect(killed).toBe(2);
+      expect(events.filter((e) => e.type === 'batch:retry').length).toBeGreaterThanOrEqual(2);
+      expect(result.mismatches).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('a checksum mismatch is retried once, then recorded and reported (exit 1)', async () => {
+    const s = await scenario('copymismatch');
+    try {
+      const loaded = await loadPlan(s.plan(TABLES_PLAN));
+      let sabotaged = false;
+      const result = await runMigration(loaded, {
+        env: s.env,
+        hooks: {
+          beforeBatchCommit: async () => {
+            if (sabotaged) return;
+            sabotaged = true;
+            // The target silently changes what it stores: verification must notice.
+            await sql(
+              'target',
+              s.dbs.target,
+              `CREATE FUNCTION public.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '!'; RETURN NEW; END $$;
+               CREATE TRIGGER corrupt BEFORE INSERT ON public.wards FOR EACH ROW EXECUTE FUNCTION public.corrupt();`,
+            );
+          },
+        },
+      });
+      expect(result.mismatches).toBe(2);
+      const bad = await sql<{ relation: string; status: string; attempts: number; error: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT relation, status, attempts, error FROM cloudshift.batches WHERE status <> 'verified'`,
+      );
+      expect(bad.map((b) => [b.relation, b.status, b.attempts])).toEqual([
+        ['public.wards', 'mismatch', 2],
+        ['public.wards', 'mismatch', 2],
+      ]);
+      expect(bad[0]!.error).toMatch(/^checksum mismatch: source sha256sum64:[0-9a-f]{16}:\d+, target sha256sum64:[0-9a-f]{16}:\d+$/);
+      const events = await sql<{ kind: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT kind FROM cloudshift.events WHERE kind = 'batch:mismatch'`,
+      );
+      expect(events).toHaveLength(2);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  for (const fault of ['beforeBatchCommit:4', 'afterBatchCommit:3', 'beforePostData:1']) {
+    it(`kill -9 at ${fault}, then run again: nothing missing, nothing duplicated`, async () => {
+      const s = await scenario(`kill${fault.split(':')[0]!.toLowerCase().slice(0, 10)}`);
+      try {
+        const file = s.plan(TABLES_PLAN);
+        const killed = await spawnRun(s, file, { CLOUDSHIFT_FAULT: fault });
+        expect(killed.signal).toBe('SIGKILL');
+        const resumed = await spawnRun(s, file);
+        expect(resumed.out).toContain('resuming run');
+        expect(resumed.code).toBe(0);
+        await expectIdentical(s);
+        const dupes = await sql<{ n: string }>(
+          'target',
+          s.dbs.target,
+          `SELECT count(*) - count(DISTINCT (at, what)) AS n FROM public.audit_log`,
+        );
+        expect(dupes[0]!.n).toBe('0');
+        const indexes = await sql<{ n: string }>(
+          'target',
+          s.dbs.target,
+          `SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'encounters_patient'`,
+        );
+        expect(indexes[0]!.n).toBe('1');
+      } finally {
+        await s.drop();
+      }
+    });
+  }
+
+  it('Ctrl-C stops at a safe point, prints the run id and how to resume (exit 130); the rerun finishes', async () => {
+    const s = await scenario('copyint');
+    try {
+      const file = s.plan(TABLES_PLAN.replace('jobs: 3', 'jobs: 1'));
+      const controller = new AbortController();
+      const loaded = await loadPlan(file);
+      const first = await runMigration(loaded, {
+        env: s.env,
+        abortSignal: controller.signal,
+        hooks: { afterBatchCommit: () => controller.abort() },
+      });
+      expect(first.interrupted).toBe(true);
+      const done = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*) AS n FROM cloudshift.batches WHERE status = 'verified'`,
+      );
+      expect(Number(done[0]!.n)).toBeGreaterThanOrEqual(1);
+      const rerun = await cli(['run', file], s.env);
+      expect(rerun.code).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+});
