@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { ExitCode, UsageError } from '../errors.js';
 import { isDuration } from '../plan/units.js';
 import { toolVersion } from '../version.js';
+import { demoCommand } from './commands/demo.js';
 import { dryRunCommand } from './commands/dryRun.js';
 import { runCommand } from './commands/run.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
@@ -86,7 +87,27 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
       }
     });
 
+  program
+    .command('demo')
+    .description('run a whole migration on local PostgreSQL 15 and 17 servers with a generated hospital record')
+    .option('--scale <n>', 'dataset scale (1 = about 1,000,000 observations, 300 MB)', positiveNumber, 0.02)
+    .option('--jobs <n>', 'batches copied at once', positiveInt, 4)
+    .exitOverride()
+    .action(async (opts: { scale: number; jobs: number }) => {
+      try {
+        setExit(await demoCommand(io, opts));
+      } catch (err) {
+        setExit(reportError(io, err));
+      }
+    });
+
   return program;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number greater than 0');
+  return n;
 }
 
 function positiveInt(value: string): number {

@@ -16,7 +16,7 @@ import { quoteIdent } from '../plan/names.js';
 import { batchSelect, rangePredicate } from '../source/ranges.js';
 import { markBatchCopied } from '../state/sql/batchStatus.js';
 import type { BatchRow } from '../state/types.js';
-import { CopyDigest, digestText, type Digest } from '../verify/rowDigest.js';
+import { CopyDigest, digestText, parseDigest, type Digest } from '../verify/rowDigest.js';
 import { beginInSnapshot } from './snapshot.js';
 import type { EngineHooks } from './hooks.js';
 import { rangeOf, type TableTask } from './tableTask.js';
@@ -41,6 +41,12 @@ export interface CopiedBatch {
 }
 
 export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: BatchRow, retry: boolean): Promise<CopiedBatch> {
+  if (retry && ctx.stateSchemaInTarget !== null) {
+    // After an ambiguous commit (the connection died during COMMIT) the batch may be done already:
+    // its mark committed with its rows, so the mark is the truth.
+    const done = await copiedMark(ctx.target, ctx.stateSchemaInTarget, batch.id);
+    if (done) return done;
+  }
   const range = rangeOf(task, batch);
   const format = task.shape.format;
   const ref = { table: task.display, batchId: batch.id, seq: batch.seq };
@@ -81,6 +87,16 @@ export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: B
   } finally {
     await ctx.source.query('COMMIT').catch(() => undefined);
   }
+}
+
+async function copiedMark(target: pg.Client, schema: string, batchId: string): Promise<CopiedBatch | null> {
+  const { rows } = await target.query<{ status: string; bytes: string | null; source_checksum: string | null }>(
+    `SELECT status, bytes::text AS bytes, source_checksum FROM ${quoteIdent(schema)}.batches WHERE id = $1`,
+    [batchId],
+  );
+  const r = rows[0];
+  if (!r || r.status !== 'copied' || !r.source_checksum) return null;
+  return { digest: parseDigest(r.source_checksum), bytes: Number(r.bytes ?? 0), marked: true };
 }
 
 /** Digest of a batch's rows as they are in the target now. */

@@ -15,7 +15,7 @@ import { redact } from '../redact.js';
 import { markBatchCopied, markBatchMismatch, markBatchRetry, markBatchVerified } from '../state/sql/batchStatus.js';
 import type { StateStore } from '../state/store.js';
 import type { BatchRow } from '../state/types.js';
-import { addDigests, digestEquals, digestText, EMPTY_DIGEST, type Digest } from '../verify/rowDigest.js';
+import { addDigests, digestEquals, digestText, EMPTY_DIGEST, parseDigest, type Digest } from '../verify/rowDigest.js';
 import { copyBatch, digestTargetRange } from './copyBatch.js';
 import type { Emit } from './events.js';
 import type { EngineHooks } from './hooks.js';
@@ -78,48 +78,58 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     slot.target = null;
   };
 
-  const process = async (slot: Slot, first: BatchRow) => {
+  /** Runs `fn` on the slot's connections, reconnecting and retrying transient failures. */
+  const retrying = <T>(
+    slot: Slot,
+    task: TableTask,
+    batch: BatchRow,
+    fn: (conns: { source: pg.Client; target: pg.Client }, attempt: number) => Promise<T>,
+  ) =>
+    withRetry(
+      async (attempt) => {
+        if (attempt > 1) await reset(slot);
+        return fn(await ensure(slot), attempt);
+      },
+      {
+        attempts: o.transientAttempts ?? 5,
+        baseDelayMs: o.retryBaseDelayMs ?? 500,
+        ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
+        onRetry: (attempt, err, delay) =>
+          o.emit('batch:retry', {
+            table: task.display,
+            batchId: batch.id,
+            seq: batch.seq,
+            attempt,
+            reason: `${redact(messageOf(err))}; attempt ${attempt + 1} of ${o.transientAttempts ?? 5} in ${delay} ms`,
+          }),
+      },
+    );
+
+  /**
+   * Copies (unless `copiedBefore`: committed by an earlier process, not yet verified) and
+   * verifies one batch.
+   */
+  const process = async (slot: Slot, first: BatchRow, copiedBefore?: { digest: Digest; bytes: number }) => {
     const task = o.tasks.get(first.relation);
     if (!task) throw new Error(`batch ${first.id} names ${first.relation}, which is not in the plan`);
     let batch = first;
     // A batch claimed before (by a process that died, or retried here) may have rows on the target.
     let retry = batch.attempts > 1;
+    let pendingCopy = copiedBefore ? { ...copiedBefore, marked: true } : null;
     for (let verifyAttempt = 1; ; verifyAttempt += 1) {
       const started = Date.now();
-      const copied = await withRetry(
-        async (attempt) => {
-          if (attempt > 1) {
-            await reset(slot);
-            retry = true;
-          }
-          const conns = await ensure(slot);
-          return copyBatch(
-            {
-              ...conns,
-              snapshot: o.snapshot,
-              stateSchemaInTarget: o.stateInTarget ? schema : null,
-              workerId: o.workerId,
-              hooks: o.hooks,
-            },
+      const earlier = pendingCopy;
+      pendingCopy = null;
+      const copied =
+        earlier ??
+        (await retrying(slot, task, batch, (conns, attempt) =>
+          copyBatch(
+            { ...conns, snapshot: o.snapshot, stateSchemaInTarget: o.stateInTarget ? schema : null, workerId: o.workerId, hooks: o.hooks },
             task,
             batch,
-            retry,
-          );
-        },
-        {
-          attempts: o.transientAttempts ?? 5,
-          baseDelayMs: o.retryBaseDelayMs ?? 500,
-          ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
-          onRetry: (attempt, err, delay) =>
-            o.emit('batch:retry', {
-              table: task.display,
-              batchId: batch.id,
-              seq: batch.seq,
-              attempt,
-              reason: `${redact(messageOf(err))}; attempt ${attempt + 1} of ${o.transientAttempts ?? 5} in ${delay} ms`,
-            }),
-        },
-      );
+            retry || attempt > 1,
+          ),
+        ));
       if (!copied.marked) {
         await markBatchCopied(o.store.db, schema, {
           id: batch.id,
@@ -141,8 +151,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         finished(task.display, copied.digest.rows, copied.bytes, false); // verified whole, after its last batch
         return;
       }
-      const { target } = await ensure(slot);
-      const actual = await digestTargetRange(target, task, batch);
+      const actual = await retrying(slot, task, batch, ({ target }) => digestTargetRange(target, task, batch));
       if (digestEquals(actual, copied.digest)) {
         await markBatchVerified(o.store.db, schema, batch.id, digestText(actual));
         o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
@@ -171,23 +180,43 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     }
   };
 
+  const dispatch = async (slot: Slot, run: () => Promise<void>) => {
+    void queue.add(async () => {
+      try {
+        await run();
+      } catch (err) {
+        failure ??= err;
+        await reset(slot);
+      } finally {
+        free.push(slot);
+      }
+    });
+  };
+  const waitForSlot = async () => {
+    while (free.length === 0) await new Promise<void>((resolve) => queue.once('next', () => resolve()));
+  };
+
   try {
+    // Batches an earlier process committed but did not get to verify (it held the run's lock, so
+    // no one else is working on them now).
+    const unverified = (await o.store.listBatches(o.runId)).filter(
+      (b) => b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns,
+    );
+    for (const b of unverified) {
+      await waitForSlot();
+      if (o.abortSignal?.aborted || failure !== null) break;
+      const slot = free.pop()!;
+      await dispatch(slot, () =>
+        process(slot, { ...b, status: 'claimed' }, { digest: parseDigest(b.source_checksum), bytes: Number(b.bytes ?? 0) }),
+      );
+    }
     while (!o.abortSignal?.aborted && failure === null) {
-      while (free.length === 0) await new Promise<void>((resolve) => queue.once('next', () => resolve()));
+      await waitForSlot();
       if (o.abortSignal?.aborted || failure !== null) break;
       const [batch] = await o.store.claimBatches(o.runId, o.workerId, 1);
       if (!batch) break;
       const slot = free.pop()!;
-      void queue.add(async () => {
-        try {
-          await process(slot, batch);
-        } catch (err) {
-          failure ??= err;
-          await reset(slot);
-        } finally {
-          free.push(slot);
-        }
-      });
+      await dispatch(slot, () => process(slot, batch));
     }
     await queue.onIdle();
     if (failure === null && !o.abortSignal?.aborted) mismatches += await verifyKeylessTables(o, slots[0]!, ensure);
@@ -219,7 +248,8 @@ async function tableProgress(o: CopyPhaseOptions): Promise<Map<string, Progress>
   for (const b of await o.store.listBatches(o.runId)) {
     const p = out.get(b.relation) ?? { batches: 0, remaining: 0, rows: 0, bytes: 0, mismatches: 0 };
     p.batches += 1;
-    if (b.status === 'pending' || b.status === 'claimed') p.remaining += 1;
+    const awaitsVerification = b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns;
+    if (b.status === 'pending' || b.status === 'claimed' || awaitsVerification) p.remaining += 1;
     else {
       p.rows += Number(b.rows ?? 0);
       p.bytes += Number(b.bytes ?? 0);
@@ -281,10 +311,4 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     }
   }
   return mismatches;
-}
-
-export function parseDigest(text: string | null): Digest {
-  const m = /^sha256sum64:([0-9a-f]{16}):(\d+)$/.exec(text ?? '');
-  if (!m) throw new Error(`not a cloudshift checksum: ${String(text)}`);
-  return { sum: m[1]!, rows: Number(m[2]) };
 }

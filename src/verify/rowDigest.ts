@@ -162,3 +162,9 @@ export class CopyDigest extends Transform {
     this.pendingLength = rest.length;
   }
 }
+
+export function parseDigest(text: string | null): Digest {
+  const m = /^sha256sum64:([0-9a-f]{16}):(\d+)$/.exec(text ?? '');
+  if (!m) throw new Error(`not a cloudshift checksum: ${String(text)}`);
+  return { sum: m[1]!, rows: Number(m[2]) };
+}

@@ -1,0 +1,190 @@
+/**
+ * The table-copy benchmark: the floor (COPY binary piped between the servers by psql, two
+ * tables at a time) against `cloudshift run` with verification on, over the same data, in one
+ * process run. cloudshift runs as a child process so its peak RSS is its own.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { LocalServers } from '../src/embedded/servers.js';
+import { quoteQualified, type QualifiedName } from '../src/plan/names.js';
+import { applyPreData, readSourceSchema } from '../src/target/postgres/schema/index.js';
+
+export const BENCH_TABLES: QualifiedName[] = ['patients', 'encounters', 'observations', 'medications'].map((name) => ({
+  schema: 'public',
+  name,
+}));
+
+export interface CopyMeasure {
+  seconds: number;
+  rows: number;
+  bytes: number;
+  rowsPerSecond: number;
+  mbPerSecond: number;
+  peakRssMb?: number;
+}
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export async function sourceSize(url: string): Promise<{ rows: number; bytes: number }> {
+  return withClient(url, async (c) => {
+    const { rows } = await c.query<{ rows: string; bytes: string }>(
+      `SELECT sum(c.reltuples)::bigint::text AS rows, sum(pg_table_size(c.oid))::text AS bytes FROM pg_class c WHERE c.oid = ANY($1::regclass[])`,
+      [BENCH_TABLES.map(quoteQualified)],
+    );
+    return { rows: Number(rows[0]!.rows), bytes: Number(rows[0]!.bytes) };
+  });
+}
+
+export async function createDatabase(servers: LocalServers, side: 'source' | 'target', name: string): Promise<void> {
+  await withClient(servers.url(side, 'postgres'), (c) =>
+    c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).then(() => c.query(`CREATE DATABASE ${name}`)),
+  );
+}
+
+/** Target tables without secondary indexes, as both contenders load into. */
+export async function prepareTarget(sourceUrl: string, targetUrl: string): Promise<void> {
+  await withClient(sourceUrl, (source) =>
+    withClient(targetUrl, async (target) => {
+      const schema = await readSourceSchema(
+        source,
+        BENCH_TABLES.map((name) => ({ name, omitColumns: [], addColumns: [] })),
+      );
+      await applyPreData(target, schema);
+    }),
+  );
+}
+
+function pipeTable(psql: string, sourceUrl: string, targetUrl: string, table: QualifiedName): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const out = spawn(psql, [sourceUrl, '-qAtX', '-c', `COPY ${quoteQualified(table)} TO STDOUT (FORMAT binary)`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const into = spawn(
+      psql,
+      [targetUrl, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', `COPY ${quoteQualified(table)} FROM STDIN (FORMAT binary)`],
+      {
+        stdio: ['pipe', 'ignore', 'inherit'],
+      },
+    );
+    out.stdout.pipe(into.stdin);
+    let pending = 2;
+    const done = (code: number | null, who: string) => {
+      if (code !== 0) reject(new Error(`${who} for ${table.name} exited with ${code}`));
+      else if (--pending === 0) resolve();
+    };
+    out.on('exit', (code) => done(code, 'psql COPY TO'));
+    into.on('exit', (code) => done(code, 'psql COPY FROM'));
+  });
+}
+
+export async function measureFloor(
+  psql: string,
+  sourceUrl: string,
+  targetUrl: string,
+  size: { rows: number; bytes: number },
+): Promise<CopyMeasure> {
+  const started = process.hrtime.bigint();
+  const queue = [...BENCH_TABLES];
+  const worker = async () => {
+    for (let t = queue.shift(); t; t = queue.shift()) await pipeTable(psql, sourceUrl, targetUrl, t);
+  };
+  await Promise.all([worker(), worker()]);
+  return measure(started, size);
+}
+
+function measure(started: bigint, size: { rows: number; bytes: number }, peakRssMb?: number): CopyMeasure {
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    seconds,
+    rows: size.rows,
+    bytes: size.bytes,
+    rowsPerSecond: size.rows / seconds,
+    mbPerSecond: size.bytes / 1024 / 1024 / seconds,
+    ...(peakRssMb === undefined ? {} : { peakRssMb }),
+  };
+}
+
+function rssMb(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /VmHWM:\s+(\d+) kB/.exec(status) ?? /VmRSS:\s+(\d+) kB/.exec(status);
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export interface CloudshiftMeasure {
+  /** The copy phase alone (batches copied and verified), comparable with the floor. */
+  copy: CopyMeasure;
+  /** The whole run: schema, copy, indexes and constraints, sequences. */
+  total: CopyMeasure;
+}
+
+export async function measureCloudshift(
+  dir: string,
+  env: Record<string, string>,
+  jobs: number,
+  size: { rows: number; bytes: number },
+): Promise<CloudshiftMeasure> {
+  const plan = join(dir, 'bench-plan.yaml');
+  writeFileSync(
+    plan,
+    `version: 1
+name: bench
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}", existingData: truncate }
+tables:
+${BENCH_TABLES.map((t) => `  - name: ${t.schema}.${t.name}`).join('\n')}
+copy: { jobs: ${jobs} }
+`,
+  );
+  const started = process.hrtime.bigint();
+  let peak = 0;
+  let stdout = '';
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/cloudshift.js', 'run', plan, '--json'], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const timer = setInterval(() => (peak = Math.max(peak, rssMb(child.pid!))), 50);
+    child.on('error', reject);
+    child.on('exit', (c) => {
+      clearInterval(timer);
+      resolve(c);
+    });
+  });
+  if (code !== 0) throw new Error(`cloudshift run exited with ${code}`);
+  const total = measure(started, size, peak);
+  const phases = new Map<string, number>();
+  for (const line of stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const e = JSON.parse(line) as { type: string; phase?: string; at?: string };
+    if (e.type === 'run:phase' && e.phase && e.at) phases.set(e.phase, Date.parse(e.at));
+  }
+  const copyMs = (phases.get('indexes') ?? 0) - (phases.get('copy') ?? 0);
+  if (!(copyMs > 0)) throw new Error('cloudshift did not report its copy phase');
+  const copySeconds = copyMs / 1000;
+  return {
+    total,
+    copy: {
+      seconds: copySeconds,
+      rows: size.rows,
+      bytes: size.bytes,
+      rowsPerSecond: size.rows / copySeconds,
+      mbPerSecond: size.bytes / 1024 / 1024 / copySeconds,
+      peakRssMb: peak,
+    },
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * npm run bench: generates the hospital dataset, starts local servers, and measures the floor
+ * and cloudshift over the same data in one run. Prints a table and writes bench/results/*.json.
+ *   --scale 1        dataset scale (1 ≈ 1,000,000 observations, ~300 MB)
+ *   --scales 1,4     several scales side by side (RSS must not grow with table size)
+ *   --jobs 4         cloudshift --jobs
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createHospitalDataset } from '../src/demo/dataset.js';
+import { startLocalServers } from '../src/embedded/servers.js';
+import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize } from './copy.js';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+
+function findPsql(): string {
+  try {
+    return execFileSync('sh', ['-c', 'command -v psql'], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error('psql not found: install the PostgreSQL client (Debian: apt-get install postgresql-client)');
+  }
+}
+
+const scales = arg('scales', arg('scale', '1')).split(',').map(Number);
+const jobs = Number(arg('jobs', '4'));
+const psql = findPsql();
+const servers = await startLocalServers({ azurite: false });
+const results: unknown[] = [];
+try {
+  for (const scale of scales) {
+    await createDatabase(servers, 'source', 'bench');
+    const src = servers.url('source', 'bench');
+    const generated = Date.now();
+    const c = new pg.Client({ connectionString: src });
+    await c.connect();
+    await createHospitalDataset(c, { scale, documents: null }, (m) => console.error(`  ${m}`));
+    await c.end();
+    console.error(`scale ${scale}: dataset generated in ${((Date.now() - generated) / 1000).toFixed(1)} s`);
+    const size = await sourceSize(src);
+
+    await createDatabase(servers, 'target', 'floor');
+    await prepareTarget(src, servers.url('target', 'floor'));
+    const floor = await measureFloor(psql, src, servers.url('target', 'floor'), size);
+    await createDatabase(servers, 'target', 'floor');
+
+    await createDatabase(servers, 'target', 'cs');
+    const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
+    const cs = await measureCloudshift(dir, { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'cs') }, jobs, size);
+    await createDatabase(servers, 'target', 'cs');
+
+    const ratio = cs.copy.mbPerSecond / floor.mbPerSecond;
+    results.push({ scale, rows: size.rows, bytes: size.bytes, floor, cloudshift: cs, ratio });
+    console.log(`\nscale ${scale}: ${size.rows.toLocaleString('en-GB')} rows, ${(size.bytes / 1024 / 1024).toFixed(0)} MB of table data`);
+    console.log(
+      `  floor (psql COPY binary, 2 tables at a time): ${floor.seconds.toFixed(1)} s, ${Math.round(floor.rowsPerSecond).toLocaleString('en-GB')} rows/s, ${floor.mbPerSecond.toFixed(1)} MB/s`,
+    );
+    console.log(
+      `  cloudshift copy phase (verified, --jobs ${jobs}): ${cs.copy.seconds.toFixed(1)} s, ${Math.round(cs.copy.rowsPerSecond).toLocaleString('en-GB')} rows/s, ${cs.copy.mbPerSecond.toFixed(1)} MB/s`,
+    );
+    console.log(`  cloudshift whole run (schema, copy, indexes, FKs, sequences): ${cs.total.seconds.toFixed(1)} s`);
+    console.log(`  ratio (copy phase / floor): ${ratio.toFixed(2)}   peak RSS: ${cs.copy.peakRssMb?.toFixed(0)} MB`);
+  }
+} finally {
+  await servers.stop();
+}
+const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memoryGb: Math.round(totalmem() / 1024 ** 3), node: process.version };
+mkdirSync('bench/results', { recursive: true });
+const file = join('bench/results', `copy-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+writeFileSync(file, `${JSON.stringify({ machine, jobs, results }, null, 2)}\n`);
+console.log(`\nresults written to ${file}`);

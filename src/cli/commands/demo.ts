@@ -1,0 +1,32 @@
+/** `cloudshift demo`: a whole migration on local servers, with progress and the verification summary. */
+import { runDemo } from '../../demo/demo.js';
+import { ExitCode } from '../../errors.js';
+import type { CliIO } from '../io.js';
+import { renderReport } from '../render/checks.js';
+import { progressRenderer } from '../render/progress.js';
+import { renderRunSummary } from '../render/runSummary.js';
+
+export async function demoCommand(io: CliIO, flags: { scale: number; jobs: number }): Promise<number> {
+  const renderer = progressRenderer(io.stdout.isTTY ? 'tty' : 'plain', io.stdout, io.stderr);
+  let stopped = false;
+  const result = await runDemo({
+    scale: flags.scale,
+    jobs: flags.jobs,
+    onStep: (m) => {
+      if (m === 'stopping the local servers' && !stopped) {
+        renderer.stop();
+        stopped = true;
+      }
+      io.stdout.write(`» ${m}\n`);
+    },
+    onEvent: (e) => renderer.onEvent(e),
+    ...(io.signal ? { abortSignal: io.signal } : {}),
+  }).finally(() => {
+    if (!stopped) renderer.stop();
+  });
+  io.stdout.write(renderReport(result.preflight, 'text', result.planFile).split('\n').slice(-3).join('\n'));
+  if (!result.run) return ExitCode.failed;
+  io.stdout.write(renderRunSummary(result.run, result.planFile));
+  if (result.run.interrupted) return ExitCode.interrupted;
+  return result.run.mismatches > 0 ? ExitCode.failed : ExitCode.ok;
+}

@@ -1,0 +1,93 @@
+/**
+ * `cloudshift demo`: a whole migration on local servers — a PostgreSQL 15 source with a small
+ * hospital record, a PostgreSQL 17 target — through the same plan, dry run and run an operator
+ * uses. Servers and data live in temporary folders and are removed at the end.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { EventSink } from '../engine/events.js';
+import { runMigration, type RunResult } from '../engine/run.js';
+import { startLocalServers } from '../embedded/servers.js';
+import { loadPlan } from '../plan/parse.js';
+import { runPreflight } from '../preflight/run.js';
+import type { PreflightReport } from '../preflight/types.js';
+import { createHospitalDataset } from './dataset.js';
+
+export interface DemoOptions {
+  scale: number;
+  jobs: number;
+  onStep(message: string): void;
+  onEvent?: EventSink;
+  abortSignal?: AbortSignal;
+}
+
+export interface DemoResult {
+  planFile: string;
+  preflight: PreflightReport;
+  run: RunResult | null;
+}
+
+export const DEMO_PLAN = `# The plan the demo runs: a hospital's record tables, copied in verified batches.
+version: 1
+name: demo
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.patients
+  - name: public.encounters
+  - name: public.observations
+  - name: public.medications
+copy: { jobs: 4, batch: { rows: 20000 } }
+`;
+
+async function exec(url: string, sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  options.onStep('starting PostgreSQL 15 (source) and PostgreSQL 17 (target) on loopback');
+  const servers = await startLocalServers({ azurite: false });
+  try {
+    await exec(servers.url('source', 'postgres'), 'CREATE DATABASE ehr');
+    await exec(servers.url('target', 'postgres'), 'CREATE DATABASE ehr');
+    options.onStep(`creating a hospital record at scale ${options.scale}`);
+    const source = new pg.Client({ connectionString: servers.url('source', 'ehr') });
+    await source.connect();
+    try {
+      const made = await createHospitalDataset(source, { scale: options.scale, documents: null }, (m) => options.onStep(`  ${m}`));
+      options.onStep(
+        `  ${Object.entries(made.rows)
+          .map(([t, n]) => `${t} ${n.toLocaleString('en-GB')}`)
+          .join(', ')}`,
+      );
+    } finally {
+      await source.end();
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'cloudshift-demo-'));
+    const planFile = join(dir, 'demo.yaml');
+    writeFileSync(planFile, DEMO_PLAN.replace('jobs: 4', `jobs: ${options.jobs}`));
+    const env = { SOURCE_DATABASE_URL: servers.url('source', 'ehr'), TARGET_DATABASE_URL: servers.url('target', 'ehr') };
+    const loaded = await loadPlan(planFile);
+    options.onStep(`dry run of ${planFile}`);
+    const preflight = await runPreflight(loaded, { env });
+    if (!preflight.ok) return { planFile, preflight, run: null };
+    options.onStep('cloudshift run');
+    const run = await runMigration(loaded, {
+      env,
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+      ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
+    });
+    return { planFile, preflight, run };
+  } finally {
+    options.onStep('stopping the local servers');
+    await servers.stop();
+  }
+}
