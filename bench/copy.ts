@@ -165,7 +165,10 @@ copy: { jobs: ${jobs} }
       resolve(c);
     });
   });
-  if (code !== 0) throw new Error(`cloudshift run exited with ${code}`);
+  if (code !== 0) {
+    const problems = stdout.split('\n').filter((l) => /"type":"(batch:mismatch|batch:retry|run:result)"/.test(l));
+    throw new Error(`cloudshift run exited with ${code}\n${problems.join('\n').slice(0, 4000)}`);
+  }
   const total = measure(started, size, peak);
   const phases = new Map<string, number>();
   for (const line of stdout.split('\n')) {

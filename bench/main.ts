@@ -63,8 +63,8 @@ try {
     console.log(
       `  cloudshift copy phase (verified, --jobs ${jobs}): ${cs.copy.seconds.toFixed(1)} s, ${Math.round(cs.copy.rowsPerSecond).toLocaleString('en-GB')} rows/s, ${cs.copy.mbPerSecond.toFixed(1)} MB/s`,
     );
-    console.log(`  cloudshift whole run (schema, copy, indexes, FKs, sequences): ${cs.total.seconds.toFixed(1)} s`);
-    console.log(`  ratio (copy phase / floor): ${ratio.toFixed(2)}   peak RSS: ${cs.copy.peakRssMb?.toFixed(0)} MB`);
+    console.log(`    cloudshift whole run (schema, copy, indexes, FKs, sequences): ${cs.total.seconds.toFixed(1)} s`);
+    console.log(`    ratio (copy phase / floor): ${ratio.toFixed(2)}   peak RSS: ${cs.copy.peakRssMb?.toFixed(0)} MB`);
   }
 } finally {
   await servers.stop();

@@ -16,7 +16,7 @@ import { quoteIdent } from '../plan/names.js';
 import { batchSelect, rangePredicate } from '../source/ranges.js';
 import { markBatchCopied } from '../state/sql/batchStatus.js';
 import type { BatchRow } from '../state/types.js';
-import { CopyDigest, digestText, parseDigest, type Digest } from '../verify/rowDigest.js';
+import { digestText, parseDigest, RowSumDigest, StreamDigest, type Digest } from '../verify/rowDigest.js';
 import { beginInSnapshot } from './snapshot.js';
 import type { EngineHooks } from './hooks.js';
 import { rangeOf, type TableTask } from './tableTask.js';
@@ -59,27 +59,30 @@ export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: B
         await ctx.target.query(`DELETE FROM ${task.quoted} WHERE ${pred.sql}`, pred.params);
       }
       const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], task.where);
-      const digest = new CopyDigest(format);
+      const digester = digesterFor(task);
       const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${format})`));
       const into = ctx.target.query(
         copyFrom(`COPY ${task.quoted} (${task.shape.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT ${format})`),
       );
-      await pipeline(out, digest, into);
+      await pipeline(out, digester, into);
+      const digest = digester.result(out.rowCount);
+      if (into.rowCount !== digest.rows)
+        throw new Error(`${task.display} batch ${batch.seq}: read ${digest.rows} rows, the target took ${into.rowCount}`);
       await ctx.hooks.beforeBatchCommit?.(ref);
       let marked = false;
       if (ctx.stateSchemaInTarget !== null) {
         marked = await markBatchCopied(ctx.target, ctx.stateSchemaInTarget, {
           id: batch.id,
           workerId: ctx.workerId,
-          rows: digest.digest.rows,
-          bytes: digest.bytes,
-          sourceChecksum: digestText(digest.digest),
+          rows: digest.rows,
+          bytes: digester.bytes,
+          sourceChecksum: digestText(digest),
         });
         if (!marked) throw new Error(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
       }
       await ctx.target.query('COMMIT');
       await ctx.hooks.afterBatchCommit?.(ref);
-      return { digest: digest.digest, bytes: digest.bytes, marked };
+      return { digest, bytes: digester.bytes, marked };
     } catch (err) {
       await ctx.target.query('ROLLBACK').catch(() => undefined);
       throw err;
@@ -104,8 +107,14 @@ export async function digestTargetRange(target: pg.Client, task: TableTask, batc
   const range = batch ? rangeOf(task, batch) : ({ kind: 'key', low: null, high: null } as const);
   // ctid ranges mean nothing on the target: a keyless table is verified whole (batch = null).
   const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], undefined);
-  const digest = new CopyDigest(task.shape.format);
+  const digester = digesterFor(task);
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  await pipeline(target.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`)), digest, sink);
-  return digest.digest;
+  const out = target.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`));
+  await pipeline(out, digester, sink);
+  return digester.result(out.rowCount);
+}
+
+/** Keyed tables are read in key order and hashed as a stream; keyless ones row by row. */
+function digesterFor(task: TableTask): StreamDigest | RowSumDigest {
+  return task.shape.keyColumns ? new StreamDigest() : new RowSumDigest(task.shape.format);
 }

@@ -38,6 +38,8 @@ export interface ConnectOptions {
   applicationName?: string;
   /** Keep values as text (no JavaScript conversion). */
   raw?: boolean;
+  /** More session settings, e.g. for the copy's sessions. */
+  settings?: ReadonlyArray<readonly [string, string]>;
 }
 
 export interface Endpoint {
@@ -79,6 +81,7 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
   const settings = [...PINNED_SETTINGS];
   if (options.readOnly) settings.push(['default_transaction_read_only', 'on']);
   if (options.statementTimeoutMs !== undefined) settings.push(['statement_timeout', String(options.statementTimeoutMs)]);
+  settings.push(...(options.settings ?? []));
   try {
     await client.query(settings.map(([k, v]) => `SET ${k} = '${v}'`).join('; '));
   } catch (err) {

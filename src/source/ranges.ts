@@ -74,5 +74,11 @@ export function batchSelect(
   const pred = rangePredicate(range, keyColumns);
   const conditions = [pred.sql, ...(where ? [`(${where})`] : [])].filter((c) => c !== 'true');
   const cols = columns.map(quoteIdent).join(', ');
-  return inlineParams(`SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}`, pred.params);
+  // Keyed batches are read in key order on both sides, so their COPY streams hash equal.
+  const order = range.kind === 'key' && keyColumns.length > 0 ? ` ORDER BY ${keyList(keyColumns)}` : '';
+  return inlineParams(`SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}${order}`, pred.params);
+}
+
+function keyList(columns: KeyColumn[]): string {
+  return columns.map((c) => `${quoteIdent(c.name)}${c.collate ? ' COLLATE "C"' : ''}`).join(', ');
 }

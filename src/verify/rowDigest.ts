@@ -1,43 +1,75 @@
 /**
  * Checksums of COPY streams, computed while the bytes flow (no second read of the source, no
- * batch held in memory). Each row's bytes are hashed with SHA-256 and the first 64 bits of the
- * digests are summed modulo 2^64, with a row count: the result does not depend on row order, so
- * a batch read back from the target in any order, or a table summed from its batches, compares
- * equal exactly when the rows are equal. Rows are split per the COPY format: text (one row per
- * line; data newlines are escaped by COPY) or binary (field-count-prefixed tuples).
+ * batch held in memory). Two kinds:
+ * - `sha256`: SHA-256 of the stream itself. Both sides are read in key order (ORDER BY the batch
+ *   key, COLLATE "C" for text), so equal rows give equal bytes. Rows are counted by the server
+ *   (COPY's command tag). Cheap: the bytes are hashed once, not parsed.
+ * - `sha256sum64`: each row's bytes hashed with SHA-256, the first 64 bits summed modulo 2^64,
+ *   with a row count. Independent of row order, and additive: a table's digest is the sum of its
+ *   batches'. Used for tables without a key, whose rows have no order both sides agree on. Rows
+ *   are split per the COPY format: text (one row per line; data newlines are escaped by COPY) or
+ *   binary (field-count-prefixed tuples).
  */
 import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 
+export type DigestKind = 'sha256' | 'sha256sum64';
+
 export interface Digest {
+  kind: DigestKind;
+  /** Hex: the stream's SHA-256, or the sum of the rows' SHA-256 prefixes mod 2^64. */
+  value: string;
   rows: number;
-  /** Sum of the rows' SHA-256 prefixes mod 2^64, as 16 hex digits. */
-  sum: string;
 }
 
 const MASK = (1n << 64n) - 1n;
 const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 
-export function formatDigest(rows: number, sum: bigint): Digest {
-  return { rows, sum: sum.toString(16).padStart(16, '0') };
+function rowSum(rows: number, sum: bigint): Digest {
+  return { kind: 'sha256sum64', value: sum.toString(16).padStart(16, '0'), rows };
 }
 
+/** Sum of two order-independent digests (a table from its batches). */
 export function addDigests(a: Digest, b: Digest): Digest {
-  return formatDigest(a.rows + b.rows, (BigInt(`0x${a.sum}`) + BigInt(`0x${b.sum}`)) & MASK);
+  if (a.kind !== 'sha256sum64' || b.kind !== 'sha256sum64') throw new Error('only sha256sum64 digests add up');
+  return rowSum(a.rows + b.rows, (BigInt(`0x${a.value}`) + BigInt(`0x${b.value}`)) & MASK);
 }
 
-export const EMPTY_DIGEST: Digest = formatDigest(0, 0n);
+export const EMPTY_DIGEST: Digest = rowSum(0, 0n);
 
 export function digestEquals(a: Digest, b: Digest): boolean {
-  return a.rows === b.rows && a.sum === b.sum;
+  return a.kind === b.kind && a.rows === b.rows && a.value === b.value;
 }
 
 export function digestText(d: Digest): string {
-  return `sha256sum64:${d.sum}:${d.rows}`;
+  return `${d.kind}:${d.value}:${d.rows}`;
 }
 
-/** A pass-through stream that digests the COPY rows flowing through it. */
-export class CopyDigest extends Transform {
+export function parseDigest(text: string | null): Digest {
+  const m = /^(sha256|sha256sum64):([0-9a-f]+):(\d+)$/.exec(text ?? '');
+  if (!m) throw new Error(`not a cloudshift checksum: ${String(text)}`);
+  return { kind: m[1] as DigestKind, value: m[2]!, rows: Number(m[3]) };
+}
+
+/** Passes the stream through and hashes its bytes in order. */
+export class StreamDigest extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    done(null, chunk);
+  }
+
+  /** The digest, with the row count the server reported for the COPY. */
+  result(rows: number): Digest {
+    return { kind: 'sha256', value: this.hash.digest('hex'), rows };
+  }
+}
+
+/** Passes the stream through and digests each COPY row, independent of row order. */
+export class RowSumDigest extends Transform {
   private rows = 0;
   private sum = 0n;
   private pending: Buffer[] = [];
@@ -52,7 +84,13 @@ export class CopyDigest extends Transform {
   }
 
   get digest(): Digest {
-    return formatDigest(this.rows, this.sum);
+    return rowSum(this.rows, this.sum);
+  }
+
+  /** The digest; `serverRows` (COPY's command tag) must agree with the rows parsed. */
+  result(serverRows: number): Digest {
+    if (serverRows !== this.rows) throw new Error(`COPY reported ${serverRows} rows but ${this.rows} were parsed`);
+    return this.digest;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -161,10 +199,4 @@ export class CopyDigest extends Transform {
     this.pending = rest.length ? [rest] : [];
     this.pendingLength = rest.length;
   }
-}
-
-export function parseDigest(text: string | null): Digest {
-  const m = /^sha256sum64:([0-9a-f]{16}):(\d+)$/.exec(text ?? '');
-  if (!m) throw new Error(`not a cloudshift checksum: ${String(text)}`);
-  return { sum: m[1]!, rows: Number(m[2]) };
 }

@@ -202,7 +202,7 @@ describe('cloudshift run: faults', () => {
         ['public.wards', 'mismatch', 2],
         ['public.wards', 'mismatch', 2],
       ]);
-      expect(bad[0]!.error).toMatch(/^checksum mismatch: source sha256sum64:[0-9a-f]{16}:\d+, target sha256sum64:[0-9a-f]{16}:\d+$/);
+      expect(bad[0]!.error).toMatch(/^checksum mismatch: source sha256:[0-9a-f]{64}:\d+, target sha256:[0-9a-f]{64}:\d+$/);
       const events = await sql<{ kind: string }>(
         'target',
         s.dbs.target,

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { batchSelect, rangePredicate } from '../../src/source/ranges.js';
-import { addDigests, CopyDigest, EMPTY_DIGEST } from '../../src/verify/rowDigest.js';
+import { addDigests, EMPTY_DIGEST, parseDigest, RowSumDigest, StreamDigest, digestText } from '../../src/verify/rowDigest.js';
 
 const id = [{ name: 'id', type: 'bigint', collate: false }];
 const composite = [
@@ -34,12 +34,14 @@ describe('range SQL', () => {
         [{ name: 'id', type: 'text', collate: true }],
         "id <> 'z'",
       ),
-    ).toBe(`SELECT "id", "x""y" FROM "public"."t" WHERE "id" COLLATE "C" >= 'a''; drop table t; --'::text COLLATE "C" AND (id <> 'z')`);
+    ).toBe(
+      `SELECT "id", "x""y" FROM "public"."t" WHERE "id" COLLATE "C" >= 'a''; drop table t; --'::text COLLATE "C" AND (id <> 'z') ORDER BY "id" COLLATE "C"`,
+    );
   });
 });
 
 async function digestOf(format: 'text' | 'binary', chunks: Buffer[]) {
-  const d = new CopyDigest(format);
+  const d = new RowSumDigest(format);
   await pipeline(Readable.from(chunks), d, new Writable({ write: (_c, _e, cb) => cb() }));
   return d.digest;
 }
@@ -92,6 +94,23 @@ describe('COPY stream digests', () => {
     expect(whole.rows).toBe(2);
     for (const size of [1, 2, 5, 17, 64]) expect(await digestOf('binary', splitEvery(binaryCopy(rows), size))).toEqual(whole);
     expect(await digestOf('binary', [binaryCopy([...rows].reverse())])).toEqual(whole);
+  });
+
+  it("stream digests hash the bytes in order, with the server's row count, and round-trip as text", async () => {
+    const a = new StreamDigest();
+    await pipeline(Readable.from([text]), a, new Writable({ write: (_c, _e, cb) => cb() }));
+    const d = a.result(3);
+    expect(d).toEqual({ kind: 'sha256', value: expect.stringMatching(/^[0-9a-f]{64}$/), rows: 3 });
+    expect(parseDigest(digestText(d))).toEqual(d);
+    const b = new StreamDigest();
+    await pipeline(Readable.from([Buffer.from('2\tbob\\nsmith\n1\talice\n3\t\\N\n')]), b, new Writable({ write: (_c, _e, cb) => cb() }));
+    expect(b.result(3).value).not.toBe(d.value);
+  });
+
+  it('refuses a row digest whose row count disagrees with the server', async () => {
+    const d = new RowSumDigest('text');
+    await pipeline(Readable.from([text]), d, new Writable({ write: (_c, _e, cb) => cb() }));
+    expect(() => d.result(4)).toThrow('COPY reported 4 rows but 3 were parsed');
   });
 
   it('sums batch digests into a table digest', async () => {
