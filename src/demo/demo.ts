@@ -20,6 +20,8 @@ export interface DemoOptions {
   jobs: number;
   onStep(message: string): void;
   onEvent?: EventSink;
+  /** Called with the dry run's report before the run starts. */
+  onPreflight?(report: PreflightReport, planFile: string): void;
   abortSignal?: AbortSignal;
 }
 
@@ -78,6 +80,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const loaded = await loadPlan(planFile);
     options.onStep(`dry run of ${planFile}`);
     const preflight = await runPreflight(loaded, { env });
+    options.onPreflight?.(preflight, planFile);
     if (!preflight.ok) return { planFile, preflight, run: null };
     options.onStep('cloudshift run');
     const run = await runMigration(loaded, {

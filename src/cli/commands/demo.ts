@@ -20,11 +20,11 @@ export async function demoCommand(io: CliIO, flags: { scale: number; jobs: numbe
       io.stdout.write(`» ${m}\n`);
     },
     onEvent: (e) => renderer.onEvent(e),
+    onPreflight: (report, planFile) => io.stdout.write(renderReport(report, 'text', planFile).split('\n').slice(-3).join('\n')),
     ...(io.signal ? { abortSignal: io.signal } : {}),
   }).finally(() => {
     if (!stopped) renderer.stop();
   });
-  io.stdout.write(renderReport(result.preflight, 'text', result.planFile).split('\n').slice(-3).join('\n'));
   if (!result.run) return ExitCode.failed;
   io.stdout.write(renderRunSummary(result.run, result.planFile));
   if (result.run.interrupted) return ExitCode.interrupted;

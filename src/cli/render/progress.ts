@@ -85,7 +85,7 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
           });
           if (mode === 'plain')
             say(
-              `${e.table}: ${e.batches} batches by ${e.key}, about ${formatCount(e.estimatedRows)} rows${e.done ? ` (${e.done} done before)` : ''}`,
+              `${e.table}: ${e.batches} batch${e.batches === 1 ? '' : 'es'} by ${e.key}, about ${formatCount(e.estimatedRows)} rows${e.done ? ` (${e.done} done before)` : ''}`,
             );
           break;
         case 'batch:copied': {
