@@ -16,18 +16,26 @@ export interface EngineHooks {
   afterBatchCommit?(batch: BatchRef): Promise<void> | void;
   /** All data copied; secondary indexes and constraints are about to be built. */
   beforePostData?(): Promise<void> | void;
+  /** The n-th statement of the index and constraint builds is about to run. */
+  postDataStatement?(n: number): Promise<void> | void;
 }
 
-/** Hooks from CLOUDSHIFT_FAULT=<hook>:<n>, used by the crash tests: SIGKILL at the n-th call. */
+const HOOK_NAMES = ['beforeBatchCommit', 'afterBatchCommit', 'beforePostData', 'postDataStatement'] as const;
+
+/**
+ * Hooks from CLOUDSHIFT_FAULT=<hook>:<n>[:<signal>], used by the crash tests: at the n-th call of
+ * the hook the process sends itself the signal (default SIGKILL; SIGINT tests Ctrl-C).
+ */
 export function faultHooksFromEnv(spec: string | undefined): EngineHooks {
   if (!spec) return {};
-  const [name, countText] = spec.split(':');
+  const [name, countText, signal] = spec.split(':');
+  if (!HOOK_NAMES.includes(name as (typeof HOOK_NAMES)[number])) return {};
   const count = Number(countText ?? '1');
   let calls = 0;
-  const kill = () => {
-    calls += 1;
-    if (calls >= count) process.kill(process.pid, 'SIGKILL');
+  return {
+    [name!]: () => {
+      calls += 1;
+      if (calls === count) process.kill(process.pid, (signal ?? 'SIGKILL') as NodeJS.Signals);
+    },
   };
-  if (name !== 'beforeBatchCommit' && name !== 'afterBatchCommit' && name !== 'beforePostData') return {};
-  return { [name]: kill };
 }

@@ -79,8 +79,15 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     };
     const todo = (step: Phase) => PHASES.indexOf(phase) <= PHASES.indexOf(step);
 
-    // 2. Schema: target tables must be empty (or truncated, if the plan says so); then the
+    // 2. Schema: every table exists and every column type can be copied (checked before anything
+    //    is written); target tables must be empty (or truncated, if the plan says so); then the
     //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
+    const tasks = await tableTasks(source, plan);
+    for (const t of tasks.filter((x) => !x.shape.keyColumns)) {
+      const message = `${t.display} has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole; live sync will need a key or REPLICA IDENTITY FULL`;
+      emit('warning', { message });
+      if (!opened.resumed) await store.appendEvent(run.id, 'table:keyless', message);
+    }
     const schema = await readSourceSchema(
       source,
       tables.map((name) => ({ name, omitColumns: [], addColumns: [] })),
@@ -92,7 +99,6 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     }
 
     // 3. Planning: split every table into key ranges, recorded in one transaction.
-    const tasks = await tableTasks(source, plan);
     if (todo('planning')) {
       await enter('planning');
       await planBatches(store, run.id, source, tasks);
@@ -137,7 +143,10 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       await options.hooks?.beforePostData?.();
       await enter('indexes');
       await applyPostData(
-        () => connect({ role: 'target', connectionString: secrets.target, applicationName: 'cloudshift index' }),
+        hookedConnect(
+          () => connect({ role: 'target', connectionString: secrets.target, applicationName: 'cloudshift index' }),
+          options.hooks,
+        ),
         schema,
         {
           jobs: options.jobs ?? plan.copy.jobs,
@@ -185,4 +194,21 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     await Promise.allSettled([source?.end(), target?.end()]);
     await store.close();
   }
+}
+
+/** Index-build connections that call the postDataStatement hook before each statement. */
+function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | undefined): () => Promise<pg.Client> {
+  const hook = hooks?.postDataStatement;
+  if (!hook) return open;
+  let statements = 0;
+  return async () => {
+    const client = await open();
+    const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    (client as { query: unknown }).query = async (...args: unknown[]) => {
+      statements += 1;
+      await hook(statements);
+      return query(...args);
+    };
+    return client;
+  };
 }

@@ -19,6 +19,8 @@ export const PINNED_SETTINGS: ReadonlyArray<readonly [string, string]> = [
   ['extra_float_digits', '3'],
   ['bytea_output', 'hex'],
   ['client_encoding', 'UTF8'],
+  // money's text form follows lc_monetary: pin it so both sides print and parse it alike.
+  ['lc_monetary', 'C'],
 ];
 
 /** Type parsers that keep every value as the server's text. */

@@ -80,6 +80,9 @@ describe('cloudshift run (bulk copy)', () => {
     expect(result.mismatches).toBe(0);
     expect(result.interrupted).toBe(false);
     await expectIdentical(s);
+    expect(events.filter((e) => e.type === 'warning').map((e) => (e as { message: string }).message)).toEqual([
+      'public.audit_log has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole; live sync will need a key or REPLICA IDENTITY FULL',
+    ]);
     const batches = await sql<{ relation: string; n: string; verified: string }>(
       'target',
       s.dbs.target,
@@ -120,6 +123,26 @@ describe('cloudshift run (bulk copy)', () => {
 });
 
 describe('cloudshift run: bad starts write nothing', () => {
+  it('names a column type it cannot copy, with table and column, before writing anything (exit 3)', async () => {
+    const s = await scenario('copytype');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE TABLE public.odd (id int PRIMARY KEY, handler regproc); INSERT INTO public.odd VALUES (1, 'now')`,
+      );
+      const r = await cli(['run', s.plan(TABLES_PLAN.replace('  - name: public.wards', '  - name: public.odd'))], s.env);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain(
+        'error: cannot copy column handler of public.odd: type regproc holds OIDs of catalog objects that differ on the target; nothing was copied',
+      );
+      const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
+      expect(tables[0]!.n).toBe('0');
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('stops before writing when a target table already holds rows (exit 3)', async () => {
     const s = await scenario('copyfull');
     try {
@@ -214,7 +237,7 @@ describe('cloudshift run: faults', () => {
     }
   });
 
-  for (const fault of ['beforeBatchCommit:4', 'afterBatchCommit:3', 'beforePostData:1']) {
+  for (const fault of ['beforeBatchCommit:4', 'afterBatchCommit:3', 'beforePostData:1', 'postDataStatement:6']) {
     it(`kill -9 at ${fault}, then run again: nothing missing, nothing duplicated`, async () => {
       const s = await scenario(`kill${fault.split(':')[0]!.toLowerCase().slice(0, 10)}`);
       try {
@@ -242,6 +265,58 @@ describe('cloudshift run: faults', () => {
       }
     });
   }
+
+  it('a real SIGINT stops the process at a safe point: run id, the command to resume, exit 130', async () => {
+    const s = await scenario('copysigint');
+    try {
+      const file = s.plan(TABLES_PLAN.replace('jobs: 3', 'jobs: 1'));
+      const stopped = await spawnRun(s, file, { CLOUDSHIFT_FAULT: 'afterBatchCommit:1:SIGINT' });
+      expect(stopped.code).toBe(130);
+      expect(stopped.out).toContain('stopping at a safe point (Ctrl-C again to stop at once)');
+      expect(stopped.out).toMatch(
+        new RegExp(
+          `stopped at a safe point: run [0-9a-f-]{36}\\. Resume with: cloudshift run ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`,
+        ),
+      );
+      const resumed = await spawnRun(s, file);
+      expect(resumed.code).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('stops resumably when the connection keeps failing past the retry budget (exit 3), then resumes', async () => {
+    const s = await scenario('copyflaky');
+    try {
+      const file = s.plan(TABLES_PLAN);
+      const loaded = await loadPlan(file);
+      const err = await runMigration(loaded, {
+        env: s.env,
+        transientAttempts: 2,
+        retryBaseDelayMs: 5,
+        hooks: {
+          beforeBatchCommit: async () => {
+            await sql(
+              'target',
+              s.dbs.target,
+              `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift copy' AND datname = current_database()`,
+            );
+          },
+        },
+      }).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        exitCode: 3,
+        hint: 'every batch copied so far is kept; fix the connection and run the same command again to resume',
+      });
+      expect((err as Error).message).toMatch(/^the copy stopped after repeated connection failures: /);
+      const resumed = await cli(['run', file], s.env);
+      expect(resumed.code).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
 
   it('Ctrl-C stops at a safe point, prints the run id and how to resume (exit 130); the rerun finishes', async () => {
     const s = await scenario('copyint');
