@@ -9,6 +9,9 @@ import { toolVersion } from '../version.js';
 import { demoCommand } from './commands/demo.js';
 import { dryRunCommand } from './commands/dryRun.js';
 import { runCommand } from './commands/run.js';
+import { statusCommand } from './commands/status.js';
+import { reportCommand } from './commands/report.js';
+import { parseDurationMs } from '../plan/units.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
 import { reportError } from './errors.js';
 import { FORMATS, type CliIO, type Format } from './io.js';
@@ -84,6 +87,36 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
         setExit(await runCommand(io, file, opts));
       } catch (err) {
         setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
+    .command('status')
+    .description('show a migration: phase, per-table progress, throughput, ETA, verification, events, next step (read-only)')
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--json', 'print one JSON document (field names are stable, see the README)', false)
+    .option('--watch', 'keep redrawing until Ctrl-C', false)
+    .option('--interval <duration>', 'refresh interval for --watch', durationArg, '2s')
+    .exitOverride()
+    .action(async (file: string, opts: { json: boolean; watch: boolean; interval: string }) => {
+      try {
+        setExit(await statusCommand(io, file, { json: opts.json, watch: opts.watch, intervalMs: parseDurationMs(opts.interval) }));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
+    .command('report')
+    .description('write a self-contained HTML report of the migration (charts, verification, event log) for change boards')
+    .argument('<plan>', 'plan file (YAML)')
+    .requiredOption('--out <file>', 'where to write the HTML file')
+    .exitOverride()
+    .action(async (file: string, opts: { out: string }) => {
+      try {
+        setExit(await reportCommand(io, file, { out: opts.out }));
+      } catch (err) {
+        setExit(reportError(io, err));
       }
     });
 

@@ -20,6 +20,8 @@ export interface OpenStateStoreOptions {
   connectionString: string;
   schema: string;
   connectTimeoutMs?: number;
+  /** Sessions refuse writes (status, report): reading a run never changes it. */
+  readOnly?: boolean;
 }
 
 export interface CreateRunOptions {
@@ -42,10 +44,15 @@ export class StateStore {
       role: 'state store',
       connectionString: options.connectionString,
       ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+      ...(options.readOnly ? { readOnly: true } : {}),
     });
     const knex = knexFactory({
       client: 'pg',
-      connection: { connectionString: options.connectionString, application_name: 'cloudshift state' },
+      connection: {
+        connectionString: options.connectionString,
+        application_name: 'cloudshift state',
+        ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
+      },
       searchPath: [options.schema],
       pool: { min: 0, max: 4 },
     });

@@ -1,0 +1,40 @@
+/** `cloudshift status`: read-only view of a migration, once or redrawn with --watch. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ExitCode } from '../../errors.js';
+import { loadPlan } from '../../plan/parse.js';
+import { resolveSecrets } from '../../plan/secrets.js';
+import { StateStore } from '../../state/store.js';
+import { readOverview } from '../../views/overview.js';
+import type { CliIO } from '../io.js';
+import { renderStatus } from '../render/status.js';
+
+export interface StatusFlags {
+  json: boolean;
+  watch: boolean;
+  intervalMs: number;
+}
+
+export async function statusCommand(io: CliIO, file: string, flags: StatusFlags): Promise<number> {
+  const loaded = await loadPlan(file);
+  const secrets = resolveSecrets(loaded, io.env, ['state']);
+  const store = await StateStore.open({ connectionString: secrets.state, schema: loaded.plan.state.schema, readOnly: true });
+  try {
+    for (;;) {
+      const overview = await readOverview(store, loaded);
+      if (flags.json) io.stdout.write(`${JSON.stringify(overview, null, flags.watch ? 0 : 2)}\n`);
+      else {
+        // On a terminal --watch redraws in place; elsewhere each refresh follows the last.
+        if (flags.watch && io.stdout.isTTY) io.stdout.write('\x1b[H\x1b[2J');
+        io.stdout.write(renderStatus(overview));
+      }
+      if (!flags.watch) return ExitCode.ok;
+      try {
+        await sleep(flags.intervalMs, undefined, io.signal ? { signal: io.signal } : {});
+      } catch {
+        return ExitCode.ok; // Ctrl-C ends watching
+      }
+    }
+  } finally {
+    await store.close();
+  }
+}

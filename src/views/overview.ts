@@ -1,0 +1,141 @@
+/**
+ * What an operator needs to know about a migration, read from the state store without writing
+ * anything: the run, per-table progress with throughput over the last minute and an ETA, the
+ * verification state, the last events, whether a process is working on the run, and what to do
+ * next. `status` prints it; `report` charts it. Field names are stable (documented in the README).
+ */
+import type { LoadedPlan } from '../plan/parse.js';
+import { inspectSchema } from '../state/migrations.js';
+import { tableProgress } from '../state/sql/tableProgress.js';
+import type { StateStore } from '../state/store.js';
+
+export const THROUGHPUT_WINDOW_SECONDS = 60;
+
+export interface TableOverview {
+  table: string;
+  kind: 'table' | 'documents';
+  batches: { total: number; done: number; pending: number; inFlight: number; verified: number; mismatched: number };
+  rows: number;
+  bytes: number;
+  /** Over the last minute. */
+  rowsPerSecond: number;
+  bytesPerSecond: number;
+  /** null when nothing moved in the last minute, 0 when done. */
+  etaSeconds: number | null;
+  verification: 'verified' | 'mismatched' | 'pending';
+}
+
+export interface EventOverview {
+  at: string;
+  kind: string;
+  message: string;
+  who: string;
+}
+
+export interface Overview {
+  plan: string;
+  planFile: string;
+  run: {
+    id: string;
+    phase: string;
+    status: string;
+    startedAt: string;
+    updatedAt: string;
+    createdBy: string;
+    toolVersion: string;
+    /** A cloudshift process holds the run's lock right now. */
+    processActive: boolean;
+    planChanged: boolean;
+  } | null;
+  tables: TableOverview[];
+  totals: { rows: number; bytes: number; batches: number; done: number; mismatched: number; rowsPerSecond: number; etaSeconds: number | null };
+  /** Live sync; null until the plan uses it and it has started. */
+  sync: null;
+  events: EventOverview[];
+  next: string;
+}
+
+export async function readOverview(store: StateStore, loaded: LoadedPlan, options: { events?: number } = {}): Promise<Overview> {
+  const planName = loaded.plan.name;
+  const base = { plan: planName, planFile: loaded.file, sync: null };
+  const status = await inspectSchema(store.db, store.schema);
+  if (!status.exists) return { ...base, run: null, tables: [], totals: emptyTotals(), events: [], next: nextStep(loaded, null, []) };
+  const run = (await store.getActiveRun(planName)) ?? (await store.getLatestRun(planName));
+  if (!run) return { ...base, run: null, tables: [], totals: emptyTotals(), events: [], next: nextStep(loaded, null, []) };
+
+  const lock = await store.db.query<{ held: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+        AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)) AS held`,
+    [`cloudshift.run:${run.id}`],
+  );
+  const progress = await tableProgress(store.knex, run.id, THROUGHPUT_WINDOW_SECONDS);
+  const tables = progress.map((p): TableOverview => {
+    const done = p.verified + p.mismatched + p.copied;
+    const remaining = p.total - done;
+    const rowsPerSecond = p.recent_rows / THROUGHPUT_WINDOW_SECONDS;
+    const avgRows = done > 0 ? p.rows / done : 0;
+    return {
+      table: p.relation,
+      kind: p.kind,
+      batches: { total: p.total, done, pending: p.pending, inFlight: p.in_flight, verified: p.verified, mismatched: p.mismatched },
+      rows: p.rows,
+      bytes: p.bytes,
+      rowsPerSecond,
+      bytesPerSecond: p.recent_bytes / THROUGHPUT_WINDOW_SECONDS,
+      etaSeconds: remaining === 0 ? 0 : rowsPerSecond > 0 && avgRows > 0 ? (remaining * avgRows) / rowsPerSecond : null,
+      verification: p.mismatched > 0 ? 'mismatched' : p.verified === p.total ? 'verified' : 'pending',
+    };
+  });
+  const events = (await store.listEvents(run.id, { limit: options.events ?? 10 })).map((e) => ({
+    at: e.at.toISOString(),
+    kind: e.kind,
+    message: e.message,
+    who: `${e.os_user}@${e.host} (pid ${e.pid})`,
+  }));
+  const rowsPerSecond = tables.reduce((n, t) => n + t.rowsPerSecond, 0);
+  const etas = tables.map((t) => t.etaSeconds);
+  const runView = {
+    id: run.id,
+    phase: run.phase,
+    status: run.status,
+    startedAt: run.created_at.toISOString(),
+    updatedAt: run.updated_at.toISOString(),
+    createdBy: run.created_by,
+    toolVersion: run.tool_version,
+    processActive: lock.rows[0]?.held === true,
+    planChanged: run.plan_fingerprint !== loaded.fingerprint,
+  };
+  return {
+    ...base,
+    run: runView,
+    tables,
+    totals: {
+      rows: tables.reduce((n, t) => n + t.rows, 0),
+      bytes: tables.reduce((n, t) => n + t.bytes, 0),
+      batches: tables.reduce((n, t) => n + t.batches.total, 0),
+      done: tables.reduce((n, t) => n + t.batches.done, 0),
+      mismatched: tables.reduce((n, t) => n + t.batches.mismatched, 0),
+      rowsPerSecond,
+      etaSeconds: etas.some((e) => e === null) ? null : Math.max(0, ...(etas as number[])),
+    },
+    events,
+    next: nextStep(loaded, runView, tables),
+  };
+}
+
+function emptyTotals(): Overview['totals'] {
+  return { rows: 0, bytes: 0, batches: 0, done: 0, mismatched: 0, rowsPerSecond: 0, etaSeconds: null };
+}
+
+function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[]): string {
+  const file = loaded.file;
+  if (!run) return `no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``;
+  const mismatched = tables.reduce((n, t) => n + t.batches.mismatched, 0);
+  if (run.status === 'finished') {
+    if (mismatched > 0) return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
+    return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
+  }
+  if (run.planChanged) return `the plan changed since this run began: undo the change, or resume with \`cloudshift run ${file} --force\``;
+  if (!run.processActive) return `no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
+  return `run in progress (phase ${run.phase}, started by ${run.createdBy}); follow it with \`cloudshift status ${file} --watch\``;
+}
