@@ -10,6 +10,7 @@ import { demoCommand } from './commands/demo.js';
 import { dryRunCommand } from './commands/dryRun.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
+import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
 import { parseDurationMs } from '../plan/units.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
@@ -107,6 +108,24 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     });
 
   program
+    .command('verify')
+    .description('compare source and target by checksums over key ranges; name differing rows by primary key; --repair re-copies them')
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--table <name>', 'only this table (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--sample <percent>', "check this percentage of each table's key ranges, chosen at random", percentArg)
+    .option('--repair', 're-copy exactly the differing rows, then check again (writes to the target)', false)
+    .option('--jobs <n>', "ranges checked at once (default: the plan's copy.jobs)", positiveInt)
+    .option('--json', 'print every finding as JSON', false)
+    .exitOverride()
+    .action(async (file: string, opts: { table: string[]; sample?: number; repair: boolean; json: boolean; jobs?: number }) => {
+      try {
+        setExit(await verifyCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
     .command('report')
     .description('write a self-contained HTML report of the migration (charts, verification, event log) for change boards')
     .argument('<plan>', 'plan file (YAML)')
@@ -135,6 +154,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     });
 
   return program;
+}
+
+function percentArg(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('expected a percentage greater than 0 and at most 100');
+  return n;
 }
 
 function positiveNumber(value: string): number {

@@ -102,14 +102,22 @@ async function copiedMark(target: pg.Client, schema: string, batchId: string): P
   return { digest: parseDigest(r.source_checksum), bytes: Number(r.bytes ?? 0), marked: true };
 }
 
-/** Digest of a batch's rows as they are in the target now. */
-export async function digestTargetRange(target: pg.Client, task: TableTask, batch: BatchRow | null): Promise<Digest> {
+/**
+ * Digest of a range's rows as they are on one side now. `batch` null: the whole table (a keyless
+ * table is verified whole: ctid ranges mean nothing on the other side). `where` applies the
+ * plan's row filter (source side only).
+ */
+export async function digestRange(
+  client: pg.Client,
+  task: TableTask,
+  batch: Pick<BatchRow, 'key_low' | 'key_high'> | null,
+  where?: string,
+): Promise<Digest> {
   const range = batch ? rangeOf(task, batch) : ({ kind: 'key', low: null, high: null } as const);
-  // ctid ranges mean nothing on the target: a keyless table is verified whole (batch = null).
-  const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], undefined);
+  const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], where);
   const digester = digesterFor(task);
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const out = target.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`));
+  const out = client.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`));
   await pipeline(out, digester, sink);
   return digester.result(out.rowCount);
 }

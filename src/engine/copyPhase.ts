@@ -16,7 +16,7 @@ import { markBatchCopied, markBatchMismatch, markBatchRetry, markBatchVerified }
 import type { StateStore } from '../state/store.js';
 import type { BatchRow } from '../state/types.js';
 import { addDigests, digestEquals, digestText, EMPTY_DIGEST, parseDigest, type Digest } from '../verify/rowDigest.js';
-import { copyBatch, digestTargetRange } from './copyBatch.js';
+import { copyBatch, digestRange } from './copyBatch.js';
 import type { Emit } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import type { TableTask } from './tableTask.js';
@@ -167,7 +167,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         finished(task.display, copied.digest.rows, copied.bytes, false); // verified whole, after its last batch
         return;
       }
-      const actual = await retrying(slot, task, batch, ({ target }) => digestTargetRange(target, task, batch));
+      const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch));
       if (digestEquals(actual, copied.digest)) {
         await markBatchVerified(o.store.db, schema, batch.id, digestText(actual));
         o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
@@ -298,7 +298,7 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     if (batches.some((b) => b.status !== 'copied' && b.status !== 'verified')) continue;
     const expected = batches.reduce<Digest>((acc, b) => addDigests(acc, parseDigest(b.source_checksum)), EMPTY_DIGEST);
     const { target } = await ensure(slot);
-    const actual = await digestTargetRange(target, task, null);
+    const actual = await digestRange(target, task, null);
     const ok = digestEquals(actual, expected);
     for (const b of batches) {
       if (ok) await markBatchVerified(o.store.db, o.store.schema, b.id, `table:${digestText(actual)}`);

@@ -82,3 +82,12 @@ export function batchSelect(
 function keyList(columns: KeyColumn[]): string {
   return columns.map((c) => `${quoteIdent(c.name)}${c.collate ? ' COLLATE "C"' : ''}`).join(', ');
 }
+
+/** `(k1, k2) IN ((v1::t1, v2::t2), ...)` with inlined literals, for a handful of rows. */
+export function keysPredicate(columns: KeyColumn[], keys: string[][]): string {
+  const lit = (v: string, c: KeyColumn) => `'${v.replace(/'/g, "''")}'::${c.type}${c.collate ? ' COLLATE "C"' : ''}`;
+  const tuple = (vals: string[]) =>
+    columns.length === 1 ? lit(vals[0]!, columns[0]!) : `(${vals.map((v, i) => lit(v, columns[i]!)).join(', ')})`;
+  if (keys.length === 0) return 'false';
+  return `${keyTuple(columns)} IN (${keys.map(tuple).join(', ')})`;
+}

@@ -48,7 +48,15 @@ export interface Overview {
     planChanged: boolean;
   } | null;
   tables: TableOverview[];
-  totals: { rows: number; bytes: number; batches: number; done: number; mismatched: number; rowsPerSecond: number; etaSeconds: number | null };
+  totals: {
+    rows: number;
+    bytes: number;
+    batches: number;
+    done: number;
+    mismatched: number;
+    rowsPerSecond: number;
+    etaSeconds: number | null;
+  };
   /** Live sync; null until the plan uses it and it has started. */
   sync: null;
   events: EventOverview[];
@@ -132,10 +140,12 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
   if (!run) return `no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``;
   const mismatched = tables.reduce((n, t) => n + t.batches.mismatched, 0);
   if (run.status === 'finished') {
-    if (mismatched > 0) return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
+    if (mismatched > 0)
+      return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
     return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
   }
   if (run.planChanged) return `the plan changed since this run began: undo the change, or resume with \`cloudshift run ${file} --force\``;
-  if (!run.processActive) return `no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
+  if (!run.processActive)
+    return `no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
   return `run in progress (phase ${run.phase}, started by ${run.createdBy}); follow it with \`cloudshift status ${file} --watch\``;
 }

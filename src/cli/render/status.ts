@@ -14,16 +14,25 @@ export function renderStatus(o: Overview): string {
   if (o.tables.length > 0) {
     const w = Math.max(5, ...o.tables.map((t) => t.table.length));
     lines.push('');
-    lines.push(`${'table'.padEnd(w)}  ${'batches'.padStart(11)}  ${'rows'.padStart(12)}  ${'bytes'.padStart(10)}  ${'rows/s'.padStart(9)}  ${'MB/s'.padStart(6)}  ${'ETA'.padStart(10)}  verification`);
+    lines.push(
+      `${'table'.padEnd(w)}  ${'batches'.padStart(11)}  ${'rows'.padStart(12)}  ${'bytes'.padStart(10)}  ${'rows/s'.padStart(9)}  ${'MB/s'.padStart(6)}  ${'ETA'.padStart(10)}  verification`,
+    );
     for (const t of o.tables) {
       const b = t.batches;
-      const ver = t.verification === 'mismatched' ? `${b.mismatched} MISMATCHED` : t.verification === 'verified' ? 'verified' : `${b.verified}/${b.total} verified`;
+      const ver =
+        t.verification === 'mismatched'
+          ? `${b.mismatched} MISMATCHED`
+          : t.verification === 'verified'
+            ? 'verified'
+            : `${b.verified}/${b.total} verified`;
       lines.push(
         `${t.table.padEnd(w)}  ${`${b.done}/${b.total}`.padStart(11)}  ${formatCount(t.rows).padStart(12)}  ${formatBytes(t.bytes).padStart(10)}  ${formatCount(Math.round(t.rowsPerSecond)).padStart(9)}  ${(t.bytesPerSecond / 1024 / 1024).toFixed(1).padStart(6)}  ${eta(t.etaSeconds).padStart(10)}  ${ver}`,
       );
     }
     const tot = o.totals;
-    lines.push(`${'total'.padEnd(w)}  ${`${tot.done}/${tot.batches}`.padStart(11)}  ${formatCount(tot.rows).padStart(12)}  ${formatBytes(tot.bytes).padStart(10)}  ${formatCount(Math.round(tot.rowsPerSecond)).padStart(9)}  ${''.padStart(6)}  ${eta(tot.etaSeconds).padStart(10)}`);
+    lines.push(
+      `${'total'.padEnd(w)}  ${`${tot.done}/${tot.batches}`.padStart(11)}  ${formatCount(tot.rows).padStart(12)}  ${formatBytes(tot.bytes).padStart(10)}  ${formatCount(Math.round(tot.rowsPerSecond)).padStart(9)}  ${''.padStart(6)}  ${eta(tot.etaSeconds).padStart(10)}`,
+    );
   }
   lines.push('');
   lines.push(`live sync: ${o.sync === null ? 'not running' : 'running'}`);

@@ -53,3 +53,12 @@ export async function releaseStaleClaims(db: Queryable, schema: string, runId: s
   );
   return r.rowCount ?? 0;
 }
+
+/** A full verify found a table matching (after repair): its mismatched batches are settled. */
+export async function clearTableMismatches(db: Queryable, schema: string, runId: string, relation: string): Promise<number> {
+  const r = await db.query(
+    `UPDATE ${t(schema)} SET status = 'verified', error = NULL WHERE run_id = $1 AND relation = $2 AND status = 'mismatch'`,
+    [runId, relation],
+  );
+  return r.rowCount ?? 0;
+}

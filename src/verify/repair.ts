@@ -1,0 +1,38 @@
+/**
+ * Repairs exactly the rows that differ: in one target transaction, the differing keys are
+ * deleted and the source's versions of the missing and different rows copied back in (COPY, as
+ * the bulk copy does). Extra rows are only deleted.
+ */
+import { pipeline } from 'node:stream/promises';
+import pgCopyStreams from 'pg-copy-streams';
+import { quoteIdent } from '../plan/names.js';
+import { keysPredicate } from '../source/ranges.js';
+import type { TableTask } from '../engine/tableTask.js';
+import type { Difference, Sides } from './differences.js';
+
+const { from: copyFrom, to: copyTo } = pgCopyStreams;
+
+export async function repairRows(sides: Sides, task: TableTask, differences: Difference[]): Promise<number> {
+  const keys = task.shape.keyColumns!;
+  const all = differences.map((d) => d.key);
+  const fromSource = differences.filter((d) => d.kind !== 'extra').map((d) => d.key);
+  const cols = task.shape.columns.map(quoteIdent).join(', ');
+  const format = task.shape.format;
+  await sides.target.query('BEGIN');
+  try {
+    await sides.target.query(`DELETE FROM ${task.quoted} WHERE ${keysPredicate(keys, all)}`);
+    if (fromSource.length > 0) {
+      const filter = task.where ? ` AND (${task.where})` : '';
+      const out = sides.source.query(
+        copyTo(`COPY (SELECT ${cols} FROM ${task.quoted} WHERE ${keysPredicate(keys, fromSource)}${filter}) TO STDOUT (FORMAT ${format})`),
+      );
+      const into = sides.target.query(copyFrom(`COPY ${task.quoted} (${cols}) FROM STDIN (FORMAT ${format})`));
+      await pipeline(out, into);
+    }
+    await sides.target.query('COMMIT');
+  } catch (err) {
+    await sides.target.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+  return all.length;
+}

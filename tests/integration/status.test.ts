@@ -1,0 +1,135 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runMigration } from '../../src/engine/run.js';
+import { loadPlan } from '../../src/plan/parse.js';
+import type { Overview } from '../../src/views/overview.js';
+import { cli } from '../harness/cli.js';
+import { sql } from '../harness/db.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+const PLAN = `version: 1
+name: statustest
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.patients
+  - name: public.observations
+    batch: { rows: 400 }
+copy: { jobs: 1 }
+`;
+
+let s: Scenario;
+let file: string;
+beforeAll(async () => {
+  s = await hospitalScenario('status');
+  file = s.plan(PLAN);
+});
+afterAll(async () => s.drop());
+
+async function status(): Promise<Overview> {
+  const r = await cli(['status', file, '--json'], s.env);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout) as Overview;
+}
+
+describe('cloudshift status', () => {
+  it('before any run: says so, suggests the dry run, and creates nothing', async () => {
+    const text = await cli(['status', file], s.env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('plan statustest: no run yet');
+    expect(text.stdout).toContain(
+      `next: no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``,
+    );
+    const o = await status();
+    expect(o.run).toBeNull();
+    const schemas = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'cloudshift'`);
+    expect(schemas[0]!.n).toBe('0');
+  });
+
+  it('while a run is going: phase, batches done, a process working on it; then stopped: how to resume', async () => {
+    const seen: Overview[] = [];
+    const controller = new AbortController();
+    const result = await runMigration(await loadPlan(file), {
+      env: s.env,
+      abortSignal: controller.signal,
+      hooks: {
+        afterBatchCommit: async () => {
+          seen.push(await status());
+          if (seen.length === 4) controller.abort();
+        },
+      },
+    });
+    expect(result.interrupted).toBe(true);
+    const during = seen[3]!;
+    expect(during.run).toMatchObject({ phase: 'copy', status: 'active', processActive: true, planChanged: false });
+    const obs = during.tables.find((t) => t.table === 'public.observations')!;
+    expect(obs.batches.total).toBe(8);
+    expect(obs.batches.done).toBeGreaterThanOrEqual(2);
+    expect(obs.verification).toBe('pending');
+    expect(during.next).toBe(
+      `run in progress (phase copy, started by ${during.run!.createdBy}); follow it with \`cloudshift status ${file} --watch\``,
+    );
+
+    const after = await status();
+    expect(after.run?.processActive).toBe(false);
+    expect(after.next).toBe(
+      `no cloudshift process is working on run ${after.run!.id} (phase copy): resume it with \`cloudshift run ${file}\``,
+    );
+    expect(after.events.map((e) => e.kind)).toContain('run:interrupted');
+    expect(after.events[0]!.who).toMatch(/^.+@.+ \(pid \d+\)$/);
+  });
+
+  it('after the run: every table verified, throughput, totals and the next step', async () => {
+    const r = await cli(['run', file], s.env);
+    expect(r.code).toBe(0);
+    const o = await status();
+    expect(o.run).toMatchObject({ status: 'finished', phase: 'done', processActive: false });
+    expect(o.tables.map((t) => [t.table, t.batches.done, t.batches.total, t.rows, t.verification])).toEqual([
+      ['public.observations', 8, 8, 3000, 'verified'],
+      ['public.patients', 1, 1, 200, 'verified'],
+    ]);
+    expect(o.totals).toMatchObject({ rows: 3200, batches: 9, done: 9, mismatched: 0, etaSeconds: 0 });
+    expect(o.tables[0]!.rowsPerSecond).toBeGreaterThan(0);
+    expect(o.next).toBe('copy finished and every batch verified (sync.mode: none: the target is a copy as of the run; nothing more to do)');
+    const text = await cli(['status', file], s.env);
+    expect(text.stdout).toMatch(/public\.observations\s+8\/8\s+3,000\s+.*\s+done\s+verified/);
+    expect(text.stdout).toContain('live sync: not running');
+  });
+
+  it('a mismatched batch points the operator at verify --repair', async () => {
+    await sql(
+      'target',
+      s.dbs.target,
+      `UPDATE cloudshift.batches SET status = 'mismatch' WHERE seq = 3 AND relation = 'public.observations'`,
+    );
+    const o = await status();
+    expect(o.tables[0]!.verification).toBe('mismatched');
+    expect(o.next).toBe(`copy finished with 1 mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``);
+    await sql(
+      'target',
+      s.dbs.target,
+      `UPDATE cloudshift.batches SET status = 'verified' WHERE seq = 3 AND relation = 'public.observations'`,
+    );
+  });
+
+  it('--watch redraws until interrupted', async () => {
+    const controller = new AbortController();
+    let out = '';
+    let draws = 0;
+    const { runCli } = await import('../../src/cli/main.js');
+    const code = await runCli(['status', file, '--watch', '--interval', '10ms'], {
+      stdout: {
+        write: (t: string) => {
+          out += t;
+          if (t.includes('next:') && ++draws === 3) controller.abort();
+          return true;
+        },
+      },
+      stderr: { write: () => true },
+      env: s.env,
+      cwd: process.cwd(),
+      signal: controller.signal,
+    });
+    expect(code).toBe(0);
+    expect(out.match(/^plan statustest, run /gm)).toHaveLength(3);
+  });
+});
