@@ -13,6 +13,7 @@ import pg from 'pg';
 import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize } from './copy.js';
+import { measureStatus, measureVerify } from './views.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -51,11 +52,21 @@ try {
 
     await createDatabase(servers, 'target', 'cs');
     const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
-    const cs = await measureCloudshift(dir, { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'cs') }, jobs, size);
+    const csEnv = { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'cs') };
+    const cs = await measureCloudshift(dir, csEnv, jobs, size);
+    const verify = await measureVerify(dir, csEnv, jobs, size.bytes);
     await createDatabase(servers, 'target', 'cs');
 
     const ratio = cs.copy.mbPerSecond / floor.mbPerSecond;
-    results.push({ scale, rows: size.rows, bytes: size.bytes, floor, cloudshift: cs, ratio });
+    results.push({
+      scale,
+      rows: size.rows,
+      bytes: size.bytes,
+      floor,
+      cloudshift: cs,
+      ratio,
+      verify: { ...verify, ratioToCopy: verify.mbPerSecond / cs.copy.mbPerSecond },
+    });
     console.log(`\nscale ${scale}: ${size.rows.toLocaleString('en-GB')} rows, ${(size.bytes / 1024 / 1024).toFixed(0)} MB of table data`);
     console.log(
       `  floor (psql COPY binary, 2 tables at a time): ${floor.seconds.toFixed(1)} s, ${Math.round(floor.rowsPerSecond).toLocaleString('en-GB')} rows/s, ${floor.mbPerSecond.toFixed(1)} MB/s`,
@@ -65,7 +76,16 @@ try {
     );
     console.log(`    cloudshift whole run (schema, copy, indexes, FKs, sequences): ${cs.total.seconds.toFixed(1)} s`);
     console.log(`    ratio (copy phase / floor): ${ratio.toFixed(2)}   peak RSS: ${cs.copy.peakRssMb?.toFixed(0)} MB`);
+    console.log(
+      `    cloudshift verify (full, --jobs ${jobs}): ${verify.seconds.toFixed(1)} s, ${verify.mbPerSecond.toFixed(1)} MB/s, ${(verify.mbPerSecond / cs.copy.mbPerSecond).toFixed(2)} x the copy's throughput`,
+    );
   }
+  await createDatabase(servers, 'target', 'statusbench');
+  const status = await measureStatus(mkdtempSync(join(tmpdir(), 'cs-bench-')), servers.url('target', 'statusbench'), 100_000);
+  results.push({ status });
+  console.log(
+    `\nstatus on a run with ${status.batches.toLocaleString('en-GB')} batches: ${status.seconds.toFixed(2)} s (the whole command, process start included)`,
+  );
 } finally {
   await servers.stop();
 }
