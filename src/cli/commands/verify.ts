@@ -50,7 +50,7 @@ export function renderVerify(r: VerifyResult): string {
         ? 'match'
         : t.matched
           ? `${plural(t.differences, 'row')} differed, all repaired`
-          : `${plural(t.differences, 'row')} differ`;
+          : `${plural(t.differences, 'row')} ${t.differences === 1 ? 'differs' : 'differ'}`;
     lines.push(`${t.table}: ${scope}, ${formatCount(t.rows)} rows: ${state}`);
     for (const f of r.findings.filter((x) => x.table === t.table)) {
       lines.push(`  ${KIND[f.kind]}${f.kind === 'table' ? '' : `: ${keyText(f)}`}${f.repaired ? ' (repaired)' : ''}`);
