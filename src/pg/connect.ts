@@ -4,9 +4,14 @@
  *   text renderings are identical on both sides;
  * - connecting is bounded in time and fails with a ConnectError naming the role, host, port and
  *   database, never the password;
- * - row values are never parsed into JavaScript types: callers that read data use rawTypes.
+ * - row values are never parsed into JavaScript types: callers that read data use rawTypes;
+ * - a connection string with `cloudshift_auth=entra` gets a fresh Microsoft Entra ID token as the
+ *   password of each new connection (azure/pgToken.ts); the rest of the string, sslmode included,
+ *   reaches the driver unchanged.
  */
 import pg from 'pg';
+import type { TokenCredential } from '../azure/credential.js';
+import { pgConnectionString } from '../azure/pgToken.js';
 import { ConnectError, messageOf } from '../errors.js';
 import { redact } from '../redact.js';
 
@@ -42,6 +47,8 @@ export interface ConnectOptions {
   raw?: boolean;
   /** More session settings, e.g. for the copy's sessions. */
   settings?: ReadonlyArray<readonly [string, string]>;
+  /** Token source for `cloudshift_auth=entra`. Default: DefaultAzureCredential, one per process. */
+  credential?: TokenCredential;
 }
 
 export interface Endpoint {
@@ -65,10 +72,15 @@ export function describeEndpoint(e: Endpoint): string {
 }
 
 export async function connect(options: ConnectOptions): Promise<pg.Client> {
-  const endpoint = endpointOf(options.connectionString);
+  const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const { connectionString } = await pgConnectionString(options.connectionString, {
+    credential: options.credential,
+    abortSignal: AbortSignal.timeout(timeoutMs),
+  });
+  const endpoint = endpointOf(connectionString);
   const client = new pg.Client({
-    connectionString: options.connectionString,
-    connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    connectionString,
+    connectionTimeoutMillis: timeoutMs,
     application_name: options.applicationName ?? 'cloudshift',
     ...(options.raw ? { types: rawTypes } : {}),
   });

@@ -3,6 +3,7 @@
  * that the rest of cloudshift sees is complete, with names parsed and durations in ms.
  */
 import type { PlanInput } from './schema.js';
+import { FLEXIBLE_SERVER, STORAGE_ACCOUNT, resolveResourceRef, type AzureResourceType } from './azureIds.js';
 import { parseIdentifier, parseQualifiedName, type QualifiedName } from './names.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
@@ -15,6 +16,7 @@ export const DEFAULTS = {
   maxPause: '2s',
   maxLag: '1s',
   existingData: 'refuse',
+  resourceManagerEndpoint: 'https://management.azure.com',
 } as const;
 
 /** A plan value that may hold references; resolved only when used (see resolveSecret). */
@@ -56,6 +58,26 @@ export interface BlobPlan {
 
 export type SwitchPlan = { kind: 'pgbouncer'; admin: PlanValue; database: string; config: string } | { kind: 'command'; run: string };
 
+/** An Azure resource the plan names, as a full ARM resource id. */
+export interface AzureResourcePlan {
+  id: string;
+  subscriptionId: string;
+  resourceGroup: string;
+  name: string;
+}
+
+export interface AzurePlan {
+  subscriptionId: string;
+  resourceGroup: string;
+  storageAccount: AzureResourcePlan | undefined;
+  postgresServer: AzureResourcePlan;
+  /** As written: relative to the plan's folder. */
+  template: string | undefined;
+  /** Without a trailing slash. */
+  resourceManagerEndpoint: string;
+  authorityHost: string | undefined;
+}
+
 export interface Plan {
   name: string;
   source: { postgres: PlanValue };
@@ -66,6 +88,7 @@ export interface Plan {
   copy: { jobs: number; batchRows: number };
   sync: { mode: 'logical' | 'none'; slot: string; publication: string; warnRetainedWalBytes: number };
   cutover: { switch: SwitchPlan | undefined; maxPauseMs: number; maxLagMs: number };
+  azure: AzurePlan | undefined;
 }
 
 const value = (where: string, raw: string): PlanValue => ({ where, raw });
@@ -132,5 +155,19 @@ export function applyDefaults(input: PlanInput): Plan {
       maxPauseMs: parseDurationMs(input.cutover?.maxPause ?? DEFAULTS.maxPause),
       maxLagMs: parseDurationMs(input.cutover?.maxLag ?? DEFAULTS.maxLag),
     },
+    azure: input.azure && azureDefaults(input.azure),
+  };
+}
+
+function azureDefaults(a: NonNullable<PlanInput['azure']>): AzurePlan {
+  const ref = (t: AzureResourceType, v: string) => resolveResourceRef(t, v, a.subscriptionId, a.resourceGroup);
+  return {
+    subscriptionId: a.subscriptionId,
+    resourceGroup: a.resourceGroup,
+    storageAccount: a.storageAccount === undefined ? undefined : ref(STORAGE_ACCOUNT, a.storageAccount),
+    postgresServer: ref(FLEXIBLE_SERVER, a.postgresServer),
+    template: a.template,
+    resourceManagerEndpoint: (a.resourceManagerEndpoint ?? DEFAULTS.resourceManagerEndpoint).replace(/\/+$/, ''),
+    authorityHost: a.authorityHost?.replace(/\/+$/, ''),
   };
 }

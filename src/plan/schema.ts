@@ -7,6 +7,15 @@
 import { z } from 'zod';
 import { isIdentifier, isQualifiedName } from './names.js';
 import { isDuration, isSize } from './units.js';
+import {
+  FLEXIBLE_SERVER,
+  GUID,
+  RESOURCE_GROUP,
+  STORAGE_ACCOUNT,
+  isResourceRef,
+  resourceRefMessage,
+  type AzureResourceType,
+} from './azureIds.js';
 import { checkConnectionString, checkSecretReference, checkTemplate } from './valueChecks.js';
 
 const identifier = (what: string) =>
@@ -135,6 +144,47 @@ const commandSwitch = z
   })
   .describe('Switch the application by running your own command. Optional; name exactly one switch.');
 
+const httpsUrl = z
+  .string()
+  .url()
+  .refine((v) => v.startsWith('https://'), { params: { showValue: true }, message: 'must be an https:// URL' });
+const azureResource = (t: AzureResourceType) =>
+  z.string().refine((v) => isResourceRef(t, v), { params: { showValue: true }, message: resourceRefMessage(t) });
+
+const azure = z
+  .strictObject({
+    subscriptionId: z
+      .string()
+      .regex(GUID, 'must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)')
+      .describe('Azure subscription holding the target resources (a GUID). Required.'),
+    resourceGroup: z
+      .string()
+      .regex(RESOURCE_GROUP, 'must be a resource group name: 1 to 90 letters, digits, _ - . ( ), not ending with a period')
+      .describe('Resource group of the target resources; `cloudshift provision` deploys the template into it. Required.'),
+    storageAccount: azureResource(STORAGE_ACCOUNT)
+      .optional()
+      .describe(
+        'Storage account for documents: a name (in `resourceGroup`) or a full resource id. The dry run checks TLS, secure transfer and public access. Optional; required when the plan has `documents`.',
+      ),
+    postgresServer: azureResource(FLEXIBLE_SERVER).describe(
+      'Azure Database for PostgreSQL flexible server: a name (in `resourceGroup`) or a full resource id. The dry run checks its version, server parameters and storage. Required.',
+    ),
+    template: z
+      .string()
+      .regex(/\.json$/i, 'must be the path of an ARM JSON template ending in .json (compile Bicep with `az bicep build` first)')
+      .optional()
+      .describe('ARM JSON template for the target resources, relative to the plan file; used by `cloudshift provision`. Optional.'),
+    resourceManagerEndpoint: httpsUrl
+      .optional()
+      .describe('Azure Resource Manager endpoint, for sovereign clouds. Optional; default https://management.azure.com.'),
+    authorityHost: httpsUrl
+      .optional()
+      .describe(
+        'Microsoft Entra ID authority host, for sovereign clouds. Optional; default the AZURE_AUTHORITY_HOST environment variable, else https://login.microsoftonline.com.',
+      ),
+  })
+  .describe('The Azure resources the target lives in, checked by the dry run through Azure Resource Manager (read-only). Optional.');
+
 export const planSchema = z
   .strictObject({
     $schema: z.string().optional().describe('JSON Schema for editors. Optional.'),
@@ -201,6 +251,7 @@ export const planSchema = z
       })
       .optional()
       .describe('Cutover settings. Optional.'),
+    azure: azure.optional(),
   })
   .describe('A cloudshift migration plan.');
 

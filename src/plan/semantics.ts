@@ -66,6 +66,13 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     }
   }
 
+  if (plan.azure && documents.length > 0 && plan.azure.storageAccount === undefined) {
+    problems.push({
+      path: ['azure'],
+      message: 'the plan has documents: name their storage account in `azure.storageAccount` so the dry run can check it',
+    });
+  }
+
   const sw = plan.cutover?.switch;
   if (sw?.pgbouncer && plan.sync?.mode !== 'logical') {
     problems.push({

@@ -10,6 +10,7 @@ import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env } from '../plan/secrets.js';
 import { connect, describeEndpoint, endpointOf, type Role } from '../pg/connect.js';
 import { redact } from '../redact.js';
+import { checkAzure } from './azureChecks.js';
 import { checkBlob } from './blobChecks.js';
 import { estimate } from './estimate.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
@@ -79,10 +80,17 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     checks.fail('blob.container', 'blob', redact((err as Error).message));
   }
 
+  const estimated = estimate(facts?.tables.values() ?? []);
+  if (plan.azure) {
+    // Read-only ARM checks of the resource group, storage account and flexible server.
+    const azureOptions = { env: options.env, targetConnectionString: secrets.target, timeoutMs: Math.max(30_000, timeoutMs * 3) };
+    if (!(await checkAzure(plan, plan.azure, facts, estimated, checks, azureOptions))) unreachable = true;
+  }
+
   const report: PreflightReport = {
     ok: checks.checks.every((c) => c.status !== 'fail'),
     checks: checks.checks,
-    estimate: estimate(facts?.tables.values() ?? []),
+    estimate: estimated,
     unreachable,
   };
   return report;
