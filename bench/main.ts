@@ -14,6 +14,7 @@ import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
+import { measureBaseline, measureCloudshiftDocuments } from './documents.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -31,10 +32,12 @@ function findPsql(): string {
 const scales = arg('scales', arg('scale', '1')).split(',').map(Number);
 const jobs = Number(arg('jobs', '4'));
 const psql = findPsql();
-const servers = await startLocalServers({ azurite: false });
+const servers = await startLocalServers({ azurite: true });
+const skipTables = process.argv.includes('--skip-tables');
+const skipDocuments = process.argv.includes('--skip-documents');
 const results: unknown[] = [];
 try {
-  for (const scale of scales) {
+  for (const scale of skipTables ? [] : scales) {
     await createDatabase(servers, 'source', 'bench');
     const src = servers.url('source', 'bench');
     const generated = Date.now();
@@ -79,6 +82,60 @@ try {
     console.log(
       `    cloudshift verify (full, --jobs ${jobs}): ${verify.seconds.toFixed(1)} s, ${verify.mbPerSecond.toFixed(1)} MB/s, ${(verify.mbPerSecond / cs.copy.mbPerSecond).toFixed(2)} x the copy's throughput`,
     );
+  }
+  if (!skipDocuments) {
+    const count = Number(arg('documents', '2000'));
+    const totalMb = Number(arg('documents-mb', '300'));
+    const hugeMb = Number(arg('huge-mb', '200'));
+    await createDatabase(servers, 'source', 'docs');
+    const src = servers.url('source', 'docs');
+    const c = new pg.Client({ connectionString: src });
+    await c.connect();
+    await createHospitalDataset(c, { scale: 0.01, documents: { count, totalBytes: totalMb * 1024 * 1024, maxBytes: 4 * 1024 * 1024 } });
+    const sizes = await c.query<{ n: string; bytes: string }>(
+      'SELECT count(*)::text AS n, sum(octet_length(content))::text AS bytes FROM public.documents',
+    );
+    await c.end();
+    const documents = Number(sizes.rows[0]!.n);
+    const bytes = Number(sizes.rows[0]!.bytes);
+    const az = servers.azurite!.connectionString;
+    const baseline = await measureBaseline(src, az, 8);
+    await createDatabase(servers, 'target', 'docs');
+    const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
+    const env = { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'docs'), AZURE_STORAGE_CONNECTION_STRING: az };
+    const cs = await measureCloudshiftDocuments(dir, env, 8, documents, bytes);
+    console.log(`\ndocuments: ${documents.toLocaleString('en-GB')} documents, ${(bytes / 1024 / 1024).toFixed(0)} MB, sizes 1 KB to 4 MB`);
+    console.log(
+      `  baseline (@azure/storage-blob upload from memory, 8 at a time): ${baseline.seconds.toFixed(1)} s, ${baseline.documentsPerSecond.toFixed(0)} documents/s, ${baseline.mbPerSecond.toFixed(1)} MB/s`,
+    );
+    console.log(
+      `  cloudshift (streamed from PostgreSQL, verified, --blob-concurrency 8): ${cs.seconds.toFixed(1)} s, ${cs.documentsPerSecond.toFixed(0)} documents/s, ${cs.mbPerSecond.toFixed(1)} MB/s`,
+    );
+    console.log(`    ratio: ${(cs.mbPerSecond / baseline.mbPerSecond).toFixed(2)}   peak RSS: ${cs.peakRssMb?.toFixed(0)} MB`);
+    results.push({ documents: { baseline, cloudshift: cs, ratio: cs.mbPerSecond / baseline.mbPerSecond } });
+    // one huge document: memory must not follow its size
+    await createDatabase(servers, 'source', 'huge');
+    const hs = servers.url('source', 'huge');
+    const h = new pg.Client({ connectionString: hs });
+    await h.connect();
+    await createHospitalDataset(h, { scale: 0.001, documents: { count: 10, totalBytes: 100 * 1024, maxBytes: 64 * 1024 } });
+    await h.query('ALTER TABLE public.documents ALTER COLUMN content SET STORAGE EXTERNAL');
+    await h.query(
+      `INSERT INTO public.documents (patient_id, filename, mime_type, kind, content)
+       SELECT 1, 'huge.bin', 'application/octet-stream', 'scan', decode(repeat(string_agg(md5(g::text || 'x'), ''), $1), 'hex') FROM generate_series(1, 65536) g`,
+      [hugeMb],
+    );
+    await h.end();
+    await createDatabase(servers, 'target', 'huge');
+    const huge = await measureCloudshiftDocuments(
+      dir,
+      { ...env, SOURCE_DATABASE_URL: hs, TARGET_DATABASE_URL: servers.url('target', 'huge') },
+      8,
+      11,
+      hugeMb * 1024 * 1024,
+    );
+    console.log(`  with one ${hugeMb} MB document: ${huge.seconds.toFixed(1)} s, peak RSS ${huge.peakRssMb?.toFixed(0)} MB`);
+    results.push({ hugeDocument: huge });
   }
   await createDatabase(servers, 'target', 'statusbench');
   const status = await measureStatus(mkdtempSync(join(tmpdir(), 'cs-bench-')), servers.url('target', 'statusbench'), 100_000);

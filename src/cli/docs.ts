@@ -11,6 +11,7 @@ export const DOCUMENTED_COMMANDS: ReadonlyArray<readonly string[]> = [
   ['plan', 'schema'],
   ['plan', 'reference'],
   ['dry-run'],
+  ['provision'],
 ];
 
 async function help(path: readonly string[]): Promise<string> {

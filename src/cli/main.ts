@@ -12,6 +12,7 @@ import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
+import { provisionCommand } from './commands/provision.js';
 import { parseDurationMs } from '../plan/units.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
 import { reportError } from './errors.js';
@@ -80,10 +81,11 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .description("copy the plan's tables to the target in verified batches; resumes where a previous run stopped")
     .argument('<plan>', 'plan file (YAML)')
     .option('--jobs <n>', "batches copied at once (default: the plan's copy.jobs)", positiveInt)
+    .option('--blob-concurrency <n>', 'documents uploaded at once per batch (default 8)', positiveInt)
     .option('--force', 'resume even though the plan changed since the run began', false)
     .option('--json', 'write one JSON event per line instead of progress', false)
     .exitOverride()
-    .action(async (file: string, opts: { jobs?: number; force: boolean; json: boolean }) => {
+    .action(async (file: string, opts: { jobs?: number; blobConcurrency?: number; force: boolean; json: boolean }) => {
       try {
         setExit(await runCommand(io, file, opts));
       } catch (err) {
@@ -136,6 +138,22 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
         setExit(await reportCommand(io, file, { out: opts.out }));
       } catch (err) {
         setExit(reportError(io, err));
+      }
+    });
+
+  program
+    .command('provision')
+    .description("deploy the plan's ARM template (azure.template) and wait for it; --what-if shows the changes without making them")
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--what-if', 'only show what the deployment would change (ARM what-if); nothing is changed', false)
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .option('--deployment <name>', 'ARM deployment name (default: cloudshift-<plan name>)')
+    .exitOverride()
+    .action(async (file: string, opts: { whatIf: boolean; format: 'text' | 'json'; deployment?: string }) => {
+      try {
+        setExit(await provisionCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.format));
       }
     });
 

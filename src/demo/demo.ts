@@ -31,16 +31,32 @@ export interface DemoResult {
   run: RunResult | null;
 }
 
-export const DEMO_PLAN = `# The plan the demo runs: a hospital's record tables, copied in verified batches.
+export const DEMO_PLAN = `# The plan the demo runs: a hospital's record tables, copied in verified batches, and its
+# clinical letters (bytea) and scans (large objects) moved to Blob Storage (Azurite).
 version: 1
 name: demo
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: documents }
 tables:
   - name: public.patients
   - name: public.encounters
   - name: public.observations
   - name: public.medications
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/letters/{id}-{filename}"
+    contentType: "{mime_type}"
+    metadata: { kind: "{kind}" }
+    keep: { column: blob_path }
+  - table: public.scans
+    content: image
+    blob: "patients/{patient_id}/scans/{id}-{filename}"
+    contentType: "{mime_type}"
+    tier: Cool
+    keep: { column: blob_path }
 copy: { jobs: 4, batch: { rows: 20000 } }
 `;
 
@@ -55,8 +71,8 @@ async function exec(url: string, sql: string): Promise<void> {
 }
 
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
-  options.onStep('starting PostgreSQL 15 (source) and PostgreSQL 17 (target) on loopback');
-  const servers = await startLocalServers({ azurite: false });
+  options.onStep('starting PostgreSQL 15 (source), PostgreSQL 17 (target) and Azurite (Blob Storage) on loopback');
+  const servers = await startLocalServers({ azurite: true });
   try {
     await exec(servers.url('source', 'postgres'), 'CREATE DATABASE ehr');
     await exec(servers.url('target', 'postgres'), 'CREATE DATABASE ehr');
@@ -64,7 +80,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const source = new pg.Client({ connectionString: servers.url('source', 'ehr') });
     await source.connect();
     try {
-      const made = await createHospitalDataset(source, { scale: options.scale, documents: null }, (m) => options.onStep(`  ${m}`));
+      const made = await createHospitalDataset(
+        source,
+        { scale: options.scale, documents: { count: 200, totalBytes: 20 * 1024 * 1024, maxBytes: 4 * 1024 * 1024 }, largeObjects: true },
+        (m) => options.onStep(`  ${m}`),
+      );
       options.onStep(
         `  ${Object.entries(made.rows)
           .map(([t, n]) => `${t} ${n.toLocaleString('en-GB')}`)
@@ -76,7 +96,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const dir = mkdtempSync(join(tmpdir(), 'cloudshift-demo-'));
     const planFile = join(dir, 'demo.yaml');
     writeFileSync(planFile, DEMO_PLAN.replace('jobs: 4', `jobs: ${options.jobs}`));
-    const env = { SOURCE_DATABASE_URL: servers.url('source', 'ehr'), TARGET_DATABASE_URL: servers.url('target', 'ehr') };
+    const env = {
+      SOURCE_DATABASE_URL: servers.url('source', 'ehr'),
+      TARGET_DATABASE_URL: servers.url('target', 'ehr'),
+      AZURE_STORAGE_CONNECTION_STRING: servers.azurite!.connectionString,
+    };
     const loaded = await loadPlan(planFile);
     options.onStep(`dry run of ${planFile}`);
     const preflight = await runPreflight(loaded, { env });

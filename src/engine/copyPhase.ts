@@ -20,6 +20,15 @@ import { copyBatch, digestRange } from './copyBatch.js';
 import type { Emit } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import type { TableTask } from './tableTask.js';
+import type { BlobPlan } from '../plan/defaults.js';
+import { ClientPool } from '../pg/clientPool.js';
+import { createBlobServiceClient, type BlobCredentials } from '../target/blob/client.js';
+import { DEFAULT_BLOCK_SIZE } from '../target/blob/upload.js';
+import { markDocumentsVerified, recordDocument, recordedDocuments } from '../state/sql/documents.js';
+import { blobMatches, copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
+import { beginInSnapshot } from './snapshot.js';
+import { blobError } from '../target/blob/errors.js';
+import { RestError } from '@azure/storage-blob';
 
 export interface CopyPhaseOptions {
   runId: string;
@@ -34,6 +43,10 @@ export interface CopyPhaseOptions {
   hooks: EngineHooks;
   emit: Emit;
   abortSignal: AbortSignal | undefined;
+  /** Where documents go; null when the plan has none. */
+  blob: { plan: BlobPlan; credentials: BlobCredentials } | null;
+  blobConcurrency: number;
+  blobRetries?: number;
   /** Retries of a transient failure per batch before the run stops. */
   transientAttempts?: number;
   retryBaseDelayMs?: number;
@@ -63,6 +76,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
   let mismatches = 0;
   let failure: unknown = null;
   const progress = await tableProgress(o);
+  const documents = await openDocuments(o);
   const finished = (table: string, rows: number, bytes: number, mismatched: boolean) => {
     const p = progress.get(table);
     if (!p) return;
@@ -138,16 +152,20 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       pendingCopy = null;
       const copied =
         earlier ??
-        (await retrying(slot, task, batch, (conns, attempt) =>
-          copyBatch(
-            { ...conns, snapshot: o.snapshot, stateSchemaInTarget: o.stateInTarget ? schema : null, workerId: o.workerId, hooks: o.hooks },
-            task,
-            batch,
-            retry || attempt > 1,
-          ),
-        ));
+        (await retrying(slot, task, batch, (conns, attempt) => {
+          const ctx = {
+            ...conns,
+            snapshot: o.snapshot,
+            stateSchemaInTarget: o.stateInTarget ? schema : null,
+            workerId: o.workerId,
+            hooks: o.hooks,
+          };
+          return task.documents && documents
+            ? copyDocumentsBatch(ctx, documents, task, batch, retry || attempt > 1)
+            : copyBatch(ctx, task, batch, retry || attempt > 1);
+        }));
       if (!copied.marked) {
-        await markBatchCopied(o.store.db, schema, {
+        await markBatchCopied(o.store.pool, schema, {
           id: batch.id,
           workerId: o.workerId,
           rows: copied.digest.rows,
@@ -168,8 +186,9 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch));
-      if (digestEquals(actual, copied.digest)) {
-        await markBatchVerified(o.store.db, schema, batch.id, digestText(actual));
+      const blobsOk = await verifyBlobs(o, documents, task, copied);
+      if (digestEquals(actual, copied.digest) && blobsOk) {
+        await markBatchVerified(o.store.pool, schema, batch.id, digestText(actual));
         o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
         finished(task.display, copied.digest.rows, copied.bytes, false);
         return;
@@ -177,7 +196,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       const reason = `checksum mismatch: source ${digestText(copied.digest)}, target ${digestText(actual)}`;
       if (verifyAttempt >= 2) {
         mismatches += 1;
-        await markBatchMismatch(o.store.db, schema, batch.id, digestText(actual), reason);
+        await markBatchMismatch(o.store.pool, schema, batch.id, digestText(actual), reason);
         o.emit('batch:mismatch', {
           table: task.display,
           batchId: batch.id,
@@ -190,7 +209,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       o.emit('batch:retry', { table: task.display, batchId: batch.id, seq: batch.seq, attempt: verifyAttempt, reason });
-      await markBatchRetry(o.store.db, schema, batch.id, reason);
+      await markBatchRetry(o.store.pool, schema, batch.id, reason);
       batch = { ...batch, status: 'claimed', attempts: batch.attempts + 1 };
       retry = true;
     }
@@ -238,8 +257,10 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     if (failure === null && !o.abortSignal?.aborted) mismatches += await verifyKeylessTables(o, slots[0]!, ensure);
   } finally {
     await Promise.all(slots.map(reset));
+    await documents?.content.end();
   }
   if (failure !== null) {
+    if (failure instanceof RestError) throw blobError(failure);
     if (isTransient(failure)) {
       throw new ConnectError(`the copy stopped after repeated connection failures: ${redact(messageOf(failure))}`, {
         cause: failure,
@@ -301,10 +322,10 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     const actual = await digestRange(target, task, null);
     const ok = digestEquals(actual, expected);
     for (const b of batches) {
-      if (ok) await markBatchVerified(o.store.db, o.store.schema, b.id, `table:${digestText(actual)}`);
+      if (ok) await markBatchVerified(o.store.pool, o.store.schema, b.id, `table:${digestText(actual)}`);
       else
         await markBatchMismatch(
-          o.store.db,
+          o.store.pool,
           o.store.schema,
           b.id,
           `table:${digestText(actual)}`,
@@ -327,4 +348,61 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     }
   }
   return mismatches;
+}
+
+/** The Blob container (created if absent) and source connections for documents, if any. */
+async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | null> {
+  if (!o.blob || ![...o.tasks.values()].some((t) => t.documents)) return null;
+  const service = createBlobServiceClient(o.blob.plan, o.blob.credentials, {
+    retryOptions: { maxTries: o.blobRetries ?? 6, retryDelayInMs: o.retryBaseDelayMs ?? 500, maxRetryDelayInMs: 30_000 },
+  });
+  const container = service.getContainerClient(o.blob.plan.container);
+  try {
+    await container.createIfNotExists();
+  } catch (err) {
+    if (err instanceof RestError) throw blobError(err);
+    throw err;
+  }
+  const clients: pg.Client[] = [];
+  try {
+    for (let i = 0; i < o.blobConcurrency; i += 1) {
+      const c = await connect({
+        role: 'source',
+        connectionString: o.sourceUrl,
+        applicationName: 'cloudshift documents',
+        settings: COPY_SESSION,
+      });
+      clients.push(c);
+      await beginInSnapshot(c, o.snapshot);
+    }
+  } catch (err) {
+    await Promise.allSettled(clients.map((c) => c.end()));
+    throw err;
+  }
+  const db = o.store.pool;
+  return {
+    container,
+    content: new ClientPool(clients),
+    uploads: new PQueue({ concurrency: o.blobConcurrency }),
+    blobConcurrency: o.blobConcurrency,
+    blockSize: DEFAULT_BLOCK_SIZE,
+    blockConcurrency: 2,
+    store: {
+      recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
+      record: (relation, doc) => recordDocument(db, o.store.schema, o.runId, relation, doc),
+    },
+    ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
+  };
+}
+
+/** Every document of a batch exists in Blob Storage with the size and MD5 read from the source. */
+async function verifyBlobs(o: CopyPhaseOptions, documents: DocumentsContext | null, task: TableTask, copied: object): Promise<boolean> {
+  if (!documents || !task.documents || !('documents' in copied)) return true;
+  const docs = (copied as { documents: Array<{ key: string[]; name: string; size: number; md5: string }> }).documents;
+  const good: string[][] = [];
+  const bad: string[][] = [];
+  for (const d of docs) ((await blobMatches(documents.container, d)) ? good : bad).push(d.key);
+  await markDocumentsVerified(o.store.pool, o.store.schema, o.runId, task.display, good, 'verified');
+  await markDocumentsVerified(o.store.pool, o.store.schema, o.runId, task.display, bad, 'mismatch');
+  return bad.length === 0;
 }

@@ -1,7 +1,7 @@
 /** Table tasks from the catalogs, and the run's batches, planned once, largest tables first. */
 import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
-import type { Plan } from '../plan/defaults.js';
+import type { DocumentPlan, Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
 import { introspectTable, OID_REFERENCE_TYPES } from '../source/introspect.js';
 import { copyShape, splitTable } from '../source/splitTable.js';
@@ -11,7 +11,9 @@ import { rangeBounds, tableTask, type TableTask } from './tableTask.js';
 
 export async function tableTasks(source: pg.Client, plan: Plan): Promise<TableTask[]> {
   const tasks: TableTask[] = [];
-  for (const t of plan.tables) {
+  const documentTables = new Set(plan.documents.map((d) => displayName(d.table)));
+  for (const d of plan.documents) tasks.push(await documentsTask(source, plan, d));
+  for (const t of plan.tables.filter((x) => !documentTables.has(displayName(x.name)))) {
     const info = await introspectTable(source, t.name);
     const name = displayName(t.name);
     if (!info || info.kind === 'other') {
@@ -42,4 +44,31 @@ export async function planBatches(store: StateStore, runId: string, source: pg.C
     });
   }
   await store.addBatches(runId, batches);
+}
+
+/** A documents table: the content column goes to Blob Storage; the row keeps the blob name. */
+async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Promise<TableTask> {
+  const name = displayName(d.table);
+  const where = `documents[${d.index}]`;
+  if (plan.documents.filter((x) => displayName(x.table) === name).length > 1) {
+    throw new PreconditionError(`${name} has more than one documents entry; this version moves one content column per table (${where})`);
+  }
+  const info = await introspectTable(source, d.table);
+  if (!info || info.kind === 'other')
+    throw new PreconditionError(`table ${name} does not exist on the source (${where}.table); nothing was copied`);
+  const column = info.columns.find((c) => c.name === d.content);
+  if (!column) throw new PreconditionError(`column "${d.content}" does not exist in ${name} (${where}.content); nothing was copied`);
+  if (column.typeName !== 'bytea' && column.typeName !== 'oid') {
+    throw new PreconditionError(
+      `column "${d.content}" of ${name} is ${column.type}: a documents column must be bytea or oid (${where}.content); nothing was copied`,
+    );
+  }
+  const shape = copyShape(info, [d.content]);
+  if (!shape.keyColumns)
+    throw new PreconditionError(`${name} has no primary key or unique key: documents need one to name and resume them (${where})`);
+  const table = plan.tables.find((t) => displayName(t.name) === name);
+  return {
+    ...tableTask(d.table, { ...shape, format: 'text' }, table?.where, table?.batchRows ?? plan.copy.batchRows),
+    documents: { plan: d, contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid' },
+  };
 }

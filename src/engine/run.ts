@@ -4,7 +4,6 @@
  * at the step it stopped in. The comment at each step says what the operator may do there.
  */
 import type pg from 'pg';
-import { PreconditionError } from '../errors.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env } from '../plan/secrets.js';
 import { connect } from '../pg/connect.js';
@@ -32,6 +31,10 @@ export interface RunOptions {
   abortSignal?: AbortSignal;
   transientAttempts?: number;
   retryBaseDelayMs?: number;
+  /** Documents uploaded at once per batch. */
+  blobConcurrency?: number;
+  /** Blob service retries (the SDK's exponential backoff) before a document fails. */
+  blobRetries?: number;
 }
 
 export interface RunResult extends RunSummary {
@@ -44,16 +47,10 @@ export interface RunResult extends RunSummary {
 
 export async function runMigration(loaded: LoadedPlan, options: RunOptions): Promise<RunResult> {
   const { plan } = loaded;
-  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state']);
+  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const emit = emitter(options.onEvent);
   const me = workerId(whoAmI());
   const started = Date.now();
-  if (plan.documents.length > 0) {
-    throw new PreconditionError('this version of cloudshift copies record tables only; the plan has `documents`', {
-      hint: 'remove the documents entries to copy the tables now',
-    });
-  }
-
   const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
@@ -69,7 +66,6 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     source = await connect({ role: 'source', connectionString: secrets.source });
     target = await connect({ role: 'target', connectionString: secrets.target });
     const stateInTarget = secrets.state === secrets.target;
-    const tables = plan.tables.map((t) => t.name);
     let phase: Phase = run.phase as Phase;
     const enter = async (next: Phase) => {
       phase = next;
@@ -83,6 +79,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     //    is written); target tables must be empty (or truncated, if the plan says so); then the
     //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
     const tasks = await tableTasks(source, plan);
+    const tables = tasks.map((t) => t.name);
     for (const t of tasks.filter((x) => !x.shape.keyColumns)) {
       const message = `${t.display} has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole; live sync will need a key or REPLICA IDENTITY FULL`;
       emit('warning', { message });
@@ -90,7 +87,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     }
     const schema = await readSourceSchema(
       source,
-      tables.map((name) => ({ name, omitColumns: [], addColumns: [] })),
+      tasks.map((t) => ({
+        name: t.name,
+        omitColumns: t.documents ? [t.documents.plan.content] : [],
+        addColumns: t.documents ? [{ name: t.documents.plan.keepColumn, type: 'text' }] : [],
+      })),
     );
     if (todo('schema')) {
       if (!opened.resumed) await handleExistingData(target, tables, plan.target.existingData);
@@ -118,6 +119,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
           tasks: new Map([...tasks.values()].map((t) => [t.display, t])),
           sourceUrl: secrets.source,
           targetUrl: secrets.target,
+          blob: plan.target.blob
+            ? { plan: plan.target.blob, credentials: { connectionString: secrets.blobConnectionString, sas: secrets.blobSas } }
+            : null,
+          blobConcurrency: options.blobConcurrency ?? 8,
+          ...(options.blobRetries === undefined ? {} : { blobRetries: options.blobRetries }),
           snapshot: snapshot.name,
           stateInTarget,
           jobs: options.jobs ?? plan.copy.jobs,

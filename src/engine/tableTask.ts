@@ -1,8 +1,15 @@
 /** What the copy knows about one table: where it is, how it is keyed, how it is copied. */
+import type { DocumentPlan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
 import type { BatchRange } from '../source/ranges.js';
 import type { CopyShape } from '../source/splitTable.js';
 import type { BatchRow } from '../state/types.js';
+
+export interface DocumentsSpec {
+  plan: DocumentPlan;
+  /** bytea, or oid of a large object. */
+  contentKind: 'bytea' | 'oid';
+}
 
 export interface TableTask {
   name: QualifiedName;
@@ -11,6 +18,8 @@ export interface TableTask {
   shape: CopyShape;
   where: string | undefined;
   batchRows: number;
+  /** Set for a documents table: its content goes to Blob Storage, the row keeps the blob name. */
+  documents?: DocumentsSpec;
 }
 
 export function tableTask(name: QualifiedName, shape: CopyShape, where: string | undefined, batchRows: number): TableTask {

@@ -7,8 +7,9 @@
  * - events are appended, never updated.
  */
 import knexFactory, { type Knex } from 'knex';
-import type pg from 'pg';
+import pg from 'pg';
 import { StateConflictError } from '../errors.js';
+import { pgAuthOf, pgConnectionString, pgPoolConfig } from '../azure/pgToken.js';
 import { connect } from '../pg/connect.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
 import { releaseStaleClaims } from './sql/batchStatus.js';
@@ -34,6 +35,8 @@ export class StateStore {
   private constructor(
     readonly knex: Knex,
     private readonly session: pg.Client,
+    /** For statements issued concurrently (batch marks, documents); the session holds the locks. */
+    readonly pool: pg.Pool,
     readonly schema: string,
     private readonly who: Who,
   ) {}
@@ -48,15 +51,22 @@ export class StateStore {
     });
     const knex = knexFactory({
       client: 'pg',
-      connection: {
-        connectionString: options.connectionString,
+      connection: poolConnection(options.connectionString, {
         application_name: 'cloudshift state',
         ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
-      },
+      }),
       searchPath: [options.schema],
       pool: { min: 0, max: 4 },
     });
-    return new StateStore(knex, session, options.schema, whoAmI());
+    const pool = new pg.Pool(
+      pgPoolConfig(options.connectionString, {
+        max: 4,
+        application_name: 'cloudshift state',
+        ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
+      }),
+    );
+    pool.on('error', () => undefined);
+    return new StateStore(knex, session, pool, options.schema, whoAmI());
   }
 
   async inspect(): Promise<SchemaStatus> {
@@ -190,6 +200,15 @@ export class StateStore {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.knex.destroy(), this.session.end()]);
+    await Promise.allSettled([this.knex.destroy(), this.session.end(), this.pool.end()]);
   }
+}
+
+/** Static pool settings, or with Entra ID a provider that fetches a new token when the last is due. */
+function poolConnection(connectionString: string, extra: { application_name: string; options?: string }): Knex.Config['connection'] {
+  if (pgAuthOf(connectionString).kind === 'password') return { connectionString, ...extra };
+  return async () => {
+    const { connectionString: withToken, refreshAt } = await pgConnectionString(connectionString);
+    return { connectionString: withToken, ...extra, expirationChecker: () => Date.now() >= (refreshAt ?? 0) };
+  };
 }

@@ -6,9 +6,11 @@ describe('cloudshift demo', () => {
     const r = await cli(['demo', '--scale', '0.002', '--jobs', '2']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('» starting PostgreSQL 15 (source) and PostgreSQL 17 (target) on loopback');
+    expect(r.stdout).toContain('» starting PostgreSQL 15 (source), PostgreSQL 17 (target) and Azurite (Blob Storage) on loopback');
     expect(r.stdout).toMatch(/dry run passed: \d+ passed, \d+ warnings, 0 failed/);
     expect(r.stdout).toMatch(/public\.observations\s+\d+\s+[\d,]+\s+.*verified/);
+    expect(r.stdout).toMatch(/public\.documents\s+\d+\s+200\s+.*verified/);
+    expect(r.stdout).toMatch(/public\.scans\s+\d+\s+50\s+.*verified/);
     expect(r.stdout).toMatch(/run [0-9a-f-]{36} finished: every batch verified/);
     expect(r.stdout).toContain('» stopping the local servers');
   }, 180_000);

@@ -31,6 +31,7 @@ describe('state store', () => {
       expect(tables.map((t) => t.table_name)).toEqual([
         'applied_lsn',
         'batches',
+        'documents',
         'events',
         'knex_migrations',
         'knex_migrations_lock',

@@ -9,6 +9,7 @@ import { renderRunSummary } from '../render/runSummary.js';
 
 export interface RunFlags {
   jobs?: number;
+  blobConcurrency?: number;
   force: boolean;
   json: boolean;
 }
@@ -22,6 +23,7 @@ export async function runCommand(io: CliIO, file: string, flags: RunFlags): Prom
       env: io.env,
       force: flags.force,
       ...(flags.jobs === undefined ? {} : { jobs: flags.jobs }),
+      ...(flags.blobConcurrency === undefined ? {} : { blobConcurrency: flags.blobConcurrency }),
       hooks: faultHooksFromEnv(io.env.CLOUDSHIFT_FAULT),
       onEvent: (e) => renderer.onEvent(e),
       ...(io.signal ? { abortSignal: io.signal } : {}),

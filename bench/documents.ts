@@ -1,0 +1,129 @@
+/**
+ * The documents benchmark: the same bytes uploaded to Azurite by a plain @azure/storage-blob
+ * upload from memory (the baseline) and by `cloudshift run` from PostgreSQL (streamed, verified),
+ * at the same concurrency. cloudshift runs as a child process so its peak RSS is its own.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlobServiceClient } from '@azure/storage-blob';
+import PQueue from 'p-queue';
+import pg from 'pg';
+
+export interface DocumentsMeasure {
+  documents: number;
+  bytes: number;
+  seconds: number;
+  documentsPerSecond: number;
+  mbPerSecond: number;
+  peakRssMb?: number;
+}
+
+function measure(started: bigint, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    documents,
+    bytes,
+    seconds,
+    documentsPerSecond: documents / seconds,
+    mbPerSecond: bytes / 1024 / 1024 / seconds,
+    ...(peakRssMb === undefined ? {} : { peakRssMb }),
+  };
+}
+
+/** Reads every document into memory (not timed), then uploads them all (timed). */
+export async function measureBaseline(sourceUrl: string, connectionString: string, concurrency: number): Promise<DocumentsMeasure> {
+  const c = new pg.Client({ connectionString: sourceUrl });
+  await c.connect();
+  const docs: Array<{ name: string; body: Buffer }> = [];
+  try {
+    const { rows } = await c.query<{ id: string }>('SELECT id::text AS id FROM public.documents ORDER BY id');
+    for (const r of rows) {
+      const { rows: b } = await c.query<{ b: Buffer }>('SELECT content AS b FROM public.documents WHERE id = $1', [r.id]);
+      docs.push({ name: `baseline/${r.id}`, body: b[0]!.b });
+    }
+  } finally {
+    await c.end();
+  }
+  const container = BlobServiceClient.fromConnectionString(connectionString).getContainerClient('baseline');
+  await container.createIfNotExists();
+  const bytes = docs.reduce((n, d) => n + d.body.length, 0);
+  const started = process.hrtime.bigint();
+  const queue = new PQueue({ concurrency });
+  await Promise.all(
+    docs.map((d) =>
+      queue.add(() => container.getBlockBlobClient(d.name).uploadData(d.body, { concurrency: 2, blockSize: 4 * 1024 * 1024 })),
+    ),
+  );
+  return measure(started, docs.length, bytes);
+}
+
+function rssMb(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export async function measureCloudshiftDocuments(
+  dir: string,
+  env: Record<string, string>,
+  concurrency: number,
+  documents: number,
+  bytes: number,
+): Promise<DocumentsMeasure> {
+  const plan = join(dir, 'bench-documents.yaml');
+  writeFileSync(
+    plan,
+    `version: 1
+name: benchdocs
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  existingData: truncate
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: documents }
+tables:
+  - name: public.patients
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/{id}-{filename}"
+    contentType: "{mime_type}"
+    keep: { column: blob_path }
+copy: { jobs: 2, batch: { rows: 250 } }
+`,
+  );
+  let peak = 0;
+  let stdout = '';
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/cloudshift.js', 'run', plan, '--json', '--blob-concurrency', String(concurrency)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const timer = setInterval(() => (peak = Math.max(peak, rssMb(child.pid!))), 50);
+    child.on('error', reject);
+    child.on('exit', (c) => {
+      clearInterval(timer);
+      resolve(c);
+    });
+  });
+  if (code !== 0) throw new Error(`cloudshift run exited with ${code}`);
+  const phases = new Map<string, number>();
+  for (const line of stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const e = JSON.parse(line) as { type: string; phase?: string; at?: string };
+    if (e.type === 'run:phase' && e.phase && e.at) phases.set(e.phase, Date.parse(e.at));
+  }
+  const seconds = ((phases.get('indexes') ?? 0) - (phases.get('copy') ?? 0)) / 1000;
+  return {
+    documents,
+    bytes,
+    seconds,
+    documentsPerSecond: documents / seconds,
+    mbPerSecond: bytes / 1024 / 1024 / seconds,
+    peakRssMb: peak,
+  };
+}

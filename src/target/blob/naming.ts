@@ -1,0 +1,58 @@
+/**
+ * Blob names, content types, metadata and tags from a document's row. Each placeholder value is
+ * encoded so it can never add a path segment or a character Azure refuses: everything outside
+ * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F). A NULL placeholder is
+ * an error naming the table, the row's key and the column.
+ */
+import { CloudshiftError, ExitCode } from '../../errors.js';
+import { parseTemplate } from '../../plan/templates.js';
+
+export class DocumentError extends CloudshiftError {
+  constructor(message: string, hint?: string) {
+    super('CS_DOCUMENT', ExitCode.failed, message, hint === undefined ? {} : { hint });
+  }
+}
+
+export function encodeSegment(value: string): string {
+  return Array.from(Buffer.from(value, 'utf8'))
+    .map((b) => {
+      const c = String.fromCharCode(b);
+      return /[A-Za-z0-9._~-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+    })
+    .join('');
+}
+
+export interface RowValues {
+  /** Column → text value (null for SQL NULL). */
+  get(column: string): string | null;
+  /** "table id=42" for messages. */
+  describe: string;
+}
+
+export function renderTemplate(template: string, row: RowValues, field: string, encode: (v: string) => string): string {
+  return parseTemplate(template)
+    .map((p) => {
+      if (p.kind === 'text') return p.text;
+      const v = row.get(p.column);
+      if (v === null) {
+        throw new DocumentError(
+          `${row.describe}: column "${p.column}" is NULL, but ${field} needs it`,
+          `give the row a value, or change the ${field} template`,
+        );
+      }
+      return encode(v);
+    })
+    .join('');
+}
+
+export function blobName(template: string, row: RowValues): string {
+  const name = renderTemplate(template, row, 'the blob name template', encodeSegment);
+  if (name.length === 0 || name.length > 1024)
+    throw new DocumentError(`${row.describe}: blob name "${name.slice(0, 80)}" must be 1 to 1024 characters`);
+  return name;
+}
+
+/** Header-safe text for metadata and tags (ASCII; anything else percent-encoded). */
+export function headerValue(v: string): string {
+  return v.replace(/[^\x20-\x7e]/g, (ch) => encodeURIComponent(ch));
+}

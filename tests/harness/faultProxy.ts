@@ -1,0 +1,47 @@
+/**
+ * A loopback HTTP proxy in front of Azurite that answers 503 Server Busy to the requests a test
+ * chooses, and forwards the rest unchanged: the blob service "answering 503 for a while".
+ */
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+
+export interface FaultProxy {
+  /** Connection string pointing at the proxy instead of Azurite. */
+  connectionString: string;
+  /** Requests answered 503 so far. */
+  failed: number;
+  /** Decide per request: true → 503. */
+  failWhen: (req: IncomingMessage) => boolean;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(azuriteConnectionString: string): Promise<FaultProxy> {
+  const upstream = new URL(/BlobEndpoint=([^;]+)/.exec(azuriteConnectionString)![1]!);
+  const proxy: FaultProxy = { connectionString: '', failed: 0, failWhen: () => false, close: async () => undefined };
+  const server: Server = createServer((req, res) => {
+    if (proxy.failWhen(req)) {
+      proxy.failed += 1;
+      req.resume();
+      res.writeHead(503, {
+        'content-type': 'application/xml',
+        'x-ms-error-code': 'ServerBusy',
+        'x-ms-request-id': `fault-${proxy.failed}`,
+      });
+      res.end('<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>The server is busy.</Message></Error>');
+      return;
+    }
+    const forward = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  proxy.connectionString = azuriteConnectionString.replace(/BlobEndpoint=http:\/\/[^/;]+/, `BlobEndpoint=http://127.0.0.1:${port}`);
+  proxy.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  return proxy;
+}

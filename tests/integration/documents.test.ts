@@ -1,0 +1,265 @@
+import { createHash } from 'node:crypto';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runMigration } from '../../src/engine/run.js';
+import { loadPlan } from '../../src/plan/parse.js';
+import { cli } from '../harness/cli.js';
+import { expectSameRows } from '../harness/compare.js';
+import { harness, sql } from '../harness/db.js';
+import { startFaultProxy } from '../harness/faultProxy.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+const PLAN = `version: 1
+name: docs
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
+tables:
+  - name: public.patients
+  - name: public.documents
+    batch: { rows: 40 }
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/{id}-{filename}"
+    contentType: "{mime_type}"
+    metadata: { kind: "{kind}", file: "{filename}" }
+    keep: { column: blob_path }
+  - table: public.scans
+    content: image
+    blob: "scans/{id}.dcm"
+    contentType: application/dicom
+    tier: Cool
+    keep: { column: blob_name }
+copy: { jobs: 2 }
+`;
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const container = (s: Scenario) =>
+  BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(s.container);
+
+async function addDocuments(s: Scenario) {
+  await sql(
+    'source',
+    s.dbs.source,
+    `-- every byte value, a name that needs encoding, and a document bigger than one 4 MiB block
+     INSERT INTO public.documents (id, patient_id, filename, mime_type, kind, content)
+       SELECT 1001, 1, 'all bytes/é?.bin', 'application/octet-stream', 'test', decode(string_agg(lpad(to_hex(b), 2, '0'), '' ORDER BY b), 'hex') FROM generate_series(0, 255) b;
+     INSERT INTO public.documents (id, patient_id, filename, mime_type, kind, content)
+       SELECT 1002, 2, 'scan.pdf', 'application/pdf', 'scan', decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 600000) g;
+     CREATE TABLE public.scans (id int PRIMARY KEY, patient_id bigint, image oid);
+     INSERT INTO public.scans SELECT g, g, lo_from_bytea(0, decode(repeat(md5(g::text), 100 * g), 'hex')) FROM generate_series(1, 6) g;
+     ANALYZE;`,
+  );
+}
+
+async function sourceBytes(s: Scenario, query: string): Promise<Buffer> {
+  const rows = await sql<{ b: Buffer }>('source', s.dbs.source, query);
+  return rows[0]!.b;
+}
+
+describe('documents to Blob Storage', () => {
+  let s: Scenario;
+  beforeAll(async () => {
+    s = await hospitalScenario('docs');
+    await addDocuments(s);
+  });
+  afterAll(async () => s.drop());
+
+  it('moves bytea and large-object documents to blobs, the rows keep the blob names', async () => {
+    const r = await cli(['run', s.plan(PLAN)], s.env);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const c = container(s);
+    // every byte value 0-255 arrives unchanged, under a safely encoded name
+    const allBytes = await c.getBlockBlobClient('patients/1/1001-all%20bytes%2F%C3%A9%3F.bin').downloadToBuffer();
+    expect(allBytes).toEqual(await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 1001'));
+    // the big one was staged in blocks and carries the whole document's MD5
+    const big = c.getBlockBlobClient('patients/2/1002-scan.pdf');
+    const props = await big.getProperties();
+    const bigSource = await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 1002');
+    expect(props.contentLength).toBe(9_600_000);
+    expect(Buffer.from(props.contentMD5!).toString('base64')).toBe(createHash('md5').update(bigSource).digest('base64'));
+    expect(props.contentType).toBe('application/pdf');
+    expect(props.metadata).toEqual({ kind: 'scan', file: 'scan.pdf' });
+    const blocks = await big.getBlockList('committed');
+    expect(blocks.committedBlocks?.length).toBe(3);
+    // compared by hash: a deep equality of 9.6 MB buffers takes vitest a minute
+    expect(sha256(await big.downloadToBuffer())).toBe(sha256(bigSource));
+    // large objects
+    const scan = c.getBlockBlobClient('scans/3.dcm');
+    expect(await scan.downloadToBuffer()).toEqual(await sourceBytes(s, 'SELECT lo_get(image) AS b FROM public.scans WHERE id = 3'));
+    expect((await scan.getProperties()).accessTier).toBe('Cool');
+    // the target rows carry the names, not the bytes
+    const cols = await sql<{ column_name: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'documents' ORDER BY ordinal_position`,
+    );
+    expect(cols.map((x) => x.column_name)).toEqual(['id', 'patient_id', 'filename', 'mime_type', 'kind', 'blob_path']);
+    const names = await sql<{ id: string; blob_path: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT id::text, blob_path FROM public.documents WHERE id IN (5, 1002) ORDER BY documents.id`,
+    );
+    expect(names).toEqual([
+      { id: '5', blob_path: 'patients/6/5-letter-5.pdf' },
+      { id: '1002', blob_path: 'patients/2/1002-scan.pdf' },
+    ]);
+    const count = { blobs: 0 };
+    for await (const _b of c.listBlobsFlat()) count.blobs += 1;
+    expect(count.blobs).toBe(102 + 6);
+    const { source, target } = await expectSameRows(s, 'public.patients', 'id');
+    expect(target).toBe(source);
+    const recorded = await sql<{ n: string; verified: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*) AS n, count(*) FILTER (WHERE status = 'verified') AS verified FROM cloudshift.documents`,
+    );
+    expect(recorded[0]).toEqual({ n: '108', verified: '108' });
+  });
+});
+
+describe('documents: bad rows and resume', () => {
+  it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
+    const s = await hospitalScenario('docsnull');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `ALTER TABLE public.documents ALTER COLUMN filename DROP NOT NULL; UPDATE public.documents SET filename = NULL WHERE id = 77`,
+      );
+      const r = await cli(['run', s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''))], s.env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('error: public.documents id=77: column "filename" is NULL, but the blob name template needs it');
+      const done = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents`);
+      expect(Number(done[0]!.n)).toBeGreaterThanOrEqual(40);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('a missing large object stops the run naming table, key and column', async () => {
+    const s = await hospitalScenario('docslo');
+    try {
+      await addDocuments(s);
+      await sql('source', s.dbs.source, `SELECT lo_unlink(image) FROM public.scans WHERE id = 4`);
+      const r = await cli(['run', s.plan(PLAN)], s.env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/error: public\.scans id=4: column "image" names large object \d+, which does not exist/);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('after a crash before a batch commits, the rerun skips documents already uploaded and finishes', async () => {
+    const s = await hospitalScenario('docsresume');
+    try {
+      await addDocuments(s);
+      const file = s.plan(PLAN.replace('copy: { jobs: 2 }', 'copy: { jobs: 1 }'));
+      const loaded = await loadPlan(file);
+      const crash = new Error('simulated crash');
+      const first = await runMigration(loaded, {
+        env: s.env,
+        hooks: {
+          beforeBatchCommit: (b) => {
+            if (b.table === 'public.documents') throw crash;
+          },
+        },
+        transientAttempts: 1,
+      }).catch((e: unknown) => e);
+      expect(first).toBe(crash);
+      const recorded = await sql<{ blob_name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT blob_name FROM cloudshift.documents WHERE relation = 'public.documents'`,
+      );
+      expect(recorded.length).toBeGreaterThan(0);
+      const c = container(s);
+      const before = new Map<string, string>();
+      for (const d of recorded) before.set(d.blob_name, (await c.getBlockBlobClient(d.blob_name).getProperties()).etag!);
+      const [committed] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents`);
+      expect(committed!.n).toBe('0');
+
+      const rerun = await cli(['run', file], s.env);
+      expect(rerun.code).toBe(0);
+      for (const [name, etag] of before) expect((await c.getBlockBlobClient(name).getProperties()).etag, name).toBe(etag);
+      const [rows] = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
+      );
+      expect(rows!.n).toBe('102');
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
+describe('documents: the blob service answering 503', () => {
+  it('uploads back off and complete while the service is busy for a while', async () => {
+    const s = await hospitalScenario('docs503');
+    const proxy = await startFaultProxy(harness().azurite.connectionString);
+    try {
+      // every document's first two attempts are refused: the SDK's backoff must carry it through
+      const attempts = new Map<string, number>();
+      proxy.failWhen = (req) => {
+        if (req.method !== 'PUT' || !req.url?.includes('/patients/')) return false;
+        const n = (attempts.get(req.url) ?? 0) + 1;
+        attempts.set(req.url, n);
+        return n <= 2;
+      };
+      const loaded = await loadPlan(s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, '')));
+      const result = await runMigration(loaded, {
+        env: { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
+        retryBaseDelayMs: 5,
+      });
+      expect(result.mismatches).toBe(0);
+      expect(proxy.failed).toBe(200);
+      const [rows] = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
+      );
+      expect(rows!.n).toBe('100');
+    } finally {
+      await proxy.close();
+      await s.drop();
+    }
+  });
+
+  it('past the retry budget the run stops resumably (exit 3, status and request id), and a rerun finishes', async () => {
+    const s = await hospitalScenario('docs503stop');
+    const proxy = await startFaultProxy(harness().azurite.connectionString);
+    try {
+      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+      let allowed = 30;
+      proxy.failWhen = (req) => req.method === 'PUT' && req.url?.includes('/patients/') === true && --allowed < 0;
+      const err = await runMigration(await loadPlan(file), {
+        env: { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
+        retryBaseDelayMs: 5,
+        blobRetries: 3,
+      }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ exitCode: 3, code: 'CS_BLOB' });
+      expect((err as Error).message).toMatch(/^the Blob service failed: HTTP 503 ServerBusy \(request id fault-\d+\)/);
+      expect((err as { hint: string }).hint).toBe(
+        'documents already uploaded are kept; when the service answers again, run the same command to resume',
+      );
+      const [kept] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.documents`);
+      expect(Number(kept!.n)).toBeGreaterThan(0);
+      proxy.failWhen = () => false;
+      const rerun = await cli(['run', file], { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString });
+      expect(rerun.code).toBe(0);
+      const [rows] = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
+      );
+      expect(rows!.n).toBe('100');
+    } finally {
+      await proxy.close();
+      await s.drop();
+    }
+  });
+});
