@@ -19,6 +19,9 @@ import { clearTableMismatches } from '../state/sql/batchStatus.js';
 import { StateStore } from '../state/store.js';
 import { findDifferences, rangeDigests, type Difference, type KeyRange } from './differences.js';
 import { repairRows } from './repair.js';
+import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
+import { createBlobServiceClient } from '../target/blob/client.js';
+import { parseTemplate } from '../plan/templates.js';
 import { digestEquals } from './rowDigest.js';
 
 export interface VerifyOptions {
@@ -36,9 +39,11 @@ export interface VerifyOptions {
 
 export interface Finding {
   table: string;
-  kind: 'missing' | 'extra' | 'different' | 'table';
-  /** Primary key values by column; empty for a keyless table's whole-table finding. */
+  kind: 'missing' | 'extra' | 'different' | 'table' | DocumentFinding['kind'];
+  /** Primary key values by column; empty for a keyless table's whole-table finding or an extra blob. */
   key: Record<string, string>;
+  /** The blob concerned, for documents findings. */
+  blob?: string;
   repaired: boolean;
 }
 
@@ -50,6 +55,8 @@ export interface TableVerification {
   matched: boolean;
   differences: number;
   repaired: number;
+  /** Documents checked in Blob Storage (documents tables only). */
+  documents?: number;
 }
 
 export interface VerifyResult {
@@ -61,7 +68,7 @@ export interface VerifyResult {
 
 export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Promise<VerifyResult> {
   const { plan } = loaded;
-  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state']);
+  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const source = await connect({ role: 'source', connectionString: secrets.source });
   let tasks: TableTask[];
   try {
@@ -82,9 +89,41 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const findings: Finding[] = [];
   const tables: TableVerification[] = [];
   try {
+    const blob = plan.target.blob;
+    const container = blob
+      ? createBlobServiceClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }).getContainerClient(
+          blob.container,
+        )
+      : null;
+    const prefixes = plan.documents.map((d) => staticPrefix(d.blob));
     for (const task of tasks) {
       options.onProgress?.(`verifying ${task.display}`);
-      tables.push(await verifyTable(pool, task, options, findings));
+      const table = await verifyTable(pool, task, options, findings);
+      if (task.documents && container) {
+        const prefix = staticPrefix(task.documents.plan.blob);
+        // Extra blobs can be told only when no other entry writes under an overlapping prefix.
+        const overlap = prefixes.filter((p) => p.startsWith(prefix) || prefix.startsWith(p)).length > 1;
+        const docs = await pool.use((sides) =>
+          verifyDocuments(sides, container, task, {
+            repair: options.repair === true,
+            checkExtras: !overlap && !options.tables?.length && options.samplePercent === undefined,
+          }),
+        );
+        for (const f of docs.findings) {
+          findings.push({
+            table: task.display,
+            kind: f.kind,
+            key: Object.fromEntries(task.shape.keyColumns!.map((k, i) => [k.name, f.key[i]!]).filter(([, v]) => v !== undefined)),
+            blob: f.blob,
+            repaired: f.repaired,
+          });
+        }
+        table.documents = docs.documents;
+        table.differences += docs.findings.length;
+        table.repaired += docs.findings.filter((f) => f.repaired).length;
+        if (docs.findings.some((f) => !f.repaired)) table.matched = false;
+      }
+      tables.push(table);
     }
   } finally {
     await pool.close();
@@ -184,4 +223,9 @@ function compareKeys(a: string[], b: string[]): number {
     if (c !== 0) return c;
   }
   return a.length - b.length;
+}
+
+function staticPrefix(template: string): string {
+  const first = parseTemplate(template)[0];
+  return first?.kind === 'text' ? first.text : '';
 }

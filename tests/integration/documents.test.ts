@@ -121,6 +121,51 @@ describe('documents to Blob Storage', () => {
   });
 });
 
+describe('cloudshift verify on documents', () => {
+  let s: Scenario;
+  let file: string;
+  beforeAll(async () => {
+    s = await hospitalScenario('docsverify');
+    await addDocuments(s);
+    file = s.plan(PLAN);
+    expect((await cli(['run', file], s.env)).code).toBe(0);
+  });
+  afterAll(async () => s.drop());
+
+  it('finds a changed, a deleted and an extra blob and a wrong kept name, then repairs them', async () => {
+    const c = container(s);
+    await c.getBlockBlobClient('patients/6/5-letter-5.pdf').upload('tampered', 8);
+    await c.deleteBlob('scans/3.dcm');
+    await c.getBlockBlobClient('patients/999/stray.pdf').upload('stray', 5);
+    await sql('target', s.dbs.target, `UPDATE public.documents SET blob_path = 'patients/wrong' WHERE id = 10`);
+    const r = await cli(['verify', file, '--json'], s.env);
+    expect(r.code).toBe(1);
+    const result = JSON.parse(r.stdout) as {
+      findings: Array<{ table: string; kind: string; key: Record<string, string>; blob?: string; repaired: boolean }>;
+    };
+    expect(result.findings.map((f) => [f.table, f.kind, f.key, f.blob])).toEqual(
+      expect.arrayContaining([
+        ['public.documents', 'blob different', { id: '5' }, 'patients/6/5-letter-5.pdf'],
+        ['public.documents', 'kept name different', { id: '10' }, 'patients/11/10-letter-10.pdf'],
+        ['public.documents', 'blob extra', {}, 'patients/999/stray.pdf'],
+        ['public.scans', 'blob missing', { id: '3' }, 'scans/3.dcm'],
+      ]),
+    );
+    expect(result.findings).toHaveLength(4);
+    expect(await c.getBlockBlobClient('patients/999/stray.pdf').exists()).toBe(true);
+
+    const repaired = await cli(['verify', file, '--repair'], s.env);
+    expect(repaired.code).toBe(0);
+    expect(repaired.stdout).toContain('  blob missing: id=3, blob scans/3.dcm (repaired)');
+    expect(await c.getBlockBlobClient('patients/999/stray.pdf').exists()).toBe(false);
+    const scan = await c.getBlockBlobClient('scans/3.dcm').downloadToBuffer();
+    expect(sha256(scan)).toBe(sha256(await sourceBytes(s, 'SELECT lo_get(image) AS b FROM public.scans WHERE id = 3')));
+    const again = await cli(['verify', file, '--json'], s.env);
+    expect(again.code).toBe(0);
+    expect((JSON.parse(again.stdout) as { findings: unknown[] }).findings).toEqual([]);
+  });
+});
+
 describe('documents: bad rows and resume', () => {
   it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
     const s = await hospitalScenario('docsnull');

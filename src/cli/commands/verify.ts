@@ -39,6 +39,10 @@ const KIND: Record<Finding['kind'], string> = {
   extra: 'extra on target',
   different: 'different',
   table: 'table differs (no key to pinpoint rows)',
+  'blob missing': 'blob missing',
+  'blob different': 'blob different (size or MD5)',
+  'blob extra': 'extra blob',
+  'kept name different': 'kept blob name different',
 };
 
 export function renderVerify(r: VerifyResult): string {
@@ -53,7 +57,8 @@ export function renderVerify(r: VerifyResult): string {
           : `${plural(t.differences, 'row')} ${t.differences === 1 ? 'differs' : 'differ'}`;
     lines.push(`${t.table}: ${scope}, ${formatCount(t.rows)} rows: ${state}`);
     for (const f of r.findings.filter((x) => x.table === t.table)) {
-      lines.push(`  ${KIND[f.kind]}${f.kind === 'table' ? '' : `: ${keyText(f)}`}${f.repaired ? ' (repaired)' : ''}`);
+      const what = [f.kind === 'table' || f.kind === 'blob extra' ? '' : keyText(f), f.blob ?? ''].filter(Boolean).join(', blob ');
+      lines.push(`  ${KIND[f.kind]}${what ? `: ${what}` : ''}${f.repaired ? ' (repaired)' : ''}`);
     }
   }
   lines.push(r.ok ? 'verify: every checked table matches' : 'verify: DIFFERENCES FOUND (run with --repair to re-copy exactly those rows)');
