@@ -41,7 +41,7 @@ export interface LocalServers {
   source: LocalPostgres;
   target: LocalPostgres;
   azurite: { blobEndpoint: string; connectionString: string } | null;
-  /** postgres://user:password@127.0.0.1:port/db */
+  /** A connection URL for a database on one of the servers (the password is generated per start). */
   url(side: 'source' | 'target', database: string): string;
   /** Stops every server and removes its files. Idempotent: later calls return the first call's promise. */
   stop(): Promise<void>;
