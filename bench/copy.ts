@@ -4,12 +4,13 @@
  * process run. cloudshift runs as a child process so its peak RSS is its own.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { LocalServers } from '../src/embedded/servers.js';
 import { quoteQualified, type QualifiedName } from '../src/plan/names.js';
 import { applyPreData, readSourceSchema } from '../src/target/postgres/schema/index.js';
+import { copyPhaseSeconds, runCloudshift } from './child.js';
 
 export const BENCH_TABLES: QualifiedName[] = ['patients', 'encounters', 'observations', 'medications'].map((name) => ({
   schema: 'public',
@@ -99,11 +100,10 @@ export async function measureFloor(
     for (let t = queue.shift(); t; t = queue.shift()) await pipeTable(psql, sourceUrl, targetUrl, t);
   };
   await Promise.all([worker(), worker()]);
-  return measure(started, size);
+  return sized(Number(process.hrtime.bigint() - started) / 1e9, size);
 }
 
-function measure(started: bigint, size: { rows: number; bytes: number }, peakRssMb?: number): CopyMeasure {
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+function sized(seconds: number, size: { rows: number; bytes: number }, peakRssMb?: number): CopyMeasure {
   return {
     seconds,
     rows: size.rows,
@@ -112,16 +112,6 @@ function measure(started: bigint, size: { rows: number; bytes: number }, peakRss
     mbPerSecond: size.bytes / 1024 / 1024 / seconds,
     ...(peakRssMb === undefined ? {} : { peakRssMb }),
   };
-}
-
-function rssMb(pid: number): number {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /VmHWM:\s+(\d+) kB/.exec(status) ?? /VmRSS:\s+(\d+) kB/.exec(status);
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 export interface CloudshiftMeasure {
@@ -149,45 +139,12 @@ ${BENCH_TABLES.map((t) => `  - name: ${t.schema}.${t.name}`).join('\n')}
 copy: { jobs: ${jobs} }
 `,
   );
-  const started = process.hrtime.bigint();
-  let peak = 0;
-  let stdout = '';
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/cloudshift.js', 'run', plan, '--json'], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    const timer = setInterval(() => (peak = Math.max(peak, rssMb(child.pid!))), 50);
-    child.on('error', reject);
-    child.on('exit', (c) => {
-      clearInterval(timer);
-      resolve(c);
-    });
-  });
-  if (code !== 0) {
-    const problems = stdout.split('\n').filter((l) => /"type":"(batch:mismatch|batch:retry|run:result)"/.test(l));
-    throw new Error(`cloudshift run exited with ${code}\n${problems.join('\n').slice(0, 4000)}`);
+  const r = await runCloudshift(['run', plan, '--json'], env);
+  if (r.code !== 0) {
+    const problems = r.stdout.split('\n').filter((l) => /"type":"(batch:mismatch|batch:retry|run:result)"/.test(l));
+    throw new Error(`cloudshift run exited with ${r.code}\n${problems.join('\n').slice(0, 4000)}`);
   }
-  const total = measure(started, size, peak);
-  const phases = new Map<string, number>();
-  for (const line of stdout.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const e = JSON.parse(line) as { type: string; phase?: string; at?: string };
-    if (e.type === 'run:phase' && e.phase && e.at) phases.set(e.phase, Date.parse(e.at));
-  }
-  const copyMs = (phases.get('indexes') ?? 0) - (phases.get('copy') ?? 0);
-  if (!(copyMs > 0)) throw new Error('cloudshift did not report its copy phase');
-  const copySeconds = copyMs / 1000;
-  return {
-    total,
-    copy: {
-      seconds: copySeconds,
-      rows: size.rows,
-      bytes: size.bytes,
-      rowsPerSecond: size.rows / copySeconds,
-      mbPerSecond: size.bytes / 1024 / 1024 / copySeconds,
-      peakRssMb: peak,
-    },
-  };
+  const total = sized(r.seconds, size, r.peakRssMb);
+  const copySeconds = copyPhaseSeconds(r.stdout);
+  return { total, copy: sized(copySeconds, size, r.peakRssMb) };
 }

@@ -3,12 +3,12 @@
  * upload from memory (the baseline) and by `cloudshift run` from PostgreSQL (streamed, verified),
  * at the same concurrency. cloudshift runs as a child process so its peak RSS is its own.
  */
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import PQueue from 'p-queue';
 import pg from 'pg';
+import { copyPhaseSeconds, runCloudshift } from './child.js';
 
 export interface DocumentsMeasure {
   documents: number;
@@ -58,15 +58,6 @@ export async function measureBaseline(sourceUrl: string, connectionString: strin
   return measure(started, docs.length, bytes);
 }
 
-function rssMb(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
 export async function measureCloudshiftDocuments(
   dir: string,
   env: Record<string, string>,
@@ -95,29 +86,10 @@ documents:
 copy: { jobs: 2, batch: { rows: 250 } }
 `,
   );
-  let peak = 0;
-  let stdout = '';
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/cloudshift.js', 'run', plan, '--json', '--blob-concurrency', String(concurrency)], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    const timer = setInterval(() => (peak = Math.max(peak, rssMb(child.pid!))), 50);
-    child.on('error', reject);
-    child.on('exit', (c) => {
-      clearInterval(timer);
-      resolve(c);
-    });
-  });
-  if (code !== 0) throw new Error(`cloudshift run exited with ${code}`);
-  const phases = new Map<string, number>();
-  for (const line of stdout.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const e = JSON.parse(line) as { type: string; phase?: string; at?: string };
-    if (e.type === 'run:phase' && e.phase && e.at) phases.set(e.phase, Date.parse(e.at));
-  }
-  const seconds = ((phases.get('indexes') ?? 0) - (phases.get('copy') ?? 0)) / 1000;
+  const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
+  if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
+  const seconds = copyPhaseSeconds(r.stdout);
+  const peak = r.peakRssMb;
   return {
     documents,
     bytes,

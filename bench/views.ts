@@ -1,23 +1,9 @@
 /** Benchmarks of the operator views: verify's throughput and status on a run with 100,000 batches. */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { runCloudshift } from './child.js';
 import { BENCH_TABLES } from './copy.js';
-
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; seconds: number; stdout: string }> {
-  const started = process.hrtime.bigint();
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    const child = spawn(process.execPath, ['bin/cloudshift.js', ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, seconds: Number(process.hrtime.bigint() - started) / 1e9, stdout }));
-  });
-}
 
 export async function measureVerify(
   dir: string,
@@ -26,7 +12,7 @@ export async function measureVerify(
   bytes: number,
 ): Promise<{ seconds: number; mbPerSecond: number }> {
   const plan = join(dir, 'bench-plan.yaml');
-  const r = await runCli(['verify', plan, '--jobs', String(jobs), '--json'], env);
+  const r = await runCloudshift(['verify', plan, '--jobs', String(jobs), '--json'], env);
   if (r.code !== 0) throw new Error(`cloudshift verify exited with ${r.code}: ${r.stdout.slice(0, 2000)}`);
   return { seconds: r.seconds, mbPerSecond: bytes / 1024 / 1024 / r.seconds };
 }
@@ -64,7 +50,7 @@ export async function measureStatus(dir: string, targetUrl: string, batches: num
   } finally {
     await c.end();
   }
-  const r = await runCli(['status', plan, '--json'], env);
+  const r = await runCloudshift(['status', plan, '--json'], env);
   if (r.code !== 0) throw new Error(`cloudshift status exited with ${r.code}`);
   const o = JSON.parse(r.stdout) as { totals: { batches: number } };
   return { batches: o.totals.batches, seconds: r.seconds };

@@ -13,7 +13,7 @@ import { Writable } from 'node:stream';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
-import { batchSelect, rangePredicate } from '../source/ranges.js';
+import { batchSelect, rangePredicate, type BatchRange } from '../source/ranges.js';
 import { markBatchCopied } from '../state/sql/batchStatus.js';
 import type { BatchRow } from '../state/types.js';
 import { digestText, parseDigest, RowSumDigest, StreamDigest, type Digest } from '../verify/rowDigest.js';
@@ -41,14 +41,43 @@ export interface CopiedBatch {
 }
 
 export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: BatchRow, retry: boolean): Promise<CopiedBatch> {
+  const format = task.shape.format;
+  return inBatchTransaction(ctx, task, batch, retry, async (range) => {
+    const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], task.where);
+    const digester = digesterFor(task);
+    const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${format})`));
+    const into = ctx.target.query(
+      copyFrom(`COPY ${task.quoted} (${task.shape.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT ${format})`),
+    );
+    await pipeline(out, digester, into);
+    const digest = digester.result(out.rowCount);
+    if (into.rowCount !== digest.rows)
+      throw new Error(`${task.display} batch ${batch.seq}: read ${digest.rows} rows, the target took ${into.rowCount}`);
+    return { digest, bytes: digester.bytes };
+  });
+}
+
+/**
+ * The envelope every batch is written in, whatever it carries (rows, or rows and documents):
+ * settles an ambiguous earlier commit by the batch's own mark, reads the source inside the
+ * snapshot, deletes a retried key range first, and commits the rows with the batch's "copied"
+ * mark in one target transaction, calling the hooks around the commit.
+ */
+export async function inBatchTransaction<T extends { digest: Digest; bytes: number }>(
+  ctx: CopyBatchContext,
+  task: TableTask,
+  batch: BatchRow,
+  retry: boolean,
+  write: (range: BatchRange) => Promise<T>,
+): Promise<CopiedBatch & Partial<T>> {
   if (retry && ctx.stateSchemaInTarget !== null) {
     // After an ambiguous commit (the connection died during COMMIT) the batch may be done already:
     // its mark committed with its rows, so the mark is the truth.
     const done = await copiedMark(ctx.target, ctx.stateSchemaInTarget, batch.id);
-    if (done) return done;
+    // Settled by the mark: what the write would have returned beyond digest and bytes is absent.
+    if (done) return done as CopiedBatch & Partial<T>;
   }
   const range = rangeOf(task, batch);
-  const format = task.shape.format;
   const ref = { table: task.display, batchId: batch.id, seq: batch.seq };
   await beginInSnapshot(ctx.source, ctx.snapshot);
   try {
@@ -58,31 +87,22 @@ export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: B
         const pred = rangePredicate(range, task.shape.keyColumns!);
         await ctx.target.query(`DELETE FROM ${task.quoted} WHERE ${pred.sql}`, pred.params);
       }
-      const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], task.where);
-      const digester = digesterFor(task);
-      const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${format})`));
-      const into = ctx.target.query(
-        copyFrom(`COPY ${task.quoted} (${task.shape.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT ${format})`),
-      );
-      await pipeline(out, digester, into);
-      const digest = digester.result(out.rowCount);
-      if (into.rowCount !== digest.rows)
-        throw new Error(`${task.display} batch ${batch.seq}: read ${digest.rows} rows, the target took ${into.rowCount}`);
+      const written = await write(range);
       await ctx.hooks.beforeBatchCommit?.(ref);
       let marked = false;
       if (ctx.stateSchemaInTarget !== null) {
         marked = await markBatchCopied(ctx.target, ctx.stateSchemaInTarget, {
           id: batch.id,
           workerId: ctx.workerId,
-          rows: digest.rows,
-          bytes: digester.bytes,
-          sourceChecksum: digestText(digest),
+          rows: written.digest.rows,
+          bytes: written.bytes,
+          sourceChecksum: digestText(written.digest),
         });
         if (!marked) throw new Error(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
       }
       await ctx.target.query('COMMIT');
       await ctx.hooks.afterBatchCommit?.(ref);
-      return { digest, bytes: digester.bytes, marked };
+      return { ...written, marked };
     } catch (err) {
       await ctx.target.query('ROLLBACK').catch(() => undefined);
       throw err;

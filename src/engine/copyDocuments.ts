@@ -17,19 +17,16 @@ import type PQueue from 'p-queue';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
-import { keysPredicate } from '../source/ranges.js';
-import { batchSelect, rangePredicate } from '../source/ranges.js';
+import { batchSelect, keysPredicate } from '../source/ranges.js';
 import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
-import { markBatchCopied } from '../state/sql/batchStatus.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
 import { uploadDocument, type Uploaded } from '../target/blob/upload.js';
-import { digestText, StreamDigest } from '../verify/rowDigest.js';
-import type { CopiedBatch, CopyBatchContext } from './copyBatch.js';
-import { beginInSnapshot } from './snapshot.js';
-import { rangeOf, type TableTask } from './tableTask.js';
+import { StreamDigest } from '../verify/rowDigest.js';
+import { inBatchTransaction, type CopiedBatch, type CopyBatchContext } from './copyBatch.js';
+import type { TableTask } from './tableTask.js';
 
 const { from: copyFrom, to: copyTo } = pgCopyStreams;
 
@@ -69,148 +66,114 @@ export async function copyDocumentsBatch(
 ): Promise<CopiedDocumentsBatch> {
   const spec = task.documents!;
   const keyCols = task.shape.keyColumns!;
-  const range = rangeOf(task, batch);
   const content = quoteIdent(spec.plan.content);
   const columns = task.shape.columns;
   const index = new Map(columns.map((c, i) => [c, i]));
   const keyIndex = keyCols.map((k) => index.get(k.name)!);
-  const extra = spec.contentKind === 'bytea' ? `${content} IS NULL` : `${content}::text`;
-  const select = batchSelect(task.quoted, [...columns], range, keyCols, task.where).replace(
-    /^SELECT (.*?) FROM /,
-    (_m, cols: string) => `SELECT ${cols}, ${extra} FROM `,
-  );
+  const marker = spec.contentKind === 'bytea' ? `${content} IS NULL` : `${content}::text`;
 
-  await beginInSnapshot(ctx.source, ctx.snapshot);
-  try {
-    await ctx.target.query('BEGIN');
-    try {
-      if (retry) {
-        const pred = rangePredicate(range, keyCols);
-        await ctx.target.query(`DELETE FROM ${task.quoted} WHERE ${pred.sql}`, pred.params);
-      }
-      const digest = new StreamDigest();
-      const uploads = docs.uploads;
-      const mine: Array<Promise<void>> = [];
-      const uploaded: UploadedDocument[] = [];
-      let failure: unknown = null;
-      let rows = 0;
-      let pendingLine = '';
-      const already = retry ? null : new Map<string, UploadedDocument>();
-      const known = async (keys: string[][]) => already ?? docs.store.recorded(task.display, keys);
+  const result = await inBatchTransaction(ctx, task, batch, retry, async (range) => {
+    const select = batchSelect(task.quoted, columns, range, keyCols, task.where, [marker]);
+    const digest = new StreamDigest();
+    const uploads = docs.uploads;
+    const mine: Array<Promise<void>> = [];
+    const uploaded: UploadedDocument[] = [];
+    let failure: unknown = null;
+    let rows = 0;
+    let pendingLine = '';
+    const already = retry ? null : new Map<string, UploadedDocument>();
+    const known = async (keys: string[][]) => already ?? docs.store.recorded(task.display, keys);
 
-      const rowsToTarget = new Transform({
-        transform(chunk: Buffer, _enc, done: TransformCallback) {
-          const text = pendingLine + chunk.toString('utf8');
-          const lines = text.split('\n');
-          pendingLine = lines.pop()!;
-          void (async () => {
-            const out: string[] = [];
-            const parsed = lines.map(splitFields);
-            const recorded = await known(parsed.map((f) => keyIndex.map((i) => unescapeField(f[i]!) ?? '')));
-            for (const f of parsed) {
-              const copyLine = `${f.slice(0, columns.length).join('\t')}\n`;
-              digest.write(copyLine);
-              rows += 1;
-              const flag = f[columns.length]!;
-              const key = keyIndex.map((i) => unescapeField(f[i]!) ?? '');
-              const values: RowValues = {
-                get: (c) => {
-                  const i = index.get(c);
-                  return i === undefined ? null : unescapeField(f[i]!);
-                },
-                describe: `${task.display} ${keyCols.map((k, i) => `${k.name}=${key[i]}`).join(', ')}`,
-              };
-              const isNull = spec.contentKind === 'bytea' ? flag === 't' : flag === '\\N';
-              const name = isNull ? null : blobName(spec.plan.blob, values);
-              out.push(`${copyLine.slice(0, -1)}\t${escapeField(name)}\n`);
-              if (name === null) continue;
-              const prior = recorded.get(JSON.stringify(key));
-              if (prior && prior.name === name && (await blobMatches(docs.container, prior))) {
-                uploaded.push(prior);
-                continue;
-              }
-              const settings = {
-                blockSize: docs.blockSize,
-                blockConcurrency: docs.blockConcurrency,
-                contentType: renderTemplate(spec.plan.contentType, values, 'contentType', (v) => v),
-                metadata: Object.fromEntries(
-                  Object.entries(spec.plan.metadata).map(([k, t]) => [
-                    k,
-                    headerValue(renderTemplate(t, values, `metadata.${k}`, (v) => v)),
-                  ]),
-                ),
-                tags: Object.fromEntries(
-                  Object.entries(spec.plan.tags).map(([k, t]) => [k, headerValue(renderTemplate(t, values, `tags.${k}`, (v) => v))]),
-                ),
-                tier: spec.plan.tier as BlockBlobTier | undefined,
-                ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
-              };
-              const oid = spec.contentKind === 'oid' ? flag : '';
-              const keyPred = keysPredicate(keyCols, [key]);
-              // Bounded memory: at most blobConcurrency documents in flight per batch.
-              await uploads.onSizeLessThan(docs.blobConcurrency);
-              const upload = uploads
-                .add(() =>
-                  docs.content.use(async (client: pg.Client) => {
-                    const source =
-                      spec.contentKind === 'bytea'
-                        ? byteaContent(client, task.quoted, content, keyPred, values.describe)
-                        : largeObjectContent(client, oid, values.describe, spec.plan.content);
-                    const u = await uploadDocument(docs.container.getBlockBlobClient(name), source, settings);
-                    const doc = { ...u, key, name };
-                    await docs.store.record(task.display, doc);
-                    uploaded.push(doc);
-                  }),
-                )
-                .catch((err: unknown) => {
-                  failure ??= err;
-                });
-              mine.push(upload);
-              if (failure !== null) throw failure;
+    const rowsToTarget = new Transform({
+      transform(chunk: Buffer, _enc, done: TransformCallback) {
+        const text = pendingLine + chunk.toString('utf8');
+        const lines = text.split('\n');
+        pendingLine = lines.pop()!;
+        void (async () => {
+          const out: string[] = [];
+          const parsed = lines.map(splitFields);
+          const recorded = await known(parsed.map((f) => keyIndex.map((i) => unescapeField(f[i]!) ?? '')));
+          for (const f of parsed) {
+            const copyLine = `${f.slice(0, columns.length).join('\t')}\n`;
+            digest.write(copyLine);
+            rows += 1;
+            const flag = f[columns.length]!;
+            const key = keyIndex.map((i) => unescapeField(f[i]!) ?? '');
+            const values: RowValues = {
+              get: (c) => {
+                const i = index.get(c);
+                return i === undefined ? null : unescapeField(f[i]!);
+              },
+              describe: `${task.display} ${keyCols.map((k, i) => `${k.name}=${key[i]}`).join(', ')}`,
+            };
+            const isNull = spec.contentKind === 'bytea' ? flag === 't' : flag === '\\N';
+            const name = isNull ? null : blobName(spec.plan.blob, values);
+            out.push(`${copyLine.slice(0, -1)}\t${escapeField(name)}\n`);
+            if (name === null) continue;
+            const prior = recorded.get(JSON.stringify(key));
+            if (prior && prior.name === name && (await blobMatches(docs.container, prior))) {
+              uploaded.push(prior);
+              continue;
             }
-            return out.join('');
-          })().then(
-            (out) => done(null, out),
-            (err: unknown) => done(err as Error),
-          );
-        },
-        flush(done: TransformCallback) {
-          if (pendingLine.length > 0) done(new Error('COPY text stream ended inside a row'));
-          else done();
-        },
-      });
+            const settings = {
+              blockSize: docs.blockSize,
+              blockConcurrency: docs.blockConcurrency,
+              contentType: renderTemplate(spec.plan.contentType, values, 'contentType', (v) => v),
+              metadata: Object.fromEntries(
+                Object.entries(spec.plan.metadata).map(([k, t]) => [k, headerValue(renderTemplate(t, values, `metadata.${k}`, (v) => v))]),
+              ),
+              tags: Object.fromEntries(
+                Object.entries(spec.plan.tags).map(([k, t]) => [k, headerValue(renderTemplate(t, values, `tags.${k}`, (v) => v))]),
+              ),
+              tier: spec.plan.tier as BlockBlobTier | undefined,
+              ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
+            };
+            const oid = spec.contentKind === 'oid' ? flag : '';
+            const keyPred = keysPredicate(keyCols, [key]);
+            // Bounded memory: at most blobConcurrency documents in flight per batch.
+            await uploads.onSizeLessThan(docs.blobConcurrency);
+            const upload = uploads
+              .add(() =>
+                docs.content.use(async (client: pg.Client) => {
+                  const source =
+                    spec.contentKind === 'bytea'
+                      ? byteaContent(client, task.quoted, content, keyPred, values.describe)
+                      : largeObjectContent(client, oid, values.describe, spec.plan.content);
+                  const u = await uploadDocument(docs.container.getBlockBlobClient(name), source, settings);
+                  const doc = { ...u, key, name };
+                  await docs.store.record(task.display, doc);
+                  uploaded.push(doc);
+                }),
+              )
+              .catch((err: unknown) => {
+                failure ??= err;
+              });
+            mine.push(upload);
+            if (failure !== null) throw failure;
+          }
+          return out.join('');
+        })().then(
+          (out) => done(null, out),
+          (err: unknown) => done(err as Error),
+        );
+      },
+      flush(done: TransformCallback) {
+        if (pendingLine.length > 0) done(new Error('COPY text stream ended inside a row'));
+        else done();
+      },
+    });
 
-      const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT text)`));
-      const into = ctx.target.query(
-        copyFrom(`COPY ${task.quoted} (${[...columns, spec.plan.keepColumn].map(quoteIdent).join(', ')}) FROM STDIN (FORMAT text)`),
-      );
-      await pipeline(out, rowsToTarget, into);
-      await Promise.all(mine);
-      if (failure !== null) throw failure;
-      digest.end();
-      const result = digest.result(rows);
-      await ctx.hooks.beforeBatchCommit?.({ table: task.display, batchId: batch.id, seq: batch.seq });
-      let marked = false;
-      if (ctx.stateSchemaInTarget !== null) {
-        marked = await markBatchCopied(ctx.target, ctx.stateSchemaInTarget, {
-          id: batch.id,
-          workerId: ctx.workerId,
-          rows,
-          bytes: uploaded.reduce((n, d) => n + d.size, 0),
-          sourceChecksum: digestText(result),
-        });
-        if (!marked) throw new Error(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
-      }
-      await ctx.target.query('COMMIT');
-      await ctx.hooks.afterBatchCommit?.({ table: task.display, batchId: batch.id, seq: batch.seq });
-      return { digest: result, bytes: uploaded.reduce((n, d) => n + d.size, 0), marked, documents: uploaded };
-    } catch (err) {
-      await ctx.target.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    }
-  } finally {
-    await ctx.source.query('COMMIT').catch(() => undefined);
-  }
+    const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT text)`));
+    const into = ctx.target.query(
+      copyFrom(`COPY ${task.quoted} (${[...columns, spec.plan.keepColumn].map(quoteIdent).join(', ')}) FROM STDIN (FORMAT text)`),
+    );
+    await pipeline(out, rowsToTarget, into);
+    await Promise.all(mine);
+    if (failure !== null) throw failure;
+    digest.end();
+    return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
+  });
+  return { ...result, documents: result.documents ?? [] };
 }
 
 /** The blob exists with the size and MD5 recorded when it was uploaded. */

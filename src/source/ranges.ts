@@ -70,10 +70,12 @@ export function batchSelect(
   range: BatchRange,
   keyColumns: KeyColumn[],
   where: string | undefined,
+  /** SQL expressions selected after the columns (the documents copy's content marker). */
+  extra: string[] = [],
 ): string {
   const pred = rangePredicate(range, keyColumns);
   const conditions = [pred.sql, ...(where ? [`(${where})`] : [])].filter((c) => c !== 'true');
-  const cols = columns.map(quoteIdent).join(', ');
+  const cols = [...columns.map(quoteIdent), ...extra].join(', ');
   // Keyed batches are read in key order on both sides, so their COPY streams hash equal.
   const order = range.kind === 'key' && keyColumns.length > 0 ? ` ORDER BY ${keyList(keyColumns)}` : '';
   return inlineParams(`SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}${order}`, pred.params);
