@@ -84,8 +84,9 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .option('--blob-concurrency <n>', 'documents uploaded at once per batch (default 8)', positiveInt)
     .option('--force', 'resume even though the plan changed since the run began', false)
     .option('--json', 'write one JSON event per line instead of progress', false)
+    .option('--until <state>', 'with live sync: return once in sync (lag under cutover.maxLag) instead of syncing until Ctrl-C', untilArg)
     .exitOverride()
-    .action(async (file: string, opts: { jobs?: number; blobConcurrency?: number; force: boolean; json: boolean }) => {
+    .action(async (file: string, opts: { jobs?: number; blobConcurrency?: number; force: boolean; json: boolean; until?: 'synced' }) => {
       try {
         setExit(await runCommand(io, file, opts));
       } catch (err) {
@@ -184,6 +185,11 @@ function positiveNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number greater than 0');
   return n;
+}
+
+function untilArg(value: string): 'synced' {
+  if (value !== 'synced') throw new InvalidArgumentError('the only state to wait for is "synced"');
+  return value;
 }
 
 function positiveInt(value: string): number {

@@ -120,7 +120,8 @@ export async function startLocalServers(options: StartLocalServersOptions = {}):
         loaded: pg17,
         port: targetPort,
         password: randomBytes(18).toString('base64url'),
-        settings: {},
+        // Logical too: a rollback after cutover replicates the target's writes back to the source.
+        settings: { wal_level: 'logical', max_replication_slots: 20, max_wal_senders: 20 },
         extraFlags: options.extraTargetFlags ?? [],
       }),
       azuriteMain === null ? Promise.resolve(null) : startAzurite(azuriteMain, blobPort, cleanup, onLog),

@@ -23,7 +23,8 @@ import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
-import { uploadDocument, type Uploaded } from '../target/blob/upload.js';
+import { uploadDocument, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
+import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
 import { inBatchTransaction, type CopiedBatch, type CopyBatchContext } from './copyBatch.js';
 import type { TableTask } from './tableTask.js';
@@ -115,19 +116,7 @@ export async function copyDocumentsBatch(
               uploaded.push(prior);
               continue;
             }
-            const settings = {
-              blockSize: docs.blockSize,
-              blockConcurrency: docs.blockConcurrency,
-              contentType: renderTemplate(spec.plan.contentType, values, 'contentType', (v) => v),
-              metadata: Object.fromEntries(
-                Object.entries(spec.plan.metadata).map(([k, t]) => [k, headerValue(renderTemplate(t, values, `metadata.${k}`, (v) => v))]),
-              ),
-              tags: Object.fromEntries(
-                Object.entries(spec.plan.tags).map(([k, t]) => [k, headerValue(renderTemplate(t, values, `tags.${k}`, (v) => v))]),
-              ),
-              tier: spec.plan.tier as BlockBlobTier | undefined,
-              ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
-            };
+            const settings = uploadSettings(spec.plan, values, docs);
             const oid = spec.contentKind === 'oid' ? flag : '';
             const keyPred = keysPredicate(keyCols, [key]);
             // Bounded memory: at most blobConcurrency documents in flight per batch.
@@ -174,6 +163,24 @@ export async function copyDocumentsBatch(
     return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
   });
   return { ...result, documents: result.documents ?? [] };
+}
+
+/** How one row's document is uploaded: its content type, metadata, tags and tier from the plan's templates. */
+export function uploadSettings(
+  plan: DocumentPlan,
+  values: RowValues,
+  docs: Pick<DocumentsContext, 'blockSize' | 'blockConcurrency' | 'abortSignal'>,
+): UploadSettings {
+  const header = (t: string, field: string) => headerValue(renderTemplate(t, values, field, (v) => v));
+  return {
+    blockSize: docs.blockSize,
+    blockConcurrency: docs.blockConcurrency,
+    contentType: renderTemplate(plan.contentType, values, 'contentType', (v) => v),
+    metadata: Object.fromEntries(Object.entries(plan.metadata).map(([k, t]) => [k, header(t, `metadata.${k}`)])),
+    tags: Object.fromEntries(Object.entries(plan.tags).map(([k, t]) => [k, header(t, `tags.${k}`)])),
+    tier: plan.tier as BlockBlobTier | undefined,
+    ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
+  };
 }
 
 /** The blob exists with the size and MD5 recorded when it was uploaded. */

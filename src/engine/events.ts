@@ -17,6 +17,18 @@ export interface EngineEventMap {
   'sequences:set': { count: number };
   'run:stopping': { runId: string; reason: string };
   'run:done': { runId: string; tables: number; rows: number; bytes: number; mismatches: number; seconds: number };
+  'sync:start': { runId: string; slot: string };
+  'sync:stats': { applied: string; lagMs: number | null; lagBytes: number | null; changes: number };
+  'sync:stop': {
+    runId: string;
+    reason: string;
+    applied: string;
+    lagMs: number | null;
+    transactions: number;
+    changes: number;
+    divergences: number;
+  };
+  'cutover:step': { kind: string; step: string; ms: number };
   warning: { message: string };
 }
 

@@ -18,9 +18,20 @@ export interface EngineHooks {
   beforePostData?(): Promise<void> | void;
   /** The n-th statement of the index and constraint builds is about to run. */
   postDataStatement?(n: number): Promise<void> | void;
+  /** Live sync applied and committed its n-th transaction (before acknowledging it). */
+  afterSyncCommit?(n: number): Promise<void> | void;
+  /** Cutover reached a step (paused, fenced, drained, switched), before doing the next. */
+  cutoverStep?(step: string): Promise<void> | void;
 }
 
-const HOOK_NAMES = ['beforeBatchCommit', 'afterBatchCommit', 'beforePostData', 'postDataStatement'] as const;
+const HOOK_NAMES = [
+  'beforeBatchCommit',
+  'afterBatchCommit',
+  'beforePostData',
+  'postDataStatement',
+  'afterSyncCommit',
+  'cutoverStep',
+] as const;
 
 /**
  * Hooks from CLOUDSHIFT_FAULT=<hook>:<n>[:<signal>], used by the crash tests: at the n-th call of

@@ -18,6 +18,8 @@ import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
 import { openRun, PHASES, type Phase } from './runState.js';
 import { exportSnapshot } from './snapshot.js';
+import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
+import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 
 export interface RunOptions {
@@ -35,10 +37,18 @@ export interface RunOptions {
   blobConcurrency?: number;
   /** Blob service retries (the SDK's exponential backoff) before a document fails. */
   blobRetries?: number;
+  /** Live sync: return once the lag is under the plan's cutover.maxLag (default: sync until stopped). */
+  until?: 'synced';
+  /** Heartbeat interval of the live sync, ms. */
+  heartbeatMs?: number;
 }
 
 export interface RunResult extends RunSummary {
   runId: string;
+  /** Live sync: why it returned, and where it stood. */
+  sync?: { reason: StopReason; applied: string; lagMs: number | null; transactions: number; changes: number; divergences: number };
+  /** The application was switched to the target by a cutover: nothing left for `run` to do. */
+  cutOver?: boolean;
   /** Stopped at a safe point on request (Ctrl-C); resumable. */
   interrupted: boolean;
   /** The run had already finished; nothing was done. */
@@ -62,6 +72,10 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     if (opened.alreadyFinished) {
       return { runId: run.id, interrupted: false, alreadyFinished: true, ...(await summarize(store, run.id, started)) };
     }
+    if (run.phase === 'cutover') {
+      return { runId: run.id, interrupted: false, alreadyFinished: true, cutOver: true, ...(await summarize(store, run.id, started)) };
+    }
+    const live = plan.sync.mode === 'logical';
     emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name });
     source = await connect({ role: 'source', connectionString: secrets.source });
     target = await connect({ role: 'target', connectionString: secrets.target });
@@ -110,7 +124,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     if (todo('copy')) {
       await enter('copy');
       await store.releaseStaleClaims(run.id);
-      const snapshot = await exportSnapshot(secrets.source);
+      const snapshot = live
+        ? await prepareForwardSync(store, run.id, plan, source, secrets.source, tasks)
+        : await exportSnapshot(secrets.source);
       try {
         await store.updateRun(run.id, { snapshot_name: snapshot.name });
         const result = await copyPhase({
@@ -174,6 +190,47 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       await applyFinal(target, schema);
     }
 
+    // 8. Live sync: stream the slot's changes into the target until stopped, until synced, or
+    //    until a cutover switches the application. Ctrl-C stops cleanly; `run` resumes it.
+    if (live) {
+      if (phase !== 'sync') await enter('sync');
+      emit('sync:start', { runId: run.id, slot: plan.sync.slot });
+      const result = await runForwardSync({
+        store,
+        runId: run.id,
+        plan,
+        secrets,
+        tasks,
+        workerId: me,
+        ...(options.until === 'synced' ? { untilLagMs: plan.cutover.maxLagMs } : {}),
+        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
+        shouldStop: async () => (await store.getRun(run.id))?.phase === 'cutover',
+        onStats: (s) => emit('sync:stats', { applied: formatLsn(s.applied), lagMs: s.lagMs, lagBytes: s.lagBytes, changes: s.changes }),
+        onWarning: (message) => emit('warning', { message }),
+        ...(options.hooks?.afterSyncCommit ? { afterCommit: options.hooks.afterSyncCommit } : {}),
+      });
+      const s = result.stats;
+      const sync = {
+        reason: result.reason,
+        applied: formatLsn(s.applied),
+        lagMs: s.lagMs,
+        transactions: s.transactions,
+        changes: s.changes,
+        divergences: s.divergences,
+      };
+      await store.appendEvent(run.id, `sync:${result.reason}`, syncStopMessage(result.reason, sync.applied, s.lagMs), sync);
+      emit('sync:stop', { runId: run.id, ...sync });
+      return {
+        runId: run.id,
+        interrupted: result.reason === 'stopped',
+        alreadyFinished: false,
+        sync,
+        ...(result.reason === 'switched' ? { cutOver: true } : {}),
+        ...(await summarize(store, run.id, started)),
+      };
+    }
+
     await enter('done');
     const summary = await summarize(store, run.id, started);
     await store.updateRun(run.id, { status: 'finished' });
@@ -199,6 +256,20 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   } finally {
     await Promise.allSettled([source?.end(), target?.end()]);
     await store.close();
+  }
+}
+
+function syncStopMessage(reason: StopReason, applied: string, lagMs: number | null): string {
+  const lag = lagMs === null ? '' : `, lag ${lagMs} ms`;
+  switch (reason) {
+    case 'synced':
+      return `in sync: applied up to ${applied}${lag}`;
+    case 'stopped':
+      return `sync stopped on request at ${applied}; \`cloudshift run\` resumes it`;
+    case 'switched':
+      return `sync ended: the application was switched to the target (applied up to ${applied})`;
+    case 'fence':
+      return `sync reached the cutover fence at ${applied}`;
   }
 }
 

@@ -9,7 +9,7 @@ import type { RunRow } from '../state/types.js';
 import { toolVersion } from '../version.js';
 
 /** The run's steps in order; `runs.phase` holds the step in progress. */
-export const PHASES = ['created', 'schema', 'planning', 'copy', 'indexes', 'sequences', 'final', 'done'] as const;
+export const PHASES = ['created', 'schema', 'planning', 'copy', 'indexes', 'sequences', 'final', 'sync', 'cutover', 'done'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface OpenedRun {

@@ -49,6 +49,8 @@ export interface ConnectOptions {
   settings?: ReadonlyArray<readonly [string, string]>;
   /** Token source for `cloudshift_auth=entra`. Default: DefaultAzureCredential, one per process. */
   credential?: TokenCredential;
+  /** A logical replication connection (walsender with a database). */
+  replication?: boolean;
 }
 
 export interface Endpoint {
@@ -83,7 +85,8 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
     connectionTimeoutMillis: timeoutMs,
     application_name: options.applicationName ?? 'cloudshift',
     ...(options.raw ? { types: rawTypes } : {}),
-  });
+    ...(options.replication ? { replication: 'database' } : {}),
+  } as pg.ClientConfig);
   // An idle connection that the server drops must not crash the process; the next query fails.
   client.on('error', () => undefined);
   try {

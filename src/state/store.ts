@@ -100,6 +100,11 @@ export class StateStore {
     return row!;
   }
 
+  async getRun(runId: string): Promise<RunRow | null> {
+    const row = await this.knex<RunRow>('runs').where({ id: runId }).first();
+    return row ?? null;
+  }
+
   async getActiveRun(planName: string): Promise<RunRow | null> {
     const row = await this.knex<RunRow>('runs').where({ plan_name: planName, status: 'active' }).first();
     return row ?? null;

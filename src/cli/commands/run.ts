@@ -12,6 +12,7 @@ export interface RunFlags {
   blobConcurrency?: number;
   force: boolean;
   json: boolean;
+  until?: 'synced';
 }
 
 export async function runCommand(io: CliIO, file: string, flags: RunFlags): Promise<number> {
@@ -24,6 +25,7 @@ export async function runCommand(io: CliIO, file: string, flags: RunFlags): Prom
       force: flags.force,
       ...(flags.jobs === undefined ? {} : { jobs: flags.jobs }),
       ...(flags.blobConcurrency === undefined ? {} : { blobConcurrency: flags.blobConcurrency }),
+      ...(flags.until ? { until: flags.until } : {}),
       hooks: faultHooksFromEnv(io.env.CLOUDSHIFT_FAULT),
       onEvent: (e) => renderer.onEvent(e),
       ...(io.signal ? { abortSignal: io.signal } : {}),
@@ -34,5 +36,5 @@ export async function runCommand(io: CliIO, file: string, flags: RunFlags): Prom
   if (flags.json) io.stdout.write(`${JSON.stringify({ type: 'run:result', ...result })}\n`);
   else io.stdout.write(renderRunSummary(result, file));
   if (result.interrupted) return ExitCode.interrupted;
-  return result.mismatches > 0 ? ExitCode.failed : ExitCode.ok;
+  return result.mismatches > 0 || (result.sync?.divergences ?? 0) > 0 ? ExitCode.failed : ExitCode.ok;
 }

@@ -59,3 +59,17 @@ export async function markDocumentsVerified(
     [runId, relation, keys.map((k) => JSON.stringify(k)), status],
   );
 }
+
+export async function forgetDocument(
+  db: pg.Pool | pg.Client,
+  schema: string,
+  runId: string,
+  relation: string,
+  key: string[],
+): Promise<void> {
+  await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND key = $3::jsonb`, [
+    runId,
+    relation,
+    JSON.stringify(key),
+  ]);
+}

@@ -1,0 +1,142 @@
+/** Live sync, cutover and rollback in the state store (migration 20261123000003). */
+import type { Knex } from 'knex';
+import type { ReplicationObject } from '../../sync/objects.js';
+import { formatLsn, parseLsn, type Lsn } from '../../sync/lsn.js';
+
+export interface RecordedObject extends ReplicationObject {
+  status: 'creating' | 'created' | 'dropped';
+  created_at: Date;
+}
+
+export async function recordObject(knex: Knex, runId: string, obj: ReplicationObject, status: RecordedObject['status']): Promise<void> {
+  await knex('replication_objects')
+    .insert({ run_id: runId, ...obj, status, dropped_at: status === 'dropped' ? knex.fn.now() : null })
+    .onConflict(['run_id', 'side', 'kind', 'name'])
+    .merge({ status, direction: obj.direction, dropped_at: status === 'dropped' ? knex.fn.now() : null });
+}
+
+/** Objects recorded and not known to be dropped, newest first. */
+export async function liveObjects(knex: Knex, runId: string | null): Promise<Array<RecordedObject & { run_id: string }>> {
+  const q = knex('replication_objects').whereNot({ status: 'dropped' }).orderBy('id', 'desc');
+  if (runId) void q.where({ run_id: runId });
+  return q.select('run_id', 'side', 'kind', 'name', 'direction', 'status', 'created_at');
+}
+
+export interface SyncRow {
+  lsn: Lsn;
+  sourceCommitAt: Date | null;
+  appliedAt: Date;
+  tolerateUntil: Lsn | null;
+  lagBytes: number | null;
+  lagMs: number | null;
+  retainedWalBytes: number | null;
+  measuredAt: Date | null;
+  divergences: number;
+}
+
+export async function syncRow(knex: Knex, runId: string): Promise<SyncRow | null> {
+  const r = await knex('applied_lsn').where({ run_id: runId }).first<
+    | {
+        lsn: string;
+        source_commit_at: Date | null;
+        applied_at: Date;
+        tolerate_until: string | null;
+        lag_bytes: string | null;
+        lag_ms: number | null;
+        retained_wal_bytes: string | null;
+        measured_at: Date | null;
+        divergences: number;
+      }
+    | undefined
+  >(knex.raw('lsn::text AS lsn'), 'source_commit_at', 'applied_at', knex.raw('tolerate_until::text AS tolerate_until'), 'lag_bytes', 'lag_ms', 'retained_wal_bytes', 'measured_at', 'divergences');
+  if (!r) return null;
+  return {
+    lsn: parseLsn(r.lsn),
+    sourceCommitAt: r.source_commit_at,
+    appliedAt: r.applied_at,
+    tolerateUntil: r.tolerate_until ? parseLsn(r.tolerate_until) : null,
+    lagBytes: r.lag_bytes === null ? null : Number(r.lag_bytes),
+    lagMs: r.lag_ms,
+    retainedWalBytes: r.retained_wal_bytes === null ? null : Number(r.retained_wal_bytes),
+    measuredAt: r.measured_at,
+    divergences: r.divergences,
+  };
+}
+
+/** The slot's consistent point becomes the applied position: the stream starts there. */
+export async function startSyncAt(knex: Knex, runId: string, lsn: Lsn): Promise<void> {
+  await knex('applied_lsn')
+    .insert({ run_id: runId, lsn: formatLsn(lsn) })
+    .onConflict('run_id')
+    .merge({ lsn: formatLsn(lsn), applied_at: knex.fn.now() });
+}
+
+/** Rows copied from a snapshot newer than the slot's: changes before `lsn` may find them gone. */
+export async function tolerateUntil(knex: Knex, runId: string, lsn: Lsn): Promise<void> {
+  await knex('applied_lsn')
+    .where({ run_id: runId })
+    .update({ tolerate_until: knex.raw('GREATEST(tolerate_until, ?::pg_lsn)', [formatLsn(lsn)]) });
+}
+
+export async function saveSyncStats(
+  knex: Knex,
+  runId: string,
+  s: { lagBytes: number | null; lagMs: number | null; retainedWalBytes: number | null; applier: string },
+): Promise<void> {
+  await knex('applied_lsn').where({ run_id: runId }).update({
+    lag_bytes: s.lagBytes,
+    lag_ms: s.lagMs,
+    retained_wal_bytes: s.retainedWalBytes,
+    applier: s.applier,
+    measured_at: knex.fn.now(),
+  });
+}
+
+export async function countDivergence(knex: Knex, runId: string): Promise<void> {
+  await knex('applied_lsn').where({ run_id: runId }).increment('divergences', 1);
+}
+
+export type SwitchKind = 'cutover' | 'rollback';
+export type SwitchState = 'started' | 'paused' | 'fenced' | 'switched' | 'done' | 'aborted';
+
+export interface SwitchRow {
+  id: string;
+  run_id: string;
+  kind: SwitchKind;
+  state: SwitchState;
+  by: string;
+  fence_lsn: string | null;
+  pause_ms: number | null;
+  started_at: Date;
+  finished_at: Date | null;
+  details: Record<string, unknown>;
+}
+
+export async function startSwitch(knex: Knex, runId: string, kind: SwitchKind, by: string): Promise<SwitchRow> {
+  const [row] = await knex<SwitchRow>('switches').insert({ run_id: runId, kind, state: 'started', by }).returning('*');
+  return row!;
+}
+
+export async function updateSwitch(
+  knex: Knex,
+  id: string,
+  fields: Partial<{ state: SwitchState; fence_lsn: string; pause_ms: number; details: Record<string, unknown> }>,
+): Promise<void> {
+  const done = fields.state === 'done' || fields.state === 'aborted';
+  await knex('switches')
+    .where({ id })
+    .update({
+      ...fields,
+      ...(fields.details ? { details: JSON.stringify(fields.details) } : {}),
+      ...(done ? { finished_at: knex.fn.now() } : {}),
+    });
+}
+
+export async function latestSwitch(knex: Knex, runId: string): Promise<SwitchRow | null> {
+  const row = await knex<SwitchRow>('switches').where({ run_id: runId }).orderBy('id', 'desc').first();
+  return row ?? null;
+}
+
+export async function listSwitches(knex: Knex, runId: string): Promise<SwitchRow[]> {
+  return knex<SwitchRow>('switches').where({ run_id: runId }).orderBy('id');
+}

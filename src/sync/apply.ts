@@ -1,0 +1,456 @@
+/**
+ * Applies decoded changes to the target. Invariants (DESIGN.md, "why a live copy converges"):
+ * - one source transaction is one target transaction, applied in commit order; the applied
+ *   position is saved inside that transaction, so a crash either keeps both or neither;
+ * - apply is idempotent: an insert is an upsert on the key, updates and deletes go by key, an
+ *   unchanged TOASTed column is left alone; a transaction at or below the applied position is
+ *   skipped;
+ * - an UPDATE or DELETE that matches no row is a divergence, reported, unless the transaction is
+ *   older than the newest snapshot the copy used (then the row was legitimately gone already);
+ * - values stay text, cast on the server to the target column's type;
+ * - a relation whose columns differ from the target's (DDL on the source) stops the apply with
+ *   a message naming the table and the difference;
+ * - documents: a row naming a blob is applied only after the blob is uploaded; blobs of deleted
+ *   rows are removed after the commit.
+ */
+import type pg from 'pg';
+import { quoteIdent } from '../plan/names.js';
+import { CloudshiftError, ExitCode } from '../errors.js';
+import type { TableTask } from '../engine/tableTask.js';
+import type { PgOutputMessage, Tuple, Value } from './pgoutput.js';
+import type { Lsn } from './lsn.js';
+
+export class SyncStoppedError extends CloudshiftError {
+  constructor(message: string, hint: string) {
+    super('CS_SYNC_STOPPED', ExitCode.failed, message, { hint });
+  }
+}
+
+/** Where the applied position lives; `save` runs inside the open target transaction. */
+export interface Progress {
+  load(target: pg.Client): Promise<Lsn>;
+  save(target: pg.Client, lsn: Lsn, commitTime: Date): Promise<void>;
+}
+
+export interface Divergence {
+  table: string;
+  operation: 'UPDATE' | 'DELETE';
+  key: string;
+  lsn: Lsn;
+}
+
+/** A document's bytes as the WAL carries them (bytea), or the large object holding them. */
+export type DocumentBytes = { bytes: Buffer } | { oid: string };
+
+/** Documents in the sync: blobs written before their rows, removed after. */
+export interface DocumentSink {
+  /** The blob name the plan's template gives the row. */
+  name(task: TableTask, row: Map<string, string | null>): string;
+  /** Uploads the row's document to `name`. `content` null: read the current bytes from the source. */
+  upload(task: TableTask, row: Map<string, string | null>, name: string, content: DocumentBytes | null): Promise<void>;
+  forget(task: TableTask, key: string[]): Promise<void>;
+  remove(names: string[]): Promise<void>;
+}
+
+export interface ApplierOptions {
+  target: pg.Client;
+  /** Source connection for type names and documents read back. */
+  source: pg.Client;
+  tables: readonly TableTask[];
+  progress: Progress;
+  /** Transactions committed before this position may find rows already gone. */
+  tolerateUntil: Lsn | null;
+  documents: DocumentSink | null;
+  onDivergence(d: Divergence): Promise<void>;
+}
+
+interface ColumnMap {
+  name: string;
+  /** Target type, for the cast of the text value. */
+  type: string;
+}
+
+interface Relation {
+  task: TableTask;
+  /** Relation column index → target column (null: the document content column, not copied). */
+  columns: Array<ColumnMap | null>;
+  keyIdx: number[];
+  contentIdx: number;
+  insertPrefix: string;
+  insertSuffix: string;
+  insertWidth: number;
+}
+
+const MAX_ROWS_PER_INSERT = 1000;
+
+export interface ApplyStats {
+  transactions: number;
+  changes: number;
+  divergences: number;
+}
+
+export class Applier {
+  private readonly byName: Map<string, TableTask>;
+  private readonly relations = new Map<number, Relation>();
+  private applied: Lsn = 0n;
+  private inTx = false;
+  private skipping = false;
+  private txLsn: Lsn = 0n;
+  private pending: { rel: Relation; rows: string[][]; keys: Set<string> } | null = null;
+  private blobsToRemove: string[] = [];
+  readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
+
+  constructor(private readonly o: ApplierOptions) {
+    this.byName = new Map(o.tables.map((t) => [`${t.name.schema}.${t.name.name}`, t]));
+  }
+
+  async start(): Promise<Lsn> {
+    // Replicated changes must not fire the target's triggers (their effects arrive replicated too).
+    await this.o.target.query(`SET session_replication_role = replica`);
+    this.applied = await this.o.progress.load(this.o.target);
+    return this.applied;
+  }
+
+  get position(): Lsn {
+    return this.applied;
+  }
+
+  get inTransaction(): boolean {
+    return this.inTx;
+  }
+
+  /** Applies one message; returns the position to acknowledge when a transaction committed. */
+  async handle(m: PgOutputMessage): Promise<Lsn | null> {
+    switch (m.tag) {
+      case 'begin':
+        this.inTx = true;
+        this.txLsn = m.finalLsn;
+        this.skipping = m.finalLsn < this.applied;
+        if (!this.skipping) await this.o.target.query('BEGIN');
+        return null;
+      case 'commit': {
+        this.inTx = false;
+        if (this.skipping) return null;
+        try {
+          await this.flushInserts();
+          await this.o.progress.save(this.o.target, m.endLsn, m.commitTime);
+          await this.o.target.query('COMMIT');
+        } catch (err) {
+          await this.o.target.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+        this.applied = m.endLsn;
+        this.stats.transactions += 1;
+        const blobs = this.blobsToRemove;
+        this.blobsToRemove = [];
+        if (blobs.length > 0 && this.o.documents) await this.o.documents.remove(blobs);
+        return m.endLsn;
+      }
+      case 'relation':
+        await this.flushInserts();
+        this.relations.set(m.relid, await this.mapRelation(m));
+        return null;
+      case 'insert':
+        if (this.skipping) return null;
+        await this.insert(this.rel(m.relid), m.row);
+        return null;
+      case 'update':
+        if (this.skipping) return null;
+        await this.flushInserts();
+        await this.update(this.rel(m.relid), m.key ?? m.old, m.row);
+        return null;
+      case 'delete':
+        if (this.skipping) return null;
+        await this.flushInserts();
+        await this.delete(this.rel(m.relid), (m.key ?? m.old)!);
+        return null;
+      case 'truncate':
+        if (this.skipping) return null;
+        await this.flushInserts();
+        await this.truncate(
+          m.relids.map((id) => this.rel(id)),
+          m.cascade,
+          m.restartIdentity,
+        );
+        return null;
+      case 'message':
+        return null;
+      case 'type':
+      case 'origin':
+        return null;
+    }
+  }
+
+  /** Records a position reached outside any transaction (a heartbeat or fence message). */
+  async reach(lsn: Lsn, at: Date): Promise<Lsn | null> {
+    if (this.inTx || lsn <= this.applied) return null;
+    await this.o.target.query('BEGIN');
+    try {
+      await this.o.progress.save(this.o.target, lsn, at);
+      await this.o.target.query('COMMIT');
+    } catch (err) {
+      await this.o.target.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+    this.applied = lsn;
+    return lsn;
+  }
+
+  /** Abandons an open transaction (the stream broke or a stop was asked): nothing of it is kept. */
+  async abandon(): Promise<void> {
+    if (this.inTx && !this.skipping) await this.o.target.query('ROLLBACK').catch(() => undefined);
+    this.inTx = false;
+    this.pending = null;
+    this.blobsToRemove = [];
+  }
+
+  private rel(relid: number): Relation {
+    const r = this.relations.get(relid);
+    if (!r) throw new Error(`pgoutput: change for relation ${relid} before its description`);
+    return r;
+  }
+
+  private async mapRelation(m: Extract<PgOutputMessage, { tag: 'relation' }>): Promise<Relation> {
+    const task = this.byName.get(`${m.schema}.${m.name}`);
+    const display = `${m.schema}.${m.name}`;
+    if (!task) {
+      throw new SyncStoppedError(
+        `the publication sends changes of ${display}, which the plan does not migrate`,
+        'run `cloudshift cleanup` and start again, or add the table to the plan',
+      );
+    }
+    const { rows } = await this.o.target.query<{ name: string; type: string; generated: boolean }>(
+      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated
+         FROM pg_attribute a
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum`,
+      [task.quoted],
+    );
+    const target = new Map(rows.filter((r) => !r.generated).map((r) => [r.name, r]));
+    const content = task.documents?.plan.content;
+    const keep = task.documents?.plan.keepColumn;
+    const sourceNames = m.columns.map((c) => c.name);
+    const added = sourceNames.filter((n) => n !== content && !target.has(n));
+    const dropped = [...target.keys()].filter((n) => n !== keep && !sourceNames.includes(n));
+    const types = await this.sourceTypes(m.columns);
+    const changed = m.columns.filter((c, i) => c.name !== content && target.has(c.name) && target.get(c.name)!.type !== types[i]);
+    if (added.length + dropped.length + changed.length > 0) {
+      const what = [
+        ...added.map((n) => `column "${n}" added`),
+        ...dropped.map((n) => `column "${n}" dropped`),
+        ...changed.map((c) => `column "${c.name}" is now ${types[m.columns.indexOf(c)]} (target: ${target.get(c.name)!.type})`),
+      ];
+      throw new SyncStoppedError(
+        `${task.display} changed on the source since it was copied (DDL): ${what.join('; ')}; live sync stopped`,
+        `apply the same change to ${task.display} on the target, then \`cloudshift run\` resumes the sync where it stopped`,
+      );
+    }
+    const columns = m.columns.map((c) => (c.name === content ? null : { name: c.name, type: target.get(c.name)!.type }));
+    const keyNames = task.shape.keyColumns?.map((k) => k.name) ?? null;
+    const keyIdx = keyNames ? keyNames.map((k) => sourceNames.indexOf(k)) : [];
+    if (keyNames && keyIdx.some((i) => i < 0)) throw new Error(`${task.display}: a key column is missing from the replicated columns`);
+    const written = columns.filter((c): c is ColumnMap => c !== null);
+    const targetCols = [...written.map((c) => c.name), ...(keep ? [keep] : [])];
+    const nonKey = targetCols.filter((c) => !keyNames?.includes(c));
+    const conflict = keyNames
+      ? ` ON CONFLICT (${keyNames.map(quoteIdent).join(', ')}) DO ${
+          nonKey.length ? `UPDATE SET ${nonKey.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}` : 'NOTHING'
+        }`
+      : '';
+    return {
+      task,
+      columns,
+      keyIdx,
+      contentIdx: content ? sourceNames.indexOf(content) : -1,
+      insertPrefix: `INSERT INTO ${task.quoted} (${targetCols.map(quoteIdent).join(', ')}) VALUES `,
+      insertSuffix: conflict,
+      insertWidth: targetCols.length,
+    };
+  }
+
+  private async sourceTypes(columns: ReadonlyArray<{ typeOid: number; typeMod: number }>): Promise<string[]> {
+    const { rows } = await this.o.source.query<{ t: string }>(
+      `SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS x(o, m, i) ORDER BY i`,
+      [columns.map((c) => c.typeOid), columns.map((c) => c.typeMod)],
+    );
+    return rows.map((r) => r.t);
+  }
+
+  private keyOf(rel: Relation, t: Tuple): string[] {
+    return rel.keyIdx.map((i) => textOf(t[i]!) ?? '');
+  }
+
+  private describe(rel: Relation, key: string[]): string {
+    const names = rel.task.shape.keyColumns?.map((k) => k.name) ?? [];
+    return names.map((n, i) => `${n}=${key[i]}`).join(', ');
+  }
+
+  /** The row's columns by name (unchanged TOASTed values taken from `previous` when it has them). */
+  private rowValues(rel: Relation, row: Tuple, previous: Tuple | null): Map<string, string | null> {
+    const values = new Map<string, string | null>();
+    row.forEach((v, i) => {
+      const c = rel.columns[i];
+      if (c) values.set(c.name, v.kind === 'unchanged' ? textOf(previous?.[i]) : textOf(v));
+    });
+    return values;
+  }
+
+  /**
+   * Uploads the row's document when it is new, changed, or moves to another name, and returns
+   * the blob name for the kept column (null: no document; undefined: not a documents table).
+   */
+  private async document(rel: Relation, row: Tuple, previous: Tuple | null, priorName: string | null): Promise<string | null | undefined> {
+    const docs = this.o.documents;
+    if (!docs || rel.contentIdx < 0) return undefined;
+    const content = row[rel.contentIdx]!;
+    if (content.kind === 'null') return null;
+    const values = this.rowValues(rel, row, previous);
+    const name = docs.name(rel.task, values);
+    if (content.kind === 'unchanged') {
+      if (name !== priorName) await docs.upload(rel.task, values, name, null);
+    } else {
+      const bytes =
+        rel.task.documents!.contentKind === 'bytea' ? { bytes: Buffer.from(content.text.slice(2), 'hex') } : { oid: content.text };
+      await docs.upload(rel.task, values, name, bytes);
+    }
+    return name;
+  }
+
+  private async insert(rel: Relation, row: Tuple): Promise<void> {
+    const name = await this.document(rel, row, null, null);
+    const values: string[] = [];
+    row.forEach((v, i) => {
+      if (rel.columns[i] !== null) values.push(textOf(v) as string);
+    });
+    if (name !== undefined) values.push(name as string);
+    const key = JSON.stringify(this.keyOf(rel, row));
+    if (this.pending && (this.pending.rel !== rel || this.pending.keys.has(key))) await this.flushInserts();
+    this.pending ??= { rel, rows: [], keys: new Set() };
+    this.pending.rows.push(values);
+    if (rel.keyIdx.length) this.pending.keys.add(key);
+    this.stats.changes += 1;
+    const limit = Math.min(MAX_ROWS_PER_INSERT, Math.floor(60_000 / Math.max(1, rel.insertWidth)));
+    if (this.pending.rows.length >= limit) await this.flushInserts();
+  }
+
+  private async flushInserts(): Promise<void> {
+    const p = this.pending;
+    if (!p || p.rows.length === 0) return;
+    this.pending = null;
+    const casts = [
+      ...p.rel.columns.filter((c): c is ColumnMap => c !== null).map((c) => c.type),
+      ...(p.rel.task.documents ? ['text'] : []),
+    ];
+    const params: Array<string | null> = [];
+    const tuples = p.rows.map((r) => {
+      const start = params.length;
+      params.push(...r);
+      return `(${r.map((_, i) => `$${start + i + 1}::${casts[i]}`).join(', ')})`;
+    });
+    await this.o.target.query(`${p.rel.insertPrefix}${tuples.join(', ')}${p.rel.insertSuffix}`, params);
+  }
+
+  private where(rel: Relation, ident: Tuple, params: Array<string | null>): string {
+    if (rel.keyIdx.length) {
+      return rel.keyIdx
+        .map((i) => {
+          params.push(textOf(ident[i]!) as string);
+          return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
+        })
+        .join(' AND ');
+    }
+    // REPLICA IDENTITY FULL without a key: the first row equal in every column.
+    const conds = ident
+      .map((v, i) => {
+        const c = rel.columns[i];
+        if (!c) return null;
+        params.push(textOf(v));
+        return `${quoteIdent(c.name)} IS NOT DISTINCT FROM $${params.length}::${c.type}`;
+      })
+      .filter((x): x is string => x !== null);
+    return `ctid = (SELECT ctid FROM ${rel.task.quoted} WHERE ${conds.join(' AND ')} LIMIT 1)`;
+  }
+
+  private async update(rel: Relation, oldIdent: Tuple | null, row: Tuple): Promise<void> {
+    const ident = oldIdent ?? row;
+    const keep = rel.task.documents?.plan.keepColumn;
+    let priorName: string | null = null;
+    if (keep && this.o.documents) {
+      const p: Array<string | null> = [];
+      const { rows } = await this.o.target.query<{ blob: string | null }>(
+        `SELECT ${quoteIdent(keep)} AS blob FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
+        p,
+      );
+      priorName = rows[0]?.blob ?? null;
+    }
+    const name = await this.document(rel, row, oldIdent, priorName);
+    const params: Array<string | null> = [];
+    const sets: string[] = [];
+    row.forEach((v, i) => {
+      const c = rel.columns[i];
+      if (!c || v.kind === 'unchanged') return;
+      params.push(textOf(v));
+      sets.push(`${quoteIdent(c.name)} = $${params.length}::${c.type}`);
+    });
+    if (keep && name !== undefined) {
+      params.push(name);
+      sets.push(`${quoteIdent(keep)} = $${params.length}`);
+    }
+    this.stats.changes += 1;
+    if (sets.length === 0) return;
+    const { rowCount } = await this.o.target.query(
+      `UPDATE ${rel.task.quoted} SET ${sets.join(', ')} WHERE ${this.where(rel, ident, params)}`,
+      params,
+    );
+    if (rowCount === 0) return this.diverged(rel, 'UPDATE', ident);
+    if (priorName !== null && priorName !== name) this.blobsToRemove.push(priorName);
+  }
+
+  private async delete(rel: Relation, ident: Tuple): Promise<void> {
+    const params: Array<string | null> = [];
+    const keep = rel.task.documents?.plan.keepColumn;
+    const returning = keep ? ` RETURNING ${quoteIdent(keep)} AS blob` : '';
+    const res = await this.o.target.query<{ blob: string | null }>(
+      `DELETE FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}${returning}`,
+      params,
+    );
+    this.stats.changes += 1;
+    if (res.rowCount === 0) return this.diverged(rel, 'DELETE', ident);
+    if (keep && this.o.documents) {
+      for (const r of res.rows) if (r.blob) this.blobsToRemove.push(r.blob);
+      await this.o.documents.forget(rel.task, this.keyOf(rel, ident));
+    }
+  }
+
+  private async truncate(rels: Relation[], cascade: boolean, restart: boolean): Promise<void> {
+    for (const rel of rels) {
+      const keep = rel.task.documents?.plan.keepColumn;
+      if (!keep || !this.o.documents) continue;
+      const { rows } = await this.o.target.query<{ blob: string }>(
+        `SELECT ${quoteIdent(keep)} AS blob FROM ${rel.task.quoted} WHERE ${quoteIdent(keep)} IS NOT NULL`,
+      );
+      this.blobsToRemove.push(...rows.map((r) => r.blob));
+    }
+    // One TRUNCATE message covers several tables (foreign keys between them): one statement.
+    await this.o.target.query(
+      `TRUNCATE ${rels.map((r) => r.task.quoted).join(', ')}${restart ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''}`,
+    );
+    this.stats.changes += rels.length;
+  }
+
+  private async diverged(rel: Relation, operation: 'UPDATE' | 'DELETE', ident: Tuple): Promise<void> {
+    if (this.o.tolerateUntil !== null && this.txLsn < this.o.tolerateUntil) return;
+    this.stats.divergences += 1;
+    await this.o.onDivergence({
+      table: rel.task.display,
+      operation,
+      key: rel.keyIdx.length ? this.describe(rel, this.keyOf(rel, ident)) : '(whole row, no key)',
+      lsn: this.txLsn,
+    });
+  }
+}
+
+function textOf(v: Value | undefined): string | null {
+  if (!v || v.kind !== 'text') return null;
+  return v.text;
+}

@@ -1,0 +1,59 @@
+/**
+ * Documents during live sync: an inserted or changed document is uploaded (to its deterministic
+ * name, so a replayed change overwrites the same blob) before its row is applied, and recorded in
+ * the state store; the blob of a deleted row is removed after the row's transaction committed.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import type pg from 'pg';
+import { quoteIdent } from '../plan/names.js';
+import { keysPredicate } from '../source/ranges.js';
+import { byteaContent, largeObjectContent } from '../source/documentContent.js';
+import { uploadSettings } from '../engine/copyDocuments.js';
+import type { TableTask } from '../engine/tableTask.js';
+import { blobName, type RowValues } from '../target/blob/naming.js';
+import { DEFAULT_BLOCK_SIZE, uploadDocument } from '../target/blob/upload.js';
+import type { DocumentRecord } from '../state/sql/documents.js';
+import type { DocumentBytes, DocumentSink } from './apply.js';
+
+export interface SyncDocumentStore {
+  record(relation: string, doc: DocumentRecord): Promise<void>;
+  forget(relation: string, key: string[]): Promise<void>;
+}
+
+export function documentSink(container: ContainerClient, source: pg.Client, store: SyncDocumentStore): DocumentSink {
+  const rowValues = (task: TableTask, row: Map<string, string | null>): RowValues => {
+    const keys = task.shape.keyColumns ?? [];
+    return {
+      get: (c) => row.get(c) ?? null,
+      describe: `${task.display} ${keys.map((k) => `${k.name}=${row.get(k.name)}`).join(', ')}`,
+    };
+  };
+  const keyOf = (task: TableTask, row: Map<string, string | null>) => (task.shape.keyColumns ?? []).map((k) => row.get(k.name) ?? '');
+  return {
+    name: (task, row) => blobName(task.documents!.plan.blob, rowValues(task, row)),
+    async upload(task, row, name, content: DocumentBytes | null) {
+      const spec = task.documents!;
+      const values = rowValues(task, row);
+      const key = keyOf(task, row);
+      const from =
+        content && 'bytes' in content
+          ? { read: (offset: number, length: number) => Promise.resolve(content.bytes.subarray(offset, offset + length)) }
+          : content && 'oid' in content
+            ? largeObjectContent(source, content.oid, values.describe, spec.plan.content)
+            : byteaContent(
+                source,
+                task.quoted,
+                quoteIdent(spec.plan.content),
+                keysPredicate(task.shape.keyColumns!, [key]),
+                values.describe,
+              );
+      const settings = uploadSettings(spec.plan, values, { blockSize: DEFAULT_BLOCK_SIZE, blockConcurrency: 2 });
+      const uploaded = await uploadDocument(container.getBlockBlobClient(name), from, settings);
+      await store.record(task.display, { ...uploaded, key, name });
+    },
+    forget: (task, key) => store.forget(task.display, key),
+    async remove(names) {
+      for (const n of names) await container.getBlobClient(n).deleteIfExists();
+    },
+  };
+}

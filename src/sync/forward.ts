@@ -1,0 +1,180 @@
+/**
+ * The forward sync (source → target) of one run: setting it up before the copy (publication,
+ * slot, exported snapshot), and streaming it after the copy, for `cloudshift run` and for a
+ * cutover that catches up itself.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import type pg from 'pg';
+import type { Plan } from '../plan/defaults.js';
+import type { Secrets } from '../plan/secrets.js';
+import type { StateStore } from '../state/store.js';
+import { forgetDocument, recordDocument } from '../state/sql/documents.js';
+import { countDivergence, recordObject, saveSyncStats, startSyncAt, syncRow, tolerateUntil } from '../state/sql/sync.js';
+import { createBlobServiceClient } from '../target/blob/client.js';
+import type { TableTask } from '../engine/tableTask.js';
+import { exportSnapshot, type SnapshotHolder } from '../engine/snapshot.js';
+import { formatLsn, type Lsn } from './lsn.js';
+import { currentWalLsn, ensurePublication, slotState, type ObjectLedger, type ReplicationObject } from './objects.js';
+import { stateProgress } from './progress.js';
+import { createSlot, replicationConnection } from './replication.js';
+import { syncLoop, type StopReason, type SyncLoopResult, type SyncStats } from './syncLoop.js';
+
+export function ledger(store: StateStore, runId: string): ObjectLedger {
+  return { record: (obj, status) => recordObject(store.knex, runId, obj, status) };
+}
+
+export function forwardObjects(plan: Plan): { slot: ReplicationObject; publication: ReplicationObject } {
+  return {
+    slot: { side: 'source', kind: 'slot', name: plan.sync.slot, direction: 'forward' },
+    publication: { side: 'source', kind: 'publication', name: plan.sync.publication, direction: 'forward' },
+  };
+}
+
+/** Bounds the wait of CREATE_REPLICATION_SLOT for older transactions. */
+const SLOT_CREATE_TIMEOUT_MS = 60_000;
+
+/**
+ * The snapshot the copy reads: the new slot's exported snapshot (its consistent point), or, when
+ * the slot exists already (a resumed copy), a newer snapshot; changes older than that snapshot
+ * may then find their rows already changed or gone, which apply tolerates up to its position.
+ */
+export async function prepareForwardSync(
+  store: StateStore,
+  runId: string,
+  plan: Plan,
+  source: pg.Client,
+  sourceUrl: string,
+  tables: readonly TableTask[],
+): Promise<SnapshotHolder & { fresh: boolean }> {
+  const objs = forwardObjects(plan);
+  const book = ledger(store, runId);
+  await ensurePublication(
+    source,
+    book,
+    objs.publication,
+    tables.map((t) => t.name),
+  );
+  await store.updateRun(runId, { publication_name: plan.sync.publication, slot_name: plan.sync.slot });
+  const existing = await slotState(source, plan.sync.slot);
+  if (!existing.exists) {
+    const holder = await replicationConnection(sourceUrl, 'cloudshift snapshot');
+    try {
+      await book.record(objs.slot, 'creating');
+      const created = await createSlot(holder, plan.sync.slot, true, SLOT_CREATE_TIMEOUT_MS);
+      await book.record(objs.slot, 'created');
+      await store.updateRun(runId, { consistent_lsn: formatLsn(created.consistentPoint) });
+      await startSyncAt(store.knex, runId, created.consistentPoint);
+      await store.appendEvent(runId, 'sync:slot', `replication slot ${plan.sync.slot} created at ${formatLsn(created.consistentPoint)}`, {
+        slot: plan.sync.slot,
+        publication: plan.sync.publication,
+        consistentPoint: formatLsn(created.consistentPoint),
+      });
+      // Nothing else is sent on `holder` until it is released: that keeps the snapshot valid.
+      return { name: created.snapshotName!, fresh: true, release: () => holder.end().catch(() => undefined) };
+    } catch (err) {
+      await holder.end().catch(() => undefined);
+      throw err;
+    }
+  }
+  await book.record(objs.slot, 'created');
+  if (!(await syncRow(store.knex, runId))) await startSyncAt(store.knex, runId, existing.confirmedFlush ?? 0n);
+  const snapshot = await exportSnapshot(sourceUrl);
+  const after = await currentWalLsn(source);
+  await tolerateUntil(store.knex, runId, after);
+  await store.appendEvent(
+    runId,
+    'sync:resnapshot',
+    `the slot's snapshot is gone (restart): the remaining batches are copied from a newer snapshot; changes before ${formatLsn(after)} may find their rows already changed`,
+    { tolerateUntil: formatLsn(after) },
+  );
+  return { ...snapshot, fresh: false };
+}
+
+export interface ForwardSyncOptions {
+  store: StateStore;
+  runId: string;
+  plan: Plan;
+  secrets: Pick<Secrets, 'source' | 'target' | 'blobConnectionString' | 'blobSas'>;
+  tasks: readonly TableTask[];
+  workerId: string;
+  untilLagMs?: number;
+  untilFence?: Lsn;
+  heartbeatMs?: number;
+  abortSignal?: AbortSignal;
+  shouldStop?: () => Promise<boolean>;
+  onStats?: (s: SyncStats) => void;
+  onWarning?: (message: string) => void;
+  afterCommit?: (count: number) => Promise<void> | void;
+}
+
+export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopResult> {
+  const { store, runId, plan } = o;
+  const row = await syncRow(store.knex, runId);
+  const container = documentsContainer(plan, o.secrets, o.tasks);
+  const db = store.pool;
+  let lastSaved = 0;
+  const result = await syncLoop({
+    fromUrl: o.secrets.source,
+    fromSide: 'source',
+    toUrl: o.secrets.target,
+    slot: plan.sync.slot,
+    publication: plan.sync.publication,
+    tables: o.tasks,
+    progress: stateProgress(store.schema, runId, row?.lsn ?? 0n),
+    tolerateUntil: row?.tolerateUntil ?? null,
+    documents: container
+      ? {
+          container,
+          store: {
+            record: (relation, doc) => recordDocument(db, store.schema, runId, relation, doc),
+            forget: (relation, key) => forgetDocument(db, store.schema, runId, relation, key),
+          },
+        }
+      : null,
+    ...(o.untilLagMs === undefined ? {} : { untilLagMs: o.untilLagMs }),
+    ...(o.untilFence === undefined ? {} : { untilFence: o.untilFence }),
+    heartbeatMs: o.heartbeatMs ?? 1000,
+    warnRetainedWalBytes: plan.sync.warnRetainedWalBytes,
+    ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
+    ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
+    ...(o.afterCommit ? { afterCommit: o.afterCommit } : {}),
+    onStats: async (s) => {
+      o.onStats?.(s);
+      if (Date.now() - lastSaved < 1000) return;
+      lastSaved = Date.now();
+      await saveSyncStats(store.knex, runId, { ...s, applier: o.workerId });
+    },
+    onDivergence: async (d) => {
+      await countDivergence(store.knex, runId);
+      await store.appendEvent(
+        runId,
+        'sync:divergence',
+        `${d.table}: ${d.operation} at ${formatLsn(d.lsn)} matched no row on the target (${d.key}); the target differs from the source there`,
+        { table: d.table, operation: d.operation, key: d.key, lsn: formatLsn(d.lsn) },
+      );
+      o.onWarning?.(`divergence: ${d.table} ${d.operation} matched no row (${d.key}); run \`cloudshift verify --repair\``);
+    },
+    onWarning: async (message) => {
+      o.onWarning?.(message);
+      await store.appendEvent(runId, 'sync:warning', message);
+    },
+    onReconnect: async (reason, attempt) => {
+      o.onWarning?.(`sync connection lost (${reason}); reconnecting (attempt ${attempt})`);
+      await store.appendEvent(runId, 'sync:reconnect', `sync connection lost: ${reason}; reconnecting`, { attempt });
+    },
+  });
+  await saveSyncStats(store.knex, runId, { ...result.stats, applier: o.workerId });
+  return result;
+}
+
+function documentsContainer(
+  plan: Plan,
+  secrets: Pick<Secrets, 'blobConnectionString' | 'blobSas'>,
+  tasks: readonly TableTask[],
+): ContainerClient | null {
+  if (!plan.target.blob || !tasks.some((t) => t.documents)) return null;
+  const service = createBlobServiceClient(plan.target.blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas });
+  return service.getContainerClient(plan.target.blob.container);
+}
+
+export type { StopReason };

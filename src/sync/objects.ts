@@ -1,0 +1,113 @@
+/**
+ * Slots and publications: created, found, measured and dropped. Each is recorded in the state
+ * store before it is created ('creating') and after ('created'), so nothing cloudshift makes can
+ * be forgotten: `cleanup`, abort and rollback drop every recorded object that still exists.
+ */
+import type pg from 'pg';
+import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
+import { parseLsn, type Lsn } from './lsn.js';
+
+export type Side = 'source' | 'target';
+export type Direction = 'forward' | 'reverse';
+
+export interface ReplicationObject {
+  side: Side;
+  kind: 'slot' | 'publication' | 'origin' | 'write-fence';
+  name: string;
+  direction: Direction;
+}
+
+/** Where objects are recorded (the state store). */
+export interface ObjectLedger {
+  record(obj: ReplicationObject, status: 'creating' | 'created' | 'dropped'): Promise<void>;
+}
+
+export async function ensurePublication(
+  client: pg.Client,
+  ledger: ObjectLedger,
+  obj: ReplicationObject,
+  tables: readonly QualifiedName[],
+): Promise<void> {
+  const list = tables.map(quoteQualified).join(', ');
+  await ledger.record(obj, 'creating');
+  const { rows } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [obj.name]);
+  if (rows.length > 0) await client.query(`ALTER PUBLICATION ${quoteIdent(obj.name)} SET TABLE ${list}`);
+  else await client.query(`CREATE PUBLICATION ${quoteIdent(obj.name)} FOR TABLE ${list}`);
+  await ledger.record(obj, 'created');
+}
+
+export interface SlotState {
+  exists: boolean;
+  /** Held by a walsender right now (another process streams from it). */
+  activePid: number | null;
+  walStatus: string | null;
+  confirmedFlush: Lsn | null;
+  /** WAL the source keeps for this slot, bytes. */
+  retainedBytes: number | null;
+}
+
+export async function slotState(client: pg.Client, slot: string): Promise<SlotState> {
+  const { rows } = await client.query<{
+    active_pid: number | null;
+    wal_status: string | null;
+    confirmed_flush_lsn: string | null;
+    retained: string | null;
+  }>(
+    `SELECT active_pid, wal_status, confirmed_flush_lsn::text,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  const r = rows[0];
+  if (!r) return { exists: false, activePid: null, walStatus: null, confirmedFlush: null, retainedBytes: null };
+  return {
+    exists: true,
+    activePid: r.active_pid,
+    walStatus: r.wal_status,
+    confirmedFlush: r.confirmed_flush_lsn ? parseLsn(r.confirmed_flush_lsn) : null,
+    retainedBytes: r.retained === null ? null : Number(r.retained),
+  };
+}
+
+/** Drops an object if it exists; a slot held by a walsender is released first. */
+export async function dropObject(client: pg.Client, ledger: ObjectLedger, obj: ReplicationObject): Promise<boolean> {
+  let dropped = false;
+  if (obj.kind === 'slot') {
+    const s = await slotState(client, obj.name);
+    if (s.exists) {
+      if (s.activePid !== null) await client.query(`SELECT pg_terminate_backend($1)`, [s.activePid]);
+      await waitInactive(client, obj.name);
+      await client.query(`SELECT pg_drop_replication_slot($1)`, [obj.name]);
+      dropped = true;
+    }
+  } else if (obj.kind === 'publication') {
+    const { rows } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [obj.name]);
+    if (rows.length > 0) {
+      await client.query(`DROP PUBLICATION ${quoteIdent(obj.name)}`);
+      dropped = true;
+    }
+  } else if (obj.kind === 'origin') {
+    const { rows } = await client.query(`SELECT 1 FROM pg_replication_origin WHERE roname = $1`, [obj.name]);
+    if (rows.length > 0) {
+      await client.query(`SELECT pg_replication_origin_drop($1)`, [obj.name]);
+      dropped = true;
+    }
+  }
+  await ledger.record(obj, 'dropped');
+  return dropped;
+}
+
+async function waitInactive(client: pg.Client, slot: string): Promise<void> {
+  // A terminated walsender releases its slot as it exits: a few milliseconds.
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await client.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    if (!rows[0]?.active) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`replication slot "${slot}" is still held by a walsender after 5 s`);
+}
+
+export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
+  const { rows } = await client.query<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
+  return parseLsn(rows[0]!.lsn);
+}

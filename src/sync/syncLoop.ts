@@ -1,0 +1,248 @@
+/**
+ * Live sync: streams the slot's changes and applies them until told to stop. Invariants:
+ * - a position is acknowledged to the source only after the target transaction holding it
+ *   committed (Applier.handle returns it only then);
+ * - a heartbeat (a non-transactional logical message, once per interval) measures the lag end to
+ *   end: the time from writing it on the source to saving its position on the target;
+ * - a broken connection (walsender or apply session terminated, network) is reopened and the
+ *   stream restarts from the saved position; a slot the source invalidated is refused with what to
+ *   do, never resumed;
+ * - a stop request (Ctrl-C, cutover done, a fence reached) abandons an open transaction, which is
+ *   then replayed next time: nothing half-applied is kept.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import type pg from 'pg';
+import { PreconditionError, messageOf } from '../errors.js';
+import { connect } from '../pg/connect.js';
+import type { TableTask } from '../engine/tableTask.js';
+import { Applier, type Divergence, type Progress } from './apply.js';
+import { documentSink, type SyncDocumentStore } from './documents.js';
+import { parseLsn, type Lsn } from './lsn.js';
+import { currentWalLsn, slotState } from './objects.js';
+import { replicationConnection, startStream, type ChangeStream } from './replication.js';
+
+export const MESSAGE_PREFIX = 'cloudshift';
+
+export interface SyncStats {
+  applied: Lsn;
+  lagMs: number | null;
+  lagBytes: number | null;
+  retainedWalBytes: number | null;
+  transactions: number;
+  changes: number;
+  divergences: number;
+}
+
+export type StopReason = 'synced' | 'stopped' | 'fence' | 'switched';
+
+export interface SyncLoopOptions {
+  /** Where changes come from (the source for forward sync, the target for reverse). */
+  fromUrl: string;
+  fromSide: 'source' | 'target';
+  /** Where they are applied. */
+  toUrl: string;
+  slot: string;
+  publication: string;
+  tables: readonly TableTask[];
+  progress: Progress;
+  tolerateUntil: Lsn | null;
+  documents: { container: ContainerClient; store: SyncDocumentStore } | null;
+  /** Return once the measured lag is under this many ms. */
+  untilLagMs?: number;
+  /** Return once this position is applied (cutover catching up itself). */
+  untilFence?: Lsn;
+  heartbeatMs: number;
+  warnRetainedWalBytes: number;
+  abortSignal?: AbortSignal;
+  /** Polled once per heartbeat: true stops the sync (the cutover switched). */
+  shouldStop?: () => Promise<boolean>;
+  onStats?: (s: SyncStats) => Promise<void> | void;
+  onDivergence: (d: Divergence) => Promise<void>;
+  onWarning?: (message: string) => Promise<void> | void;
+  onReconnect?: (reason: string, attempt: number) => Promise<void> | void;
+  /** Reconnect attempts after transient failures, in a row (reset by progress). */
+  maxReconnects?: number;
+  reconnectDelayMs?: number;
+  /** Called after each applied transaction (fault tests). */
+  afterCommit?: (count: number) => Promise<void> | void;
+}
+
+export interface SyncLoopResult {
+  reason: StopReason;
+  stats: SyncStats;
+}
+
+const TRANSIENT =
+  /Connection terminated|ECONNRESET|EPIPE|ECONNREFUSED|premature close|terminating connection|server closed the connection/i;
+
+export function isTransient(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return ['57P01', '57P02', '57P03', '08006', '08003', '08001', 'ECONNRESET', 'EPIPE'].includes(code) || TRANSIENT.test(messageOf(err));
+}
+
+export async function syncLoop(o: SyncLoopOptions): Promise<SyncLoopResult> {
+  const stats: SyncStats = {
+    applied: 0n,
+    lagMs: null,
+    lagBytes: null,
+    retainedWalBytes: null,
+    transactions: 0,
+    changes: 0,
+    divergences: 0,
+  };
+  let failures = 0;
+  for (;;) {
+    try {
+      const reason = await session(o, stats, () => {
+        failures = 0;
+      });
+      return { reason, stats };
+    } catch (err) {
+      if (!isTransient(err) || o.abortSignal?.aborted) throw err;
+      failures += 1;
+      if (failures > (o.maxReconnects ?? 10)) throw err;
+      await o.onReconnect?.(messageOf(err), failures);
+      await new Promise((r) => setTimeout(r, Math.min(5_000, (o.reconnectDelayMs ?? 200) * 2 ** (failures - 1))));
+    }
+  }
+}
+
+/** One streaming session; a transient failure ends it and syncLoop opens the next. */
+async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => void): Promise<StopReason> {
+  const clients: pg.Client[] = [];
+  const open = async (url: string, name: string, role: 'source' | 'target') => {
+    const c = await connect({ role, connectionString: url, applicationName: name });
+    clients.push(c);
+    return c;
+  };
+  let stream: ChangeStream | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const monitor = await open(o.fromUrl, 'cloudshift sync monitor', 'source');
+    const slot = await slotState(monitor, o.slot);
+    if (!slot.exists) {
+      throw new PreconditionError(`replication slot "${o.slot}" does not exist on the ${o.fromSide} database`, {
+        hint: 'the changes since the copy are lost: start a fresh copy (`cloudshift rollback --drop-target`, then `cloudshift run`)',
+      });
+    }
+    if (slot.walStatus === 'lost') {
+      throw new PreconditionError(
+        `replication slot "${o.slot}" was invalidated by the source (wal_status = lost): WAL it still needed was removed, so the target can no longer be brought up to date`,
+        {
+          hint: 'a fresh copy is needed: `cloudshift rollback --drop-target`, then `cloudshift run`; raise max_slot_wal_keep_size or keep the sync running to avoid it',
+        },
+      );
+    }
+    const reader = await open(o.fromUrl, 'cloudshift sync reader', 'source');
+    const target = await open(o.toUrl, 'cloudshift apply', 'target');
+    const applier = new Applier({
+      target,
+      source: reader,
+      tables: o.tables,
+      progress: o.progress,
+      tolerateUntil: o.tolerateUntil,
+      documents: o.documents ? documentSink(o.documents.container, reader, o.documents.store) : null,
+      onDivergence: o.onDivergence,
+    });
+    const from = await applier.start();
+    stats.applied = from;
+    if (o.untilFence !== undefined && from >= o.untilFence) return 'fence';
+    const repl = await replicationConnection(o.fromUrl, 'cloudshift sync');
+    stream = startStream(repl, o.slot, o.publication, from);
+    const s = stream;
+
+    let stop: StopReason | null = null;
+    const requestStop = (reason: StopReason) => {
+      stop ??= reason;
+      void s.close();
+    };
+    const onAbort = () => requestStop('stopped');
+    if (o.abortSignal?.aborted) return 'stopped';
+    o.abortSignal?.addEventListener('abort', onAbort, { once: true });
+
+    // Heartbeats: written on the source, their arrival saved on the target, the round trip is the lag.
+    const beats: Array<{ lsn: Lsn; at: number }> = [];
+    let lastRoundTrip: number | null = null;
+    let warned = false;
+    let ticking = false;
+    const tick = async () => {
+      if (ticking || stop) return;
+      ticking = true;
+      try {
+        const { rows } = await monitor.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn`, [
+          MESSAGE_PREFIX,
+          JSON.stringify({ kind: 'heartbeat', at: Date.now() }),
+        ]);
+        beats.push({ lsn: parseLsn(rows[0]!.lsn), at: Date.now() });
+        const st = await slotState(monitor, o.slot);
+        const now = await currentWalLsn(monitor);
+        stats.retainedWalBytes = st.retainedBytes;
+        stats.lagBytes = Number(now > applier.position ? now - applier.position : 0n);
+        stats.lagMs = beats.length > 1 ? Date.now() - beats[0]!.at : lastRoundTrip;
+        if (!warned && st.retainedBytes !== null && st.retainedBytes > o.warnRetainedWalBytes) {
+          warned = true;
+          await o.onWarning?.(
+            `the source retains ${Math.round(st.retainedBytes / 1048576)} MB of WAL for slot "${o.slot}" (warning threshold ${Math.round(o.warnRetainedWalBytes / 1048576)} MB): keep the sync running, or the source's disk fills`,
+          );
+        }
+        await o.onStats?.(stats);
+        if (o.shouldStop && (await o.shouldStop())) requestStop('switched');
+      } catch {
+        // The monitor is best effort; the stream's own errors decide the session.
+      } finally {
+        ticking = false;
+      }
+    };
+    timer = setInterval(() => void tick(), o.heartbeatMs);
+    void tick();
+
+    try {
+      for await (const item of s.items()) {
+        if (stop) break;
+        if (item.kind !== 'change') continue;
+        const m = item.message;
+        let ack: Lsn | null = null;
+        if (m.tag === 'message' && m.prefix === MESSAGE_PREFIX && !m.transactional) {
+          const body = JSON.parse(m.content.toString('utf8')) as { kind: string; at: number };
+          ack = await applier.reach(m.lsn, new Date(body.at));
+          if (body.kind === 'heartbeat') {
+            while (beats.length > 0 && beats[0]!.lsn <= applier.position) {
+              lastRoundTrip = Date.now() - beats.shift()!.at;
+            }
+            stats.lagMs = beats.length > 0 ? Date.now() - beats[0]!.at : lastRoundTrip;
+            if (o.untilLagMs !== undefined && lastRoundTrip !== null && lastRoundTrip < o.untilLagMs && !applier.inTransaction) {
+              requestStop('synced');
+            }
+          }
+        } else {
+          ack = await applier.handle(m);
+          if (ack !== null) {
+            stats.transactions += 1;
+            onProgress();
+            await o.afterCommit?.(stats.transactions);
+          }
+        }
+        stats.changes = applier.stats.changes;
+        stats.divergences = applier.stats.divergences;
+        if (ack !== null) {
+          stats.applied = ack;
+          s.acknowledge(ack);
+        }
+        if (o.untilFence !== undefined && applier.position >= o.untilFence && !applier.inTransaction) requestStop('fence');
+      }
+    } catch (err) {
+      await applier.abandon();
+      if (stop) return stop;
+      throw err;
+    } finally {
+      o.abortSignal?.removeEventListener('abort', onAbort);
+    }
+    await applier.abandon();
+    if (stop) return stop;
+    throw new Error('Connection terminated: the replication stream ended');
+  } finally {
+    clearInterval(timer);
+    await stream?.close();
+    await Promise.allSettled(clients.map((c) => c.end()));
+  }
+}

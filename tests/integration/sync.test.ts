@@ -1,0 +1,227 @@
+import { execFile } from 'node:child_process';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runMigration } from '../../src/engine/run.js';
+import { loadPlan } from '../../src/plan/parse.js';
+import { cli } from '../harness/cli.js';
+import { expectSameRows } from '../harness/compare.js';
+import { harness, sql } from '../harness/db.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+const ORDER: Record<string, string> = {
+  'public.patients': 'id',
+  'public.encounters': 'id',
+  'public.observations': 'id',
+  'public.medications': 'patient_id, prescribed_at, drug',
+  'public.notes': 'id',
+};
+
+const NOTES_SQL = `
+CREATE TABLE public.notes (id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL, edited int NOT NULL DEFAULT 0);
+-- body is TOASTed: about 40 kB of incompressible text per row.
+INSERT INTO public.notes (id, title, body)
+SELECT g, 'note ' || g, (SELECT string_agg(md5(g::text || '-' || i), '') FROM generate_series(1, 1250) i) FROM generate_series(1, 20) g;
+`;
+
+function planText(name: string, extra = ''): string {
+  return `version: 1
+name: ${name}
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
+tables:
+  - name: public.patients
+  - name: public.encounters
+  - name: public.observations
+  - name: public.medications
+  - name: public.notes
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/{id}-{filename}"
+    contentType: "{mime_type}"
+    keep: { column: blob_path }
+copy: { jobs: 2, batch: { rows: 500 } }
+sync: { mode: logical }
+cutover:
+  switch: { command: { run: "true" } }
+  maxLag: 2s
+${extra}`;
+}
+
+async function expectConverged(s: Scenario): Promise<void> {
+  for (const [table, order] of Object.entries(ORDER)) {
+    const { source, target } = await expectSameRows(s, table, order);
+    expect(target, table).toBe(source);
+  }
+  // Documents: every source row is on the target with its blob name, and each blob holds the bytes.
+  const src = await sql<{ id: string; patient_id: string; filename: string; hex: string }>(
+    'source',
+    s.dbs.source,
+    `SELECT id::text, patient_id::text, filename, encode(content, 'hex') AS hex FROM public.documents ORDER BY id`,
+  );
+  const tgt = await sql<{ id: string; blob_path: string }>(
+    'target',
+    s.dbs.target,
+    `SELECT id::text, blob_path FROM public.documents ORDER BY id`,
+  );
+  expect(tgt.map((r) => r.id)).toEqual(src.map((r) => r.id));
+  const container = BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(s.container);
+  const names: string[] = [];
+  for await (const b of container.listBlobsFlat()) names.push(b.name);
+  expect(names.sort()).toEqual(src.map((r) => `patients/${r.patient_id}/${r.id}-${r.filename}`).sort());
+  for (const r of src.slice(-5)) {
+    const buf = await container.getBlobClient(`patients/${r.patient_id}/${r.id}-${r.filename}`).downloadToBuffer();
+    expect(buf.toString('hex'), `document ${r.id}`).toBe(r.hex);
+  }
+}
+
+async function slots(s: Scenario): Promise<string[]> {
+  const rows = await sql<{ slot_name: string }>('source', 'postgres', `SELECT slot_name FROM pg_replication_slots WHERE database = $1`, [
+    s.dbs.source,
+  ]);
+  return rows.map((r) => r.slot_name);
+}
+
+function spawnCli(s: Scenario, args: string[], extraEnv: Record<string, string> = {}) {
+  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
+    const child = execFile(
+      'node',
+      ['bin/cloudshift.js', ...args],
+      { env: { ...process.env, ...s.env, ...extraEnv } },
+      (_e, stdout, stderr) => resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr }),
+    );
+  });
+}
+
+describe('live sync', () => {
+  let s: Scenario;
+  beforeAll(async () => {
+    s = await hospitalScenario('sync');
+    await sql('source', s.dbs.source, NOTES_SQL);
+  });
+  afterAll(async () => s.drop());
+
+  it('copies inside the slot snapshot, then streams inserts, updates, deletes, truncates and documents', async () => {
+    const file = s.plan(planText('synctest'));
+    const loaded = await loadPlan(file);
+    let wrote = false;
+    const result = await runMigration(loaded, {
+      env: s.env,
+      until: 'synced',
+      heartbeatMs: 100,
+      hooks: {
+        // Changes made while the copy runs: after the slot's consistent point, so only the stream carries them.
+        afterBatchCommit: async () => {
+          if (wrote) return;
+          wrote = true;
+          await sql(
+            'source',
+            s.dbs.source,
+            `BEGIN;
+             INSERT INTO public.patients (nhs_number, family_name, given_name, born) VALUES ('9100000001', 'New', 'Patient', '1990-05-05');
+             UPDATE public.patients SET family_name = 'Renamed' WHERE id = 7;
+             DELETE FROM public.observations WHERE id BETWEEN 10 AND 19;
+             UPDATE public.notes SET edited = edited + 1 WHERE id = 3;
+             INSERT INTO public.documents (patient_id, filename, content) VALUES (5, 'scan.pdf', decode(repeat('00ff', 3000), 'hex'));
+             UPDATE public.documents SET content = decode('deadbeef', 'hex') WHERE id = 2;
+             DELETE FROM public.documents WHERE id = 3;
+             COMMIT;`,
+          );
+        },
+      },
+    });
+    expect(wrote).toBe(true);
+    expect(result.sync?.reason).toBe('synced');
+    expect(result.sync?.divergences).toBe(0);
+    expect(result.mismatches).toBe(0);
+    await expectConverged(s);
+    expect(await slots(s)).toEqual(['cloudshift_synctest']);
+
+    // While no sync runs: more changes, a multi-table TRUNCATE, a key change, an unchanged TOAST column.
+    await sql(
+      'source',
+      s.dbs.source,
+      `UPDATE public.notes SET edited = edited + 1, title = 'edited' WHERE id IN (4, 5);
+       UPDATE public.medications SET dose = '9 mg', drug = 'drug-x' WHERE patient_id = 3 AND drug = 'drug-3';
+       INSERT INTO public.encounters (patient_id, started_at, ward) SELECT 1 + g % 200, now(), 'ICU' FROM generate_series(1, 300) g;
+       TRUNCATE public.medications, public.notes;
+       INSERT INTO public.notes (id, title, body) VALUES (99, 'after truncate', repeat('x', 5000));`,
+    );
+    const again = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/in sync: applied up to [0-9A-F]+\/[0-9A-F]+/);
+    await expectConverged(s);
+    const notes = await sql<{ body: string }>('target', s.dbs.target, `SELECT body FROM public.notes WHERE id = 99`);
+    expect(notes[0]!.body).toBe('x'.repeat(5000));
+  });
+
+  it('reports an UPDATE or DELETE that matches no target row as a divergence', async () => {
+    const file = s.plan(planText('synctest'));
+    await sql('source', s.dbs.source, `INSERT INTO public.notes (id, title, body) VALUES (100, 'a', 'a'), (101, 'b', 'b')`);
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    await sql('target', s.dbs.target, `DELETE FROM public.notes WHERE id IN (100, 101)`);
+    await sql('source', s.dbs.source, `UPDATE public.notes SET title = 'X' WHERE id = 100; DELETE FROM public.notes WHERE id = 101;`);
+    const r = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('2 DIVERGENCES');
+    const events = await sql<{ message: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT message FROM cloudshift.events WHERE kind = 'sync:divergence' ORDER BY id`,
+    );
+    expect(events.map((e) => e.message)).toEqual([
+      expect.stringMatching(/^public\.notes: UPDATE at [0-9A-F/]+ matched no row on the target \(id=100\)/),
+      expect.stringMatching(/^public\.notes: DELETE at [0-9A-F/]+ matched no row on the target \(id=101\)/),
+    ]);
+    // verify --repair puts the row back.
+    const repair = await cli(['verify', file, '--table', 'public.notes', '--repair'], s.env);
+    expect(repair.code).toBe(0);
+    await expectConverged(s);
+  });
+
+  it('stops on DDL with the table and the change named, and resumes once the target has it', async () => {
+    const file = s.plan(planText('synctest'));
+    await sql(
+      'source',
+      s.dbs.source,
+      `ALTER TABLE public.patients ADD COLUMN email text; UPDATE public.patients SET email = 'a@b' WHERE id = 1;`,
+    );
+    const stopped = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(stopped.code).toBe(1);
+    expect(stopped.stderr).toContain(
+      'public.patients changed on the source since it was copied (DDL): column "email" added; live sync stopped',
+    );
+    await sql('target', s.dbs.target, `ALTER TABLE public.patients ADD COLUMN email text`);
+    const resumed = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(resumed.code).toBe(0);
+    await expectConverged(s);
+  });
+
+  it('converges after kill -9 in the middle of streaming, applying nothing twice', async () => {
+    const file = s.plan(planText('synctest'));
+    await sql(
+      'source',
+      s.dbs.source,
+      Array.from(
+        { length: 20 },
+        (_, i) =>
+          `BEGIN; INSERT INTO public.observations (encounter_id, code, value, observed_at) VALUES (1, 'k${i}', ${i}, now()); COMMIT;`,
+      ).join('\n'),
+    );
+    const killed = await spawnCli(s, ['run', file, '--until', 'synced'], { CLOUDSHIFT_FAULT: 'afterSyncCommit:5' });
+    expect(killed.signal).toBe('SIGKILL');
+    const applied = await sql<{ n: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*)::text AS n FROM public.observations WHERE code LIKE 'k%'`,
+    );
+    expect(Number(applied[0]!.n)).toBeGreaterThan(0);
+    expect(Number(applied[0]!.n)).toBeLessThan(20);
+    const resumed = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(resumed.code).toBe(0);
+    await expectConverged(s);
+  });
+});
