@@ -10,6 +10,7 @@ import { demoCommand } from './commands/demo.js';
 import { dryRunCommand } from './commands/dryRun.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
+import { cleanupCommand } from './commands/cleanup.js';
 import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
 import { provisionCommand } from './commands/provision.js';
@@ -89,6 +90,20 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .action(async (file: string, opts: { jobs?: number; blobConcurrency?: number; force: boolean; json: boolean; until?: 'synced' }) => {
       try {
         setExit(await runCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
+    .command('cleanup')
+    .description('drop every replication slot and publication the run created, on either side, and end the run')
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--json', 'print the result as JSON', false)
+    .exitOverride()
+    .action(async (file: string, opts: { json: boolean }) => {
+      try {
+        setExit(await cleanupCommand(io, file, opts));
       } catch (err) {
         setExit(reportError(io, err, opts.json ? 'json' : 'text'));
       }

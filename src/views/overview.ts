@@ -8,6 +8,9 @@ import type { LoadedPlan } from '../plan/parse.js';
 import { inspectSchema } from '../state/migrations.js';
 import { tableProgress } from '../state/sql/tableProgress.js';
 import type { StateStore } from '../state/store.js';
+import { latestSwitch, syncRow } from '../state/sql/sync.js';
+import type { RunRow } from '../state/types.js';
+import { formatLsn } from '../sync/lsn.js';
 
 export const THROUGHPUT_WINDOW_SECONDS = 60;
 
@@ -30,6 +33,23 @@ export interface EventOverview {
   kind: string;
   message: string;
   who: string;
+}
+
+export interface SyncOverview {
+  slot: string | null;
+  publication: string | null;
+  consistentLsn: string | null;
+  appliedLsn: string;
+  /** Commit time on the source of the last applied change (or heartbeat). */
+  sourceCommitAt: string | null;
+  appliedAt: string;
+  lagMs: number | null;
+  lagBytes: number | null;
+  retainedWalBytes: number | null;
+  /** When the syncing process last measured lag and retained WAL. */
+  measuredAt: string | null;
+  divergences: number;
+  lastSwitch: { kind: string; state: string; pauseMs: number | null; startedAt: string; by: string } | null;
 }
 
 export interface Overview {
@@ -57,8 +77,8 @@ export interface Overview {
     rowsPerSecond: number;
     etaSeconds: number | null;
   };
-  /** Live sync; null until the plan uses it and it has started. */
-  sync: null;
+  /** Live sync; null until the plan uses it and its slot exists. */
+  sync: SyncOverview | null;
   events: EventOverview[];
   next: string;
 }
@@ -66,6 +86,26 @@ export interface Overview {
 export async function readOverview(store: StateStore, loaded: LoadedPlan, options: { events?: number } = {}): Promise<Overview> {
   const planName = loaded.plan.name;
   const base = { plan: planName, planFile: loaded.file, sync: null };
+  const syncOf = async (run: RunRow, applied: readonly string[]): Promise<SyncOverview | null> => {
+    if (!applied.includes('20261123000003_sync')) return null;
+    const row = await syncRow(store.knex, run.id);
+    if (!row) return null;
+    const sw = await latestSwitch(store.knex, run.id);
+    return {
+      slot: run.slot_name,
+      publication: run.publication_name,
+      consistentLsn: run.consistent_lsn,
+      appliedLsn: formatLsn(row.lsn),
+      sourceCommitAt: row.sourceCommitAt?.toISOString() ?? null,
+      appliedAt: row.appliedAt.toISOString(),
+      lagMs: row.lagMs,
+      lagBytes: row.lagBytes,
+      retainedWalBytes: row.retainedWalBytes,
+      measuredAt: row.measuredAt?.toISOString() ?? null,
+      divergences: row.divergences,
+      lastSwitch: sw ? { kind: sw.kind, state: sw.state, pauseMs: sw.pause_ms, startedAt: sw.started_at.toISOString(), by: sw.by } : null,
+    };
+  };
   const status = await inspectSchema(store.db, store.schema);
   if (!status.exists) return { ...base, run: null, tables: [], totals: emptyTotals(), events: [], next: nextStep(loaded, null, []) };
   const run = (await store.getActiveRun(planName)) ?? (await store.getLatestRun(planName));
@@ -115,6 +155,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
   };
   return {
     ...base,
+    sync: await syncOf(run, status.applied),
     run: runView,
     tables,
     totals: {

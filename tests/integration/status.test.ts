@@ -92,7 +92,7 @@ describe('cloudshift status', () => {
     expect(o.next).toBe('copy finished and every batch verified (sync.mode: none: the target is a copy as of the run; nothing more to do)');
     const text = await cli(['status', file], s.env);
     expect(text.stdout).toMatch(/public\.observations\s+8\/8\s+3,000\s+.*\s+done\s+verified/);
-    expect(text.stdout).toContain('live sync: not running');
+    expect(text.stdout).toContain('live sync: not started');
   });
 
   it('a mismatched batch points the operator at verify --repair', async () => {

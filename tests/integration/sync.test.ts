@@ -156,6 +156,19 @@ describe('live sync', () => {
     await expectConverged(s);
     const notes = await sql<{ body: string }>('target', s.dbs.target, `SELECT body FROM public.notes WHERE id = 99`);
     expect(notes[0]!.body).toBe('x'.repeat(5000));
+
+    // status shows the sync: applied position, lag and the WAL the slot retains.
+    const status = await cli(['status', file, '--json'], s.env);
+    const view = JSON.parse(status.stdout) as { sync: Record<string, unknown> };
+    expect(view.sync).toMatchObject({ slot: 'cloudshift_synctest', publication: 'cloudshift_synctest', divergences: 0 });
+    expect(view.sync.appliedLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(view.sync.lagMs).toBeLessThan(2000);
+    expect(view.sync.retainedWalBytes).toBeGreaterThan(0);
+    const text = await cli(['status', file], s.env);
+    expect(text.stdout).toMatch(
+      /live sync: slot cloudshift_synctest \(publication cloudshift_synctest\), applied up to [0-9A-F]+\/[0-9A-F]+/,
+    );
+    expect(text.stdout).toMatch(/  lag \d+ ms, .* of WAL; the source retains .* of WAL for the slot \(measured /);
   });
 
   it('reports an UPDATE or DELETE that matches no target row as a divergence', async () => {
@@ -223,5 +236,29 @@ describe('live sync', () => {
     const resumed = await cli(['run', file, '--until', 'synced'], s.env);
     expect(resumed.code).toBe(0);
     await expectConverged(s);
+  });
+});
+
+describe('cleanup', () => {
+  it('drops the slot and the publication the run created, and ends the run', async () => {
+    const s = await hospitalScenario('cleanup');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('cleanuptest'));
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      expect(await slots(s)).toEqual(['cloudshift_cleanuptest']);
+      const r = await cli(['cleanup', file], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(
+        `dropped slot cloudshift_cleanuptest on the source\ndropped publication cloudshift_cleanuptest on the source\nrun ${/run (\S+) is/.exec(r.stdout)![1]} is aborted\n`,
+      );
+      expect(await slots(s)).toEqual([]);
+      const pubs = await sql('source', s.dbs.source, `SELECT pubname FROM pg_publication`);
+      expect(pubs).toEqual([]);
+      const again = await cli(['cleanup', file], s.env);
+      expect(again.stdout).toMatch(/^no slot or publication of this run is left on either side\n/);
+    } finally {
+      await s.drop();
+    }
   });
 });

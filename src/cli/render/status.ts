@@ -35,7 +35,7 @@ export function renderStatus(o: Overview): string {
     );
   }
   lines.push('');
-  lines.push(`live sync: ${o.sync === null ? 'not running' : 'running'}`);
+  lines.push(...syncLines(o));
   if (o.events.length > 0) {
     lines.push('');
     lines.push('last events:');
@@ -44,6 +44,24 @@ export function renderStatus(o: Overview): string {
   lines.push('');
   lines.push(`next: ${o.next}`);
   return `${lines.join('\n')}\n`;
+}
+
+function syncLines(o: Overview): string[] {
+  const s = o.sync;
+  if (s === null) return ['live sync: not started'];
+  const measured = s.measuredAt ? ` (measured ${s.measuredAt})` : '';
+  const lag = s.lagMs === null ? 'lag unknown' : `lag ${s.lagMs} ms, ${formatBytes(s.lagBytes ?? 0)} of WAL`;
+  const lines = [
+    `live sync: slot ${s.slot ?? '?'} (publication ${s.publication ?? '?'}), applied up to ${s.appliedLsn} (source commit ${s.sourceCommitAt ?? 'none yet'})`,
+    `  ${lag}; the source retains ${s.retainedWalBytes === null ? '?' : formatBytes(s.retainedWalBytes)} of WAL for the slot${measured}`,
+  ];
+  if (s.divergences > 0)
+    lines.push(`  ${s.divergences} DIVERGENCES: updates or deletes that matched no target row; run cloudshift verify --repair`);
+  if (s.lastSwitch) {
+    const w = s.lastSwitch;
+    lines.push(`  last ${w.kind}: ${w.state} at ${w.startedAt} by ${w.by}${w.pauseMs === null ? '' : `, write pause ${w.pauseMs} ms`}`);
+  }
+  return lines;
 }
 
 function eta(s: number | null): string {
