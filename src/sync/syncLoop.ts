@@ -73,7 +73,7 @@ export interface SyncLoopResult {
 }
 
 const TRANSIENT =
-  /Connection terminated|ECONNRESET|EPIPE|ECONNREFUSED|premature close|terminating connection|server closed the connection/i;
+  /Connection terminated|not queryable|ECONNRESET|EPIPE|ECONNREFUSED|premature close|terminating connection|server closed the connection/i;
 
 export function isTransient(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';

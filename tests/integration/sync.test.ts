@@ -262,3 +262,115 @@ describe('cleanup', () => {
     }
   });
 });
+
+describe('live sync faults', () => {
+  let s: Scenario;
+  beforeAll(async () => {
+    s = await hospitalScenario('syncfault');
+    await sql('source', s.dbs.source, NOTES_SQL);
+  });
+  afterAll(async () => s.drop());
+
+  it('converges after kill -9 during the copy: the rest is copied from a newer snapshot, older changes find rows gone', async () => {
+    const file = s.plan(planText('syncfaulttest'));
+    const killed = await spawnCli(s, ['run', file, '--until', 'synced'], { CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
+    expect(killed.signal).toBe('SIGKILL');
+    // Changes after the slot's consistent point, to rows copied and not yet copied: the stream
+    // replays them over rows the newer snapshot already shows changed or deleted.
+    await sql(
+      'source',
+      s.dbs.source,
+      `BEGIN; UPDATE public.observations SET unit = 'mmHg' WHERE id % 7 = 0; COMMIT;
+       BEGIN; DELETE FROM public.observations WHERE id % 11 = 0; COMMIT;
+       BEGIN; UPDATE public.patients SET given_name = 'Z' WHERE id % 5 = 0; COMMIT;
+       BEGIN; DELETE FROM public.medications WHERE patient_id % 9 = 0; COMMIT;`,
+    );
+    const resumed = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(resumed.stderr).toBe('');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout).not.toContain('DIVERGENCES');
+    await expectConverged(s);
+    const events = await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events WHERE kind = 'sync:resnapshot'`);
+    expect(events).toHaveLength(1);
+  });
+
+  it('reconnects when the walsender and the apply session are terminated', async () => {
+    const file = s.plan(planText('syncfaulttest'));
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    // Eight transactions to stream.
+    await sql(
+      'source',
+      s.dbs.source,
+      Array.from({ length: 8 }, (_, i) => `BEGIN; UPDATE public.notes SET edited = edited + 1 WHERE id = ${i + 1}; COMMIT;`).join('\n'),
+    );
+    let n = 0;
+    const result = await runMigration(await loadPlan(file), {
+      env: s.env,
+      until: 'synced',
+      heartbeatMs: 100,
+      hooks: {
+        afterSyncCommit: async (count) => {
+          n = count;
+          if (count === 2) {
+            await sql(
+              'source',
+              'postgres',
+              `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'cloudshift_syncfaulttest'`,
+            );
+          }
+          if (count === 4) {
+            await sql(
+              'target',
+              'postgres',
+              `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift apply' AND datname = $1`,
+              [s.dbs.target],
+            );
+          }
+        },
+      },
+    }).catch((err: unknown) => err);
+    expect(result).not.toBeInstanceOf(Error);
+    expect(n).toBeGreaterThanOrEqual(8);
+    await expectConverged(s);
+    const reconnects = await sql<{ n: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*)::text AS n FROM cloudshift.events WHERE kind = 'sync:reconnect'`,
+    );
+    // Frames already received are applied before the broken stream is noticed, so the two
+    // terminations may be handled by one reconnect.
+    expect(Number(reconnects[0]!.n)).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('stopping the sync', () => {
+  it('stops cleanly on Ctrl-C (abort), resumable', async () => {
+    const s = await hospitalScenario('syncstop');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('syncstoptest'));
+      const ac = new AbortController();
+      const result = await runMigration(await loadPlan(file), {
+        env: s.env,
+        heartbeatMs: 100,
+        abortSignal: ac.signal,
+        onEvent: (e) => {
+          if (e.type === 'sync:stats') ac.abort();
+        },
+      });
+      expect(result.interrupted).toBe(true);
+      expect(result.sync?.reason).toBe('stopped');
+      const active = await sql(
+        'source',
+        'postgres',
+        `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'cloudshift_syncstoptest' AND active`,
+      );
+      expect(active).toEqual([]);
+      await sql('source', s.dbs.source, `INSERT INTO public.notes (id, title, body) VALUES (500, 'after stop', 'b')`);
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      await expectConverged(s);
+    } finally {
+      await s.drop();
+    }
+  });
+});
