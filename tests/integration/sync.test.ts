@@ -168,7 +168,7 @@ describe('live sync', () => {
     expect(text.stdout).toMatch(
       /live sync: slot cloudshift_synctest \(publication cloudshift_synctest\), applied up to [0-9A-F]+\/[0-9A-F]+/,
     );
-    expect(text.stdout).toMatch(/  lag \d+ ms, .* of WAL; the source retains .* of WAL for the slot \(measured /);
+    expect(text.stdout).toMatch(/ {2}lag \d+ ms, .* of WAL; the source retains .* of WAL for the slot \(measured /);
   });
 
   it('reports an UPDATE or DELETE that matches no target row as a divergence', async () => {
