@@ -35,7 +35,9 @@ describe('state store', () => {
         'events',
         'knex_migrations',
         'knex_migrations_lock',
+        'replication_objects',
         'runs',
+        'switches',
         'workers',
       ]);
       await stores[0]!.assertCurrent();
