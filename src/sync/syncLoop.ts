@@ -73,8 +73,12 @@ export interface SyncLoopResult {
 }
 
 const TRANSIENT =
-  /Connection terminated|not queryable|ECONNRESET|EPIPE|ECONNREFUSED|premature close|terminating connection|server closed the connection/i;
+  /Connection terminated|not queryable|is active for PID|ECONNRESET|EPIPE|ECONNREFUSED|premature close|terminating connection|server closed the connection/i;
 
+/**
+ * Failures worth reconnecting for: a broken connection, or the slot still held by a walsender
+ * that has not yet noticed its client went away (a previous process that stopped or was killed).
+ */
 export function isTransient(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   return ['57P01', '57P02', '57P03', '08006', '08003', '08001', 'ECONNRESET', 'EPIPE'].includes(code) || TRANSIENT.test(messageOf(err));

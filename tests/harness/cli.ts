@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { runCli } from '../../src/cli/main.js';
 
 export interface CliResult {
@@ -17,4 +18,19 @@ export async function cli(args: string[], env: Record<string, string | undefined
     cwd: process.cwd(),
   });
   return { code, stdout, stderr };
+}
+
+export interface ProcessResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+}
+
+/** Runs the real executable in a child process (for kill -9 and signal tests). */
+export function spawnCli(args: string[], env: Record<string, string | undefined>): Promise<ProcessResult> {
+  return new Promise((resolve) => {
+    const child = execFile('node', ['bin/cloudshift.js', ...args], { env: { ...process.env, ...env } }, (_e, stdout, stderr) =>
+      resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr }),
+    );
+  });
 }

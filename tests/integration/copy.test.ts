@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
-import { cli } from '../harness/cli.js';
+import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
@@ -54,16 +53,7 @@ async function scenario(prefix: string) {
 }
 
 function spawnRun(s: Scenario, file: string, extraEnv: Record<string, string> = {}) {
-  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
-    const child = execFile(
-      'node',
-      ['bin/cloudshift.js', 'run', file],
-      { env: { ...process.env, ...s.env, ...extraEnv } },
-      (_err, stdout, stderr) => {
-        resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr });
-      },
-    );
-  });
+  return spawnCli(['run', file], { ...s.env, ...extraEnv });
 }
 
 describe('cloudshift run (bulk copy)', () => {

@@ -1,9 +1,8 @@
-import { execFile } from 'node:child_process';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
-import { cli } from '../harness/cli.js';
+import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
@@ -82,17 +81,6 @@ async function slots(s: Scenario): Promise<string[]> {
     s.dbs.source,
   ]);
   return rows.map((r) => r.slot_name);
-}
-
-function spawnCli(s: Scenario, args: string[], extraEnv: Record<string, string> = {}) {
-  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => {
-    const child = execFile(
-      'node',
-      ['bin/cloudshift.js', ...args],
-      { env: { ...process.env, ...s.env, ...extraEnv } },
-      (_e, stdout, stderr) => resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr }),
-    );
-  });
 }
 
 describe('live sync', () => {
@@ -224,7 +212,7 @@ describe('live sync', () => {
           `BEGIN; INSERT INTO public.observations (encounter_id, code, value, observed_at) VALUES (1, 'k${i}', ${i}, now()); COMMIT;`,
       ).join('\n'),
     );
-    const killed = await spawnCli(s, ['run', file, '--until', 'synced'], { CLOUDSHIFT_FAULT: 'afterSyncCommit:5' });
+    const killed = await spawnCli(['run', file, '--until', 'synced'], { ...s.env, CLOUDSHIFT_FAULT: 'afterSyncCommit:5' });
     expect(killed.signal).toBe('SIGKILL');
     const applied = await sql<{ n: string }>(
       'target',
@@ -273,7 +261,7 @@ describe('live sync faults', () => {
 
   it('converges after kill -9 during the copy: the rest is copied from a newer snapshot, older changes find rows gone', async () => {
     const file = s.plan(planText('syncfaulttest'));
-    const killed = await spawnCli(s, ['run', file, '--until', 'synced'], { CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
+    const killed = await spawnCli(['run', file, '--until', 'synced'], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
     expect(killed.signal).toBe('SIGKILL');
     // Changes after the slot's consistent point, to rows copied and not yet copied: the stream
     // replays them over rows the newer snapshot already shows changed or deleted.
