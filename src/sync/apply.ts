@@ -79,6 +79,8 @@ interface Relation {
   insertPrefix: string;
   insertSuffix: string;
   insertWidth: number;
+  /** Target type of each inserted value, in insert column order. */
+  insertCasts: string[];
 }
 
 const MAX_ROWS_PER_INSERT = 1000;
@@ -265,6 +267,7 @@ export class Applier {
       insertPrefix: `INSERT INTO ${task.quoted} (${targetCols.map(quoteIdent).join(', ')}) VALUES `,
       insertSuffix: conflict,
       insertWidth: targetCols.length,
+      insertCasts: [...written.map((c) => c.type), ...(keep ? ['text'] : [])],
     };
   }
 
@@ -337,10 +340,7 @@ export class Applier {
     const p = this.pending;
     if (!p || p.rows.length === 0) return;
     this.pending = null;
-    const casts = [
-      ...p.rel.columns.filter((c): c is ColumnMap => c !== null).map((c) => c.type),
-      ...(p.rel.task.documents ? ['text'] : []),
-    ];
+    const casts = p.rel.insertCasts;
     const params: Array<string | null> = [];
     const tuples = p.rows.map((r) => {
       const start = params.length;
