@@ -11,6 +11,7 @@ import { dryRunCommand } from './commands/dryRun.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { cleanupCommand } from './commands/cleanup.js';
+import { cutoverCommand, rollbackCommand } from './commands/switch.js';
 import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
 import { provisionCommand } from './commands/provision.js';
@@ -104,6 +105,35 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .action(async (file: string, opts: { json: boolean }) => {
       try {
         setExit(await cleanupCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
+    .command('cutover')
+    .description('switch the application to the target: pause, drain, sequences, check, repoint, resume (aborts back to the source)')
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--json', 'print the result as JSON ({"switched": bool, "pauseMs": n, ...})', false)
+    .exitOverride()
+    .action(async (file: string, opts: { json: boolean }) => {
+      try {
+        setExit(await cutoverCommand(io, file, opts));
+      } catch (err) {
+        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  program
+    .command('rollback')
+    .description('switch back to the source (after cutover: replays every write made on the target); before cutover: stop and clean up')
+    .argument('<plan>', 'plan file (YAML)')
+    .option('--drop-target', 'before cutover only: also drop the migrated tables and documents on the target', false)
+    .option('--json', 'print the result as JSON', false)
+    .exitOverride()
+    .action(async (file: string, opts: { json: boolean; dropTarget: boolean }) => {
+      try {
+        setExit(await rollbackCommand(io, file, opts));
       } catch (err) {
         setExit(reportError(io, err, opts.json ? 'json' : 'text'));
       }

@@ -19,6 +19,7 @@ import { planBatches, tableTasks } from './planBatches.js';
 import { openRun, PHASES, type Phase } from './runState.js';
 import { exportSnapshot } from './snapshot.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
+import { recoverPendingSwitch } from '../cutover/commands.js';
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 
@@ -65,8 +66,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
   try {
-    // 1. State store: migrate, open or resume the run, take its lock. A second process is refused.
+    // 1. State store: migrate, finish or undo an interrupted cutover or rollback, open or resume
+    //    the run, take its lock. A second process is refused.
     await store.migrate();
+    const recovered = await recoverPendingSwitch(loaded, { env: options.env });
+    if (recovered) emit('warning', { message: `an interrupted ${recovered.kind} was ${recovered.outcome}` });
     const opened = await openRun(store, loaded, { force: options.force === true });
     const run = opened.run;
     if (opened.alreadyFinished) {
@@ -205,28 +209,34 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         ...(options.until === 'synced' ? { untilLagMs: plan.cutover.maxLagMs } : {}),
         ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
         ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
-        shouldStop: async () => (await store.getRun(run.id))?.phase === 'cutover',
+        // A cutover switched (phase), or a rollback before cutover ended the run (status).
+        shouldStop: async () => {
+          const now = await store.getRun(run.id);
+          return now?.phase === 'cutover' || now?.status !== 'active';
+        },
         onStats: (s) => emit('sync:stats', { applied: formatLsn(s.applied), lagMs: s.lagMs, lagBytes: s.lagBytes, changes: s.changes }),
         onWarning: (message) => emit('warning', { message }),
         ...(options.hooks?.afterSyncCommit ? { afterCommit: options.hooks.afterSyncCommit } : {}),
       });
       const s = result.stats;
+      const reason: StopReason =
+        result.reason === 'switched' && (await store.getRun(run.id))?.status === 'aborted' ? 'aborted' : result.reason;
       const sync = {
-        reason: result.reason,
+        reason,
         applied: formatLsn(s.applied),
         lagMs: s.lagMs,
         transactions: s.transactions,
         changes: s.changes,
         divergences: s.divergences,
       };
-      await store.appendEvent(run.id, `sync:${result.reason}`, syncStopMessage(result.reason, sync.applied, s.lagMs), sync);
+      await store.appendEvent(run.id, `sync:${reason}`, syncStopMessage(reason, sync.applied, s.lagMs), sync);
       emit('sync:stop', { runId: run.id, ...sync });
       return {
         runId: run.id,
         interrupted: result.reason === 'stopped',
         alreadyFinished: false,
         sync,
-        ...(result.reason === 'switched' ? { cutOver: true } : {}),
+        ...(reason === 'switched' ? { cutOver: true } : {}),
         ...(await summarize(store, run.id, started)),
       };
     }
@@ -270,6 +280,8 @@ function syncStopMessage(reason: StopReason, applied: string, lagMs: number | nu
       return `sync ended: the application was switched to the target (applied up to ${applied})`;
     case 'fence':
       return `sync reached the cutover fence at ${applied}`;
+    case 'aborted':
+      return `sync ended: the migration was rolled back before cutover (applied up to ${applied})`;
   }
 }
 

@@ -51,6 +51,8 @@ export interface ConnectOptions {
   credential?: TokenCredential;
   /** A logical replication connection (walsender with a database). */
   replication?: boolean;
+  /** No session settings at all (PgBouncer's admin console takes no SET). */
+  plain?: boolean;
 }
 
 export interface Endpoint {
@@ -95,6 +97,7 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
     await client.end().catch(() => undefined);
     throw connectError(options.role, endpoint, err);
   }
+  if (options.plain) return client;
   const settings = [...PINNED_SETTINGS];
   if (options.readOnly) settings.push(['default_transaction_read_only', 'on']);
   if (options.statementTimeoutMs !== undefined) settings.push(['statement_timeout', String(options.statementTimeoutMs)]);

@@ -190,14 +190,21 @@ export class StateStore {
    * dies). Refuses with exit 4 when another process holds it.
    */
   async lockRun(run: RunRow): Promise<void> {
-    const { rows } = await this.session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok`, [
-      `cloudshift.run:${run.id}`,
-    ]);
-    if (!rows[0]?.ok) {
+    if (!(await this.tryLock(`cloudshift.run:${run.id}`))) {
       throw new StateConflictError(`run ${run.id} of plan "${run.plan_name}" is in progress in another cloudshift process`, {
         hint: 'wait for it to finish, or stop it (Ctrl-C) before starting another',
       });
     }
+  }
+
+  /** Takes a named session advisory lock if it is free (re-entrant for this process). */
+  async tryLock(name: string): Promise<boolean> {
+    const { rows } = await this.session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok`, [name]);
+    return rows[0]?.ok === true;
+  }
+
+  async unlock(name: string): Promise<void> {
+    await this.session.query(`SELECT pg_advisory_unlock(hashtextextended($1, 0))`, [name]);
   }
 
   async updateFingerprint(runId: string, fingerprint: string): Promise<void> {

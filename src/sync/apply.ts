@@ -61,6 +61,12 @@ export interface ApplierOptions {
   /** Transactions committed before this position may find rows already gone. */
   tolerateUntil: Lsn | null;
   documents: DocumentSink | null;
+  /**
+   * Reverse sync (target → source at rollback): the changes come from the target, whose
+   * documents tables keep a blob name where the source keeps the bytes; the named blob's bytes
+   * are written into the source's content column.
+   */
+  reverse?: { readBlob(name: string): Promise<Buffer> };
   onDivergence(d: Divergence): Promise<void>;
 }
 
@@ -68,6 +74,8 @@ interface ColumnMap {
   name: string;
   /** Target type, for the cast of the text value. */
   type: string;
+  /** Reverse sync: the value is a blob name; the blob's bytes are written (bytea or a new large object). */
+  fromBlob?: boolean;
 }
 
 interface Relation {
@@ -79,8 +87,8 @@ interface Relation {
   insertPrefix: string;
   insertSuffix: string;
   insertWidth: number;
-  /** Target type of each inserted value, in insert column order. */
-  insertCasts: string[];
+  /** SQL around each inserted value's parameter, in insert column order: `${pre}$n${post}`. */
+  insertValues: Array<readonly [string, string]>;
 }
 
 const MAX_ROWS_PER_INSERT = 1000;
@@ -98,7 +106,7 @@ export class Applier {
   private inTx = false;
   private skipping = false;
   private txLsn: Lsn = 0n;
-  private pending: { rel: Relation; rows: string[][]; keys: Set<string> } | null = null;
+  private pending: { rel: Relation; rows: Array<Array<string | null>>; keys: Set<string> } | null = null;
   private blobsToRemove: string[] = [];
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
@@ -229,13 +237,18 @@ export class Applier {
       [task.quoted],
     );
     const target = new Map(rows.filter((r) => !r.generated).map((r) => [r.name, r]));
+    const reverse = this.o.reverse !== undefined;
     const content = task.documents?.plan.content;
     const keep = task.documents?.plan.keepColumn;
+    // Forward, the stream carries the content column and the target has the kept blob name
+    // instead; reverse, the other way round.
+    const streamOnly = reverse ? keep : content;
+    const applyOnly = reverse ? content : keep;
     const sourceNames = m.columns.map((c) => c.name);
-    const added = sourceNames.filter((n) => n !== content && !target.has(n));
-    const dropped = [...target.keys()].filter((n) => n !== keep && !sourceNames.includes(n));
+    const added = sourceNames.filter((n) => n !== streamOnly && !target.has(n));
+    const dropped = [...target.keys()].filter((n) => n !== applyOnly && !sourceNames.includes(n));
     const types = await this.sourceTypes(m.columns);
-    const changed = m.columns.filter((c, i) => c.name !== content && target.has(c.name) && target.get(c.name)!.type !== types[i]);
+    const changed = m.columns.filter((c, i) => c.name !== streamOnly && target.has(c.name) && target.get(c.name)!.type !== types[i]);
     if (added.length + dropped.length + changed.length > 0) {
       const what = [
         ...added.map((n) => `column "${n}" added`),
@@ -247,12 +260,16 @@ export class Applier {
         `apply the same change to ${task.display} on the target, then \`cloudshift run\` resumes the sync where it stopped`,
       );
     }
-    const columns = m.columns.map((c) => (c.name === content ? null : { name: c.name, type: target.get(c.name)!.type }));
+    const columns = m.columns.map((c): ColumnMap | null => {
+      if (c.name !== streamOnly) return { name: c.name, type: target.get(c.name)!.type };
+      return reverse ? { name: content!, type: target.get(content!)!.type, fromBlob: true } : null;
+    });
     const keyNames = task.shape.keyColumns?.map((k) => k.name) ?? null;
     const keyIdx = keyNames ? keyNames.map((k) => sourceNames.indexOf(k)) : [];
     if (keyNames && keyIdx.some((i) => i < 0)) throw new Error(`${task.display}: a key column is missing from the replicated columns`);
     const written = columns.filter((c): c is ColumnMap => c !== null);
-    const targetCols = [...written.map((c) => c.name), ...(keep ? [keep] : [])];
+    const extra = !reverse && keep ? keep : null;
+    const targetCols = [...written.map((c) => c.name), ...(extra ? [extra] : [])];
     const nonKey = targetCols.filter((c) => !keyNames?.includes(c));
     const conflict = keyNames
       ? ` ON CONFLICT (${keyNames.map(quoteIdent).join(', ')}) DO ${
@@ -263,11 +280,11 @@ export class Applier {
       task,
       columns,
       keyIdx,
-      contentIdx: content ? sourceNames.indexOf(content) : -1,
+      contentIdx: content && !reverse ? sourceNames.indexOf(content) : -1,
       insertPrefix: `INSERT INTO ${task.quoted} (${targetCols.map(quoteIdent).join(', ')}) VALUES `,
       insertSuffix: conflict,
       insertWidth: targetCols.length,
-      insertCasts: [...written.map((c) => c.type), ...(keep ? ['text'] : [])],
+      insertValues: [...written.map(valueSql), ...(extra ? [valueSql({ name: extra, type: 'text' })] : [])],
     };
   }
 
@@ -319,12 +336,21 @@ export class Applier {
     return name;
   }
 
+  /** A value as written: its text, or for a reverse documents column the named blob's bytes. */
+  private async valueOf(c: ColumnMap, v: Value | undefined): Promise<string | null> {
+    const text = textOf(v);
+    if (!c.fromBlob || text === null) return text;
+    const bytes = await this.o.reverse!.readBlob(text);
+    return `\\x${bytes.toString('hex')}`;
+  }
+
   private async insert(rel: Relation, row: Tuple): Promise<void> {
     const name = await this.document(rel, row, null, null);
-    const values: string[] = [];
-    row.forEach((v, i) => {
-      if (rel.columns[i] !== null) values.push(textOf(v) as string);
-    });
+    const values: Array<string | null> = [];
+    for (let i = 0; i < row.length; i++) {
+      const c = rel.columns[i];
+      if (c) values.push(c.fromBlob ? await this.valueOf(c, row[i]) : textOf(row[i]));
+    }
     if (name !== undefined) values.push(name as string);
     const key = JSON.stringify(this.keyOf(rel, row));
     if (this.pending && (this.pending.rel !== rel || this.pending.keys.has(key))) await this.flushInserts();
@@ -340,12 +366,12 @@ export class Applier {
     const p = this.pending;
     if (!p || p.rows.length === 0) return;
     this.pending = null;
-    const casts = p.rel.insertCasts;
+    const around = p.rel.insertValues;
     const params: Array<string | null> = [];
     const tuples = p.rows.map((r) => {
       const start = params.length;
       params.push(...r);
-      return `(${r.map((_, i) => `$${start + i + 1}::${casts[i]}`).join(', ')})`;
+      return `(${r.map((_, i) => `${around[i]![0]}$${start + i + 1}${around[i]![1]}`).join(', ')})`;
     });
     await this.o.target.query(`${p.rel.insertPrefix}${tuples.join(', ')}${p.rel.insertSuffix}`, params);
   }
@@ -386,12 +412,14 @@ export class Applier {
     const name = await this.document(rel, row, oldIdent, priorName);
     const params: Array<string | null> = [];
     const sets: string[] = [];
-    row.forEach((v, i) => {
+    for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
-      if (!c || v.kind === 'unchanged') return;
-      params.push(textOf(v));
-      sets.push(`${quoteIdent(c.name)} = $${params.length}::${c.type}`);
-    });
+      const v = row[i]!;
+      if (!c || v.kind === 'unchanged') continue;
+      params.push(c.fromBlob ? await this.valueOf(c, v) : textOf(v));
+      const [pre, post] = valueSql(c);
+      sets.push(`${quoteIdent(c.name)} = ${pre}$${params.length}${post}`);
+    }
     if (keep && name !== undefined) {
       params.push(name);
       sets.push(`${quoteIdent(keep)} = $${params.length}`);
@@ -448,6 +476,12 @@ export class Applier {
       lsn: this.txLsn,
     });
   }
+}
+
+/** Cast of a value to its column's type; a reverse large-object document becomes a new large object. */
+function valueSql(c: ColumnMap): readonly [string, string] {
+  if (c.fromBlob && c.type === 'oid') return ['lo_from_bytea(0, ', '::bytea)'];
+  return ['', `::${c.type}`];
 }
 
 function textOf(v: Value | undefined): string | null {

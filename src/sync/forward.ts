@@ -9,15 +9,25 @@ import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { StateStore } from '../state/store.js';
 import { forgetDocument, recordDocument } from '../state/sql/documents.js';
-import { countDivergence, recordObject, saveSyncStats, startSyncAt, syncRow, tolerateUntil } from '../state/sql/sync.js';
+import {
+  countDivergence,
+  loHorizon,
+  recordObject,
+  saveLoHorizon,
+  saveSyncStats,
+  startSyncAt,
+  syncRow,
+  tolerateUntil,
+} from '../state/sql/sync.js';
 import { createBlobServiceClient } from '../target/blob/client.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { exportSnapshot, type SnapshotHolder } from '../engine/snapshot.js';
 import { formatLsn, type Lsn } from './lsn.js';
-import { currentWalLsn, ensurePublication, slotState, type ObjectLedger, type ReplicationObject } from './objects.js';
+import { currentWalLsn, ensurePublication, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
 import { stateProgress } from './progress.js';
 import { createSlot, replicationConnection } from './replication.js';
 import { syncLoop, type StopReason, type SyncLoopResult, type SyncStats } from './syncLoop.js';
+import type { SyncDocumentStore } from './documents.js';
 
 export function ledger(store: StateStore, runId: string): ObjectLedger {
   return { record: (obj, status) => recordObject(store.knex, runId, obj, status) };
@@ -57,6 +67,7 @@ export async function prepareForwardSync(
   await store.updateRun(runId, { publication_name: plan.sync.publication, slot_name: plan.sync.slot });
   const existing = await slotState(source, plan.sync.slot);
   if (!existing.exists) {
+    const horizon = await takeHorizon(source);
     const holder = await replicationConnection(sourceUrl, 'cloudshift snapshot');
     try {
       await book.record(objs.slot, 'creating');
@@ -64,6 +75,7 @@ export async function prepareForwardSync(
       await book.record(objs.slot, 'created');
       await store.updateRun(runId, { consistent_lsn: formatLsn(created.consistentPoint) });
       await startSyncAt(store.knex, runId, created.consistentPoint);
+      await saveLoHorizon(store.knex, runId, horizon);
       await store.appendEvent(runId, 'sync:slot', `replication slot ${plan.sync.slot} created at ${formatLsn(created.consistentPoint)}`, {
         slot: plan.sync.slot,
         publication: plan.sync.publication,
@@ -78,6 +90,8 @@ export async function prepareForwardSync(
   }
   await book.record(objs.slot, 'created');
   if (!(await syncRow(store.knex, runId))) await startSyncAt(store.knex, runId, existing.confirmedFlush ?? 0n);
+  // Unknown since when large objects may have changed: from the beginning (every one is checked).
+  if ((await loHorizon(store.knex, runId)) === null) await saveLoHorizon(store.knex, runId, '3');
   const snapshot = await exportSnapshot(sourceUrl);
   const after = await currentWalLsn(source);
   await tolerateUntil(store.knex, runId, after);
@@ -98,7 +112,7 @@ export interface ForwardSyncOptions {
   tasks: readonly TableTask[];
   workerId: string;
   untilLagMs?: number;
-  untilFence?: Lsn;
+  untilFence?: Lsn | (() => Lsn | null);
   heartbeatMs?: number;
   abortSignal?: AbortSignal;
   shouldStop?: () => Promise<boolean>;
@@ -110,8 +124,6 @@ export interface ForwardSyncOptions {
 export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopResult> {
   const { store, runId, plan } = o;
   const row = await syncRow(store.knex, runId);
-  const container = documentsContainer(plan, o.secrets, o.tasks);
-  const db = store.pool;
   let lastSaved = 0;
   const result = await syncLoop({
     fromUrl: o.secrets.source,
@@ -122,15 +134,7 @@ export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopRes
     tables: o.tasks,
     progress: stateProgress(store.schema, runId, row?.lsn ?? 0n),
     tolerateUntil: row?.tolerateUntil ?? null,
-    documents: container
-      ? {
-          container,
-          store: {
-            record: (relation, doc) => recordDocument(db, store.schema, runId, relation, doc),
-            forget: (relation, key) => forgetDocument(db, store.schema, runId, relation, key),
-          },
-        }
-      : null,
+    documents: documentsTarget(store, runId, plan, o.secrets, o.tasks),
     ...(o.untilLagMs === undefined ? {} : { untilLagMs: o.untilLagMs }),
     ...(o.untilFence === undefined ? {} : { untilFence: o.untilFence }),
     heartbeatMs: o.heartbeatMs ?? 1000,
@@ -167,14 +171,24 @@ export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopRes
   return result;
 }
 
-function documentsContainer(
+/** Where the forward stream's documents go: the plan's container, recorded in the state store. */
+export function documentsTarget(
+  store: StateStore,
+  runId: string,
   plan: Plan,
   secrets: Pick<Secrets, 'blobConnectionString' | 'blobSas'>,
   tasks: readonly TableTask[],
-): ContainerClient | null {
+): { container: ContainerClient; store: SyncDocumentStore } | null {
   if (!plan.target.blob || !tasks.some((t) => t.documents)) return null;
   const service = createBlobServiceClient(plan.target.blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas });
-  return service.getContainerClient(plan.target.blob.container);
+  const db = store.pool;
+  return {
+    container: service.getContainerClient(plan.target.blob.container),
+    store: {
+      record: (relation, doc) => recordDocument(db, store.schema, runId, relation, doc),
+      forget: (relation, key) => forgetDocument(db, store.schema, runId, relation, key),
+    },
+  };
 }
 
 export type { StopReason };

@@ -107,6 +107,16 @@ async function waitInactive(client: pg.Client, slot: string): Promise<void> {
   throw new Error(`replication slot "${slot}" is still held by a walsender after 5 s`);
 }
 
+/**
+ * The oldest transaction id (xid8, as text) still running on the source: any write from it on may
+ * be newer than what was copied. Large-object documents are reconciled from there (their writes
+ * are not in the WAL stream).
+ */
+export async function takeHorizon(source: pg.Client): Promise<string> {
+  const { rows } = await source.query<{ x: string }>(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x`);
+  return rows[0]!.x;
+}
+
 export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
   const { rows } = await client.query<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
   return parseLsn(rows[0]!.lsn);

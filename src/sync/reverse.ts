@@ -1,6 +1,17 @@
-/** The reverse sync (target → source) a rollback after cutover drains: its objects' names. */
+/**
+ * The reverse sync (target → source): prepared inside the cutover pause so that every write the
+ * application makes on the target afterwards is in its slot, and drained by a rollback. Its
+ * applied position is a replication origin on the source, advanced in each apply transaction.
+ */
+import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
-import type { ReplicationObject } from './objects.js';
+import type { Secrets } from '../plan/secrets.js';
+import type { TableTask } from '../engine/tableTask.js';
+import { createBlobServiceClient } from '../target/blob/client.js';
+import { parseLsn, type Lsn } from './lsn.js';
+import type { ObjectLedger, ReplicationObject } from './objects.js';
+import { originProgress } from './progress.js';
+import { syncLoop, type SyncLoopResult, type SyncStats } from './syncLoop.js';
 
 export function reverseObjects(plan: Plan): { slot: ReplicationObject; publication: ReplicationObject; origin: ReplicationObject } {
   const base = `${plan.sync.slot}_reverse`.slice(0, 63);
@@ -9,4 +20,77 @@ export function reverseObjects(plan: Plan): { slot: ReplicationObject; publicati
     publication: { side: 'target', kind: 'publication', name: `${plan.sync.publication}_reverse`.slice(0, 63), direction: 'reverse' },
     origin: { side: 'source', kind: 'origin', name: base, direction: 'reverse' },
   };
+}
+
+/**
+ * A logical slot made with the SQL function: no snapshot is needed (the sides are equal at this
+ * moment, inside the pause); its consistent point is where the stream starts.
+ */
+export async function createPlainSlot(client: pg.Client, ledger: ObjectLedger, obj: ReplicationObject): Promise<Lsn> {
+  await ledger.record(obj, 'creating');
+  const { rows } = await client.query<{ lsn: string }>(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
+    obj.name,
+  ]);
+  await ledger.record(obj, 'created');
+  return parseLsn(rows[0]!.lsn);
+}
+
+/** The origin's position on the source (what the reverse stream applied), or null. */
+export async function originPosition(source: pg.Client, origin: string): Promise<Lsn | null> {
+  const { rows } = await source.query<{ lsn: string | null }>(
+    `SELECT pg_replication_origin_progress($1, true)::text AS lsn FROM pg_replication_origin WHERE roname = $1`,
+    [origin],
+  );
+  return rows[0]?.lsn ? parseLsn(rows[0].lsn) : null;
+}
+
+export interface ReverseSyncOptions {
+  plan: Plan;
+  secrets: Pick<Secrets, 'source' | 'target' | 'blobConnectionString' | 'blobSas'>;
+  tasks: readonly TableTask[];
+  /** The reverse slot's consistent point (recorded by the cutover). */
+  from: Lsn;
+  untilLagMs?: number;
+  untilFence?: Lsn | (() => Lsn | null);
+  heartbeatMs?: number;
+  abortSignal?: AbortSignal;
+  onStats?: (s: SyncStats) => void;
+  onWarning?: (message: string) => void;
+  onDivergence: (d: { table: string; operation: string; key: string; lsn: Lsn }) => Promise<void>;
+}
+
+export async function runReverseSync(o: ReverseSyncOptions): Promise<SyncLoopResult> {
+  const objs = reverseObjects(o.plan);
+  const blob = o.plan.target.blob;
+  const container =
+    blob && o.tasks.some((t) => t.documents)
+      ? createBlobServiceClient(blob, { connectionString: o.secrets.blobConnectionString, sas: o.secrets.blobSas }).getContainerClient(
+          blob.container,
+        )
+      : null;
+  return syncLoop({
+    fromUrl: o.secrets.target,
+    fromSide: 'target',
+    toUrl: o.secrets.source,
+    slot: objs.slot.name,
+    publication: objs.publication.name,
+    tables: o.tasks,
+    progress: originProgress(objs.origin.name, o.from),
+    tolerateUntil: null,
+    documents: null,
+    reverse: {
+      readBlob: async (name) => {
+        if (!container) throw new Error(`reverse sync: ${name} names a blob, but the plan has no target.blob`);
+        return container.getBlobClient(name).downloadToBuffer();
+      },
+    },
+    ...(o.untilLagMs === undefined ? {} : { untilLagMs: o.untilLagMs }),
+    ...(o.untilFence === undefined ? {} : { untilFence: o.untilFence }),
+    heartbeatMs: o.heartbeatMs ?? 1000,
+    warnRetainedWalBytes: o.plan.sync.warnRetainedWalBytes,
+    ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
+    ...(o.onStats ? { onStats: o.onStats } : {}),
+    onDivergence: o.onDivergence,
+    ...(o.onWarning ? { onWarning: o.onWarning } : {}),
+  });
 }

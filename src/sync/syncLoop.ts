@@ -15,7 +15,7 @@ import type pg from 'pg';
 import { PreconditionError, messageOf } from '../errors.js';
 import { connect } from '../pg/connect.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { Applier, type Divergence, type Progress } from './apply.js';
+import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { currentWalLsn, slotState } from './objects.js';
@@ -33,7 +33,7 @@ export interface SyncStats {
   divergences: number;
 }
 
-export type StopReason = 'synced' | 'stopped' | 'fence' | 'switched';
+export type StopReason = 'synced' | 'stopped' | 'fence' | 'switched' | 'aborted';
 
 export interface SyncLoopOptions {
   /** Where changes come from (the source for forward sync, the target for reverse). */
@@ -49,8 +49,13 @@ export interface SyncLoopOptions {
   documents: { container: ContainerClient; store: SyncDocumentStore } | null;
   /** Return once the measured lag is under this many ms. */
   untilLagMs?: number;
-  /** Return once this position is applied (cutover catching up itself). */
-  untilFence?: Lsn;
+  /**
+   * Return once this position is applied (a cutover draining the stream it runs itself): a
+   * position, or a getter polled after every message, for a fence set while streaming.
+   */
+  untilFence?: Lsn | (() => Lsn | null);
+  /** Reverse sync: documents come back from their blobs (Applier's `reverse`). */
+  reverse?: ApplierOptions['reverse'];
   heartbeatMs: number;
   warnRetainedWalBytes: number;
   abortSignal?: AbortSignal;
@@ -103,6 +108,8 @@ export async function syncLoop(o: SyncLoopOptions): Promise<SyncLoopResult> {
       return { reason, stats };
     } catch (err) {
       if (!isTransient(err) || o.abortSignal?.aborted) throw err;
+      // A cutover that switched drops the slot under us: that is the end, not a failure.
+      if (o.shouldStop && (await o.shouldStop().catch(() => false))) return { reason: 'switched', stats };
       failures += 1;
       if (failures > (o.maxReconnects ?? 10)) throw err;
       await o.onReconnect?.(messageOf(err), failures);
@@ -147,10 +154,13 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
       tolerateUntil: o.tolerateUntil,
       documents: o.documents ? documentSink(o.documents.container, reader, o.documents.store) : null,
       onDivergence: o.onDivergence,
+      ...(o.reverse ? { reverse: o.reverse } : {}),
     });
+    const fence = (): Lsn | null => (typeof o.untilFence === 'function' ? o.untilFence() : (o.untilFence ?? null));
     const from = await applier.start();
     stats.applied = from;
-    if (o.untilFence !== undefined && from >= o.untilFence) return 'fence';
+    const early = fence();
+    if (early !== null && from >= early) return 'fence';
     const repl = await replicationConnection(o.fromUrl, 'cloudshift sync');
     stream = startStream(repl, o.slot, o.publication, from);
     const s = stream;
@@ -232,7 +242,8 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
           stats.applied = ack;
           s.acknowledge(ack);
         }
-        if (o.untilFence !== undefined && applier.position >= o.untilFence && !applier.inTransaction) requestStop('fence');
+        const f = fence();
+        if (f !== null && applier.position >= f && !applier.inTransaction) requestStop('fence');
       }
     } catch (err) {
       await applier.abandon();

@@ -19,6 +19,7 @@ import { clearTableMismatches } from '../state/sql/batchStatus.js';
 import { StateStore } from '../state/store.js';
 import { findDifferences, rangeDigests, type Difference, type KeyRange } from './differences.js';
 import { repairRows } from './repair.js';
+import { settleDivergences } from '../state/sql/sync.js';
 import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
 import { createBlobServiceClient } from '../target/blob/client.js';
 import { parseTemplate } from '../plan/templates.js';
@@ -211,6 +212,7 @@ async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult
     );
     if (!result.sampled) {
       for (const t of result.tables.filter((x) => x.matched)) await clearTableMismatches(store.db, store.schema, run.id, t.table);
+      if (result.ok) await settleDivergences(store.knex, run.id);
     }
   } finally {
     await store.close();

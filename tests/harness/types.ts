@@ -31,6 +31,8 @@ export interface HarnessInfo {
   /** The Azure side: PostgreSQL 17. */
   target: PgServerInfo & { version: 17 };
   azurite: AzuriteInfo;
+  /** An application role with the same name and password on both servers (what PgBouncer logs in with). */
+  app: { user: string; password: string };
 }
 
 export type Side = 'source' | 'target';

@@ -92,6 +92,29 @@ export async function saveSyncStats(
   });
 }
 
+/** Oldest transaction whose large-object writes may still be missing on the target (xid8 text). */
+export async function loHorizon(knex: Knex, runId: string): Promise<string | null> {
+  const r = await knex('applied_lsn').where({ run_id: runId }).first<{ lo_horizon: string | null } | undefined>('lo_horizon');
+  return r?.lo_horizon ?? null;
+}
+
+export async function saveLoHorizon(knex: Knex, runId: string, xid: string): Promise<void> {
+  await knex('applied_lsn').where({ run_id: runId }).update({ lo_horizon: xid });
+}
+
+/** The forward stream starts again at `lsn` (a new slot, after a rollback): nothing is tolerated. */
+export async function restartSyncAt(knex: Knex, runId: string, lsn: Lsn): Promise<void> {
+  await knex('applied_lsn')
+    .insert({ run_id: runId, lsn: formatLsn(lsn) })
+    .onConflict('run_id')
+    .merge({ lsn: formatLsn(lsn), tolerate_until: null, applied_at: knex.fn.now(), lag_ms: null, lag_bytes: null, measured_at: null });
+}
+
+/** A full verification found every table equal: the divergences counted so far are settled. */
+export async function settleDivergences(knex: Knex, runId: string): Promise<void> {
+  await knex('applied_lsn').where({ run_id: runId }).update({ divergences: 0 });
+}
+
 export async function countDivergence(knex: Knex, runId: string): Promise<void> {
   await knex('applied_lsn').where({ run_id: runId }).increment('divergences', 1);
 }

@@ -1,0 +1,120 @@
+/**
+ * How the application is pointed at one side or the other: PgBouncer (pause, repoint, reload,
+ * resume) or the operator's own command. The cutover protocol (switchOver.ts) only sees this
+ * interface.
+ */
+import { spawn } from 'node:child_process';
+import type { SwitchPlan } from '../plan/defaults.js';
+import { endpointOf } from '../pg/connect.js';
+import { PreconditionError } from '../errors.js';
+import type { Side } from '../sync/objects.js';
+import { readRoute, sameRoute, writeRoute, type Route } from './databasesIni.js';
+import { PgBouncerAdmin, type PauseOutcome } from './pgbouncerAdmin.js';
+
+export interface AppSwitch {
+  readonly kind: 'pgbouncer' | 'command';
+  /** The side the application is routed to now; 'unknown' when the switch cannot tell. */
+  current(): Promise<Side | 'unknown'>;
+  /** Holds new transactions back; resolves once the ones in flight ended, or says who blocks. */
+  pause(timeoutMs: number): Promise<PauseOutcome>;
+  /** Still holding writes back (a PgBouncer restarted during the pause is not). */
+  stillPaused(): Promise<boolean>;
+  /** Points the application at `side`. For PgBouncer this is the commit point of a switch. */
+  point(side: Side): Promise<void>;
+  resume(): Promise<void>;
+  /** Resumes if paused (undo, recovery); true when it was paused. */
+  release(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export interface Routes {
+  source: Route;
+  target: Route;
+}
+
+export function routesOf(urls: { source: string; target: string }): Routes {
+  const route = (url: string): Route => {
+    const e = endpointOf(url);
+    return { host: e.host, port: e.port, dbname: e.database };
+  };
+  return { source: route(urls.source), target: route(urls.target) };
+}
+
+export async function openSwitch(sw: SwitchPlan, routes: Routes, adminUrl: string | undefined): Promise<AppSwitch> {
+  if (sw.kind === 'pgbouncer') {
+    if (!adminUrl) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
+    return pgbouncerSwitch(await PgBouncerAdmin.open(adminUrl), sw.database, sw.config, routes);
+  }
+  return commandSwitch(sw.run, routes);
+}
+
+function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, routes: Routes): AppSwitch {
+  return {
+    kind: 'pgbouncer',
+    async current() {
+      const r = await readRoute(file, database);
+      if (sameRoute(r, routes.target)) return 'target';
+      if (sameRoute(r, routes.source)) return 'source';
+      return 'unknown';
+    },
+    pause: (timeoutMs) => admin.pause(database, timeoutMs),
+    stillPaused: () => admin.isPaused(database),
+    async point(side) {
+      await writeRoute(file, database, routes[side]);
+      await admin.reload();
+    },
+    resume: () => admin.resume(database),
+    release: () => admin.ensureResumed(database),
+    close: () => admin.close(),
+  };
+}
+
+/**
+ * The operator's command, run with the side to switch to in its environment:
+ * CLOUDSHIFT_SIDE (source|target), CLOUDSHIFT_HOST, CLOUDSHIFT_PORT, CLOUDSHIFT_DATABASE. It cannot
+ * hold writes back: the side left is fenced (read-only) from the moment the switch starts, so
+ * writes that reach it in between fail instead of being lost.
+ */
+function commandSwitch(command: string, routes: Routes): AppSwitch {
+  return {
+    kind: 'command',
+    current: () => Promise.resolve('unknown'),
+    pause: () => Promise.resolve({ paused: true, ms: 0 }),
+    stillPaused: () => Promise.resolve(true),
+    async point(side) {
+      const r = routes[side];
+      await runCommand(command, {
+        CLOUDSHIFT_SIDE: side,
+        CLOUDSHIFT_HOST: r.host,
+        CLOUDSHIFT_PORT: String(r.port),
+        CLOUDSHIFT_DATABASE: r.dbname,
+      });
+    },
+    resume: () => Promise.resolve(),
+    release: () => Promise.resolve(false),
+    close: () => Promise.resolve(),
+  };
+}
+
+async function runCommand(command: string, env: Record<string, string>): Promise<void> {
+  // Its output goes to stderr: stdout stays cloudshift's own (--json).
+  const child = spawn(command, { shell: true, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString('utf8')).slice(-2000);
+    process.stderr.write(c);
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (c) => resolve(c));
+  });
+  if (code !== 0) {
+    throw new PreconditionError(
+      `the switch command exited with status ${code ?? 'unknown'}${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}`,
+      {
+        hint: 'cutover.switch.command.run must exit 0 once the application points at CLOUDSHIFT_SIDE',
+      },
+    );
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * The switch protocol, the same in both directions (DESIGN.md, "Cutover through PgBouncer"):
+ * cutover moves the application from the source to the target, rollback moves it back.
+ *
+ *   catch up (lag under maxLag) → PAUSE (bounded) → write fence on the side left → fence
+ *   position → drain until applied → sequences → large objects (cutover) → quick check →
+ *   prepare the opposite stream → point the switch at the other side → RESUME
+ *
+ * Invariants:
+ * - the switch's state is recorded at each step (the `switches` row), so a crash at any moment is
+ *   finished or undone by the next command (recover.ts); with PgBouncer the databases file is the
+ *   commit point: it names the new side only once that side is complete;
+ * - any failure, or the pause budget (maxPause) running out, before that point resumes on the
+ *   side the application was on, unchanged (its write fence removed, the slot made for the
+ *   opposite stream dropped);
+ * - the opposite stream's slot is created inside the pause, after the drain: every write the
+ *   application makes on the new side is in it, and nothing the drain applied is.
+ */
+import { PreconditionError, messageOf } from '../errors.js';
+import { readSequences, setSequences } from '../target/postgres/sequences.js';
+import { ensurePublication, dropObject, takeHorizon, type Side } from '../sync/objects.js';
+import { forwardObjects } from '../sync/forward.js';
+import { createPlainSlot, reverseObjects } from '../sync/reverse.js';
+import { documentSink } from '../sync/documents.js';
+import { documentsTarget } from '../sync/forward.js';
+import { formatLsn, parseLsn, type Lsn } from '../sync/lsn.js';
+import { MESSAGE_PREFIX } from '../sync/syncLoop.js';
+import { loHorizon, restartSyncAt, saveLoHorizon, startSwitch, updateSwitch, type SwitchKind } from '../state/sql/sync.js';
+import { delay } from '../embedded/util.js';
+import type { CatchUp } from './catchUp.js';
+import { describeSide, type SwitchContext } from './context.js';
+import { hasLargeObjectDocuments, reconcileLargeObjects } from './largeObjects.js';
+import { quickCheck, type QuickCheckResult } from './quickCheck.js';
+import { createWriteFence, dropWriteFence } from './writeFence.js';
+import type { ServerConnection } from './pgbouncerAdmin.js';
+
+export interface SwitchResult {
+  runId: string;
+  kind: SwitchKind;
+  switched: boolean;
+  /** The measured write pause (PAUSE sent → RESUME answered), ms. */
+  pauseMs: number | null;
+  fenceLsn: string | null;
+  /** Why it did not switch. */
+  reason?: string;
+  steps: Array<{ step: string; ms: number }>;
+  quickCheck: QuickCheckResult[];
+  /** Another `cloudshift run` was syncing and applied up to the fence. */
+  syncElsewhere: boolean;
+  recovered?: RecoveryOutcome;
+}
+
+export interface RecoveryOutcome {
+  switchId: string;
+  kind: SwitchKind;
+  outcome: 'finished' | 'undone';
+}
+
+/** How long the stream may take to get under maxLag before the pause. */
+const CATCH_UP_TIMEOUT_MS = 120_000;
+
+export interface SwitchDetails {
+  from: Side;
+  to: Side;
+  switch: 'pgbouncer' | 'command';
+  /** The opposite stream's slot was made (its consistent point). */
+  nextFrom?: string;
+  /** The write fence on the side switched to (left by an earlier switch) was removed. */
+  toFenceDropped?: boolean;
+  /** The switch was told to point at `to` (command switch: the command may have run). */
+  pointing?: boolean;
+  reason?: string;
+  recovered?: 'finished' | 'undone';
+  blockers?: string[];
+  steps?: Array<{ step: string; ms: number }>;
+}
+
+export function otherSide(side: Side): Side {
+  return side === 'source' ? 'target' : 'source';
+}
+
+class Abort extends Error {}
+
+export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp): Promise<SwitchResult> {
+  const { store, run, plan, clients, app, book } = ctx;
+  const from: Side = kind === 'cutover' ? 'source' : 'target';
+  const to = otherSide(from);
+  const tables = ctx.tasks.map((t) => t.name);
+  const row = await startSwitch(store.knex, run.id, kind, ctx.me);
+  const details: SwitchDetails = { from, to, switch: app.kind };
+  await updateSwitch(store.knex, row.id, { details: { ...details } });
+  const steps: Array<{ step: string; ms: number }> = [];
+  let mark = performance.now();
+  const step = async (name: string) => {
+    const now = performance.now();
+    steps.push({ step: name, ms: Math.round(now - mark) });
+    mark = now;
+    await ctx.hooks.cutoverStep?.(name);
+  };
+  const result = (fields: Partial<SwitchResult>): SwitchResult => ({
+    runId: run.id,
+    kind,
+    switched: false,
+    pauseMs: null,
+    fenceLsn: null,
+    steps,
+    quickCheck: [],
+    syncElsewhere: catchUp.elsewhere,
+    ...fields,
+  });
+  const abandon = async (reason: string, extra: Partial<SwitchDetails> = {}) => {
+    Object.assign(details, { reason, steps, ...extra });
+    await updateSwitch(store.knex, row.id, { state: 'aborted', details: { ...details } });
+    await store.appendEvent(run.id, `${kind}:aborted`, `${kind} aborted, the application stays on ${describeSide(ctx, from)}: ${reason}`, {
+      switchId: row.id,
+      reason,
+      steps,
+    });
+  };
+
+  // 1. Before the pause: the opposite stream's publication, the lag under maxLag, large objects.
+  try {
+    const next = kind === 'cutover' ? reverseObjects(plan).publication : forwardObjects(plan).publication;
+    await ensurePublication(clients[to], book, next, tables);
+    ctx.say(
+      `waiting for the ${kind === 'cutover' ? 'sync' : 'reverse sync'} to get under ${plan.cutover.maxLagMs} ms of lag${catchUp.elsewhere ? ' (applied by the `cloudshift run` syncing this plan)' : ''}`,
+    );
+    await catchUp.waitLag(plan.cutover.maxLagMs, CATCH_UP_TIMEOUT_MS);
+  } catch (err) {
+    await catchUp.stop().catch(() => undefined);
+    await abandon(messageOf(err));
+    throw err;
+  }
+  const lo = kind === 'cutover' && hasLargeObjectDocuments(ctx.tasks);
+  const docs = documentsTarget(store, run.id, plan, ctx.secrets, ctx.tasks);
+  const sink = docs ? documentSink(docs.container, clients.source, docs.store) : null;
+  let horizon: string | null = null;
+  if (lo && sink) {
+    horizon = await takeHorizon(clients.source);
+    const n = await reconcileLargeObjects(clients.source, sink, ctx.tasks, (await loHorizon(store.knex, run.id)) ?? '3');
+    await saveLoHorizon(store.knex, run.id, horizon);
+    if (n > 0) ctx.say(`${n} large-object documents changed in place: uploaded again`);
+  }
+  await step('caught-up');
+
+  // 2. The pause.
+  const maxPause = plan.cutover.maxPauseMs;
+  const pauseStart = performance.now();
+  const deadline = pauseStart + maxPause;
+  const budget = (what: string) => {
+    if (performance.now() > deadline) throw new Abort(`the pause budget (maxPause ${maxPause} ms) ran out ${what}`);
+  };
+  ctx.say(`pausing writes (${app.kind})`);
+  const paused = await app.pause(Math.floor(maxPause / 2));
+  if (!paused.paused) {
+    await catchUp.stop().catch(() => undefined);
+    const blockers = await describeBlockers(ctx, from, paused.busy);
+    const reason = `PAUSE could not finish within ${Math.floor(maxPause / 2)} ms: ${blockers.length ? blockers.join('; ') : 'server connections stayed busy (session pooling waits for clients to disconnect)'}; resumed on ${describeSide(ctx, from)}`;
+    await abandon(reason, { blockers });
+    return result({ reason });
+  }
+  await updateSwitch(store.knex, row.id, { state: 'paused' });
+  await step('paused');
+
+  let fenceLsn: Lsn | null = null;
+  let checks: QuickCheckResult[] = [];
+  try {
+    // 3. Fence: the side left refuses writes that bypass the switch; then its WAL position.
+    await clients[from].query(`SET lock_timeout = ${Math.max(1, Math.floor(deadline - performance.now()))}`);
+    await createWriteFence(clients[from], book, from, plan.state.schema, tables, describeSide(ctx, to));
+    await clients[from].query(`SET lock_timeout = 0`);
+    await step('write-fenced');
+    const { rows } = await clients[from].query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn`, [
+      MESSAGE_PREFIX,
+      JSON.stringify({ kind: 'fence', at: Date.now(), switchId: row.id }),
+    ]);
+    fenceLsn = parseLsn(rows[0]!.lsn);
+    await updateSwitch(store.knex, row.id, { state: 'fenced', fence_lsn: formatLsn(fenceLsn) });
+    await step('fenced');
+
+    // 4. Drain: everything up to the fence applied on the other side.
+    if (!(await catchUp.waitApplied(fenceLsn, deadline))) {
+      throw new Abort(
+        `the pause budget (maxPause ${maxPause} ms) ran out before the stream applied up to the fence ${formatLsn(fenceLsn)}`,
+      );
+    }
+    await catchUp.stop();
+    await step('drained');
+
+    // 5. Sequences, large objects, the quick check.
+    await setSequences(clients[to], await readSequences(clients[from], tables));
+    await step('sequences');
+    if (lo && sink && horizon !== null) {
+      await reconcileLargeObjects(clients.source, sink, ctx.tasks, horizon);
+      await step('large-objects');
+    }
+    checks = await quickCheck(clients.source, clients.target, ctx.tasks);
+    const differing = checks.filter((c) => !c.equal);
+    if (differing.length > 0) {
+      throw new Abort(
+        `quick check: the newest rows of ${differing.map((d) => d.table).join(', ')} differ between source and target after the drain`,
+      );
+    }
+    await step('checked');
+    budget('before the opposite stream was prepared');
+
+    // 6. The opposite stream starts here: every write on the new side from now on is in it.
+    if (kind === 'cutover') {
+      details.nextFrom = formatLsn(await createPlainSlot(clients.target, book, reverseObjects(plan).slot));
+    } else {
+      const at = await createPlainSlot(clients.source, book, forwardObjects(plan).slot);
+      details.nextFrom = formatLsn(at);
+      await restartSyncAt(store.knex, run.id, at);
+      await saveLoHorizon(store.knex, run.id, await takeHorizon(clients.source));
+    }
+    await updateSwitch(store.knex, row.id, { details: { ...details } });
+    await step('prepared');
+    budget('before the switch');
+
+    // 7. The commit point: the switch names the other side; only if writes are still held back
+    //    (a PgBouncer restarted meanwhile lets them through to the side left).
+    if (!(await app.stillPaused())) throw new Abort('the switch is no longer paused (PgBouncer restarted during the pause?)');
+    await dropWriteFence(clients[to], book, to, plan.state.schema);
+    details.toFenceDropped = true;
+    details.pointing = true;
+    await updateSwitch(store.knex, row.id, { details: { ...details } });
+    ctx.say(`pointing the application at ${describeSide(ctx, to)}`);
+    await app.point(to);
+  } catch (err) {
+    const reason = err instanceof Abort ? err.message : `${kind} failed: ${messageOf(err)}`;
+    await catchUp.stop().catch(() => undefined);
+    await undo(ctx, kind, details).catch((e: unknown) => ctx.say(`warning: undo: ${messageOf(e)}`));
+    const resumedAfter = Math.round(performance.now() - pauseStart);
+    await abandon(`${reason}; resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`);
+    if (!(err instanceof Abort)) throw err;
+    return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
+  }
+  await updateSwitch(store.knex, row.id, { state: 'switched' });
+  await store.updateRun(run.id, { phase: kind === 'cutover' ? 'cutover' : 'sync' });
+  await step('switched');
+
+  // 8. RESUME: the pause ends.
+  await app.resume();
+  const pauseMs = Math.round(performance.now() - pauseStart);
+  await step('resumed');
+  details.steps = steps;
+  await updateSwitch(store.knex, row.id, { state: 'done', pause_ms: pauseMs, details: { ...details } });
+  await store.appendEvent(
+    run.id,
+    `${kind}:done`,
+    `${kind === 'cutover' ? 'cut over' : 'rolled back'} to ${describeSide(ctx, to)} with a write pause of ${pauseMs} ms (fence ${formatLsn(fenceLsn!)})`,
+    { switchId: row.id, pauseMs, fenceLsn: formatLsn(fenceLsn!), steps, quickCheck: checks },
+  );
+  await afterSwitch(ctx, kind, catchUp.elsewhere);
+  return result({ switched: true, pauseMs, fenceLsn: formatLsn(fenceLsn!), quickCheck: checks });
+}
+
+/**
+ * Back to `from`, unchanged: the switch names `from` again, its write fence goes, the slot made
+ * for the opposite stream is dropped, a fence removed from `to` comes back, and writes resume.
+ */
+export async function undo(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<void> {
+  const { clients, app, book, plan } = ctx;
+  const { from, to } = details;
+  const tables = ctx.tasks.map((t) => t.name);
+  if (details.pointing) {
+    const now = await app.current();
+    if (now !== from) await app.point(from);
+  }
+  if (details.toFenceDropped) await createWriteFence(clients[to], book, to, plan.state.schema, tables, describeSide(ctx, from));
+  if (details.nextFrom !== undefined) {
+    const slot = kind === 'cutover' ? reverseObjects(plan).slot : forwardObjects(plan).slot;
+    await dropObject(clients[slot.side], book, slot);
+  }
+  await dropWriteFence(clients[from], book, from, plan.state.schema);
+  await app.release();
+}
+
+/**
+ * After a switch: the stream just drained is not needed any more (its slot would hold WAL on the
+ * side left). A `cloudshift run` that was syncing stops by itself within a heartbeat (it sees the
+ * run's phase); its slot is dropped once it let go, or taken from it after a few seconds.
+ */
+export async function afterSwitch(ctx: SwitchContext, kind: SwitchKind, syncElsewhere: boolean): Promise<void> {
+  const { clients, book, plan, store, run } = ctx;
+  if (kind === 'cutover') {
+    if (syncElsewhere) {
+      for (let i = 0; i < 50 && !(await store.tryLock(`cloudshift.run:${run.id}`)); i++) await delay(100);
+    }
+    const fwd = forwardObjects(plan);
+    await dropObject(clients.source, book, fwd.slot);
+    await dropObject(clients.source, book, fwd.publication);
+  } else {
+    const rev = reverseObjects(plan);
+    await dropObject(clients.target, book, rev.slot);
+    await dropObject(clients.target, book, rev.publication);
+    await dropObject(clients.source, book, rev.origin);
+  }
+}
+
+/** Names the sessions that kept PAUSE from finishing (never their queries: patient data). */
+async function describeBlockers(ctx: SwitchContext, side: Side, busy: ServerConnection[]): Promise<string[]> {
+  const pids = busy.map((b) => b.remotePid).filter((p): p is number => p !== null);
+  if (pids.length === 0) return [];
+  const { rows } = await ctx.clients[side].query<{
+    pid: number;
+    usename: string | null;
+    application_name: string | null;
+    state: string | null;
+    xact_ms: string | null;
+  }>(
+    `SELECT pid, usename, application_name, state,
+            (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::bigint::text AS xact_ms
+       FROM pg_stat_activity WHERE pid = ANY($1::int[])`,
+    [pids],
+  );
+  return rows.map(
+    (r) =>
+      `session pid ${r.pid} (user ${r.usename ?? '?'}${r.application_name ? `, application "${r.application_name}"` : ''}) is ${r.state ?? 'busy'}${r.xact_ms ? `, in a transaction open for ${(Number(r.xact_ms) / 1000).toFixed(1)} s` : ''}`,
+  );
+}
+
+/** Rollback needs the reverse slot the cutover made: where its stream starts. */
+export function reverseStart(details: SwitchDetails | undefined): Lsn {
+  if (!details?.nextFrom) {
+    throw new PreconditionError('the cutover recorded no reverse replication slot: rollback cannot replay the writes made on the target', {
+      hint: 'the reverse slot is made inside the cutover pause; a cutover from an older cloudshift cannot be rolled back',
+    });
+  }
+  return parseLsn(details.nextFrom);
+}

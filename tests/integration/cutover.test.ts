@@ -1,0 +1,239 @@
+/**
+ * Cutover and rollback through a real PgBouncer, with an application writing through it all the
+ * time (tests/harness/appSimulator.ts). The proof: zero client errors, every acknowledged write on
+ * the live side exactly once, the sum invariant intact, both sides equal at the end, every pause
+ * under maxPause; through cutover (a `cloudshift run` syncing in another process), rollback,
+ * cutover again (no sync running: cutover catches up itself) and a final rollback.
+ */
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, spawnCli } from '../harness/cli.js';
+import { expectSameRows } from '../harness/compare.js';
+import { connectionUrl, harness, sql } from '../harness/db.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { APP_DATABASE, grantApp, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
+import { APP_SQL, AppSimulator, TOTAL } from '../harness/appSimulator.js';
+
+const TABLES: Record<string, string> = { 'public.accounts': 'id', 'public.ledger': 'key', 'public.events': 'id' };
+
+interface SwitchJson {
+  switched: boolean;
+  pauseMs: number | null;
+  reason?: string;
+  syncElsewhere: boolean;
+  recovered?: { outcome: string };
+  steps: Array<{ step: string; ms: number }>;
+}
+
+describe.runIf(pgbouncerAvailable())('cutover and rollback through PgBouncer', () => {
+  let s: Scenario;
+  let b: TestBouncer;
+  let file: string;
+  let env: Record<string, string>;
+  const pauses: number[] = [];
+
+  beforeAll(async () => {
+    s = await hospitalScenario('cutover', { load: false });
+    await sql('source', s.dbs.source, APP_SQL);
+    await grantApp(s.dbs);
+    b = await startTestBouncer(s.dbs);
+    env = { ...s.env, ...b.env };
+    file = s.plan(`version: 1
+name: proof
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.accounts
+  - name: public.ledger
+  - name: public.events
+copy: { jobs: 2, batch: { rows: 200 } }
+sync: { mode: logical }
+${b.cutoverYaml()}`);
+  });
+  afterAll(async () => {
+    await cli(['cleanup', file], env).catch(() => undefined);
+    await b?.stop();
+    await s?.drop();
+  });
+
+  const routedTo = async (): Promise<string> => {
+    const admin = new pg.Client({ connectionString: b.adminUrl });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query<{ name: string; port: number; paused: number }>('SHOW DATABASES');
+      const row = rows.find((r) => r.name === APP_DATABASE)!;
+      expect(Number(row.paused), 'PgBouncer is left paused').toBe(0);
+      return Number(row.port) === harness().target.port ? 'target' : 'source';
+    } finally {
+      await admin.end();
+    }
+  };
+
+  const sumOf = async (side: 'source' | 'target') =>
+    Number(
+      (
+        await sql<{ s: string }>(
+          side,
+          side === 'source' ? s.dbs.source : s.dbs.target,
+          'SELECT sum(balance)::text AS s FROM public.accounts',
+        )
+      )[0]!.s,
+    );
+
+  const switchWith = async (command: 'cutover' | 'rollback'): Promise<SwitchJson> => {
+    const r = await cli([command, file, '--json'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout) as SwitchJson;
+    expect(json.switched, json.reason).toBe(true);
+    pauses.push(json.pauseMs!);
+    return json;
+  };
+
+  it(
+    'keeps a live application writing without a single error through cutover, rollback and cutover again',
+    { timeout: 240_000 },
+    async () => {
+      const app = new AppSimulator(b.appUrl, 50, 'sim');
+      app.start();
+      try {
+        await app.waitFor(30);
+        // Copy and catch up while the application writes.
+        const first = await cli(['run', file, '--until', 'synced'], env);
+        expect(first.code, first.stderr).toBe(0);
+
+        // A `cloudshift run` syncs in another process; the target's sum holds whenever sampled.
+        const runner = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...env }, stdio: 'ignore' });
+        const runnerExit = new Promise<number | null>((resolve) => runner.once('exit', (code) => resolve(code)));
+        for (let i = 0; i < 20; i++) {
+          expect(await sumOf('target')).toBe(TOTAL);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await app.waitFor(20);
+
+        // Cutover 1: the syncing process applies up to the fence, then stops by itself.
+        const cut1 = await switchWith('cutover');
+        expect(cut1.syncElsewhere).toBe(true);
+        expect(await runnerExit).toBe(0);
+        expect(await routedTo()).toBe('target');
+        await app.waitFor(40);
+        // The source refuses writes that bypass PgBouncer.
+        const h = harness();
+        const direct = new pg.Client({
+          connectionString: connectionUrl('source', s.dbs.source).replace(
+            /\/\/[^@]+@/,
+            `//${h.app.user}:${encodeURIComponent(h.app.password)}@`,
+          ),
+        });
+        await direct.connect();
+        await expect(direct.query(`UPDATE public.accounts SET balance = balance WHERE id = 1`)).rejects.toMatchObject({ code: '25006' });
+        await direct.end();
+        const slotsAfterCutover = await sql<{ slot_name: string }>(
+          'source',
+          'postgres',
+          `SELECT slot_name FROM pg_replication_slots WHERE database = $1`,
+          [s.dbs.source],
+        );
+        expect(slotsAfterCutover).toEqual([]);
+
+        // Rollback: the writes made on the target come back to the source.
+        await switchWith('rollback');
+        expect(await routedTo()).toBe('source');
+        await app.waitFor(40);
+
+        // Cutover 2: nothing syncs; cutover catches up itself.
+        const cut2 = await switchWith('cutover');
+        expect(cut2.syncElsewhere).toBe(false);
+        expect(await routedTo()).toBe('target');
+        await app.waitFor(40);
+      } finally {
+        await app.stop();
+      }
+      // A final rollback brings everything to the source, which the comparison below reads.
+      await switchWith('rollback');
+      expect(app.errors).toEqual([]);
+      const ledger = await sql<{ key: string }>('source', s.dbs.source, 'SELECT key FROM public.ledger');
+      expect(ledger.length).toBe(app.acknowledged.length);
+      expect(new Set(ledger.map((r) => r.key))).toEqual(new Set(app.acknowledged));
+      expect(await sumOf('source')).toBe(TOTAL);
+      expect(await sumOf('target')).toBe(TOTAL);
+      for (const [table, order] of Object.entries(TABLES)) {
+        const { source, target } = await expectSameRows(s, table, order);
+        expect(target, table).toBe(source);
+      }
+      console.log(
+        `[cutover] write pauses (ms): ${pauses.join(', ')}; slowest client transaction ${Math.round(app.slowestMs)} ms; ${app.acknowledged.length} transactions`,
+      );
+      expect(pauses).toHaveLength(4);
+      for (const p of pauses) expect(p).toBeLessThan(5000);
+      const status = await cli(['status', file, '--json'], env);
+      expect(JSON.parse(status.stdout)).toMatchObject({ run: { phase: 'sync' } });
+    },
+  );
+
+  it('aborts a PAUSE held up by a long transaction, names the session, and resumes on the source', { timeout: 60_000 }, async () => {
+    const holder = new pg.Client({ connectionString: b.appUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('UPDATE public.accounts SET balance = balance WHERE id = 2');
+    const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    try {
+      const r = await cli(['cutover', file, '--json'], env);
+      expect(r.code, r.stderr).toBe(1);
+      const json = JSON.parse(r.stdout) as SwitchJson;
+      expect(json.switched).toBe(false);
+      expect(json.reason).toContain(`session pid ${rows[0]!.pid}`);
+      expect(json.reason).toMatch(/in a transaction open for/);
+    } finally {
+      await holder.query('COMMIT');
+      await holder.end();
+    }
+    expect(await routedTo()).toBe('source');
+    const fences = await sql('source', s.dbs.source, `SELECT tgname FROM pg_trigger WHERE tgname = 'cloudshift_write_fence'`);
+    expect(fences).toEqual([]);
+    const app = new AppSimulator(b.appUrl, 20, 'after-abort');
+    app.start();
+    await app.waitFor(5);
+    await app.stop();
+    expect(app.errors).toEqual([]);
+  });
+
+  it(
+    'after kill -9 inside the pause, the next command undoes or finishes the cutover; PgBouncer is never left paused',
+    { timeout: 120_000 },
+    async () => {
+      const app = new AppSimulator(b.appUrl, 30, 'kill');
+      app.start();
+      try {
+        await app.waitFor(10);
+        // Killed after the fence, before the switch: undone, then cut over.
+        const killed = await spawnCli(['cutover', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:4' });
+        expect(killed.signal).toBe('SIGKILL');
+        const again = await cli(['cutover', file, '--json'], env);
+        expect(again.code, again.stderr).toBe(0);
+        const json = JSON.parse(again.stdout) as SwitchJson;
+        expect(json.recovered?.outcome).toBe('undone');
+        expect(json.switched).toBe(true);
+        expect(await routedTo()).toBe('target');
+        await app.waitFor(10);
+        // Killed after the switch, before RESUME: finished by the next command.
+        const killed2 = await spawnCli(['rollback', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:9' });
+        expect(killed2.signal).toBe('SIGKILL');
+        const finished = await cli(['rollback', file, '--json'], env);
+        expect(finished.code, finished.stderr).toBe(0);
+        expect((JSON.parse(finished.stdout) as SwitchJson).recovered?.outcome).toBe('finished');
+        expect(await routedTo()).toBe('source');
+        await app.waitFor(10);
+      } finally {
+        await app.stop();
+      }
+      expect(app.errors).toEqual([]);
+      const ledger = await sql<{ n: string }>(
+        'source',
+        s.dbs.source,
+        `SELECT count(*)::text AS n FROM public.ledger WHERE key LIKE 'kill-%'`,
+      );
+      expect(Number(ledger[0]!.n)).toBe(app.acknowledged.length);
+    },
+  );
+});
