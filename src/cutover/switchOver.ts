@@ -18,7 +18,7 @@
  */
 import { PreconditionError, messageOf } from '../errors.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
-import { ensurePublication, dropObject, takeHorizon, type Side } from '../sync/objects.js';
+import { ensurePublication, dropObject, emitMessage, takeHorizon, type Side } from '../sync/objects.js';
 import { forwardObjects } from '../sync/forward.js';
 import { createPlainSlot, reverseObjects } from '../sync/reverse.js';
 import { documentSink } from '../sync/documents.js';
@@ -170,11 +170,7 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
     await createWriteFence(clients[from], book, from, plan.state.schema, tables, describeSide(ctx, to));
     await clients[from].query(`SET lock_timeout = 0`);
     await step('write-fenced');
-    const { rows } = await clients[from].query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn`, [
-      MESSAGE_PREFIX,
-      JSON.stringify({ kind: 'fence', at: Date.now(), switchId: row.id }),
-    ]);
-    fenceLsn = parseLsn(rows[0]!.lsn);
+    fenceLsn = await emitMessage(clients[from], MESSAGE_PREFIX, { kind: 'fence', at: Date.now(), switchId: row.id });
     await updateSwitch(store.knex, row.id, { state: 'fenced', fence_lsn: formatLsn(fenceLsn) });
     await step('fenced');
 

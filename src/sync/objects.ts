@@ -117,6 +117,22 @@ export async function takeHorizon(source: pg.Client): Promise<string> {
   return rows[0]!.x;
 }
 
+/**
+ * Writes a non-transactional logical message (heartbeat, cutover fence) and returns its position,
+ * flushed: a walsender only sends flushed WAL, and such a message forces no flush of its own (a
+ * `flush` argument exists from PostgreSQL 17 only), so it could wait for the WAL writer or the
+ * next commit (hundreds of ms inside a cutover pause). The same statement takes a transaction id,
+ * so its commit, synchronous, flushes the WAL up to the message.
+ */
+export async function emitMessage(client: pg.Client, prefix: string, body: unknown): Promise<Lsn> {
+  await client.query(`SET synchronous_commit = on`);
+  const { rows } = await client.query<{ lsn: string }>(
+    `SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn, pg_current_xact_id()::text AS xid`,
+    [prefix, JSON.stringify(body)],
+  );
+  return parseLsn(rows[0]!.lsn);
+}
+
 export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
   const { rows } = await client.query<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
   return parseLsn(rows[0]!.lsn);

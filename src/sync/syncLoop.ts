@@ -17,8 +17,8 @@ import { connect } from '../pg/connect.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
-import { parseLsn, type Lsn } from './lsn.js';
-import { currentWalLsn, slotState } from './objects.js';
+import type { Lsn } from './lsn.js';
+import { currentWalLsn, emitMessage, slotState } from './objects.js';
 import { replicationConnection, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
@@ -183,11 +183,8 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
       if (ticking || stop) return;
       ticking = true;
       try {
-        const { rows } = await monitor.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn`, [
-          MESSAGE_PREFIX,
-          JSON.stringify({ kind: 'heartbeat', at: Date.now() }),
-        ]);
-        beats.push({ lsn: parseLsn(rows[0]!.lsn), at: Date.now() });
+        const sent = Date.now();
+        beats.push({ lsn: await emitMessage(monitor, MESSAGE_PREFIX, { kind: 'heartbeat', at: sent }), at: sent });
         const st = await slotState(monitor, o.slot);
         const now = await currentWalLsn(monitor);
         stats.retainedWalBytes = st.retainedBytes;

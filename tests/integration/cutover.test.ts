@@ -32,6 +32,7 @@ describe.runIf(pgbouncerAvailable())('cutover and rollback through PgBouncer', (
   let file: string;
   let env: Record<string, string>;
   const pauses: number[] = [];
+  const steps: string[] = [];
 
   beforeAll(async () => {
     s = await hospitalScenario('cutover', { load: false });
@@ -87,6 +88,7 @@ ${b.cutoverYaml()}`);
     const json = JSON.parse(r.stdout) as SwitchJson;
     expect(json.switched, json.reason).toBe(true);
     pauses.push(json.pauseMs!);
+    steps.push(json.steps.map((x) => `${x.step} ${x.ms}`).join(', '));
     return json;
   };
 
@@ -162,7 +164,7 @@ ${b.cutoverYaml()}`);
         expect(target, table).toBe(source);
       }
       console.log(
-        `[cutover] write pauses (ms): ${pauses.join(', ')}; slowest client transaction ${Math.round(app.slowestMs)} ms; ${app.acknowledged.length} transactions`,
+        `[cutover] write pauses (ms): ${pauses.join(', ')}; slowest client transaction ${Math.round(app.slowestMs)} ms; ${app.acknowledged.length} transactions\n${steps.join('\n')}`,
       );
       expect(pauses).toHaveLength(4);
       for (const p of pauses) expect(p).toBeLessThan(5000);
