@@ -6,12 +6,17 @@
  * cutover again (no sync running: cutover catches up itself) and a final rollback.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, spawnCli } from '../harness/cli.js';
+import { cutover } from '../../src/cutover/commands.js';
+import { loadPlan } from '../../src/plan/parse.js';
 import { expectSameRows } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
-import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
 import { APP_DATABASE, grantApp, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
 import { APP_SQL, AppSimulator, TOTAL } from '../harness/appSimulator.js';
 
@@ -236,6 +241,115 @@ ${b.cutoverYaml()}`);
         `SELECT count(*)::text AS n FROM public.ledger WHERE key LIKE 'kill-%'`,
       );
       expect(Number(ledger[0]!.n)).toBe(app.acknowledged.length);
+    },
+  );
+
+  it(
+    'aborts when PgBouncer restarts inside the pause: the restarted PgBouncer routes to the source, which is unfenced again',
+    { timeout: 60_000 },
+    async () => {
+      const loaded = await loadPlan(file);
+      const result = await cutover(loaded, {
+        env,
+        hooks: {
+          cutoverStep: async (step) => {
+            if (step === 'fenced') await b.bouncer.restart();
+          },
+        },
+      });
+      expect(result.switched).toBe(false);
+      expect(result.reason).toMatch(/no longer paused/);
+      expect(await routedTo()).toBe('source');
+      const fences = await sql('source', s.dbs.source, `SELECT tgname FROM pg_trigger WHERE tgname = 'cloudshift_write_fence'`);
+      expect(fences).toEqual([]);
+      const slots = await sql<{ slot_name: string }>(
+        'target',
+        'postgres',
+        `SELECT slot_name FROM pg_replication_slots WHERE database = $1`,
+        [s.dbs.target],
+      );
+      expect(slots).toEqual([]);
+      // And the next cutover goes through.
+      await switchWith('cutover');
+      expect(await routedTo()).toBe('target');
+    },
+  );
+});
+
+describe('cutover and rollback with a command switch, documents, and rollback before cutover', () => {
+  let s: Scenario;
+  let file: string;
+  let sideFile: string;
+  beforeAll(async () => {
+    s = await hospitalScenario('cmdswitch');
+    sideFile = join(s.dir, 'side.txt');
+    file = s.plan(`${HOSPITAL_PLAN}
+copy: { jobs: 2, batch: { rows: 500 } }
+cutover:
+  switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'" } }
+  maxPause: 5s
+`);
+  });
+  afterAll(async () => {
+    await cli(['cleanup', file], s.env).catch(() => undefined);
+    await s?.drop();
+  });
+
+  it('replays a document and a row written on the target back to the source at rollback', { timeout: 120_000 }, async () => {
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    const cut = await cli(['cutover', file, '--json'], s.env);
+    expect(cut.code, cut.stderr).toBe(0);
+    expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);
+
+    // The application, now on the target, writes a letter (to Blob Storage, its name in the row) and edits a patient.
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const container = BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(s.container);
+    await container.getBlockBlobClient('patients/3/900-new.pdf').uploadData(bytes);
+    await sql(
+      'target',
+      s.dbs.target,
+      `INSERT INTO public.documents (id, patient_id, filename, blob_path) VALUES (900, 3, 'new.pdf', 'patients/3/900-new.pdf');
+       UPDATE public.patients SET family_name = 'OnAzure' WHERE id = 4;`,
+    );
+    // The source is read-only now.
+    await expect(sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'x' WHERE id = 5`)).rejects.toMatchObject({
+      code: '25006',
+    });
+
+    const back = await cli(['rollback', file, '--json'], s.env);
+    expect(back.code, back.stderr).toBe(0);
+    expect(readFileSync(sideFile, 'utf8').trim()).toBe(`source ${harness().source.port}`);
+    const doc = await sql<{ hex: string }>(
+      'source',
+      s.dbs.source,
+      `SELECT encode(content, 'hex') AS hex FROM public.documents WHERE id = 900`,
+    );
+    expect(doc[0]?.hex).toBe(bytes.toString('hex'));
+    const p = await sql<{ family_name: string }>('source', s.dbs.source, `SELECT family_name FROM public.patients WHERE id = 4`);
+    expect(p[0]?.family_name).toBe('OnAzure');
+    // The source takes writes again; the target is fenced.
+    await sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'back' WHERE id = 5`);
+    await expect(sql('target', s.dbs.target, `UPDATE public.patients SET family_name = 'x' WHERE id = 5`)).rejects.toMatchObject({
+      code: '25006',
+    });
+  });
+
+  it(
+    'rolls back before cutover: stops the sync, drops the slot and publication, and with --drop-target the tables',
+    { timeout: 60_000 },
+    async () => {
+      const r = await cli(['rollback', file, '--drop-target', '--json'], s.env);
+      expect(r.code, r.stderr).toBe(0);
+      const json = JSON.parse(r.stdout) as { beforeCutover: boolean; droppedTables: string[]; cleanup: { runStatus: string } };
+      expect(json.beforeCutover).toBe(true);
+      expect(json.cleanup.runStatus).toBe('aborted');
+      expect(json.droppedTables).toContain('public.patients');
+      const slots = await sql('source', 'postgres', `SELECT slot_name FROM pg_replication_slots WHERE database = $1`, [s.dbs.source]);
+      expect(slots).toEqual([]);
+      const left = await sql('target', s.dbs.target, `SELECT to_regclass('public.patients')::text AS t`);
+      expect(left).toEqual([{ t: null }]);
+      // The source is untouched and writable.
+      await sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'still' WHERE id = 6`);
     },
   );
 });
