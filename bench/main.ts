@@ -4,6 +4,8 @@
  *   --scale 1        dataset scale (1 ≈ 1,000,000 observations, ~300 MB)
  *   --scales 1,4     several scales side by side (RSS must not grow with table size)
  *   --jobs 4         cloudshift --jobs
+ *   --rate 200       transactions/s of the application during the cutover benchmark
+ *   --skip-tables, --skip-documents, --skip-cutover
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -15,6 +17,7 @@ import { startLocalServers } from '../src/embedded/servers.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
 import { measureBaseline, measureCloudshiftDocuments } from './documents.js';
+import { measureCutover } from './cutover.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -136,6 +139,22 @@ try {
     );
     console.log(`  with one ${hugeMb} MB document: ${huge.seconds.toFixed(1)} s, peak RSS ${huge.peakRssMb?.toFixed(0)} MB`);
     results.push({ hugeDocument: huge });
+  }
+  if (!process.argv.includes('--skip-cutover')) {
+    const cut = await measureCutover(servers, Number(arg('rate', '200')));
+    if (cut) {
+      results.push({ cutover: cut });
+      console.log(`\ncutover through PgBouncer, an application writing ${cut.ratePerSecond} transactions/s throughout:`);
+      console.log(
+        `  write pause over ${cut.cutoverPausesMs.length} cutovers: median ${cut.median} ms, max ${cut.max} ms (${cut.cutoverPausesMs.join(', ')}); rollbacks: ${cut.rollbackPausesMs.join(', ')} ms`,
+      );
+      console.log(
+        `  apply rate on a burst of ${cut.burst.changes.toLocaleString('en-GB')} row changes: ${Math.round(cut.burst.changesPerSecond).toLocaleString('en-GB')} changes/s (${cut.burst.seconds.toFixed(2)} s from commit to applied); lag back under 1 s ${cut.burst.lagBackUnderOneSecondAfter.toFixed(1)} s after the commit`,
+      );
+      console.log(
+        `  application: ${cut.application.transactions} transactions, ${cut.application.errors} errors, slowest ${cut.application.slowestMs} ms`,
+      );
+    }
   }
   await createDatabase(servers, 'target', 'statusbench');
   const status = await measureStatus(mkdtempSync(join(tmpdir(), 'cs-bench-')), servers.url('target', 'statusbench'), 100_000);

@@ -23,6 +23,8 @@ export interface CatchUp {
   waitApplied(fence: Lsn, deadline: number): Promise<boolean>;
   /** Stops a stream run here (at a transaction boundary). */
   stop(): Promise<void>;
+  /** The position applied now, as far as known (for the drain's report). */
+  appliedNow(): Promise<Lsn | null>;
 }
 
 const HEARTBEAT_MS = 100;
@@ -54,6 +56,7 @@ export async function forwardCatchUp(ctx: SwitchContext): Promise<CatchUp> {
       },
       waitApplied: (fence, deadline) => pollPosition(position, fence, deadline),
       stop: () => Promise.resolve(),
+      appliedNow: position,
     };
   }
   const ac = new AbortController();
@@ -178,6 +181,7 @@ function local(
       );
       return r;
     },
+    appliedNow: () => Promise.resolve(stats()?.applied ?? null),
     async stop() {
       ac.abort();
       await settled;

@@ -58,6 +58,8 @@ export interface RecoveryOutcome {
 
 /** How long the stream may take to get under maxLag before the pause. */
 const CATCH_UP_TIMEOUT_MS = 120_000;
+/** How long it may then take to get the lag down to a tenth of the pause budget. */
+const CLOSE_IN_MS = 5_000;
 
 export interface SwitchDetails {
   from: Side;
@@ -126,6 +128,10 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
       `waiting for the ${kind === 'cutover' ? 'sync' : 'reverse sync'} to get under ${plan.cutover.maxLagMs} ms of lag${catchUp.elsewhere ? ' (applied by the `cloudshift run` syncing this plan)' : ''}`,
     );
     await catchUp.waitLag(plan.cutover.maxLagMs, CATCH_UP_TIMEOUT_MS);
+    // Under maxLag is the precondition; what is still unapplied at PAUSE is applied inside the
+    // pause, so give the stream a few seconds to get closer first.
+    const close = Math.max(50, Math.min(plan.cutover.maxLagMs, plan.cutover.maxPauseMs / 10));
+    await catchUp.waitLag(close, CLOSE_IN_MS).catch(() => undefined);
   } catch (err) {
     await catchUp.stop().catch(() => undefined);
     await abandon(messageOf(err));
@@ -175,6 +181,8 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
     await step('fenced');
 
     // 4. Drain: everything up to the fence applied on the other side.
+    const at = await catchUp.appliedNow();
+    const behind = at === null ? null : Number(fenceLsn - at);
     if (!(await catchUp.waitApplied(fenceLsn, deadline))) {
       throw new Abort(
         `the pause budget (maxPause ${maxPause} ms) ran out before the stream applied up to the fence ${formatLsn(fenceLsn)}`,
@@ -182,6 +190,7 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
     }
     await catchUp.stop();
     await step('drained');
+    if (behind !== null) steps[steps.length - 1]!.step = `drained (${Math.max(0, behind)} bytes of WAL behind at the fence)`;
 
     // 5. Sequences, large objects, the quick check.
     await setSequences(clients[to], await readSequences(clients[from], tables));

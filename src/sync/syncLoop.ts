@@ -177,6 +177,14 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
     // Heartbeats: written on the source, their arrival saved on the target, the round trip is the lag.
     const beats: Array<{ lsn: Lsn; at: number }> = [];
     let lastRoundTrip: number | null = null;
+    // Unknown until a heartbeat made the round trip: the first one waits behind the whole backlog
+    // the stream starts with, whose age no heartbeat measured. Then: the oldest heartbeat still
+    // on its way (older than one interval), else the last round trip.
+    const lag = (): number | null => {
+      if (lastRoundTrip === null) return null;
+      const waiting = beats.length > 0 ? Date.now() - beats[0]!.at : 0;
+      return waiting > o.heartbeatMs ? waiting : lastRoundTrip;
+    };
     let warned = false;
     let ticking = false;
     const tick = async () => {
@@ -189,7 +197,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
         const now = await currentWalLsn(monitor);
         stats.retainedWalBytes = st.retainedBytes;
         stats.lagBytes = Number(now > applier.position ? now - applier.position : 0n);
-        stats.lagMs = beats.length > 1 ? Date.now() - beats[0]!.at : lastRoundTrip;
+        stats.lagMs = lag();
         if (!warned && st.retainedBytes !== null && st.retainedBytes > o.warnRetainedWalBytes) {
           warned = true;
           await o.onWarning?.(
@@ -220,7 +228,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
             while (beats.length > 0 && beats[0]!.lsn <= applier.position) {
               lastRoundTrip = Date.now() - beats.shift()!.at;
             }
-            stats.lagMs = beats.length > 0 ? Date.now() - beats[0]!.at : lastRoundTrip;
+            stats.lagMs = lag();
             if (o.untilLagMs !== undefined && lastRoundTrip !== null && lastRoundTrip < o.untilLagMs && !applier.inTransaction) {
               requestStop('synced');
             }

@@ -18,7 +18,7 @@ import { expectSameRows } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
 import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
 import { APP_DATABASE, grantApp, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
-import { APP_SQL, AppSimulator, TOTAL } from '../harness/appSimulator.js';
+import { APP_SQL, AppSimulator, TOTAL } from '../../src/demo/appSimulator.js';
 
 const TABLES: Record<string, string> = { 'public.accounts': 'id', 'public.ledger': 'key', 'public.events': 'id' };
 

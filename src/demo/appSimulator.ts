@@ -4,7 +4,8 @@
  * records the move in a ledger under a unique key, inserts two events (a bigserial key: the
  * sequence must follow the application to the target), and now and then updates or deletes an
  * earlier event. A transaction counts as acknowledged once its COMMIT returned; every error a
- * client sees is kept.
+ * client sees is kept. Used by the cutover tests (the proof that nobody notices the switch) and
+ * by the benchmark (the write pause under a steady load).
  */
 import pg from 'pg';
 
