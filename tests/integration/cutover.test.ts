@@ -6,6 +6,7 @@
  * cutover again (no sync running: cutover catches up itself) and a final rollback.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
@@ -14,6 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, spawnCli } from '../harness/cli.js';
 import { cutover } from '../../src/cutover/commands.js';
 import { loadPlan } from '../../src/plan/parse.js';
+import { CleanupRegistry } from '../../src/embedded/cleanup.js';
+import { ensurePostgresOsUser, loadPostgres, startPostgres } from '../../src/embedded/postgres.js';
+import { freePorts } from '../../src/embedded/util.js';
 import { expectSameRows } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
 import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
@@ -398,5 +402,73 @@ cutover:
       expect(blob.toString('hex'), `scan ${id}`).toBe(row!.hex);
     }
     await cli(['cleanup', file], s.env);
+  });
+});
+
+describe('a replication slot the source invalidated', () => {
+  it('is refused with an explanation that a fresh copy is needed', { timeout: 120_000 }, async () => {
+    // A source of its own: it keeps at most 1 MB of WAL for a slot, so the slot is lost quickly.
+    const registry = new CleanupRegistry([]);
+    try {
+      const [port] = await freePorts(1);
+      const password = randomBytes(12).toString('base64url');
+      const server = await startPostgres({
+        label: 'pg15-lost',
+        loaded: await loadPostgres('pg15'),
+        port: port!,
+        password,
+        settings: { wal_level: 'logical', max_replication_slots: 4, max_wal_senders: 4, max_slot_wal_keep_size: '1MB', wal_keep_size: 0 },
+        extraFlags: [],
+        owner: process.getuid?.() === 0 ? await ensurePostgresOsUser() : undefined,
+        cleanup: registry,
+        onLog: undefined,
+      });
+      const url = `postgres://postgres:${password}@${server.host}:${server.port}/postgres`;
+      const exec = async (text: string) => {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        try {
+          return (await c.query(text)).rows as Array<Record<string, unknown>>;
+        } finally {
+          await c.end();
+        }
+      };
+      await exec(
+        `CREATE TABLE public.readings (id bigint PRIMARY KEY, v text NOT NULL); INSERT INTO public.readings SELECT g, md5(g::text) FROM generate_series(1, 100) g`,
+      );
+      const s = await hospitalScenario('slotlost', { load: false });
+      try {
+        const env = { ...s.env, SOURCE_DATABASE_URL: url };
+        const file = s.plan(`version: 1
+name: slotlost
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables: [{ name: public.readings }]
+sync: { mode: logical }
+`);
+        expect((await cli(['run', file, '--until', 'synced'], env)).code).toBe(0);
+        // While nothing streams, the source writes far more WAL than the slot may keep.
+        for (let i = 0; i < 8; i++) {
+          await exec(
+            `INSERT INTO public.readings SELECT g, repeat(md5(g::text), 20) FROM generate_series(${1000 + i * 5000}, ${5999 + i * 5000}) g`,
+          );
+          await exec(`SELECT pg_switch_wal()`);
+          await exec(`CHECKPOINT`);
+          const [slot] = await exec(`SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'cloudshift_slotlost'`);
+          if (slot?.wal_status === 'lost') break;
+        }
+        const [slot] = await exec(`SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'cloudshift_slotlost'`);
+        expect(slot?.wal_status).toBe('lost');
+        const r = await cli(['run', file, '--until', 'synced'], env);
+        expect(r.code, r.stderr).toBe(3);
+        expect(r.stderr).toMatch(/invalidated by the source \(wal_status = lost\)/);
+        expect(r.stderr).toMatch(/a fresh copy is needed/);
+        await cli(['cleanup', file], env);
+      } finally {
+        await s.drop();
+      }
+    } finally {
+      await registry.runAll();
+    }
   });
 });
