@@ -12,6 +12,7 @@ import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { cleanupCommand } from './commands/cleanup.js';
 import { cutoverCommand, rollbackCommand } from './commands/switch.js';
+import { runGuard } from '../cutover/guard.js';
 import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
 import { provisionCommand } from './commands/provision.js';
@@ -136,6 +137,20 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
         setExit(await rollbackCommand(io, file, opts));
       } catch (err) {
         setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+      }
+    });
+
+  // Started by cutover and rollback before they pause (src/cutover/guard.ts); not for operators.
+  program
+    .command('switch-guard', { hidden: true })
+    .argument('<plan>', 'plan file (YAML)')
+    .exitOverride()
+    .action(async (file: string) => {
+      try {
+        await runGuard(file, io.env, process.stdin);
+        setExit(ExitCode.ok);
+      } catch (err) {
+        setExit(reportError(io, err, 'text'));
       }
     });
 

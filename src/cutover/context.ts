@@ -22,6 +22,7 @@ import { openSwitch, routesOf, type AppSwitch, type Routes } from './appSwitch.j
 
 export interface SwitchContext {
   loaded: LoadedPlan;
+  env: Env;
   plan: Plan;
   secrets: Secrets;
   store: StateStore;
@@ -88,6 +89,7 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
     const tasks = await tableTasks(source, plan);
     return {
       loaded,
+      env: o.env,
       plan,
       secrets,
       store,

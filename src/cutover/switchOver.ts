@@ -32,6 +32,7 @@ import { describeSide, type SwitchContext } from './context.js';
 import { hasLargeObjectDocuments, reconcileLargeObjects } from './largeObjects.js';
 import { quickCheck, type QuickCheckResult } from './quickCheck.js';
 import { createWriteFence, dropWriteFence } from './writeFence.js';
+import { startGuard } from './guard.js';
 import type { ServerConnection } from './pgbouncerAdmin.js';
 
 export interface SwitchResult {
@@ -150,13 +151,40 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
   await step('caught-up');
 
   // 2. The pause.
+  ctx.say(`pausing writes (${app.kind})`);
+  const guard = startGuard(ctx.loaded.file, ctx.env);
+  try {
+    return await paused(ctx, kind, catchUp, { row, details, step, steps, result, abandon, from, to, lo, sink, horizon });
+  } finally {
+    guard.release();
+  }
+}
+
+interface PauseScope {
+  row: { id: string };
+  details: SwitchDetails;
+  step: (name: string) => Promise<void>;
+  steps: Array<{ step: string; ms: number }>;
+  result: (fields: Partial<SwitchResult>) => SwitchResult;
+  abandon: (reason: string, extra?: Partial<SwitchDetails>) => Promise<void>;
+  from: Side;
+  to: Side;
+  lo: boolean;
+  sink: ReturnType<typeof documentSink> | null;
+  horizon: string | null;
+}
+
+/** From PAUSE to RESUME (or the undo), under the guard. */
+async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, scope: PauseScope): Promise<SwitchResult> {
+  const { store, run, plan, clients, app, book } = ctx;
+  const { row, details, step, steps, result, abandon, from, to, lo, sink, horizon } = scope;
+  const tables = ctx.tasks.map((t) => t.name);
   const maxPause = plan.cutover.maxPauseMs;
   const pauseStart = performance.now();
   const deadline = pauseStart + maxPause;
   const budget = (what: string) => {
     if (performance.now() > deadline) throw new Abort(`the pause budget (maxPause ${maxPause} ms) ran out ${what}`);
   };
-  ctx.say(`pausing writes (${app.kind})`);
   const paused = await app.pause(Math.floor(maxPause / 2));
   if (!paused.paused) {
     await catchUp.stop().catch(() => undefined);

@@ -217,9 +217,19 @@ ${b.cutoverYaml()}`);
       app.start();
       try {
         await app.waitFor(10);
-        // Killed after the fence, before the switch: undone, then cut over.
+        // Killed after the fence, before the switch: the guard it left resumes PgBouncer on the
+        // source by itself, without waiting for another command.
         const killed = await spawnCli(['cutover', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:4' });
         expect(killed.signal).toBe('SIGKILL');
+        const before = app.count;
+        await app.waitFor(10, 20_000);
+        expect(app.count).toBeGreaterThan(before);
+        expect(await routedTo()).toBe('source');
+        const status = await cli(['status', file, '--json'], env);
+        expect(status.stdout).toContain('was undone');
+        // Killed the same way, and its guard lost too: the next command undoes it, then cuts over.
+        const killedBoth = await spawnCli(['cutover', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:4', CLOUDSHIFT_NO_GUARD: '1' });
+        expect(killedBoth.signal).toBe('SIGKILL');
         const again = await cli(['cutover', file, '--json'], env);
         expect(again.code, again.stderr).toBe(0);
         const json = JSON.parse(again.stdout) as SwitchJson;
@@ -227,8 +237,8 @@ ${b.cutoverYaml()}`);
         expect(json.switched).toBe(true);
         expect(await routedTo()).toBe('target');
         await app.waitFor(10);
-        // Killed after the switch, before RESUME: finished by the next command.
-        const killed2 = await spawnCli(['rollback', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:9' });
+        // Killed after the switch, before RESUME, guard lost: finished by the next command.
+        const killed2 = await spawnCli(['rollback', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:9', CLOUDSHIFT_NO_GUARD: '1' });
         expect(killed2.signal).toBe('SIGKILL');
         const finished = await cli(['rollback', file, '--json'], env);
         expect(finished.code, finished.stderr).toBe(0);
