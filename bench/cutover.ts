@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { LocalServers } from '../src/embedded/servers.js';
-import { findPgBouncer, startPgBouncer } from '../src/embedded/pgbouncer.js';
-import { freePorts } from '../src/embedded/util.js';
+import { findPgBouncer, startAppBouncer } from '../src/embedded/pgbouncer.js';
 import { APP_SQL, AppSimulator } from '../src/demo/appSimulator.js';
 import { StateStore } from '../src/state/store.js';
 import { syncRow } from '../src/state/sql/sync.js';
@@ -57,32 +56,14 @@ export async function measureCutover(servers: LocalServers, ratePerSecond = 200,
   await createDatabase(servers, 'target', db);
   const src = servers.url('source', db);
   const tgt = servers.url('target', db);
-  const password = randomBytes(18).toString('base64url');
-  for (const side of ['source', 'target'] as const) {
-    await exec(
-      servers.url(side, 'postgres'),
-      `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${APP_USER}') THEN CREATE ROLE ${APP_USER} LOGIN; END IF; END $$`,
-    );
-    await exec(servers.url(side, 'postgres'), `ALTER ROLE ${APP_USER} PASSWORD '${password}'`);
-  }
   await exec(src, APP_SQL);
-  await exec(src, `GRANT ALL ON ALL TABLES IN SCHEMA public TO ${APP_USER}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ${APP_USER}`);
-  await exec(
-    tgt,
-    `GRANT USAGE, CREATE ON SCHEMA public TO ${APP_USER};
-     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO ${APP_USER};
-     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO ${APP_USER}`,
-  );
-  const [port] = await freePorts(1);
-  const adminPassword = randomBytes(18).toString('base64url');
-  const source = servers.source;
-  const bouncer = await startPgBouncer({
-    port: port!,
-    databases: { app: { host: source.host, port: source.port, dbname: db } },
-    users: { [APP_USER]: password, cloudshift_admin: adminPassword },
-    adminUser: 'cloudshift_admin',
-    settings: { query_wait_timeout: 60 },
+  const b = await startAppBouncer({
+    sourceUrl: src,
+    targetUrl: tgt,
+    appUser: APP_USER,
+    appPassword: randomBytes(18).toString('base64url'),
   });
+  const bouncer = b.bouncer;
   const dir = mkdtempSync(join(tmpdir(), 'cs-bench-cutover-'));
   const plan = join(dir, 'plan.yaml');
   writeFileSync(
@@ -95,7 +76,7 @@ tables: [{ name: public.accounts }, { name: public.ledger }, { name: public.even
 sync: { mode: logical }
 cutover:
   switch:
-    pgbouncer: { admin: "\${env:PGBOUNCER_ADMIN_URL}", database: app, config: "${bouncer.databasesFile}" }
+    ${b.switchYaml}
   maxPause: 2s
   maxLag: 1s
 `,
@@ -103,9 +84,9 @@ cutover:
   const env = {
     SOURCE_DATABASE_URL: src,
     TARGET_DATABASE_URL: tgt,
-    PGBOUNCER_ADMIN_URL: bouncer.url('cloudshift_admin', adminPassword, 'pgbouncer'),
+    PGBOUNCER_ADMIN_URL: b.adminUrl,
   };
-  const app = new AppSimulator(bouncer.url(APP_USER, password, 'app'), ratePerSecond, 'bench');
+  const app = new AppSimulator(b.appUrl, ratePerSecond, 'bench');
   const store = await StateStore.open({ connectionString: tgt, schema: 'cloudshift' });
   try {
     app.start();

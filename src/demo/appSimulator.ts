@@ -28,6 +28,7 @@ export class AppSimulator {
   private timer: NodeJS.Timeout | undefined;
   private inFlight = new Set<Promise<void>>();
   private seq = 0;
+  private stopped = false;
   private readonly recentEvents: string[] = [];
   /** Longest time a transaction took (a pause shows up here), ms. */
   slowestMs = 0;
@@ -73,6 +74,8 @@ export class AppSimulator {
   }
 
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
     await Promise.allSettled([...this.inFlight]);

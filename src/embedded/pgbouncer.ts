@@ -12,13 +12,26 @@
  *   SCRAM), never on a command line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { CleanupRegistry } from './cleanup.js';
 import { ensurePostgresOsUser } from './postgres.js';
-import { canConnect, exitOf, hasExited, HOST, OutputTail, pollUntil, removeDirSync, settlesWithin, signalGroup } from './util.js';
+import {
+  canConnect,
+  exitOf,
+  freePorts,
+  hasExited,
+  HOST,
+  OutputTail,
+  pollUntil,
+  removeDirSync,
+  settlesWithin,
+  signalGroup,
+} from './util.js';
 
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -188,5 +201,78 @@ export async function startPgBouncer(o: StartPgBouncerOptions): Promise<StartedP
       const errors = await registry.runAll();
       if (errors.length > 0) throw errors[0]!;
     },
+  };
+}
+
+export interface AppBouncerOptions {
+  /** Superuser connection strings of the application's database on each server. */
+  sourceUrl: string;
+  targetUrl: string;
+  /** The application's role: created (or its password set) on both servers. */
+  appUser: string;
+  appPassword: string;
+  /** PgBouncer's database name for the application. */
+  database?: string;
+  settings?: Record<string, string | number>;
+}
+
+export interface AppBouncer {
+  bouncer: StartedPgBouncer;
+  appUrl: string;
+  adminUrl: string;
+  database: string;
+  /** A plan's `cutover.switch.pgbouncer` for it, the admin URL as ${env:PGBOUNCER_ADMIN_URL}. */
+  switchYaml: string;
+}
+
+/**
+ * PgBouncer in front of the source database for an application role that exists, with the same
+ * password, on both servers and may use every table (the target's through default privileges,
+ * since cloudshift creates them later): what the demo, the benchmark and the tests run.
+ */
+export async function startAppBouncer(o: AppBouncerOptions): Promise<AppBouncer> {
+  const user = `"${o.appUser.replace(/"/g, '""')}"`;
+  const password = `'${o.appPassword.replace(/'/g, "''")}'`;
+  const exec = async (url: string, text: string) => {
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      await c.query(text);
+    } finally {
+      await c.end();
+    }
+  };
+  for (const url of [o.sourceUrl, o.targetUrl]) {
+    await exec(
+      url,
+      `DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${`'${o.appUser.replace(/'/g, "''")}'`}) THEN CREATE ROLE ${user} LOGIN; END IF;
+       END $$;
+       ALTER ROLE ${user} PASSWORD ${password};
+       GRANT USAGE, CREATE ON SCHEMA public TO ${user};
+       GRANT ALL ON ALL TABLES IN SCHEMA public TO ${user};
+       GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ${user};
+       ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO ${user};
+       ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO ${user}`,
+    );
+  }
+  const source = new pg.Client({ connectionString: o.sourceUrl });
+  const database = o.database ?? 'app';
+  const [port] = await freePorts(1);
+  const adminPassword = randomBytes(18).toString('base64url');
+  const bouncer = await startPgBouncer({
+    port: port!,
+    databases: { [database]: { host: source.host, port: source.port, dbname: source.database ?? '' } },
+    users: { [o.appUser]: o.appPassword, cloudshift_admin: adminPassword },
+    adminUser: 'cloudshift_admin',
+    settings: { query_wait_timeout: 60, ...o.settings },
+  });
+  return {
+    bouncer,
+    appUrl: bouncer.url(o.appUser, o.appPassword, database),
+    adminUrl: bouncer.url('cloudshift_admin', adminPassword, 'pgbouncer'),
+    database,
+    switchYaml: `pgbouncer: { admin: "\${env:PGBOUNCER_ADMIN_URL}", database: ${database}, config: "${bouncer.databasesFile}" }`,
   };
 }

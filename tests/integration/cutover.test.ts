@@ -21,7 +21,7 @@ import { freePorts } from '../../src/embedded/util.js';
 import { expectSameRows } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
 import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
-import { APP_DATABASE, grantApp, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
+import { APP_DATABASE, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
 import { APP_SQL, AppSimulator, TOTAL } from '../../src/demo/appSimulator.js';
 
 const TABLES: Record<string, string> = { 'public.accounts': 'id', 'public.ledger': 'key', 'public.events': 'id' };
@@ -46,7 +46,6 @@ describe.runIf(pgbouncerAvailable())('cutover and rollback through PgBouncer', (
   beforeAll(async () => {
     s = await hospitalScenario('cutover', { load: false });
     await sql('source', s.dbs.source, APP_SQL);
-    await grantApp(s.dbs);
     b = await startTestBouncer(s.dbs);
     env = { ...s.env, ...b.env };
     file = s.plan(`version: 1

@@ -11,7 +11,9 @@ describe('cloudshift demo', () => {
     expect(r.stdout).toMatch(/public\.observations\s+\d+\s+[\d,]+\s+.*verified/);
     expect(r.stdout).toMatch(/public\.documents\s+\d+\s+200\s+.*verified/);
     expect(r.stdout).toMatch(/public\.scans\s+\d+\s+50\s+.*verified/);
-    expect(r.stdout).toMatch(/run [0-9a-f-]{36} finished: every batch verified/);
+    expect(r.stdout).toMatch(/in sync: applied up to/);
+    expect(r.stdout).toMatch(/cut over to the target: write pause \d+ ms/);
+    expect(r.stdout).toMatch(/the application wrote \d+ transactions through PgBouncer during the migration: 0 errors/);
     expect(r.stdout).toContain('» stopping the local servers');
   }, 180_000);
 });

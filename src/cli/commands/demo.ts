@@ -28,5 +28,21 @@ export async function demoCommand(io: CliIO, flags: { scale: number; jobs: numbe
   if (!result.run) return ExitCode.failed;
   io.stdout.write(renderRunSummary(result.run, result.planFile));
   if (result.run.interrupted) return ExitCode.interrupted;
-  return result.run.mismatches > 0 ? ExitCode.failed : ExitCode.ok;
+  if (result.run.mismatches > 0) return ExitCode.failed;
+  const c = result.cutover;
+  if (c) {
+    io.stdout.write(
+      c.switched
+        ? `cut over to the target: write pause ${c.pauseMs} ms (${c.steps.map((s) => `${s.step} ${s.ms} ms`).join(', ')})\n`
+        : `cutover aborted: ${c.reason ?? 'unknown reason'}\n`,
+    );
+  }
+  const app = result.application;
+  if (app) {
+    io.stdout.write(
+      `the application wrote ${app.transactions} transactions through PgBouncer during the migration: ${app.errors.length} errors, slowest ${app.slowestMs} ms\n`,
+    );
+    for (const e of app.errors.slice(0, 5)) io.stdout.write(`  error: ${e}\n`);
+  }
+  return c?.switched && (app?.errors.length ?? 0) === 0 ? ExitCode.ok : ExitCode.failed;
 }
