@@ -4,7 +4,9 @@
  * interface.
  */
 import { spawn } from 'node:child_process';
-import type { SwitchPlan } from '../plan/defaults.js';
+import type { AzurePlan, SwitchPlan } from '../plan/defaults.js';
+import type { Env, Secrets } from '../plan/secrets.js';
+import { armSwitch } from './armSwitch.js';
 import { endpointOf } from '../pg/connect.js';
 import { PreconditionError } from '../errors.js';
 import type { Side } from '../sync/objects.js';
@@ -12,7 +14,7 @@ import { readRoute, sameRoute, writeRoute, type Route } from './databasesIni.js'
 import { PgBouncerAdmin, type PauseOutcome } from './pgbouncerAdmin.js';
 
 export interface AppSwitch {
-  readonly kind: 'pgbouncer' | 'command';
+  readonly kind: 'pgbouncer' | 'command' | 'arm';
   /** The side the application is routed to now; 'unknown' when the switch cannot tell. */
   current(): Promise<Side | 'unknown'>;
   /** Holds new transactions back; resolves once the ones in flight ended, or says who blocks. */
@@ -40,12 +42,23 @@ export function routesOf(urls: { source: string; target: string }): Routes {
   return { source: route(urls.source), target: route(urls.target) };
 }
 
-export async function openSwitch(sw: SwitchPlan, routes: Routes, adminUrl: string | undefined): Promise<AppSwitch> {
-  if (sw.kind === 'pgbouncer') {
-    if (!adminUrl) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
-    return pgbouncerSwitch(await PgBouncerAdmin.open(adminUrl), sw.database, sw.config, routes);
+export interface SwitchInputs {
+  routes: Routes;
+  secrets: Pick<Secrets, 'pgbouncerAdmin' | 'armTarget' | 'armSource'>;
+  azure: AzurePlan | undefined;
+  env: Env;
+}
+
+export async function openSwitch(sw: SwitchPlan, o: SwitchInputs): Promise<AppSwitch> {
+  switch (sw.kind) {
+    case 'pgbouncer':
+      if (!o.secrets.pgbouncerAdmin) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
+      return pgbouncerSwitch(await PgBouncerAdmin.open(o.secrets.pgbouncerAdmin), sw.database, sw.config, o.routes);
+    case 'command':
+      return commandSwitch(sw.run, o.routes);
+    case 'arm':
+      return armSwitch(sw, o.azure, { target: o.secrets.armTarget, source: o.secrets.armSource }, o.env);
   }
-  return commandSwitch(sw.run, routes);
 }
 
 function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, routes: Routes): AppSwitch {

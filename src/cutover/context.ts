@@ -84,7 +84,7 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
     opened.push(target);
     const routes = routesOf(secrets);
     const resolvedSwitch = sw.kind === 'pgbouncer' ? { ...sw, config: path.resolve(loaded.dir, sw.config) } : sw;
-    const app = await openSwitch(resolvedSwitch, routes, secrets.pgbouncerAdmin);
+    const app = await openSwitch(resolvedSwitch, { routes, secrets, azure: plan.azure, env: o.env });
     opened.push({ end: () => app.close() });
     const tasks = await tableTasks(source, plan);
     return {

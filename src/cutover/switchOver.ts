@@ -65,7 +65,7 @@ const CLOSE_IN_MS = 5_000;
 export interface SwitchDetails {
   from: Side;
   to: Side;
-  switch: 'pgbouncer' | 'command';
+  switch: 'pgbouncer' | 'command' | 'arm';
   /** The opposite stream's slot was made (its consistent point). */
   nextFrom?: string;
   /** The write fence on the side switched to (left by an earlier switch) was removed. */

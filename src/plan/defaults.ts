@@ -56,7 +56,10 @@ export interface BlobPlan {
   container: string;
 }
 
-export type SwitchPlan = { kind: 'pgbouncer'; admin: PlanValue; database: string; config: string } | { kind: 'command'; run: string };
+export type SwitchPlan =
+  | { kind: 'pgbouncer'; admin: PlanValue; database: string; config: string }
+  | { kind: 'command'; run: string }
+  | { kind: 'arm'; resource: string; apiVersion: string; property: string; target: PlanValue; source: PlanValue };
 
 /** An Azure resource the plan names, as a full ARM resource id. */
 export interface AzureResourcePlan {
@@ -151,7 +154,16 @@ export function applyDefaults(input: PlanInput): Plan {
           }
         : sw?.command
           ? { kind: 'command', run: sw.command.run }
-          : undefined,
+          : sw?.arm
+            ? {
+                kind: 'arm',
+                resource: sw.arm.resource,
+                apiVersion: sw.arm.apiVersion,
+                property: sw.arm.property,
+                target: value('cutover.switch.arm.target', sw.arm.target),
+                source: value('cutover.switch.arm.source', sw.arm.source),
+              }
+            : undefined,
       maxPauseMs: parseDurationMs(input.cutover?.maxPause ?? DEFAULTS.maxPause),
       maxLagMs: parseDurationMs(input.cutover?.maxLag ?? DEFAULTS.maxLag),
     },

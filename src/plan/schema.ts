@@ -144,6 +144,35 @@ const commandSwitch = z
   })
   .describe('Switch the application by running your own command. Optional; name exactly one switch.');
 
+const armSwitch = z
+  .strictObject({
+    resource: z
+      .string()
+      .regex(/^\/subscriptions\/[^/]+\/.+/i, 'must be an ARM resource id such as /subscriptions/<id>/resourceGroups/<rg>/providers/...')
+      .describe(
+        "ARM id of the resource holding the setting, e.g. an App Service's `/config/appsettings`, an App Configuration key-value, a DNS CNAME record set. Required.",
+      ),
+    apiVersion: z
+      .string()
+      .regex(/^\d{4}-\d{2}-\d{2}(-preview)?$/, 'must be an ARM api-version such as 2023-12-01')
+      .describe("The resource provider's api-version for that resource type. Required."),
+    property: z
+      .string()
+      .regex(/^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)+$/, 'must be a dotted path into the resource, such as properties.DATABASE_HOST')
+      .describe('Dotted path of the property to set in the resource body, e.g. `properties.DATABASE_HOST`. Required.'),
+    target: z
+      .string()
+      .min(1)
+      .describe('Value that points the application at Azure (a `${env:}` reference when it holds a secret). Required.'),
+    source: z
+      .string()
+      .min(1)
+      .describe('Value that points it back at the source, set at rollback (a `${env:}` reference when it holds a secret). Required.'),
+  })
+  .describe(
+    'Switch the application by setting one property of an ARM resource (needs the `azure` section). The application reconnects rather than waits: see the README. Optional; name exactly one switch.',
+  );
+
 const httpsUrl = z
   .string()
   .url()
@@ -241,8 +270,8 @@ export const planSchema = z
     cutover: z
       .strictObject({
         switch: z
-          .strictObject({ pgbouncer: pgbouncerSwitch.optional(), command: commandSwitch.optional() })
-          .refine((s) => Object.keys(s).length === 1, { message: 'name exactly one switch: pgbouncer or command' })
+          .strictObject({ pgbouncer: pgbouncerSwitch.optional(), command: commandSwitch.optional(), arm: armSwitch.optional() })
+          .refine((s) => Object.keys(s).length === 1, { message: 'name exactly one switch: pgbouncer, command or arm' })
           .describe('How the application is pointed at the target. Required.'),
         maxPause: duration
           .optional()

@@ -16,6 +16,9 @@ export interface Secrets {
   blobConnectionString: string | undefined;
   blobSas: string | undefined;
   pgbouncerAdmin: string | undefined;
+  /** The ARM switch's two values (they may hold a connection string). */
+  armTarget: string | undefined;
+  armSource: string | undefined;
 }
 
 export type SecretName = keyof Secrets;
@@ -45,6 +48,8 @@ export function resolveSecrets(loaded: LoadedPlan, env: Env, names?: readonly Se
     blobConnectionString: plan.target.blob?.connectionString,
     blobSas: plan.target.blob?.sas,
     pgbouncerAdmin: sw?.kind === 'pgbouncer' ? sw.admin : undefined,
+    armTarget: sw?.kind === 'arm' ? sw.target : undefined,
+    armSource: sw?.kind === 'arm' ? sw.source : undefined,
   };
   const out = Object.fromEntries(Object.entries(values).map(([name, v]) => [name, wanted(name as SecretName) ? resolve(v) : undefined]));
   if (errors.length > 0) {

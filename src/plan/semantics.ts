@@ -80,5 +80,11 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
       message: 'a PgBouncer cutover keeps writes flowing and needs live sync: set `sync.mode: logical`',
     });
   }
+  if (sw?.arm && !plan.azure) {
+    problems.push({
+      path: ['cutover', 'switch', 'arm'],
+      message: 'the ARM switch talks to Azure Resource Manager: add the `azure` section (subscriptionId, resourceGroup, postgresServer)',
+    });
+  }
   return problems;
 }

@@ -185,7 +185,9 @@ function renderPlan(loaded: LoadedPlan, overview: Overview): string {
         : sw.kind === 'pgbouncer'
           ? `PgBouncer: database ${code(sw.database)}, config ${code(sw.config)}, admin ${code(sw.admin.raw)}; ` +
             `max pause ${text(formatDuration(p.cutover.maxPauseMs))}, max lag ${text(formatDuration(p.cutover.maxLagMs))}`
-          : `command ${code(sw.run)}; max pause ${text(formatDuration(p.cutover.maxPauseMs))}, max lag ${text(formatDuration(p.cutover.maxLagMs))}`,
+          : sw.kind === 'arm'
+            ? `ARM: ${code(sw.property)} of ${code(sw.resource)} (values not shown); max pause ${text(formatDuration(p.cutover.maxPauseMs))}, max lag ${text(formatDuration(p.cutover.maxLagMs))}`
+            : `command ${code(sw.run)}; max pause ${text(formatDuration(p.cutover.maxPauseMs))}, max lag ${text(formatDuration(p.cutover.maxLagMs))}`,
     ],
   ];
   const tables = p.tables.length

@@ -8,9 +8,11 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   DEPLOYMENTS,
+  RESOURCE_GROUP,
   RG_PATH,
   SERVER_ID,
   STORAGE_ID,
+  SUBSCRIPTION,
   armError,
   azureSection,
   configuration,
@@ -463,4 +465,67 @@ describe('cloudshift provision', () => {
     expect(r.stderr).toContain('the plan names no template (azure.template)');
     expect(fake.requests).toEqual([]);
   });
+});
+
+describe('cutover and rollback through the ARM switch', () => {
+  const SETTINGS = `/subscriptions/${SUBSCRIPTION}/resourceGroups/${RESOURCE_GROUP}/providers/Microsoft.Web/sites/ehr-app/config/appsettings`;
+  const TARGET_VALUE = 'postgres://ehr_app:target-secret-4d1c@ehr-pg.postgres.database.azure.com/ehr';
+  const SOURCE_VALUE = 'postgres://ehr_app:source-secret-93ab@10.0.0.5/ehr';
+
+  it(
+    'sets the app setting to the target at cutover and back at rollback, keeping the other settings, never showing the values',
+    { timeout: 120_000 },
+    async () => {
+      let properties: Record<string, string> = { EHR_DATABASE_URL: SOURCE_VALUE, FEATURE_FLAGS: 'letters,scans' };
+      const resource = () => ({ id: SETTINGS, name: 'appsettings', type: 'Microsoft.Web/sites/config', properties });
+      fake.on('GET', SETTINGS, () => ok(resource()));
+      fake.on('PUT', SETTINGS, (req) => {
+        properties = (JSON.parse(req.body) as { properties: Record<string, string> }).properties;
+        return ok(resource());
+      });
+      const file = s.plan(
+        `${HOSPITAL_PLAN}${azureSection(fake.url)}cutover:
+  switch:
+    arm:
+      resource: ${SETTINGS}
+      apiVersion: "2023-12-01"
+      property: properties.EHR_DATABASE_URL
+      target: "\${env:APP_TARGET_URL}"
+      source: "\${env:APP_SOURCE_URL}"
+`,
+        'arm-switch.yaml',
+      );
+      const env = { ...s.env, ...fake.env(), APP_TARGET_URL: TARGET_VALUE, APP_SOURCE_URL: SOURCE_VALUE };
+      expect((await spawnCli(['run', file, '--until', 'synced'], env)).code).toBe(0);
+
+      const cut = await spawnCli(['cutover', file, '--json'], env);
+      expect(cut.code, cut.stderr).toBe(0);
+      const json = JSON.parse(cut.stdout) as { switched: boolean; pauseMs: number };
+      expect(json.switched).toBe(true);
+      expect(properties).toEqual({ EHR_DATABASE_URL: TARGET_VALUE, FEATURE_FLAGS: 'letters,scans' });
+      const puts = fake.armRequests().filter((r) => r.method === 'PUT');
+      expect(puts.map(line)).toEqual([`PUT ${SETTINGS}?api-version=2023-12-01`]);
+      // The source is fenced for the application: it reconnects to the target rather than waits.
+      await expect(sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'x' WHERE id = 1`)).rejects.toMatchObject({
+        code: '25006',
+      });
+
+      const back = await spawnCli(['rollback', file, '--json'], env);
+      expect(back.code, back.stderr).toBe(0);
+      expect(properties.EHR_DATABASE_URL).toBe(SOURCE_VALUE);
+      for (const out of [cut.stdout, cut.stderr, back.stdout, back.stderr]) {
+        expect(out).not.toContain('target-secret-4d1c');
+        expect(out).not.toContain('source-secret-93ab');
+      }
+      const leaked = await sql(
+        'target',
+        s.dbs.target,
+        `SELECT 1 FROM cloudshift.events WHERE details::text LIKE '%secret-%' OR message LIKE '%secret-%'`,
+      );
+      expect(leaked).toEqual([]);
+      const switches = await sql('target', s.dbs.target, `SELECT 1 FROM cloudshift.switches WHERE details::text LIKE '%secret-%'`);
+      expect(switches).toEqual([]);
+      await spawnCli(['cleanup', file], env);
+    },
+  );
 });

@@ -81,7 +81,7 @@ cutover:
       '10:20 tables[0].batch.rows: expected a number, got the string "many"',
       '12:5 tables[1].bach: unknown key "bach"; did you mean "batch"?',
       '13:15 sync.mode: must be "logical" or "none", got the string "logicl"',
-      '15:11 cutover.switch: name exactly one switch: pgbouncer or command',
+      '15:11 cutover.switch: name exactly one switch: pgbouncer, command or arm',
       '16:13 cutover.maxPause: must be a duration such as "500ms", "2s" or "5m", got the string "2 seconds"',
     ]);
   });
