@@ -186,6 +186,15 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
     return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
   }
   if (run.planChanged) return `the plan changed since this run began: undo the change, or resume with \`cloudshift run ${file} --force\``;
+  if (run.status === 'active' && run.phase === 'cutover') {
+    return `cut over: the application uses the target. To switch back, \`cloudshift rollback ${file}\`; once sure, end the migration with \`cloudshift cleanup ${file}\` (drops the reverse slot kept for rollback)`;
+  }
+  if (run.status === 'active' && run.phase === 'sync' && !run.processActive) {
+    return `live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;
+  }
+  if (run.status === 'active' && run.phase === 'sync') {
+    return `in live sync: switch the application with \`cloudshift cutover ${file}\` once the lag is under cutover.maxLag`;
+  }
   if (!run.processActive)
     return `no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
   return `run in progress (phase ${run.phase}, started by ${run.createdBy}); follow it with \`cloudshift status ${file} --watch\``;

@@ -313,6 +313,9 @@ cutover:
     const cut = await cli(['cutover', file, '--json'], s.env);
     expect(cut.code, cut.stderr).toBe(0);
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);
+    const status = await cli(['status', file], s.env);
+    expect(status.stdout).toMatch(/cut over to the target at .*, write pause \d+ ms/);
+    expect(status.stdout).toMatch(/next: cut over: .*cloudshift rollback/);
 
     // The application, now on the target, writes a letter (to Blob Storage, its name in the row) and edits a patient.
     const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));

@@ -49,6 +49,13 @@ export function renderStatus(o: Overview): string {
 function syncLines(o: Overview): string[] {
   const s = o.sync;
   if (s === null) return ['live sync: not started'];
+  if (o.run?.phase === 'cutover' && o.run.status === 'active') {
+    const w = s.lastSwitch;
+    return [
+      `cut over to the target${w ? ` at ${w.startedAt} by ${w.by}${w.pauseMs === null ? '' : `, write pause ${w.pauseMs} ms`}` : ''}`,
+      '  the source is read-only for the application; the reverse slot on the target keeps its WAL until rollback or cleanup',
+    ];
+  }
   const measured = s.measuredAt ? ` (measured ${s.measuredAt})` : '';
   const lag = s.lagMs === null ? 'lag unknown' : `lag ${s.lagMs} ms, ${formatBytes(s.lagBytes ?? 0)} of WAL`;
   const lines = [
