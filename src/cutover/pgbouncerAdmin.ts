@@ -104,6 +104,12 @@ export class PgBouncerAdmin {
     return row ? { host: row.host ?? '', port: Number(row.port), dbname: row.database } : null;
   }
 
+  /** SHOW CONFIG as key → value. */
+  async config(): Promise<Map<string, string>> {
+    const { rows } = await this.query<{ key: string; value: string }>('SHOW CONFIG');
+    return new Map(rows.map((r) => [r.key, String(r.value)]));
+  }
+
   async close(): Promise<void> {
     await this.client.end().catch(() => undefined);
   }

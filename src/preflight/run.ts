@@ -16,6 +16,7 @@ import { estimate } from './estimate.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
 import { checkState } from './stateChecks.js';
 import { checkTarget } from './targetChecks.js';
+import { checkSwitch } from './switchChecks.js';
 import { CheckList, type PreflightReport } from './types.js';
 
 export interface PreflightOptions {
@@ -86,6 +87,8 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     const azureOptions = { env: options.env, targetConnectionString: secrets.target, timeoutMs: Math.max(30_000, timeoutMs * 3) };
     if (!(await checkAzure(plan, plan.azure, facts, estimated, checks, azureOptions))) unreachable = true;
   }
+
+  await checkSwitch(loaded, options.env, checks);
 
   const report: PreflightReport = {
     ok: checks.checks.every((c) => c.status !== 'fail'),

@@ -496,6 +496,11 @@ describe('cutover and rollback through the ARM switch', () => {
         'arm-switch.yaml',
       );
       const env = { ...s.env, ...fake.env(), APP_TARGET_URL: TARGET_VALUE, APP_SOURCE_URL: SOURCE_VALUE };
+      healthyAzure(fake);
+      const dry = await spawnCli(['dry-run', file, '--format', 'json'], env);
+      const armCheck = (JSON.parse(dry.stdout) as Report).checks.find((c) => c.id === 'switch.arm');
+      expect(armCheck).toMatchObject({ status: 'pass', message: expect.stringMatching(/holds the source's value/) });
+      expect(dry.stdout).not.toContain('source-secret-93ab');
       expect((await spawnCli(['run', file, '--until', 'synced'], env)).code).toBe(0);
 
       const cut = await spawnCli(['cutover', file, '--json'], env);
@@ -511,7 +516,7 @@ describe('cutover and rollback through the ARM switch', () => {
       });
 
       const back = await spawnCli(['rollback', file, '--json'], env);
-      expect(back.code, back.stderr).toBe(0);
+      expect(back.code, back.stdout + back.stderr).toBe(0);
       expect(properties.EHR_DATABASE_URL).toBe(SOURCE_VALUE);
       for (const out of [cut.stdout, cut.stderr, back.stdout, back.stderr]) {
         expect(out).not.toContain('target-secret-4d1c');

@@ -100,6 +100,20 @@ ${b.cutoverYaml()}`);
     return json;
   };
 
+  it('the dry run checks the switch: the databases file and the admin console, read-only', async () => {
+    const r = await cli(['dry-run', file, '--format', 'json'], env);
+    const report = JSON.parse(r.stdout) as { checks: Array<{ id: string; status: string; message: string }> };
+    const byId = (id: string) => report.checks.find((c) => c.id === id);
+    expect(byId('switch.pgbouncer.config')).toMatchObject({ status: 'pass', message: expect.stringMatching(/routes to the source/) });
+    expect(byId('switch.pgbouncer.admin')).toMatchObject({ status: 'pass', message: expect.stringMatching(/pool_mode transaction/) });
+    // A wrong database name is a failed check, naming it.
+    const wrong = s.plan(readFileSync(file, 'utf8').replace(`database: ${APP_DATABASE}`, 'database: nosuchdb'), 'wrong.yaml');
+    const w = await cli(['dry-run', wrong, '--format', 'json'], env);
+    const failed = (JSON.parse(w.stdout) as typeof report).checks.filter((c) => c.status === 'fail').map((c) => c.message);
+    expect(failed.join('\n')).toMatch(/no \[databases\] entry for "nosuchdb"/);
+    expect(failed.join('\n')).toMatch(/PgBouncer has no database "nosuchdb"/);
+  });
+
   it(
     'keeps a live application writing without a single error through cutover, rollback and cutover again',
     { timeout: 240_000 },
@@ -296,7 +310,7 @@ describe('cutover and rollback with a command switch, documents, and rollback be
   beforeAll(async () => {
     s = await hospitalScenario('cmdswitch');
     sideFile = join(s.dir, 'side.txt');
-    file = s.plan(`${HOSPITAL_PLAN}
+    file = s.plan(`${HOSPITAL_PLAN.replace('name: hospital', 'name: cmdswitch')}
 copy: { jobs: 2, batch: { rows: 500 } }
 cutover:
   switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'" } }
@@ -333,7 +347,7 @@ cutover:
     });
 
     const back = await cli(['rollback', file, '--json'], s.env);
-    expect(back.code, back.stderr).toBe(0);
+    expect(back.code, back.stdout + back.stderr).toBe(0);
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`source ${harness().source.port}`);
     const doc = await sql<{ hex: string }>(
       'source',
