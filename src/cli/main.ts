@@ -88,14 +88,29 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .option('--force', 'resume even though the plan changed since the run began', false)
     .option('--json', 'write one JSON event per line instead of progress', false)
     .option('--until <state>', 'with live sync: return once in sync (lag under cutover.maxLag) instead of syncing until Ctrl-C', untilArg)
+    .option('--worker-only', 'join the run another process leads as a worker, and never lead it (autoscaled pools)', false)
+    .option('--max-workers <n>', "refuse to join when this many workers share the run (default: the plan's copy.maxWorkers)", positiveInt)
     .exitOverride()
-    .action(async (file: string, opts: { jobs?: number; blobConcurrency?: number; force: boolean; json: boolean; until?: 'synced' }) => {
-      try {
-        setExit(await runCommand(io, file, opts));
-      } catch (err) {
-        setExit(reportError(io, err, opts.json ? 'json' : 'text'));
-      }
-    });
+    .action(
+      async (
+        file: string,
+        opts: {
+          jobs?: number;
+          blobConcurrency?: number;
+          force: boolean;
+          json: boolean;
+          until?: 'synced';
+          workerOnly: boolean;
+          maxWorkers?: number;
+        },
+      ) => {
+        try {
+          setExit(await runCommand(io, file, opts));
+        } catch (err) {
+          setExit(reportError(io, err, opts.json ? 'json' : 'text'));
+        }
+      },
+    );
 
   program
     .command('cleanup')

@@ -47,6 +47,11 @@ export interface CopyPhaseOptions {
   blob: { plan: BlobPlan; credentials: BlobCredentials } | null;
   blobConcurrency: number;
   blobRetries?: number;
+  /**
+   * Verify batches an earlier process committed but did not verify (the leader, which held the
+   * run's lock after that process). Workers leave them to the leader.
+   */
+  verifyLeftovers?: boolean;
   /** Retries of a transient failure per batch before the run stops. */
   transientAttempts?: number;
   retryBaseDelayMs?: number;
@@ -234,7 +239,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
   try {
     // Batches an earlier process committed but did not get to verify (it held the run's lock, so
     // no one else is working on them now).
-    const unverified = (await o.store.listBatches(o.runId)).filter(
+    const unverified = (o.verifyLeftovers === false ? [] : await o.store.listBatches(o.runId)).filter(
       (b) => b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns,
     );
     for (const b of unverified) {

@@ -20,6 +20,12 @@ import { openRun, PHASES, type Phase } from './runState.js';
 import { exportSnapshot } from './snapshot.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
+import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
+import { workAsWorker } from './worker.js';
+import { delay } from '../embedded/util.js';
+
+/** How often every process sharing a run records that it is alive. */
+const HEARTBEAT_MS = 5_000;
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 
@@ -42,6 +48,10 @@ export interface RunOptions {
   until?: 'synced';
   /** Heartbeat interval of the live sync, ms. */
   heartbeatMs?: number;
+  /** Join a run another process leads, but never lead it. */
+  workerOnly?: boolean;
+  /** Refuse to join when this many workers are alive (default: the plan's copy.maxWorkers). */
+  maxWorkers?: number;
 }
 
 export interface RunResult extends RunSummary {
@@ -54,6 +64,8 @@ export interface RunResult extends RunSummary {
   interrupted: boolean;
   /** The run had already finished; nothing was done. */
   alreadyFinished: boolean;
+  /** This process worked as a worker of a run another process leads: the batches it copied. */
+  worker?: { batches: number };
 }
 
 export async function runMigration(loaded: LoadedPlan, options: RunOptions): Promise<RunResult> {
@@ -65,14 +77,21 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
+  let beat: NodeJS.Timeout | undefined;
   try {
     // 1. State store: migrate, finish or undo an interrupted cutover or rollback, open or resume
     //    the run, take its lock. A second process is refused.
     await store.migrate();
     const recovered = await recoverPendingSwitch(loaded, { env: options.env });
     if (recovered) emit('warning', { message: `an interrupted ${recovered.kind} was ${recovered.outcome}` });
-    const opened = await openRun(store, loaded, { force: options.force === true });
-    const run = opened.run;
+    const staleMs = plan.copy.workerTimeoutMs;
+    const opened = await openRun(store, loaded, {
+      force: options.force === true,
+      workerOnly: options.workerOnly === true,
+      maxWorkers: options.maxWorkers ?? plan.copy.maxWorkers,
+      staleMs,
+    });
+    let run = opened.run;
     if (opened.alreadyFinished) {
       return { runId: run.id, interrupted: false, alreadyFinished: true, ...(await summarize(store, run.id, started)) };
     }
@@ -80,13 +99,81 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       return { runId: run.id, interrupted: false, alreadyFinished: true, cutOver: true, ...(await summarize(store, run.id, started)) };
     }
     const live = plan.sync.mode === 'logical';
-    emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name });
+    // Every process sharing the run is a worker: registered, alive while it holds its lock and
+    // beats, its claims given back to the others once it is not.
+    await store.tryLock(workerLock(me));
+    await registerWorker(store.knex, run.id, me, whoAmI());
+    let doingNow = opened.worker ? 'joining' : 'leading';
+    const doing = (what: string) => {
+      doingNow = what;
+    };
+    beat = setInterval(() => void heartbeat(store.knex, me, doingNow).catch(() => undefined), HEARTBEAT_MS);
+    beat.unref();
+    emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name, ...(opened.worker ? { worker: true } : {}) });
     source = await connect({ role: 'source', connectionString: secrets.source });
     target = await connect({ role: 'target', connectionString: secrets.target });
     const stateInTarget = secrets.state === secrets.target;
+    const tasks = await tableTasks(source, plan);
+    const copyWith = (snapshot: string | null, leftovers: boolean) =>
+      copyPhase({
+        runId: run.id,
+        store,
+        tasks: new Map([...tasks.values()].map((t) => [t.display, t])),
+        sourceUrl: secrets.source,
+        targetUrl: secrets.target,
+        blob: plan.target.blob
+          ? { plan: plan.target.blob, credentials: { connectionString: secrets.blobConnectionString, sas: secrets.blobSas } }
+          : null,
+        blobConcurrency: options.blobConcurrency ?? 8,
+        ...(options.blobRetries === undefined ? {} : { blobRetries: options.blobRetries }),
+        snapshot,
+        stateInTarget,
+        jobs: options.jobs ?? plan.copy.jobs,
+        workerId: me,
+        hooks: options.hooks ?? {},
+        emit,
+        abortSignal: options.abortSignal,
+        verifyLeftovers: leftovers,
+        ...(options.transientAttempts === undefined ? {} : { transientAttempts: options.transientAttempts }),
+        ...(options.retryBaseDelayMs === undefined ? {} : { retryBaseDelayMs: options.retryBaseDelayMs }),
+      });
+
+    // A worker copies batches of the run another process leads, until the copy needs no more
+    // workers, or the leader is gone and this worker takes over.
+    if (opened.worker) {
+      await store.appendEvent(run.id, 'worker:join', `worker ${me} joined the run`, { worker: me });
+      const out = await workAsWorker({
+        store,
+        runId: run.id,
+        workerOnly: options.workerOnly === true,
+        copy: (snapshot) => copyWith(snapshot, false),
+        doing,
+        releaseMine: () => releaseClaimsOf(store.knex, run.id, me),
+        abortSignal: options.abortSignal,
+      });
+      if (out.kind !== 'lead') {
+        const mine = (await store.listBatches(run.id)).filter((b) => b.claimed_by === me && b.status !== 'pending').length;
+        await store.appendEvent(run.id, 'worker:leave', `worker ${me} left the run after copying ${mine} batches`, {
+          worker: me,
+          batches: mine,
+        });
+        return {
+          runId: run.id,
+          interrupted: out.kind === 'interrupted',
+          alreadyFinished: false,
+          worker: { batches: mine },
+          ...(await summarize(store, run.id, started)),
+        };
+      }
+      run = out.run;
+      doing('leading');
+      emit('warning', { message: `the leader of run ${run.id} is gone: this process (${me}) leads it now` });
+      await store.appendEvent(run.id, 'worker:lead', `worker ${me} took over the run's leadership in phase ${run.phase}`, { worker: me });
+    }
     let phase: Phase = run.phase as Phase;
     const enter = async (next: Phase) => {
       phase = next;
+      doing(`leading: ${next}`);
       await store.updateRun(run.id, { phase: next });
       await store.appendEvent(run.id, 'run:phase', `phase ${next}`);
       emit('run:phase', { runId: run.id, phase: next });
@@ -96,7 +183,6 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     // 2. Schema: every table exists and every column type can be copied (checked before anything
     //    is written); target tables must be empty (or truncated, if the plan says so); then the
     //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
-    const tasks = await tableTasks(source, plan);
     const tables = tasks.map((t) => t.name);
     for (const t of tasks.filter((x) => !x.shape.keyColumns)) {
       const message = `${t.display} has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole; live sync will need a key or REPLICA IDENTITY FULL`;
@@ -127,33 +213,32 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     //    point; `cloudshift run` resumes with the batches not yet done.
     if (todo('copy')) {
       await enter('copy');
-      await store.releaseStaleClaims(run.id);
+      await releaseDeadClaims(store.knex, run.id, staleMs);
       const snapshot = live
         ? await prepareForwardSync(store, run.id, plan, source, secrets.source, tasks)
         : await exportSnapshot(secrets.source);
       try {
         await store.updateRun(run.id, { snapshot_name: snapshot.name });
-        const result = await copyPhase({
-          runId: run.id,
-          store,
-          tasks: new Map([...tasks.values()].map((t) => [t.display, t])),
-          sourceUrl: secrets.source,
-          targetUrl: secrets.target,
-          blob: plan.target.blob
-            ? { plan: plan.target.blob, credentials: { connectionString: secrets.blobConnectionString, sas: secrets.blobSas } }
-            : null,
-          blobConcurrency: options.blobConcurrency ?? 8,
-          ...(options.blobRetries === undefined ? {} : { blobRetries: options.blobRetries }),
-          snapshot: snapshot.name,
-          stateInTarget,
-          jobs: options.jobs ?? plan.copy.jobs,
-          workerId: me,
-          hooks: options.hooks ?? {},
-          emit,
-          abortSignal: options.abortSignal,
-          ...(options.transientAttempts === undefined ? {} : { transientAttempts: options.transientAttempts }),
-          ...(options.retryBaseDelayMs === undefined ? {} : { retryBaseDelayMs: options.retryBaseDelayMs }),
-        });
+        // Copy with the others until no batch is pending or claimed by a live worker.
+        let result = await copyWith(snapshot.name, true);
+        for (;;) {
+          if (result.stoppedEarly) break;
+          await releaseDeadClaims(store.knex, run.id, staleMs);
+          const open = await openBatches(store.knex, run.id);
+          if (open.pending === 0 && open.claimed === 0) break;
+          if (open.pending === 0) {
+            doing('waiting for the other workers');
+            await delay(500);
+            continue;
+          }
+          const more = await copyWith(snapshot.name, false);
+          result = { mismatches: result.mismatches + more.mismatches, stoppedEarly: more.stoppedEarly };
+        }
+        // A worker that died between a batch's commit and its verification left it copied.
+        if (!result.stoppedEarly && (await store.listBatches(run.id)).some((b) => b.status === 'copied')) {
+          const last = await copyWith(snapshot.name, true);
+          result = { mismatches: result.mismatches + last.mismatches, stoppedEarly: last.stoppedEarly };
+        }
         if (result.stoppedEarly) {
           emit('run:stopping', { runId: run.id, reason: 'interrupted' });
           await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
@@ -264,6 +349,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     });
     return { runId: run.id, interrupted: false, alreadyFinished: false, ...summary };
   } finally {
+    clearInterval(beat);
     await Promise.allSettled([source?.end(), target?.end()]);
     await store.close();
   }

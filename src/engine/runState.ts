@@ -2,7 +2,8 @@
  * Opening a run: resume the plan's active run (refusing a changed plan unless forced), report a
  * finished one, or start a new one; then take the run's lock so no second process works on it.
  */
-import { StateConflictError } from '../errors.js';
+import { PreconditionError, StateConflictError } from '../errors.js';
+import { listWorkers } from '../state/sql/workers.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import type { StateStore } from '../state/store.js';
 import type { RunRow } from '../state/types.js';
@@ -16,13 +17,41 @@ export interface OpenedRun {
   run: RunRow;
   resumed: boolean;
   alreadyFinished: boolean;
+  /** Another process leads the run (or this one may not lead): join it as a worker. */
+  worker: boolean;
 }
 
-export async function openRun(store: StateStore, loaded: LoadedPlan, options: { force: boolean }): Promise<OpenedRun> {
+export interface OpenRunOptions {
+  force: boolean;
+  workerOnly?: boolean;
+  /** Refuse to join when this many workers are alive. */
+  maxWorkers?: number | undefined;
+  /** Heartbeat age after which a worker is gone, ms. */
+  staleMs?: number;
+}
+
+export async function openRun(store: StateStore, loaded: LoadedPlan, options: OpenRunOptions): Promise<OpenedRun> {
   const { plan } = loaded;
   const active = await store.getActiveRun(plan.name);
   if (active) {
-    await store.lockRun(active);
+    const leads = !options.workerOnly && (await store.tryLock(`cloudshift.run:${active.id}`));
+    if (!leads && active.plan_fingerprint !== loaded.fingerprint) {
+      throw new StateConflictError(
+        `run ${active.id} of plan "${plan.name}" is in progress with a different plan: a worker must use the same plan`,
+        {
+          hint: `use the plan file the run began with (fingerprint ${active.plan_fingerprint.slice(0, 12)}…)`,
+        },
+      );
+    }
+    if (!leads) {
+      const alive = (await listWorkers(store.knex, active.id, options.staleMs ?? 20_000)).filter((w) => w.alive).length;
+      if (options.maxWorkers !== undefined && alive >= options.maxWorkers) {
+        throw new StateConflictError(`run ${active.id} of plan "${plan.name}" already has ${alive} workers (most ${options.maxWorkers})`, {
+          hint: 'raise copy.maxWorkers (or --max-workers), or let the run finish',
+        });
+      }
+      return { run: active, resumed: true, alreadyFinished: false, worker: true };
+    }
     if (active.plan_fingerprint !== loaded.fingerprint) {
       if (!options.force) {
         throw new StateConflictError(
@@ -37,25 +66,28 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: { 
       });
     }
     await store.appendEvent(active.id, 'run:resume', `resumed in phase ${active.phase}`, { toolVersion });
-    return { run: active, resumed: true, alreadyFinished: false };
+    return { run: active, resumed: true, alreadyFinished: false, worker: false };
   }
   const latest = await store.getLatestRun(plan.name);
   if (latest?.status === 'finished' && latest.plan_fingerprint === loaded.fingerprint) {
-    return { run: latest, resumed: false, alreadyFinished: true };
+    return { run: latest, resumed: false, alreadyFinished: true, worker: false };
+  }
+  if (options.workerOnly) {
+    throw new PreconditionError(`plan ${plan.name} has no run in progress to join (--worker-only never starts one)`, {
+      hint: 'start the run with `cloudshift run` (without --worker-only) first',
+    });
   }
   let run: RunRow;
   try {
     run = await store.createRun({ planName: plan.name, planFingerprint: loaded.fingerprint, toolVersion });
   } catch (err) {
-    if (/runs_one_active_per_plan/.test(String((err as Error).message))) {
-      throw new StateConflictError(`another cloudshift process started a run of plan "${plan.name}" at the same moment`, {
-        cause: err,
-        hint: 'let it work; `cloudshift run` again later resumes or reports it',
-      });
+    // Another process started the run at the same moment: join it.
+    if (/runs_one_active_per_plan/.test(String((err as Error).message)) && (await store.getActiveRun(plan.name))) {
+      return openRun(store, loaded, options);
     }
     throw err;
   }
   await store.lockRun(run);
   await store.appendEvent(run.id, 'run:start', `run of plan ${plan.name} started`, { toolVersion, fingerprint: loaded.fingerprint });
-  return { run, resumed: false, alreadyFinished: false };
+  return { run, resumed: false, alreadyFinished: false, worker: false };
 }

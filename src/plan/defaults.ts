@@ -15,6 +15,7 @@ export const DEFAULTS = {
   warnRetainedWal: '10GB',
   maxPause: '2s',
   maxLag: '1s',
+  workerTimeout: '20s',
   existingData: 'refuse',
   resourceManagerEndpoint: 'https://management.azure.com',
 } as const;
@@ -88,7 +89,7 @@ export interface Plan {
   state: { postgres: PlanValue; schema: string };
   tables: TablePlan[];
   documents: DocumentPlan[];
-  copy: { jobs: number; batchRows: number };
+  copy: { jobs: number; batchRows: number; maxWorkers: number | undefined; workerTimeoutMs: number };
   sync: { mode: 'logical' | 'none'; slot: string; publication: string; warnRetainedWalBytes: number };
   cutover: { switch: SwitchPlan | undefined; maxPauseMs: number; maxLagMs: number };
   azure: AzurePlan | undefined;
@@ -137,7 +138,12 @@ export function applyDefaults(input: PlanInput): Plan {
       keepColumn: parseIdentifier(d.keep.column),
       index,
     })),
-    copy: { jobs: input.copy?.jobs ?? DEFAULTS.copyJobs, batchRows },
+    copy: {
+      jobs: input.copy?.jobs ?? DEFAULTS.copyJobs,
+      batchRows,
+      maxWorkers: input.copy?.maxWorkers,
+      workerTimeoutMs: parseDurationMs(input.copy?.workerTimeout ?? DEFAULTS.workerTimeout),
+    },
     sync: {
       mode: input.sync?.mode ?? 'none',
       slot: input.sync?.slot ? parseIdentifier(input.sync.slot) : derived,

@@ -253,6 +253,20 @@ export const planSchema = z
           .strictObject({ rows: z.number().int().positive().optional().describe('Rows per batch. Optional; default 100000.') })
           .optional()
           .describe('Default batching for every table. Optional.'),
+        maxWorkers: z
+          .number()
+          .int()
+          .min(1)
+          .max(256)
+          .optional()
+          .describe(
+            'Most `cloudshift run` processes sharing the run at once (the leader included); more are refused. Optional; default no limit.',
+          ),
+        workerTimeout: duration
+          .optional()
+          .describe(
+            'A worker whose heartbeat is older than this is gone: its claimed batches go back to the others. Optional; default 20s.',
+          ),
       })
       .optional()
       .describe('Bulk copy settings. Optional.'),

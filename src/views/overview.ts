@@ -9,6 +9,7 @@ import { inspectSchema } from '../state/migrations.js';
 import { tableProgress } from '../state/sql/tableProgress.js';
 import type { StateStore } from '../state/store.js';
 import { latestSwitch, syncRow } from '../state/sql/sync.js';
+import { listWorkers } from '../state/sql/workers.js';
 import type { RunRow } from '../state/types.js';
 import { formatLsn } from '../sync/lsn.js';
 
@@ -52,9 +53,24 @@ export interface SyncOverview {
   lastSwitch: { kind: string; state: string; pauseMs: number | null; startedAt: string; by: string } | null;
 }
 
+export interface WorkerView {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: string;
+  lastSeen: string;
+  doing: string | null;
+  /** Holds its lock and beat recently. */
+  alive: boolean;
+  /** Holds the run's lock. */
+  leader: boolean;
+}
+
 export interface Overview {
   plan: string;
   planFile: string;
+  /** The processes sharing the run (empty before a run or with an older state store). */
+  workers: WorkerView[];
   run: {
     id: string;
     phase: string;
@@ -85,7 +101,7 @@ export interface Overview {
 
 export async function readOverview(store: StateStore, loaded: LoadedPlan, options: { events?: number } = {}): Promise<Overview> {
   const planName = loaded.plan.name;
-  const base = { plan: planName, planFile: loaded.file, sync: null };
+  const base = { plan: planName, planFile: loaded.file, sync: null, workers: [] };
   const syncOf = async (run: RunRow, applied: readonly string[]): Promise<SyncOverview | null> => {
     if (!applied.includes('20261123000003_sync')) return null;
     const row = await syncRow(store.knex, run.id);
@@ -156,6 +172,16 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
   return {
     ...base,
     sync: await syncOf(run, status.applied),
+    workers: (await listWorkers(store.knex, run.id, loaded.plan.copy.workerTimeoutMs)).map((w) => ({
+      id: w.id,
+      host: w.host,
+      pid: w.pid,
+      startedAt: w.started_at.toISOString(),
+      lastSeen: w.last_seen.toISOString(),
+      doing: w.doing,
+      alive: w.alive,
+      leader: w.leader,
+    })),
     run: runView,
     tables,
     totals: {

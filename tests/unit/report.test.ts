@@ -63,6 +63,7 @@ function overview(mismatched = 1): Overview {
     tables,
     totals: { rows: 60, bytes: 6000, batches: 6, done: 6, mismatched, rowsPerSecond: 0, etaSeconds: 0 },
     sync: null,
+    workers: [],
     events: [],
     next: 'copy finished',
   };

@@ -13,6 +13,8 @@ export interface RunFlags {
   force: boolean;
   json: boolean;
   until?: 'synced';
+  workerOnly?: boolean;
+  maxWorkers?: number;
 }
 
 export async function runCommand(io: CliIO, file: string, flags: RunFlags): Promise<number> {
@@ -26,6 +28,8 @@ export async function runCommand(io: CliIO, file: string, flags: RunFlags): Prom
       ...(flags.jobs === undefined ? {} : { jobs: flags.jobs }),
       ...(flags.blobConcurrency === undefined ? {} : { blobConcurrency: flags.blobConcurrency }),
       ...(flags.until ? { until: flags.until } : {}),
+      ...(flags.workerOnly ? { workerOnly: true } : {}),
+      ...(flags.maxWorkers === undefined ? {} : { maxWorkers: flags.maxWorkers }),
       hooks: faultHooksFromEnv(io.env.CLOUDSHIFT_FAULT),
       onEvent: (e) => renderer.onEvent(e),
       ...(io.signal ? { abortSignal: io.signal } : {}),

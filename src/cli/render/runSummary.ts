@@ -29,6 +29,10 @@ export function renderRunSummary(result: RunResult, planFile: string): string {
     else lines.push(`sync stopped at ${sync.applied} (${lag}); ${did}. Resume with: cloudshift run ${planFile}`);
   } else if (result.interrupted) {
     lines.push(`stopped at a safe point: run ${result.runId}. Resume with: cloudshift run ${planFile}`);
+  } else if (result.worker) {
+    lines.push(
+      `worked on run ${result.runId} as a worker: copied ${formatCount(result.worker.batches)} batches; the leader builds the indexes and finishes the run`,
+    );
   } else if (!result.alreadyFinished && !sync) {
     lines.push(
       `run ${result.runId} ${result.mismatches ? `finished with ${result.mismatches} mismatched batches` : 'finished: every batch verified'}; ${formatCount(result.rows)} rows, ${formatBytes(result.bytes)} in ${formatSeconds(result.seconds)}`,

@@ -34,6 +34,13 @@ export function renderStatus(o: Overview): string {
       `${'total'.padEnd(w)}  ${`${tot.done}/${tot.batches}`.padStart(11)}  ${formatCount(tot.rows).padStart(12)}  ${formatBytes(tot.bytes).padStart(10)}  ${formatCount(Math.round(tot.rowsPerSecond)).padStart(9)}  ${''.padStart(6)}  ${eta(tot.etaSeconds).padStart(10)}`,
     );
   }
+  const alive = o.workers.filter((w) => w.alive);
+  if (alive.length > 0) {
+    lines.push('');
+    lines.push(`workers: ${alive.length}`);
+    for (const w of alive)
+      lines.push(`  ${w.leader ? 'leader' : 'worker'} ${w.id}  since ${w.startedAt}  seen ${w.lastSeen}  ${w.doing ?? ''}`);
+  }
   lines.push('');
   lines.push(...syncLines(o));
   if (o.events.length > 0) {

@@ -1,0 +1,61 @@
+/**
+ * Several `cloudshift run` processes, on one machine or many, share a run through the state
+ * store. The leader holds the run's lock: it plans, exports the snapshot (kept open for the whole
+ * copy), copies like everyone else, waits for the others' batches, then builds indexes and runs
+ * the live sync. A worker joins while the run is copying: it copies batches inside the leader's
+ * exported snapshot (imported by name), claimed with FOR UPDATE SKIP LOCKED. When the leader is
+ * gone (its lock is free), a worker that may lead takes the lock and carries on as the leader.
+ */
+import { delay } from '../embedded/util.js';
+import type { StateStore } from '../state/store.js';
+import type { RunRow } from '../state/types.js';
+import { PHASES, type Phase } from './runState.js';
+import type { CopyPhaseResult } from './copyPhase.js';
+
+export type WorkerOutcome = { kind: 'lead'; run: RunRow } | { kind: 'done' } | { kind: 'interrupted' };
+
+export interface WorkerLoop {
+  store: StateStore;
+  runId: string;
+  /** Never take the lead (autoscaled pools). */
+  workerOnly: boolean;
+  copy(snapshot: string | null): Promise<CopyPhaseResult>;
+  doing(what: string): void;
+  /** Gives this worker's claims back (a batch that failed on a snapshot gone). */
+  releaseMine(): Promise<void>;
+  abortSignal: AbortSignal | undefined;
+  pollMs?: number;
+}
+
+/** A snapshot that cannot be imported: its exporter (the leader) is gone. */
+function snapshotGone(err: unknown): boolean {
+  return /invalid snapshot identifier|could not import the requested snapshot|snapshot .* does not exist/i.test(
+    String((err as Error)?.message),
+  );
+}
+
+export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
+  const copyAt = PHASES.indexOf('copy');
+  for (;;) {
+    if (o.abortSignal?.aborted) return { kind: 'interrupted' };
+    const run = await o.store.getRun(o.runId);
+    if (!run || run.status !== 'active') return { kind: 'done' };
+    if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) return { kind: 'lead', run };
+    const at = PHASES.indexOf(run.phase as Phase);
+    if (at > copyAt) return { kind: 'done' };
+    if (at === copyAt && run.snapshot_name) {
+      o.doing('copying');
+      try {
+        const r = await o.copy(run.snapshot_name);
+        if (r.stoppedEarly) return { kind: 'interrupted' };
+      } catch (err) {
+        if (!snapshotGone(err)) throw err;
+        await o.releaseMine();
+        o.doing('waiting for a new snapshot (the leader is gone)');
+      }
+    } else {
+      o.doing(`waiting for the leader (phase ${run.phase})`);
+    }
+    await delay(o.pollMs ?? 500);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Several `cloudshift run` processes share one run: the proof of issue 8. Real processes (the
+ * built executable), one source and target, the state store in the target.
+ */
+import { spawn } from 'node:child_process';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { cli } from '../harness/cli.js';
+import { expectSameRows } from '../harness/compare.js';
+import { sql } from '../harness/db.js';
+import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+
+const READINGS_SQL = `
+CREATE TABLE public.readings (id bigint PRIMARY KEY, patient int NOT NULL, value numeric(10,3) NOT NULL, note text NOT NULL);
+INSERT INTO public.readings SELECT g, g % 997, (g % 1000) / 7.0, repeat(md5(g::text), 4) FROM generate_series(1, 120000) g;
+CREATE TABLE public.wards (code text PRIMARY KEY, beds int NOT NULL);
+INSERT INTO public.wards SELECT 'W' || g, g % 40 FROM generate_series(1, 3000) g;
+`;
+
+function planText(name: string, sync: 'none' | 'logical'): string {
+  return `version: 1
+name: ${name}
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.readings
+  - name: public.wards
+copy: { jobs: 1, batch: { rows: 400 }, workerTimeout: 5s }
+sync: { mode: ${sync} }
+`;
+}
+
+interface Proc {
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>;
+}
+
+function start(args: string[], env: Record<string, string>): Proc {
+  const child = spawn('node', ['bin/cloudshift.js', ...args], { env: { ...process.env, ...env } });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  return { done: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, out }))) };
+}
+
+async function waitForPhase(s: Scenario, phase: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const rows = await sql<{ phase: string }>('target', s.dbs.target, `SELECT phase FROM cloudshift.runs WHERE status = 'active'`).catch(
+      () => [],
+    );
+    if (rows[0]?.phase === phase) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the run never reached phase ${phase}`);
+}
+
+async function expectEqual(s: Scenario): Promise<void> {
+  for (const [table, order] of [
+    ['public.readings', 'id'],
+    ['public.wards', 'code'],
+  ] as const) {
+    const { source, target } = await expectSameRows(s, table, order);
+    expect(target, table).toBe(source);
+  }
+}
+
+async function batchesBy(s: Scenario): Promise<Map<string, number>> {
+  const rows = await sql<{ claimed_by: string; n: string }>(
+    'target',
+    s.dbs.target,
+    `SELECT claimed_by, count(*)::text AS n FROM cloudshift.batches GROUP BY claimed_by`,
+  );
+  return new Map(rows.map((r) => [r.claimed_by, Number(r.n)]));
+}
+
+describe('several workers share one run', () => {
+  let s: Scenario;
+  beforeEach(async () => {
+    s = await hospitalScenario('workers', { load: false });
+    await sql('source', s.dbs.source, READINGS_SQL);
+  });
+  afterEach(async () => s.drop());
+
+  it('three processes copy one run together: each copies batches, nothing twice, the data equal', { timeout: 120_000 }, async () => {
+    const file = s.plan(planText('workers3', 'none'));
+    // Started together: the first to create the run leads, the others join it and wait for the copy.
+    const leader = start(['run', file], s.env);
+    const others = [start(['run', file], s.env), start(['run', file], s.env)];
+    const results = await Promise.all([leader.done, ...others.map((o) => o.done)]);
+    for (const r of results) expect(r.code, r.out).toBe(0);
+    expect(results.filter((r) => /as a worker: copied \d+ batches/.test(r.out))).toHaveLength(2);
+    const by = await batchesBy(s);
+    expect(by.size, JSON.stringify([...by])).toBe(3);
+    for (const n of by.values()) expect(n).toBeGreaterThan(0);
+    const statuses = await sql<{ status: string; n: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT status, count(*)::text AS n FROM cloudshift.batches GROUP BY status`,
+    );
+    expect(statuses.map((r) => r.status)).toEqual(['verified']);
+    await expectEqual(s);
+    const workers = await cli(['status', file, '--json'], s.env);
+    expect((JSON.parse(workers.stdout) as { workers: unknown[] }).workers).toHaveLength(3);
+  });
+
+  it(
+    'a worker killed mid-batch: its claim goes to the others; the leader killed mid-copy: a worker takes over',
+    { timeout: 180_000 },
+    async () => {
+      const file = s.plan(planText('workerskill', 'logical'));
+      const leader = start(['run', file, '--until', 'synced'], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:25' });
+      await waitForPhase(s, 'copy');
+      const doomed = start(['run', file, '--until', 'synced'], { ...s.env, CLOUDSHIFT_FAULT: 'beforeBatchCommit:3' });
+      const survivors = [start(['run', file, '--until', 'synced'], s.env), start(['run', file, '--until', 'synced'], s.env)];
+      const killedWorker = await doomed.done;
+      expect(killedWorker.signal).toBe('SIGKILL');
+      const killedLeader = await leader.done;
+      expect(killedLeader.signal, killedLeader.out).toBe('SIGKILL');
+      const rest = await Promise.all(survivors.map((p) => p.done));
+      for (const r of rest) expect(r.code, r.out).toBe(0);
+      // A survivor took the lead and brought the run into sync (the other may take it after the
+      // first returns: a worker stays a standby while the run is active).
+      expect(rest.filter((r) => /in sync: applied up to/.test(r.out)).length).toBeGreaterThanOrEqual(1);
+      const events = await sql<{ kind: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT kind FROM cloudshift.events WHERE kind LIKE 'worker:%' ORDER BY id`,
+      );
+      expect(events.map((e) => e.kind)).toContain('worker:lead');
+      const statuses = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(statuses.map((r) => r.status)).toEqual(['verified']);
+      await expectEqual(s);
+      await cli(['cleanup', file], s.env);
+    },
+  );
+});
