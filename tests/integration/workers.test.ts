@@ -132,3 +132,38 @@ describe('several workers share one run', () => {
     },
   );
 });
+
+describe('joining limits', () => {
+  let s: Scenario;
+  beforeEach(async () => {
+    s = await hospitalScenario('workerlimits', { load: false });
+    await sql('source', s.dbs.source, READINGS_SQL);
+  });
+  afterEach(async () => s.drop());
+
+  it('--worker-only never starts a run; --max-workers refuses a worker too many', { timeout: 120_000 }, async () => {
+    const file = s.plan(planText('workerlimits', 'logical'));
+    const alone = await cli(['run', file, '--worker-only'], s.env);
+    expect(alone.code).toBe(3);
+    expect(alone.stderr).toMatch(/has no run in progress to join \(--worker-only never starts one\)/);
+
+    // A leader that keeps syncing.
+    const child = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      await waitForPhase(s, 'sync');
+      const refused = await cli(['run', file, '--max-workers', '1'], s.env);
+      expect(refused.code).toBe(4);
+      expect(refused.stderr).toMatch(/already has 1 workers \(most 1\)/);
+      const late = await cli(['run', file, '--worker-only'], s.env);
+      expect(late.code, late.stderr).toBe(0);
+      expect(late.stdout).toMatch(/as a worker: copied 0 batches/);
+      const status = await cli(['status', file], s.env);
+      expect(status.stdout).toMatch(/workers: 1\n {2}leader /);
+    } finally {
+      child.kill('SIGINT');
+      await exited;
+    }
+    await cli(['cleanup', file], s.env);
+  });
+});
