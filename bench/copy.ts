@@ -121,12 +121,8 @@ export interface CloudshiftMeasure {
   total: CopyMeasure;
 }
 
-export async function measureCloudshift(
-  dir: string,
-  env: Record<string, string>,
-  jobs: number,
-  size: { rows: number; bytes: number },
-): Promise<CloudshiftMeasure> {
+/** The table benchmark's plan (also run by several workers). */
+export function writeTablesPlan(dir: string, jobs: number): string {
   const plan = join(dir, 'bench-plan.yaml');
   writeFileSync(
     plan,
@@ -139,6 +135,16 @@ ${BENCH_TABLES.map((t) => `  - name: ${t.schema}.${t.name}`).join('\n')}
 copy: { jobs: ${jobs} }
 `,
   );
+  return plan;
+}
+
+export async function measureCloudshift(
+  dir: string,
+  env: Record<string, string>,
+  jobs: number,
+  size: { rows: number; bytes: number },
+): Promise<CloudshiftMeasure> {
+  const plan = writeTablesPlan(dir, jobs);
   const r = await runCloudshift(['run', plan, '--json'], env);
   if (r.code !== 0) {
     const problems = r.stdout.split('\n').filter((l) => /"type":"(batch:mismatch|batch:retry|run:result)"/.test(l));

@@ -65,27 +65,7 @@ export async function measureCloudshiftDocuments(
   documents: number,
   bytes: number,
 ): Promise<DocumentsMeasure> {
-  const plan = join(dir, 'bench-documents.yaml');
-  writeFileSync(
-    plan,
-    `version: 1
-name: benchdocs
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target:
-  postgres: "\${env:TARGET_DATABASE_URL}"
-  existingData: truncate
-  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: documents }
-tables:
-  - name: public.patients
-documents:
-  - table: public.documents
-    content: content
-    blob: "patients/{patient_id}/{id}-{filename}"
-    contentType: "{mime_type}"
-    keep: { column: blob_path }
-copy: { jobs: 2, batch: { rows: 250 } }
-`,
-  );
+  const plan = writeDocumentsPlan(dir);
   const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
   const seconds = copyPhaseSeconds(r.stdout);
@@ -98,4 +78,30 @@ copy: { jobs: 2, batch: { rows: 250 } }
     mbPerSecond: bytes / 1024 / 1024 / seconds,
     peakRssMb: peak,
   };
+}
+
+/** The documents benchmark's plan (also run by several workers). */
+export function writeDocumentsPlan(dir: string, container = 'documents'): string {
+  const plan = join(dir, `bench-${container}.yaml`);
+  writeFileSync(
+    plan,
+    `version: 1
+name: benchdocs
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  existingData: truncate
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: ${container} }
+tables:
+  - name: public.patients
+documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}/{id}-{filename}"
+    contentType: "{mime_type}"
+    keep: { column: blob_path }
+copy: { jobs: 2, batch: { rows: 250 } }
+`,
+  );
+  return plan;
 }

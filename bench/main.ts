@@ -5,7 +5,7 @@
  *   --scales 1,4     several scales side by side (RSS must not grow with table size)
  *   --jobs 4         cloudshift --jobs
  *   --rate 200       transactions/s of the application during the cutover benchmark
- *   --skip-tables, --skip-documents, --skip-cutover
+ *   --skip-tables, --skip-documents, --skip-cutover, --skip-workers
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -14,10 +14,11 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
-import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize } from './copy.js';
+import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize, writeTablesPlan } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
-import { measureBaseline, measureCloudshiftDocuments } from './documents.js';
+import { measureBaseline, measureCloudshiftDocuments, writeDocumentsPlan } from './documents.js';
 import { measureCutover } from './cutover.js';
+import { measureWorkers, type WorkersMeasure } from './workers.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -38,6 +39,7 @@ const psql = findPsql();
 const servers = await startLocalServers({ azurite: true });
 const skipTables = process.argv.includes('--skip-tables');
 const skipDocuments = process.argv.includes('--skip-documents');
+const skipWorkers = process.argv.includes('--skip-workers');
 const results: unknown[] = [];
 try {
   for (const scale of skipTables ? [] : scales) {
@@ -62,6 +64,14 @@ try {
     const cs = await measureCloudshift(dir, csEnv, jobs, size);
     const verify = await measureVerify(dir, csEnv, jobs, size.bytes);
     await createDatabase(servers, 'target', 'cs');
+    const scaling: WorkersMeasure[] = [];
+    if (!skipWorkers && scale === scales[0]) {
+      for (const n of [1, 2, 4]) {
+        await createDatabase(servers, 'target', 'cs');
+        scaling.push(await measureWorkers(writeTablesPlan(dir, 2), csEnv, n, size.bytes));
+      }
+      await createDatabase(servers, 'target', 'cs');
+    }
 
     const ratio = cs.copy.mbPerSecond / floor.mbPerSecond;
     results.push({
@@ -72,6 +82,7 @@ try {
       cloudshift: cs,
       ratio,
       verify: { ...verify, ratioToCopy: verify.mbPerSecond / cs.copy.mbPerSecond },
+      workers: scaling,
     });
     console.log(`\nscale ${scale}: ${size.rows.toLocaleString('en-GB')} rows, ${(size.bytes / 1024 / 1024).toFixed(0)} MB of table data`);
     console.log(
@@ -85,6 +96,11 @@ try {
     console.log(
       `    cloudshift verify (full, --jobs ${jobs}): ${verify.seconds.toFixed(1)} s, ${verify.mbPerSecond.toFixed(1)} MB/s, ${(verify.mbPerSecond / cs.copy.mbPerSecond).toFixed(2)} x the copy's throughput`,
     );
+    for (const w of scaling) {
+      console.log(
+        `    ${w.workers} worker process${w.workers > 1 ? 'es' : ''} (--jobs 2 each): copy phase ${w.seconds.toFixed(1)} s, ${w.mbPerSecond.toFixed(1)} MB/s`,
+      );
+    }
   }
   if (!skipDocuments) {
     const count = Number(arg('documents', '2000'));
@@ -116,6 +132,17 @@ try {
     );
     console.log(`    ratio: ${(cs.mbPerSecond / baseline.mbPerSecond).toFixed(2)}   peak RSS: ${cs.peakRssMb?.toFixed(0)} MB`);
     results.push({ documents: { baseline, cloudshift: cs, ratio: cs.mbPerSecond / baseline.mbPerSecond } });
+    if (!skipWorkers) {
+      const docScaling: WorkersMeasure[] = [];
+      for (const n of [1, 2, 4]) {
+        await createDatabase(servers, 'target', 'docs');
+        docScaling.push(await measureWorkers(writeDocumentsPlan(dir, `workers${n}`), env, n, bytes, ['--blob-concurrency', '8']));
+        console.log(
+          `  ${n} worker process${n > 1 ? 'es' : ''}: ${docScaling.at(-1)!.seconds.toFixed(1)} s, ${docScaling.at(-1)!.mbPerSecond.toFixed(1)} MB/s`,
+        );
+      }
+      results.push({ documentsWorkers: docScaling });
+    }
     // one huge document: memory must not follow its size
     await createDatabase(servers, 'source', 'huge');
     const hs = servers.url('source', 'huge');

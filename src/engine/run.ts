@@ -146,6 +146,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         store,
         runId: run.id,
         workerOnly: options.workerOnly === true,
+        standby: live && options.until === undefined,
         copy: (snapshot) => copyWith(snapshot, false),
         doing,
         releaseMine: () => releaseClaimsOf(store.knex, run.id, me),

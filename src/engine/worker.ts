@@ -19,6 +19,8 @@ export interface WorkerLoop {
   runId: string;
   /** Never take the lead (autoscaled pools). */
   workerOnly: boolean;
+  /** Stay during the live sync, ready to take it over if the leader goes (else leave after the copy). */
+  standby: boolean;
   copy(snapshot: string | null): Promise<CopyPhaseResult>;
   doing(what: string): void;
   /** Gives this worker's claims back (a batch that failed on a snapshot gone). */
@@ -42,7 +44,12 @@ export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
     if (!run || run.status !== 'active') return { kind: 'done' };
     if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) return { kind: 'lead', run };
     const at = PHASES.indexOf(run.phase as Phase);
-    if (at > copyAt) return { kind: 'done' };
+    if (at > copyAt && !(o.standby && !o.workerOnly && run.phase === 'sync')) return { kind: 'done' };
+    if (at > copyAt) {
+      o.doing('standby: takes over the live sync if the leader goes');
+      await delay(o.pollMs ?? 500);
+      continue;
+    }
     if (at === copyAt && run.snapshot_name) {
       o.doing('copying');
       try {

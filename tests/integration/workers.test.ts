@@ -167,3 +167,45 @@ describe('joining limits', () => {
     await cli(['cleanup', file], s.env);
   });
 });
+
+describe('the leader killed during live sync', () => {
+  let s: Scenario;
+  beforeEach(async () => {
+    s = await hospitalScenario('workersync', { load: false });
+    await sql('source', s.dbs.source, READINGS_SQL);
+  });
+  afterEach(async () => s.drop());
+
+  it('a standby worker takes the sync over from the recorded position', { timeout: 120_000 }, async () => {
+    const file = s.plan(planText('workersync', 'logical'));
+    const leader = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
+    const leaderExit = new Promise<NodeJS.Signals | null>((resolve) => leader.once('exit', (_c, sig) => resolve(sig)));
+    const standby = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
+    const standbyExit = new Promise<number | null>((resolve) => standby.once('exit', (c) => resolve(c)));
+    try {
+      await waitForPhase(s, 'sync');
+      await sql('source', s.dbs.source, `UPDATE public.wards SET beds = 99 WHERE code = 'W1'`);
+      leader.kill('SIGKILL');
+      expect(await leaderExit).toBe('SIGKILL');
+      await sql('source', s.dbs.source, `UPDATE public.wards SET beds = 77 WHERE code = 'W2'`);
+      // Both changes arrive: the one the leader may not have applied, and the one after it died.
+      for (let i = 0; i < 200; i++) {
+        const rows = await sql<{ code: string; beds: number }>(
+          'target',
+          s.dbs.target,
+          `SELECT code, beds FROM public.wards WHERE code IN ('W1', 'W2') ORDER BY code`,
+        );
+        if (rows[0]?.beds === 99 && rows[1]?.beds === 77) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await expectEqual(s);
+      const events = await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events WHERE kind = 'worker:lead'`);
+      expect(events).toHaveLength(1);
+    } finally {
+      standby.kill('SIGINT');
+      leader.kill('SIGKILL');
+    }
+    expect(await standbyExit).toBe(130);
+    await cli(['cleanup', file], s.env);
+  });
+});
