@@ -20,7 +20,10 @@ export interface DocumentsMeasure {
 }
 
 function measure(started: bigint, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return sized(Number(process.hrtime.bigint() - started) / 1e9, documents, bytes, peakRssMb);
+}
+
+function sized(seconds: number, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
   return {
     documents,
     bytes,
@@ -68,16 +71,7 @@ export async function measureCloudshiftDocuments(
   const plan = writeDocumentsPlan(dir);
   const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
-  const seconds = copyPhaseSeconds(r.stdout);
-  const peak = r.peakRssMb;
-  return {
-    documents,
-    bytes,
-    seconds,
-    documentsPerSecond: documents / seconds,
-    mbPerSecond: bytes / 1024 / 1024 / seconds,
-    peakRssMb: peak,
-  };
+  return sized(copyPhaseSeconds(r.stdout), documents, bytes, r.peakRssMb);
 }
 
 /** The documents benchmark's plan (also run by several workers). */

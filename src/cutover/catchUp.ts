@@ -59,80 +59,64 @@ export async function forwardCatchUp(ctx: SwitchContext): Promise<CatchUp> {
       appliedNow: position,
     };
   }
-  const ac = new AbortController();
-  let fence: Lsn | null = null;
-  let stats: SyncStats | null = null;
-  const running = runForwardSync({
-    store,
-    runId: run.id,
-    plan: ctx.plan,
-    secrets: ctx.secrets,
-    tasks: ctx.tasks,
-    workerId: ctx.me,
-    heartbeatMs: HEARTBEAT_MS,
-    abortSignal: ac.signal,
-    untilFence: () => fence,
-    onStats: (s) => {
-      stats = s;
-    },
-    onWarning: (m) => ctx.say(`warning: ${m}`),
-  });
-  return local(
-    running,
-    ac,
-    () => stats,
-    position,
-    (f) => (fence = f),
-  );
+  return local(ctx, (stream) => runForwardSync({ ...stream, store, runId: run.id, workerId: ctx.me }), position);
 }
 
 /** Reverse (rollback): always streamed here, from the reverse slot the cutover made. */
 export function reverseCatchUp(ctx: SwitchContext, from: Lsn): CatchUp {
   const origin = reverseObjects(ctx.plan).origin.name;
+  const start = (stream: StreamOptions) =>
+    runReverseSync({
+      ...stream,
+      from,
+      onDivergence: async (d) => {
+        ctx.say(`warning: reverse sync divergence: ${d.table} ${d.operation} matched no row on the source (${d.key})`);
+        await ctx.store.appendEvent(
+          ctx.run.id,
+          'rollback:divergence',
+          `${d.table}: ${d.operation} at ${formatLsn(d.lsn)} matched no row on the source`,
+          {
+            table: d.table,
+            key: d.key,
+          },
+        );
+      },
+    });
+  return local(ctx, start, () => originPosition(ctx.clients.source, origin));
+}
+
+/** What both streams run here share: the plan, fast heartbeats, a fence set later, stats, a stop. */
+interface StreamOptions {
+  plan: SwitchContext['plan'];
+  secrets: SwitchContext['secrets'];
+  tasks: SwitchContext['tasks'];
+  heartbeatMs: number;
+  abortSignal: AbortSignal;
+  untilFence: () => Lsn | null;
+  onStats: (s: SyncStats) => void;
+  onWarning: (m: string) => void;
+}
+
+function local(ctx: SwitchContext, start: (o: StreamOptions) => Promise<SyncLoopResult>, position: () => Promise<Lsn | null>): CatchUp {
   const ac = new AbortController();
   let fence: Lsn | null = null;
-  let stats: SyncStats | null = null;
-  const running = runReverseSync({
+  let latest: SyncStats | null = null;
+  const stats = () => latest;
+  const setFence = (f: Lsn) => {
+    fence = f;
+  };
+  const running = start({
     plan: ctx.plan,
     secrets: ctx.secrets,
     tasks: ctx.tasks,
-    from,
     heartbeatMs: HEARTBEAT_MS,
     abortSignal: ac.signal,
     untilFence: () => fence,
     onStats: (s) => {
-      stats = s;
+      latest = s;
     },
     onWarning: (m) => ctx.say(`warning: ${m}`),
-    onDivergence: async (d) => {
-      ctx.say(`warning: reverse sync divergence: ${d.table} ${d.operation} matched no row on the source (${d.key})`);
-      await ctx.store.appendEvent(
-        ctx.run.id,
-        'rollback:divergence',
-        `${d.table}: ${d.operation} at ${formatLsn(d.lsn)} matched no row on the source`,
-        {
-          table: d.table,
-          key: d.key,
-        },
-      );
-    },
   });
-  return local(
-    running,
-    ac,
-    () => stats,
-    () => originPosition(ctx.clients.source, origin),
-    (f) => (fence = f),
-  );
-}
-
-function local(
-  running: Promise<SyncLoopResult>,
-  ac: AbortController,
-  stats: () => SyncStats | null,
-  position: () => Promise<Lsn | null>,
-  setFence: (f: Lsn) => void,
-): CatchUp {
   let failure: unknown = null;
   // The stream itself ends at the fence (a non-transactional message: a replication origin does
   // not record it, so the reverse stream's position alone would not show it).

@@ -24,19 +24,7 @@ export async function cutover(loaded: LoadedPlan, o: OpenContextOptions): Promis
     const recovered = (await recoverSwitch(ctx)) ?? undefined;
     const run = (await ctx.store.getRun(ctx.run.id))!;
     if (run.phase === 'cutover') {
-      if (recovered?.kind === 'cutover' && recovered.outcome === 'finished') {
-        return {
-          runId: run.id,
-          kind: 'cutover',
-          switched: true,
-          pauseMs: null,
-          fenceLsn: null,
-          steps: [],
-          quickCheck: [],
-          syncElsewhere: false,
-          recovered,
-        };
-      }
+      if (recovered?.kind === 'cutover' && recovered.outcome === 'finished') return finishedByRecovery(run.id, recovered);
       throw new PreconditionError(`run ${run.id} is already cut over: the application uses the target`, {
         hint: '`cloudshift rollback` switches back; `cloudshift cleanup` ends the migration',
       });
@@ -67,6 +55,21 @@ export async function cutover(loaded: LoadedPlan, o: OpenContextOptions): Promis
   }
 }
 
+/** The interrupted switch of the same kind was finished by recovery: that is the switch asked for. */
+function finishedByRecovery(runId: string, recovered: RecoveryOutcome): SwitchResult {
+  return {
+    runId,
+    kind: recovered.kind,
+    switched: true,
+    pauseMs: null,
+    fenceLsn: null,
+    steps: [],
+    quickCheck: [],
+    syncElsewhere: false,
+    recovered,
+  };
+}
+
 export interface RollbackOptions extends OpenContextOptions {
   /** Before cutover: also remove what the migration created on the target. */
   dropTarget?: boolean;
@@ -83,20 +86,8 @@ export async function rollback(loaded: LoadedPlan, o: RollbackOptions): Promise<
     try {
       const recovered = (await recoverSwitch(ctx)) ?? undefined;
       const run = (await ctx.store.getRun(ctx.run.id))!;
-      if (recovered?.kind === 'rollback' && recovered.outcome === 'finished') {
-        return {
-          before: false,
-          runId: run.id,
-          kind: 'rollback',
-          switched: true,
-          pauseMs: null,
-          fenceLsn: null,
-          steps: [],
-          quickCheck: [],
-          syncElsewhere: false,
-          recovered,
-        };
-      }
+      if (recovered?.kind === 'rollback' && recovered.outcome === 'finished')
+        return { before: false, ...finishedByRecovery(run.id, recovered) };
       if (run.phase === 'cutover') {
         if (o.dropTarget) throw new PreconditionError('--drop-target is refused after cutover: the target is where the application writes');
         const cut = (await listSwitches(ctx.store.knex, run.id)).filter((s) => s.kind === 'cutover' && s.state === 'done').pop();

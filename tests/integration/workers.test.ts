@@ -52,6 +52,15 @@ async function waitForPhase(s: Scenario, phase: string): Promise<void> {
   throw new Error(`the run never reached phase ${phase}`);
 }
 
+async function waitForWorkers(s: Scenario, n: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const rows = await sql('target', s.dbs.target, `SELECT 1 FROM cloudshift.workers WHERE last_seen > now() - interval '10 seconds'`);
+    if (rows.length >= n) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${n} workers never registered`);
+}
+
 async function expectEqual(s: Scenario): Promise<void> {
   for (const [table, order] of [
     ['public.readings', 'id'],
@@ -180,10 +189,12 @@ describe('the leader killed during live sync', () => {
     const file = s.plan(planText('workersync', 'logical'));
     const leader = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
     const leaderExit = new Promise<NodeJS.Signals | null>((resolve) => leader.once('exit', (_c, sig) => resolve(sig)));
+    await waitForPhase(s, 'sync');
+    // Joins during the sync: a standby.
     const standby = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
     const standbyExit = new Promise<number | null>((resolve) => standby.once('exit', (c) => resolve(c)));
     try {
-      await waitForPhase(s, 'sync');
+      await waitForWorkers(s, 2);
       await sql('source', s.dbs.source, `UPDATE public.wards SET beds = 99 WHERE code = 'W1'`);
       leader.kill('SIGKILL');
       expect(await leaderExit).toBe('SIGKILL');
