@@ -23,6 +23,12 @@ import { rangeOf, type TableTask } from './tableTask.js';
 
 const { from: copyFrom, to: copyTo } = pgCopyStreams;
 
+/**
+ * The batch was given to another worker meanwhile (this one was taken for gone: its heartbeat
+ * lapsed). Its transaction rolls back; the other worker's copy is the one that counts.
+ */
+export class ClaimLostError extends Error {}
+
 export interface CopyBatchContext {
   source: pg.Client;
   target: pg.Client;
@@ -98,7 +104,7 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
           bytes: written.bytes,
           sourceChecksum: digestText(written.digest),
         });
-        if (!marked) throw new Error(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
+        if (!marked) throw new ClaimLostError(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
       }
       await ctx.target.query('COMMIT');
       await ctx.hooks.afterBatchCommit?.(ref);

@@ -16,7 +16,7 @@ import { markBatchCopied, markBatchMismatch, markBatchRetry, markBatchVerified }
 import type { StateStore } from '../state/store.js';
 import type { BatchRow } from '../state/types.js';
 import { addDigests, digestEquals, digestText, EMPTY_DIGEST, parseDigest, type Digest } from '../verify/rowDigest.js';
-import { copyBatch, digestRange } from './copyBatch.js';
+import { ClaimLostError, copyBatch, digestRange } from './copyBatch.js';
 import type { Emit } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import type { TableTask } from './tableTask.js';
@@ -214,7 +214,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       o.emit('batch:retry', { table: task.display, batchId: batch.id, seq: batch.seq, attempt: verifyAttempt, reason });
-      await markBatchRetry(o.store.pool, schema, batch.id, reason);
+      await markBatchRetry(o.store.pool, schema, batch.id, o.workerId, reason);
       batch = { ...batch, status: 'claimed', attempts: batch.attempts + 1 };
       retry = true;
     }
@@ -225,8 +225,9 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       try {
         await run();
       } catch (err) {
-        failure ??= err;
         await reset(slot);
+        if (err instanceof ClaimLostError) o.emit('warning', { message: `${err.message}: another worker copies it` });
+        else failure ??= err;
       } finally {
         free.push(slot);
       }

@@ -227,6 +227,28 @@ describe('cloudshift run: faults', () => {
     }
   });
 
+  it('a batch a dead process committed but did not verify, found different on the target, is copied again by the next process', async () => {
+    const s = await scenario('killleftover');
+    try {
+      const file = s.plan(TABLES_PLAN);
+      const killed = await spawnRun(s, file, { CLOUDSHIFT_FAULT: 'afterBatchCommit:1' });
+      expect(killed.signal).toBe('SIGKILL');
+      const [left] = await sql<{ relation: string; id: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT relation, id::text AS id FROM cloudshift.batches WHERE status = 'copied' LIMIT 1`,
+      );
+      expect(left).toBeDefined();
+      // The target changed under it: its verification fails, and the retry is this process's to copy.
+      await sql('target', s.dbs.target, `DELETE FROM ${left!.relation} WHERE ctid IN (SELECT ctid FROM ${left!.relation} LIMIT 1)`);
+      const resumed = await spawnRun(s, file);
+      expect(resumed.code, resumed.out).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
   for (const fault of ['beforeBatchCommit:4', 'afterBatchCommit:3', 'beforePostData:1', 'postDataStatement:6']) {
     it(`kill -9 at ${fault}, then run again: nothing missing, nothing duplicated`, async () => {
       const s = await scenario(`kill${fault.split(':')[0]!.toLowerCase().slice(0, 10)}`);

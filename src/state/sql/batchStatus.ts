@@ -37,12 +37,15 @@ export async function markBatchMismatch(db: Queryable, schema: string, id: strin
   ]);
 }
 
-/** A batch goes back to the claimant for another attempt (after a mismatch or a transient error). */
-export async function markBatchRetry(db: Queryable, schema: string, id: string, error: string): Promise<void> {
-  await db.query(`UPDATE ${t(schema)} SET status = 'claimed', attempts = attempts + 1, error = $2, started_at = now() WHERE id = $1`, [
-    id,
-    error,
-  ]);
+/**
+ * A batch goes to `workerId` for another attempt (after a mismatch): the worker that found it,
+ * which is not always the one that copied it (a batch a dead worker committed but never verified).
+ */
+export async function markBatchRetry(db: Queryable, schema: string, id: string, workerId: string, error: string): Promise<void> {
+  await db.query(
+    `UPDATE ${t(schema)} SET status = 'claimed', claimed_by = $3, claimed_at = now(), attempts = attempts + 1, error = $2, started_at = now() WHERE id = $1`,
+    [id, error, workerId],
+  );
 }
 
 /** Claims left by a process that is gone go back to pending (the caller holds the run's lock). */
