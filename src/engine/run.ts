@@ -224,6 +224,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         let result = await copyWith(snapshot.name, true);
         for (;;) {
           if (result.stoppedEarly) break;
+          // Nothing of this process is in flight once copyPhase returned: a claim it still holds
+          // (a batch whose claim was lost and found again) goes back, or it would wait for itself.
+          await releaseClaimsOf(store.knex, run.id, me);
           await releaseDeadClaims(store.knex, run.id, staleMs);
           const open = await openBatches(store.knex, run.id);
           if (open.pending === 0 && open.claimed === 0) break;

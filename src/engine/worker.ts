@@ -23,7 +23,7 @@ export interface WorkerLoop {
   standby: boolean;
   copy(snapshot: string | null): Promise<CopyPhaseResult>;
   doing(what: string): void;
-  /** Gives this worker's claims back (a batch that failed on a snapshot gone). */
+  /** Gives this worker's claims back (nothing of it in flight: a batch that failed on a snapshot gone). */
   releaseMine(): Promise<void>;
   abortSignal: AbortSignal | undefined;
   pollMs?: number;
@@ -57,9 +57,10 @@ export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
         if (r.stoppedEarly) return { kind: 'interrupted' };
       } catch (err) {
         if (!snapshotGone(err)) throw err;
-        await o.releaseMine();
         o.doing('waiting for a new snapshot (the leader is gone)');
       }
+      // Nothing of this worker is in flight now: a claim it still holds goes back to the others.
+      await o.releaseMine();
     } else {
       o.doing(`waiting for the leader (phase ${run.phase})`);
     }
