@@ -17,7 +17,7 @@ import { tableTasks } from '../engine/planBatches.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { EngineHooks } from '../engine/hooks.js';
 import { ledger } from '../sync/forward.js';
-import type { ObjectLedger, Side } from '../sync/objects.js';
+import { FLUSH_SETTINGS, type ObjectLedger, type Side } from '../sync/objects.js';
 import { openSwitch, routesOf, type AppSwitch, type Routes } from './appSwitch.js';
 
 export interface SwitchContext {
@@ -78,9 +78,20 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
         hint: 'wait for it to finish; `cloudshift status` shows it',
       });
     }
-    const source = await connect({ role: 'source', connectionString: secrets.source, applicationName: 'cloudshift switch' });
+    // Either side writes the fence message: flushed at once (see emitMessage).
+    const source = await connect({
+      role: 'source',
+      connectionString: secrets.source,
+      applicationName: 'cloudshift switch',
+      settings: FLUSH_SETTINGS,
+    });
     opened.push(source);
-    const target = await connect({ role: 'target', connectionString: secrets.target, applicationName: 'cloudshift switch' });
+    const target = await connect({
+      role: 'target',
+      connectionString: secrets.target,
+      applicationName: 'cloudshift switch',
+      settings: FLUSH_SETTINGS,
+    });
     opened.push(target);
     const routes = routesOf(secrets);
     const resolvedSwitch = sw.kind === 'pgbouncer' ? { ...sw, config: path.resolve(loaded.dir, sw.config) } : sw;

@@ -12,7 +12,6 @@ import { StateConflictError } from '../errors.js';
 import { pgAuthOf, pgConnectionString, pgPoolConfig } from '../azure/pgToken.js';
 import { connect } from '../pg/connect.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
-import { releaseStaleClaims } from './sql/batchStatus.js';
 import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
 import { whoAmI, type Who } from './who.js';
@@ -170,10 +169,6 @@ export class StateStore {
 
   async claimBatches(runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
     return claimBatches(this.knex, runId, workerId, limit);
-  }
-
-  async releaseStaleClaims(runId: string): Promise<number> {
-    return releaseStaleClaims(this.session, this.schema, runId);
   }
 
   async listBatches(runId: string): Promise<BatchRow[]> {

@@ -76,6 +76,8 @@ interface ColumnMap {
   type: string;
   /** Reverse sync: the value is a blob name; the blob's bytes are written (bytea or a new large object). */
   fromBlob?: boolean;
+  /** SQL around the value's parameter (the cast), computed once: `${pre}$n${post}`. */
+  around: readonly [string, string];
 }
 
 interface Relation {
@@ -261,8 +263,8 @@ export class Applier {
       );
     }
     const columns = m.columns.map((c): ColumnMap | null => {
-      if (c.name !== streamOnly) return { name: c.name, type: target.get(c.name)!.type };
-      return reverse ? { name: content!, type: target.get(content!)!.type, fromBlob: true } : null;
+      if (c.name !== streamOnly) return column(c.name, target.get(c.name)!.type, false);
+      return reverse ? column(content!, target.get(content!)!.type, true) : null;
     });
     const keyNames = task.shape.keyColumns?.map((k) => k.name) ?? null;
     const keyIdx = keyNames ? keyNames.map((k) => sourceNames.indexOf(k)) : [];
@@ -284,7 +286,7 @@ export class Applier {
       insertPrefix: `INSERT INTO ${task.quoted} (${targetCols.map(quoteIdent).join(', ')}) VALUES `,
       insertSuffix: conflict,
       insertWidth: targetCols.length,
-      insertValues: [...written.map(valueSql), ...(extra ? [valueSql({ name: extra, type: 'text' })] : [])],
+      insertValues: [...written.map((c) => c.around), ...(extra ? [column(extra, 'text', false).around] : [])],
     };
   }
 
@@ -417,8 +419,7 @@ export class Applier {
       const v = row[i]!;
       if (!c || v.kind === 'unchanged') continue;
       params.push(c.fromBlob ? await this.valueOf(c, v) : textOf(v));
-      const [pre, post] = valueSql(c);
-      sets.push(`${quoteIdent(c.name)} = ${pre}$${params.length}${post}`);
+      sets.push(`${quoteIdent(c.name)} = ${c.around[0]}$${params.length}${c.around[1]}`);
     }
     if (keep && name !== undefined) {
       params.push(name);
@@ -478,10 +479,10 @@ export class Applier {
   }
 }
 
-/** Cast of a value to its column's type; a reverse large-object document becomes a new large object. */
-function valueSql(c: ColumnMap): readonly [string, string] {
-  if (c.fromBlob && c.type === 'oid') return ['lo_from_bytea(0, ', '::bytea)'];
-  return ['', `::${c.type}`];
+/** A target column; its value is cast to its type, and a reverse large-object document becomes a new large object. */
+function column(name: string, type: string, fromBlob: boolean): ColumnMap {
+  const around = fromBlob && type === 'oid' ? (['lo_from_bytea(0, ', '::bytea)'] as const) : (['', `::${type}`] as const);
+  return { name, type, around, ...(fromBlob ? { fromBlob } : {}) };
 }
 
 function textOf(v: Value | undefined): string | null {

@@ -122,10 +122,11 @@ export async function takeHorizon(source: pg.Client): Promise<string> {
  * flushed: a walsender only sends flushed WAL, and such a message forces no flush of its own (a
  * `flush` argument exists from PostgreSQL 17 only), so it could wait for the WAL writer or the
  * next commit (hundreds of ms inside a cutover pause). The same statement takes a transaction id,
- * so its commit, synchronous, flushes the WAL up to the message.
+ * so its commit flushes the WAL up to the message: the session must run with FLUSH_SETTINGS.
  */
+export const FLUSH_SETTINGS: ReadonlyArray<readonly [string, string]> = [['synchronous_commit', 'on']];
+
 export async function emitMessage(client: pg.Client, prefix: string, body: unknown): Promise<Lsn> {
-  await client.query(`SET synchronous_commit = on`);
   const { rows } = await client.query<{ lsn: string }>(
     `SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn, pg_current_xact_id()::text AS xid`,
     [prefix, JSON.stringify(body)],

@@ -18,7 +18,7 @@ import type { TableTask } from '../engine/tableTask.js';
 import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import type { Lsn } from './lsn.js';
-import { currentWalLsn, emitMessage, slotState } from './objects.js';
+import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotState } from './objects.js';
 import { replicationConnection, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
@@ -121,15 +121,15 @@ export async function syncLoop(o: SyncLoopOptions): Promise<SyncLoopResult> {
 /** One streaming session; a transient failure ends it and syncLoop opens the next. */
 async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => void): Promise<StopReason> {
   const clients: pg.Client[] = [];
-  const open = async (url: string, name: string, role: 'source' | 'target') => {
-    const c = await connect({ role, connectionString: url, applicationName: name });
+  const open = async (url: string, name: string, role: 'source' | 'target', settings: ReadonlyArray<readonly [string, string]> = []) => {
+    const c = await connect({ role, connectionString: url, applicationName: name, settings });
     clients.push(c);
     return c;
   };
   let stream: ChangeStream | null = null;
   let timer: NodeJS.Timeout | undefined;
   try {
-    const monitor = await open(o.fromUrl, 'cloudshift sync monitor', 'source');
+    const monitor = await open(o.fromUrl, 'cloudshift sync monitor', 'source', FLUSH_SETTINGS);
     const slot = await slotState(monitor, o.slot);
     if (!slot.exists) {
       throw new PreconditionError(`replication slot "${o.slot}" does not exist on the ${o.fromSide} database`, {

@@ -48,15 +48,6 @@ export async function markBatchRetry(db: Queryable, schema: string, id: string, 
   );
 }
 
-/** Claims left by a process that is gone go back to pending (the caller holds the run's lock). */
-export async function releaseStaleClaims(db: Queryable, schema: string, runId: string): Promise<number> {
-  const r = await db.query(
-    `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, claimed_at = NULL WHERE run_id = $1 AND status = 'claimed'`,
-    [runId],
-  );
-  return r.rowCount ?? 0;
-}
-
 /** A full verify found a table matching (after repair): its mismatched batches are settled. */
 export async function clearTableMismatches(db: Queryable, schema: string, runId: string, relation: string): Promise<number> {
   const r = await db.query(

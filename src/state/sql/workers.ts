@@ -40,8 +40,11 @@ export async function heartbeat(knex: Knex, id: string, doing: string): Promise<
   await knex('workers').where({ id }).update({ last_seen: knex.fn.now(), doing });
 }
 
+/** Advisory locks belong to a database: only this one's count. */
+const THIS_DB = `(SELECT oid FROM pg_database WHERE datname = current_database())`;
+
 const held = (lockName: string) =>
-  `EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+  `EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = ${THIS_DB}
              AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${lockName}, 0))`;
 
 /** The run's workers, alive or not, the leader (holder of the run's lock) marked. */
@@ -51,6 +54,7 @@ export async function listWorkers(knex: Knex, runId: string, staleMs: number): P
             (${held(`'cloudshift.worker:' || w.id`)} AND w.last_seen > now() - make_interval(secs => :stale / 1000.0)) AS alive,
             EXISTS (SELECT 1 FROM pg_locks a JOIN pg_locks r ON r.pid = a.pid
                      WHERE a.locktype = 'advisory' AND a.granted AND r.locktype = 'advisory' AND r.granted
+                       AND a.database = ${THIS_DB} AND r.database = ${THIS_DB}
                        AND ((a.classid::bigint << 32) | a.objid::bigint) = hashtextextended('cloudshift.worker:' || w.id, 0)
                        AND ((r.classid::bigint << 32) | r.objid::bigint) = hashtextextended('cloudshift.run:' || w.run_id::text, 0)) AS leader
        FROM workers w WHERE w.run_id = :runId ORDER BY w.started_at`,
