@@ -4,9 +4,12 @@
  * the blob's name in the kept column instead of the bytes. Invariants:
  * - the batch's target transaction commits only after every one of its documents is uploaded,
  *   so no committed row names a blob that does not exist;
- * - each uploaded document is recorded (size, MD5, SHA-256) in the state store as soon as its
- *   blob is committed; a retried batch skips documents whose blob is there with that size and
- *   MD5, and uploads the others again (deterministic names and block ids make that safe);
+ * - each uploaded document is recorded (size, MD5, SHA-256) in the state store after its blob is
+ *   committed (in groups of RECORD_GROUP, and all of them before the batch commits); a retried
+ *   batch skips documents whose blob is there with that size and MD5, and uploads the others
+ *   again (deterministic names and block ids make that safe);
+ * - a document of up to INLINE_MAX_BYTES comes with its row (one query for many); a larger one
+ *   is read by its key in slices, as raw bytes;
  * - the batch's checksum covers the row's columns as copied (without the content and the kept
  *   column), in key order, exactly as for any table.
  */
@@ -18,18 +21,23 @@ import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
 import { batchSelect, keysPredicate } from '../source/ranges.js';
-import { byteaContent, largeObjectContent } from '../source/documentContent.js';
+import { byteaContent, bytesContent, copyTextBytea, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
-import { uploadDocument, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
+import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
 import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
 import { inBatchTransaction, type CopiedBatch, type CopyBatchContext } from './copyBatch.js';
 import type { TableTask } from './tableTask.js';
 
 const { from: copyFrom, to: copyTo } = pgCopyStreams;
+
+/** Documents up to this size come inline with their row (hex in the row's COPY text). */
+export const INLINE_MAX_BYTES = 64 * 1024;
+/** Uploaded documents are recorded this many at a time (and all before their batch commits). */
+const RECORD_GROUP = 32;
 
 export interface UploadedDocument extends Uploaded {
   key: string[];
@@ -39,7 +47,7 @@ export interface UploadedDocument extends Uploaded {
 export interface DocumentStore {
   /** Documents of this relation already uploaded (by key JSON), for a retried batch. */
   recorded(relation: string, keys: string[][]): Promise<Map<string, UploadedDocument>>;
-  record(relation: string, doc: UploadedDocument): Promise<void>;
+  record(relation: string, docs: UploadedDocument[], batchId: string): Promise<void>;
 }
 
 export interface DocumentsContext {
@@ -71,14 +79,26 @@ export async function copyDocumentsBatch(
   const columns = task.shape.columns;
   const index = new Map(columns.map((c, i) => [c, i]));
   const keyIndex = keyCols.map((k) => index.get(k.name)!);
-  const marker = spec.contentKind === 'bytea' ? `${content} IS NULL` : `${content}::text`;
+  // bytea: its size (NULL for NULL) and, when small, its bytes; oid: the large object's oid.
+  const markers =
+    spec.contentKind === 'bytea'
+      ? [`octet_length(${content})`, `CASE WHEN octet_length(${content}) <= ${INLINE_MAX_BYTES} THEN ${content} END`]
+      : [`${content}::text`];
 
   const result = await inBatchTransaction(ctx, task, batch, retry, async (range) => {
-    const select = batchSelect(task.quoted, columns, range, keyCols, task.where, [marker]);
+    const select = batchSelect(task.quoted, columns, range, keyCols, task.where, markers);
     const digest = new StreamDigest();
     const uploads = docs.uploads;
     const mine: Array<Promise<void>> = [];
     const uploaded: UploadedDocument[] = [];
+    let unrecorded: UploadedDocument[] = [];
+    let recording = Promise.resolve();
+    const recordPending = () => {
+      const group = unrecorded;
+      unrecorded = [];
+      recording = recording.then(() => docs.store.record(task.display, group, batch.id));
+      return recording;
+    };
     let failure: unknown = null;
     let rows = 0;
     let pendingLine = '';
@@ -107,8 +127,7 @@ export async function copyDocumentsBatch(
               },
               describe: `${task.display} ${keyCols.map((k, i) => `${k.name}=${key[i]}`).join(', ')}`,
             };
-            const isNull = spec.contentKind === 'bytea' ? flag === 't' : flag === '\\N';
-            const name = isNull ? null : blobName(spec.plan.blob, values);
+            const name = flag === '\\N' ? null : blobName(spec.plan.blob, values);
             out.push(`${copyLine.slice(0, -1)}\t${escapeField(name)}\n`);
             if (name === null) continue;
             const prior = recorded.get(JSON.stringify(key));
@@ -117,22 +136,26 @@ export async function copyDocumentsBatch(
               continue;
             }
             const settings = uploadSettings(spec.plan, values, docs);
-            const oid = spec.contentKind === 'oid' ? flag : '';
-            const keyPred = keysPredicate(keyCols, [key]);
-            // Bounded memory: at most blobConcurrency documents in flight per batch.
+            const inline = spec.contentKind === 'bytea' ? copyTextBytea(f[columns.length + 1]!) : null;
+            const send = async (source: DocumentContent) => {
+              const doc = { ...(await uploadDocument(docs.container.getBlockBlobClient(name), source, settings)), key, name };
+              uploaded.push(doc);
+              unrecorded.push(doc);
+              if (unrecorded.length >= RECORD_GROUP) await recordPending();
+            };
+            // Bounded memory: at most blobConcurrency documents waiting, and as many in flight, in all.
             await uploads.onSizeLessThan(docs.blobConcurrency);
             const upload = uploads
               .add(() =>
-                docs.content.use(async (client: pg.Client) => {
-                  const source =
-                    spec.contentKind === 'bytea'
-                      ? byteaContent(client, task.quoted, content, keyPred, values.describe)
-                      : largeObjectContent(client, oid, values.describe, spec.plan.content);
-                  const u = await uploadDocument(docs.container.getBlockBlobClient(name), source, settings);
-                  const doc = { ...u, key, name };
-                  await docs.store.record(task.display, doc);
-                  uploaded.push(doc);
-                }),
+                inline
+                  ? send(bytesContent(inline))
+                  : docs.content.use((client: pg.Client) =>
+                      send(
+                        spec.contentKind === 'bytea'
+                          ? byteaContent(client, task.quoted, content, keysPredicate(keyCols, [key]), values.describe)
+                          : largeObjectContent(client, flag, values.describe, spec.plan.content),
+                      ),
+                    ),
               )
               .catch((err: unknown) => {
                 failure ??= err;
@@ -156,8 +179,13 @@ export async function copyDocumentsBatch(
     const into = ctx.target.query(
       copyFrom(`COPY ${task.quoted} (${[...columns, spec.plan.keepColumn].map(quoteIdent).join(', ')}) FROM STDIN (FORMAT text)`),
     );
-    await pipeline(out, rowsToTarget, into);
-    await Promise.all(mine);
+    try {
+      await pipeline(out, rowsToTarget, into);
+    } finally {
+      // Whatever happened, the documents uploaded so far are recorded, so a retry skips them.
+      await Promise.all(mine);
+      await recordPending();
+    }
     if (failure !== null) throw failure;
     digest.end();
     return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
@@ -181,15 +209,4 @@ export function uploadSettings(
     tier: plan.tier as BlockBlobTier | undefined,
     ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
   };
-}
-
-/** The blob exists with the size and MD5 recorded when it was uploaded. */
-export async function blobMatches(container: ContainerClient, doc: Pick<UploadedDocument, 'name' | 'size' | 'md5'>): Promise<boolean> {
-  try {
-    const p = await container.getBlockBlobClient(doc.name).getProperties();
-    return p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return false;
-    throw err;
-  }
 }

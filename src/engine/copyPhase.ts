@@ -12,7 +12,15 @@ import { ConnectError, messageOf } from '../errors.js';
 import { connect } from '../pg/connect.js';
 import { isTransient, withRetry } from '../pg/transient.js';
 import { redact } from '../redact.js';
-import { markBatchCopied, markBatchMismatch, markBatchRetry, markBatchVerified } from '../state/sql/batchStatus.js';
+import {
+  markBatchCopied,
+  markBatchMismatch,
+  markBatchRetry,
+  markBatchVerified,
+  markRowsVerified,
+  retryOrMismatch,
+  settleDocumentBatches,
+} from '../state/sql/batchStatus.js';
 import type { StateStore } from '../state/store.js';
 import type { BatchRow } from '../state/types.js';
 import { addDigests, digestEquals, digestText, EMPTY_DIGEST, parseDigest, type Digest } from '../verify/rowDigest.js';
@@ -24,8 +32,9 @@ import type { BlobPlan } from '../plan/defaults.js';
 import { ClientPool } from '../pg/clientPool.js';
 import { createBlobServiceClient, type BlobCredentials } from '../target/blob/client.js';
 import { DEFAULT_BLOCK_SIZE } from '../target/blob/upload.js';
-import { markDocumentsVerified, recordDocument, recordedDocuments } from '../state/sql/documents.js';
-import { blobMatches, copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
+import { forgetDocuments, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
+import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
+import { copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
 import { beginInSnapshot } from './snapshot.js';
 import { blobError } from '../target/blob/errors.js';
 import { RestError } from '@azure/storage-blob';
@@ -55,6 +64,7 @@ export interface CopyPhaseOptions {
   /** Retries of a transient failure per batch before the run stops. */
   transientAttempts?: number;
   retryBaseDelayMs?: number;
+  sampleEvery?: number;
 }
 
 export interface CopyPhaseResult {
@@ -191,8 +201,13 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch));
-      const blobsOk = await verifyBlobs(o, documents, task, copied);
-      if (digestEquals(actual, copied.digest) && blobsOk) {
+      if (digestEquals(actual, copied.digest) && task.documents && documents) {
+        // Its documents are verified by the sweep after the batches (sweepDocuments).
+        await markRowsVerified(o.store.pool, schema, batch.id, digestText(actual));
+        finished(task.display, copied.digest.rows, copied.bytes, false);
+        return;
+      }
+      if (digestEquals(actual, copied.digest)) {
         await markBatchVerified(o.store.pool, schema, batch.id, digestText(actual));
         o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
         finished(task.display, copied.digest.rows, copied.bytes, false);
@@ -241,7 +256,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     // Batches an earlier process committed but did not get to verify (it held the run's lock, so
     // no one else is working on them now).
     const unverified = (o.verifyLeftovers === false ? [] : await o.store.listBatches(o.runId)).filter(
-      (b) => b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns,
+      (b) => b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns && !rowsVerified(o, b),
     );
     for (const b of unverified) {
       await waitForSlot();
@@ -261,6 +276,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     }
     await queue.onIdle();
     if (failure === null && !o.abortSignal?.aborted) mismatches += await verifyKeylessTables(o, slots[0]!, ensure);
+    if (failure === null && !o.abortSignal?.aborted && documents) mismatches += await verifyDocuments(o, documents);
   } finally {
     await Promise.all(slots.map(reset));
     await documents?.content.end();
@@ -291,7 +307,7 @@ async function tableProgress(o: CopyPhaseOptions): Promise<Map<string, Progress>
   for (const b of await o.store.listBatches(o.runId)) {
     const p = out.get(b.relation) ?? { batches: 0, remaining: 0, rows: 0, bytes: 0, mismatches: 0 };
     p.batches += 1;
-    const awaitsVerification = b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns;
+    const awaitsVerification = b.status === 'copied' && o.tasks.get(b.relation)?.shape.keyColumns && !rowsVerified(o, b);
     if (b.status === 'pending' || b.status === 'claimed' || awaitsVerification) p.remaining += 1;
     else {
       p.rows += Number(b.rows ?? 0);
@@ -395,20 +411,66 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     blockConcurrency: 2,
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
-      record: (relation, doc) => recordDocument(db, o.store.schema, o.runId, relation, doc),
+      record: (relation, docs, batchId) => recordDocuments(db, o.store.schema, o.runId, relation, docs, batchId),
     },
     ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
   };
 }
 
-/** Every document of a batch exists in Blob Storage with the size and MD5 read from the source. */
-async function verifyBlobs(o: CopyPhaseOptions, documents: DocumentsContext | null, task: TableTask, copied: object): Promise<boolean> {
-  if (!documents || !task.documents || !('documents' in copied)) return true;
-  const docs = (copied as { documents: Array<{ key: string[]; name: string; size: number; md5: string }> }).documents;
-  const good: string[][] = [];
-  const bad: string[][] = [];
-  for (const d of docs) ((await blobMatches(documents.container, d)) ? good : bad).push(d.key);
-  await markDocumentsVerified(o.store.pool, o.store.schema, o.runId, task.display, good, 'verified');
-  await markDocumentsVerified(o.store.pool, o.store.schema, o.runId, task.display, bad, 'mismatch');
-  return bad.length === 0;
+/** A documents batch whose rows were verified; its documents wait for the sweep. */
+const rowsVerified = (o: CopyPhaseOptions, b: BatchRow) =>
+  b.status === 'copied' && o.tasks.get(b.relation)?.documents !== undefined && b.target_checksum !== null;
+
+/**
+ * The sweep over the documents uploaded so far (sweepDocuments): a batch with a wrong document
+ * gets another attempt (or, after one, is a mismatch); a batch whose rows and documents are all
+ * verified is verified. Returns the batches found mismatched.
+ */
+async function verifyDocuments(o: CopyPhaseOptions, documents: DocumentsContext): Promise<number> {
+  const { pool, schema } = o.store;
+  const tasks = [...o.tasks.values()].filter((t) => t.documents);
+  const swept = await sweepDocuments({
+    db: pool,
+    schema,
+    runId: o.runId,
+    container: documents.container,
+    tasks,
+    content: documents.content,
+    ...(o.sampleEvery === undefined ? {} : { sampleEvery: o.sampleEvery }),
+  });
+  if (swept.extraCount > 0) {
+    o.emit('warning', {
+      message: `${swept.extraCount} blob${swept.extraCount === 1 ? '' : 's'} in container "${o.blob!.plan.container}" ${swept.extraCount === 1 ? 'is' : 'are'} no document of this run (${swept.extra.slice(0, 3).join(', ')}${swept.extraCount > 3 ? ', …' : ''}); \`cloudshift verify --repair\` deletes them`,
+    });
+  }
+  const byBatch = new Map<string, WrongDocument[]>();
+  for (const w of swept.wrong) {
+    if (w.batchId === null) continue;
+    const list = byBatch.get(w.batchId) ?? [];
+    list.push(w);
+    byBatch.set(w.batchId, list);
+  }
+  for (const w of swept.wrong) await forgetDocuments(pool, schema, o.runId, w.relation, [w.key]);
+  let mismatched = 0;
+  for (const [batchId, wrong] of byBatch) {
+    const reason = `document ${wrong[0]!.name}: ${wrong[0]!.reason}${wrong.length > 1 ? ` (and ${wrong.length - 1} more)` : ''}`;
+    const [b] = (await o.store.listBatches(o.runId)).filter((x) => x.id === batchId);
+    if (!b) continue;
+    if ((await retryOrMismatch(pool, schema, [batchId], reason)).length === 0) {
+      o.emit('batch:retry', { table: b.relation, batchId, seq: b.seq, attempt: b.attempts, reason });
+      continue;
+    }
+    mismatched += 1;
+    o.emit('batch:mismatch', { table: b.relation, batchId, seq: b.seq, source: b.source_checksum ?? '', target: reason });
+    await o.store.appendEvent(o.runId, 'batch:mismatch', `${b.relation} batch ${b.seq}: ${reason}`, { batchId });
+  }
+  for (const b of await settleDocumentBatches(
+    pool,
+    schema,
+    o.runId,
+    tasks.map((t) => t.display),
+  )) {
+    o.emit('batch:verified', { table: b.relation, batchId: b.id, seq: b.seq });
+  }
+  return mismatched;
 }

@@ -40,6 +40,8 @@ export interface RunOptions {
   abortSignal?: AbortSignal;
   transientAttempts?: number;
   retryBaseDelayMs?: number;
+  /** One in this many verified documents has its bytes read back (default SAMPLE_EVERY); tests use 1. */
+  sampleEvery?: number;
   /** Documents uploaded at once per batch. */
   blobConcurrency?: number;
   /** Blob service retries (the SDK's exponential backoff) before a document fails. */
@@ -135,6 +137,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         abortSignal: options.abortSignal,
         verifyLeftovers: leftovers,
         ...(options.transientAttempts === undefined ? {} : { transientAttempts: options.transientAttempts }),
+        ...(options.sampleEvery === undefined ? {} : { sampleEvery: options.sampleEvery }),
         ...(options.retryBaseDelayMs === undefined ? {} : { retryBaseDelayMs: options.retryBaseDelayMs }),
       });
 

@@ -1,30 +1,45 @@
 /**
  * Reading a document's bytes from the source in slices, never whole: bytea with substring(),
- * large objects with lo_get(). Values come back through node-postgres's text protocol (hex
- * decoded to a Buffer), never its binary mode, which corrupts bytea.
+ * large objects with lo_get(). Each slice comes as raw bytes through binary COPY (copyValue),
+ * not through node-postgres's query results, which carry bytea hex-encoded as text.
  */
 import type pg from 'pg';
+import { copyValue } from '../pg/copyValue.js';
 import { DocumentError } from '../target/blob/naming.js';
 import type { DocumentContent } from '../target/blob/upload.js';
+
+/** A document already in memory (a small one that came with its row, or a changed row's value). */
+export function bytesContent(bytes: Buffer): DocumentContent {
+  return { read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)) };
+}
+
+/** A bytea field of a text-format COPY row (hex, its backslash escaped): its bytes, or null for NULL. */
+export function copyTextBytea(field: string): Buffer | null {
+  if (field === '\\N') return null;
+  if (!field.startsWith('\\\\x')) throw new Error('a bytea value did not come hex-encoded (bytea_output must be hex)');
+  return Buffer.from(field.slice(3), 'hex');
+}
 
 export function byteaContent(client: pg.Client, table: string, column: string, keyPredicate: string, describe: string): DocumentContent {
   return {
     async read(offset, length) {
-      const { rows } = await client.query<{ b: Buffer | null }>(
-        `SELECT substring(${column} FROM ${offset + 1} FOR ${length}) AS b FROM ${table} WHERE ${keyPredicate}`,
+      const got = await copyValue(
+        client,
+        `SELECT substring(${column} FROM ${offset + 1} FOR ${length}) FROM ${table} WHERE ${keyPredicate}`,
       );
-      if (rows.length === 0) throw new DocumentError(`${describe}: the row disappeared while its document was read`);
-      return rows[0]!.b ?? Buffer.alloc(0);
+      if (!got.row) throw new DocumentError(`${describe}: the row disappeared while its document was read`);
+      return got.value ?? Buffer.alloc(0);
     },
   };
 }
 
 export function largeObjectContent(client: pg.Client, oid: string, describe: string, column: string): DocumentContent {
+  if (!/^\d+$/.test(oid)) throw new DocumentError(`${describe}: column "${column}" holds "${oid}", which is not a large object's oid`);
   return {
     async read(offset, length) {
       try {
-        const { rows } = await client.query<{ b: Buffer }>(`SELECT lo_get($1::oid, $2::bigint, $3::int) AS b`, [oid, offset, length]);
-        return rows[0]!.b;
+        const got = await copyValue(client, `SELECT lo_get(${oid}::oid, ${offset}::bigint, ${length}::int)`);
+        return got.row && got.value ? got.value : Buffer.alloc(0);
       } catch (err) {
         if ((err as { code?: string }).code === '42704') {
           throw new DocumentError(

@@ -10,6 +10,7 @@ import * as m20261123000001 from '../../migrations/20261123000001_init.js';
 import * as m20261123000002 from '../../migrations/20261123000002_documents.js';
 import * as m20261123000003 from '../../migrations/20261123000003_sync.js';
 import * as m20261123000004 from '../../migrations/20261123000004_cutover.js';
+import * as m20261124000005 from '../../migrations/20261124000005_document_sweep.js';
 import { StateConflictError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../plan/names.js';
 
@@ -23,6 +24,7 @@ export const MIGRATIONS: ReadonlyArray<{ name: string; module: MigrationModule }
   { name: '20261123000002_documents', module: m20261123000002 },
   { name: '20261123000003_sync', module: m20261123000003 },
   { name: '20261123000004_cutover', module: m20261123000004 },
+  { name: '20261124000005_document_sweep', module: m20261124000005 },
 ];
 
 export const MIGRATIONS_TABLE = 'knex_migrations';

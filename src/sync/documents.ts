@@ -7,7 +7,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import { keysPredicate } from '../source/ranges.js';
-import { byteaContent, largeObjectContent } from '../source/documentContent.js';
+import { byteaContent, bytesContent, largeObjectContent } from '../source/documentContent.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { blobName, type RowValues } from '../target/blob/naming.js';
@@ -37,7 +37,7 @@ export function documentSink(container: ContainerClient, source: pg.Client, stor
       const key = keyOf(task, row);
       const from =
         content && 'bytes' in content
-          ? { read: (offset: number, length: number) => Promise.resolve(content.bytes.subarray(offset, offset + length)) }
+          ? bytesContent(content.bytes)
           : content && 'oid' in content
             ? largeObjectContent(source, content.oid, values.describe, spec.plan.content)
             : byteaContent(

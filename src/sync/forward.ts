@@ -8,7 +8,7 @@ import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { StateStore } from '../state/store.js';
-import { forgetDocument, recordDocument } from '../state/sql/documents.js';
+import { forgetDocuments, recordDocuments } from '../state/sql/documents.js';
 import {
   countDivergence,
   loHorizon,
@@ -185,8 +185,8 @@ export function documentsTarget(
   return {
     container: service.getContainerClient(plan.target.blob.container),
     store: {
-      record: (relation, doc) => recordDocument(db, store.schema, runId, relation, doc),
-      forget: (relation, key) => forgetDocument(db, store.schema, runId, relation, key),
+      record: (relation, doc) => recordDocuments(db, store.schema, runId, relation, [doc]),
+      forget: (relation, key) => forgetDocuments(db, store.schema, runId, relation, [key]),
     },
   };
 }

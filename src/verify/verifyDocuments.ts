@@ -13,7 +13,7 @@ import { parseTemplate } from '../plan/templates.js';
 import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
+import { blobName, blobPrefix, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
 export interface DocumentFinding {
@@ -64,7 +64,7 @@ export async function verifyDocuments(
     };
   });
 
-  const prefix = parseTemplate(spec.plan.blob)[0]?.kind === 'text' ? (parseTemplate(spec.plan.blob)[0] as { text: string }).text : '';
+  const prefix = blobPrefix(spec.plan.blob);
   const listed = new Map<string, { size: number; md5: string }>();
   for await (const b of container.listBlobsFlat(prefix ? { prefix } : {})) {
     listed.set(b.name, {

@@ -118,6 +118,61 @@ describe('documents to Blob Storage', () => {
       `SELECT count(*) AS n, count(*) FILTER (WHERE status = 'verified') AS verified FROM cloudshift.documents`,
     );
     expect(recorded[0]).toEqual({ n: '108', verified: '108' });
+    const batches = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+    expect(batches).toEqual([{ status: 'verified' }]);
+  });
+
+  it('the sweep finds blobs changed behind its back (by size and MD5, and by sampled bytes) and copies their batches again', async () => {
+    const again = await hospitalScenario('docssweep');
+    try {
+      await addDocuments(again);
+      const c = container(again);
+      const resized = 'patients/6/5-letter-5.pdf';
+      const forged = 'patients/1/1001-all%20bytes%2F%C3%A9%3F.bin';
+      const done = new Set<string>();
+      const events: Array<{ type: string; reason?: string }> = [];
+      const result = await runMigration(await loadPlan(again.plan(PLAN)), {
+        env: again.env,
+        sampleEvery: 1,
+        onEvent: (e) => events.push(e as { type: string; reason?: string }),
+        hooks: {
+          // once committed, one blob is replaced by other bytes, another by as many other bytes
+          // that keep the original Content-MD5 (only reading the bytes back can tell)
+          afterBatchCommit: async () => {
+            for (const name of [resized, forged]) {
+              const blob = c.getBlockBlobClient(name);
+              if (done.has(name) || !(await blob.exists())) continue;
+              done.add(name);
+              const p = await blob.getProperties();
+              if (name === resized) {
+                await blob.upload(Buffer.from('not the letter'), 14, { blobHTTPHeaders: { blobContentType: p.contentType } });
+                continue;
+              }
+              // a committed block list: the service stores the Content-MD5 it is given unchecked
+              const id = Buffer.from('forged').toString('base64');
+              await blob.stageBlock(id, Buffer.alloc(p.contentLength!, 7), p.contentLength!);
+              await blob.commitBlockList([id], { blobHTTPHeaders: { blobContentType: p.contentType, blobContentMD5: p.contentMD5 } });
+            }
+          },
+        },
+      });
+      expect(done.size).toBe(2);
+      expect(result.mismatches).toBe(0);
+      const retried = events.filter((e) => e.type === 'batch:retry').map((e) => e.reason);
+      expect(retried).toEqual(
+        expect.arrayContaining([`document ${resized}: different size or MD5`, `document ${forged}: different bytes`]),
+      );
+      expect(await c.getBlockBlobClient(forged).downloadToBuffer()).toEqual(
+        await sourceBytes(again, 'SELECT content AS b FROM public.documents WHERE id = 1001'),
+      );
+      expect(await c.getBlockBlobClient(resized).downloadToBuffer()).toEqual(
+        await sourceBytes(again, 'SELECT content AS b FROM public.documents WHERE id = 5'),
+      );
+      const batches = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(batches).toEqual([{ status: 'verified' }]);
+    } finally {
+      await again.drop();
+    }
   });
 });
 

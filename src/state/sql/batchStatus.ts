@@ -3,6 +3,7 @@
  * can commit in the same target transaction as the batch's rows when the state store lives in
  * the target database (the default): a batch is then never counted done without its rows.
  */
+import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
 
 export interface Queryable {
@@ -55,4 +56,45 @@ export async function clearTableMismatches(db: Queryable, schema: string, runId:
     [runId, relation],
   );
   return r.rowCount ?? 0;
+}
+
+/** A documents batch whose rows match: it stays copied until the sweep has verified its documents. */
+export async function markRowsVerified(db: Queryable, schema: string, id: string, targetChecksum: string): Promise<void> {
+  await db.query(`UPDATE ${t(schema)} SET target_checksum = $2, error = NULL WHERE id = $1`, [id, targetChecksum]);
+}
+
+/** Documents batches whose rows match and whose documents are all verified become verified. */
+export async function settleDocumentBatches(
+  db: pg.Pool,
+  schema: string,
+  runId: string,
+  relations: string[],
+): Promise<Array<{ id: string; relation: string; seq: number }>> {
+  const { rows } = await db.query<{ id: string; relation: string; seq: number }>(
+    `UPDATE ${t(schema)} AS b SET status = 'verified'
+      WHERE b.run_id = $1 AND b.relation = ANY($2::text[]) AND b.status = 'copied' AND b.target_checksum IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(schema)}.documents d WHERE d.batch_id = b.id AND d.status <> 'verified')
+      RETURNING b.id::text AS id, b.relation, b.seq`,
+    [runId, relations],
+  );
+  return rows;
+}
+
+/**
+ * A copied batch with a document found wrong goes back to pending for another attempt, or, if
+ * it had one already, is a mismatch. Returns the batches marked mismatched.
+ */
+export async function retryOrMismatch(db: pg.Pool, schema: string, ids: string[], error: string): Promise<string[]> {
+  if (ids.length === 0) return [];
+  await db.query(
+    `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, error = $2
+      WHERE id = ANY($1::bigint[]) AND status = 'copied' AND attempts < 2`,
+    [ids, error],
+  );
+  const { rows } = await db.query<{ id: string }>(
+    `UPDATE ${t(schema)} SET status = 'mismatch', error = $2
+      WHERE id = ANY($1::bigint[]) AND status = 'copied' RETURNING id::text AS id`,
+    [ids, error],
+  );
+  return rows.map((r) => r.id);
 }

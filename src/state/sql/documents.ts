@@ -10,21 +10,103 @@ export interface DocumentRecord {
   sha256: string;
 }
 
-export async function recordDocument(
+/**
+ * Records uploaded documents (one statement for all of them) as uploaded, not yet verified; a
+ * document recorded before is replaced. `batchId`: the copy's batch they belong to (null in sync).
+ */
+export async function recordDocuments(
   db: pg.Pool | pg.Client,
   schema: string,
   runId: string,
   relation: string,
-  d: DocumentRecord,
+  docs: DocumentRecord[],
+  batchId: string | null = null,
 ): Promise<void> {
+  if (docs.length === 0) return;
   await db.query(
-    `INSERT INTO ${quoteIdent(schema)}.documents (run_id, relation, key, blob_name, size, md5, sha256)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
+    `INSERT INTO ${quoteIdent(schema)}.documents (run_id, relation, key, blob_name, size, md5, sha256, batch_id)
+     SELECT $1, $2, d.key, d.blob_name, d.size, d.md5, d.sha256, $8
+       FROM unnest($3::jsonb[], $4::text[], $5::bigint[], $6::text[], $7::text[]) AS d(key, blob_name, size, md5, sha256)
      ON CONFLICT (run_id, relation, key) DO UPDATE
        SET blob_name = EXCLUDED.blob_name, size = EXCLUDED.size, md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256,
-           status = 'uploaded', uploaded_at = now(), verified_at = NULL`,
-    [runId, relation, JSON.stringify(d.key), d.name, d.size, d.md5, d.sha256],
+           batch_id = EXCLUDED.batch_id, status = 'uploaded', uploaded_at = now(), verified_at = NULL`,
+    [
+      runId,
+      relation,
+      docs.map((d) => JSON.stringify(d.key)),
+      docs.map((d) => d.name),
+      docs.map((d) => d.size),
+      docs.map((d) => d.md5),
+      docs.map((d) => d.sha256),
+      batchId,
+    ],
   );
+}
+
+export interface SweptDocument extends DocumentRecord {
+  relation: string;
+  batchId: string | null;
+  /** Recorded as uploaded before the sweep began (so its blob was committed before the listing). */
+  due: boolean;
+}
+
+const SWEPT = (schema: string) =>
+  `SELECT relation, key, blob_name, size::text AS size, md5, sha256, batch_id::text AS batch_id,
+          (status = 'uploaded' AND uploaded_at < $2 AND batch_id IS NOT NULL) AS due
+     FROM ${quoteIdent(schema)}.documents`;
+
+type SweptRow = {
+  relation: string;
+  key: string[];
+  blob_name: string;
+  size: string;
+  md5: string;
+  sha256: string;
+  batch_id: string | null;
+  due: boolean;
+};
+
+const swept = (r: SweptRow): SweptDocument => ({
+  relation: r.relation,
+  key: r.key,
+  name: r.blob_name,
+  size: Number(r.size),
+  md5: r.md5,
+  sha256: r.sha256,
+  batchId: r.batch_id,
+  due: r.due,
+});
+
+/** The run's documents recorded under these blob names (any status). */
+export async function documentsNamed(db: pg.Pool, schema: string, runId: string, since: Date, names: string[]): Promise<SweptDocument[]> {
+  if (names.length === 0) return [];
+  const { rows } = await db.query<SweptRow>(`${SWEPT(schema)} WHERE run_id = $1 AND blob_name = ANY($3::text[])`, [runId, since, names]);
+  return rows.map(swept);
+}
+
+/** The copy's documents of these relations recorded as uploaded before `since` and still not verified. */
+export async function documentsDue(db: pg.Pool, schema: string, runId: string, since: Date, relations: string[]): Promise<SweptDocument[]> {
+  const { rows } = await db.query<SweptRow>(
+    `${SWEPT(schema)} WHERE run_id = $1 AND status = 'uploaded' AND uploaded_at < $2 AND batch_id IS NOT NULL AND relation = ANY($3::text[])`,
+    [runId, since, relations],
+  );
+  return rows.map(swept);
+}
+
+/** Forgets documents found wrong, so their batch's next attempt uploads them again. */
+export async function forgetDocuments(
+  db: pg.Pool | pg.Client,
+  schema: string,
+  runId: string,
+  relation: string,
+  keys: string[][],
+): Promise<void> {
+  if (keys.length === 0) return;
+  await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])`, [
+    runId,
+    relation,
+    keys.map((k) => JSON.stringify(k)),
+  ]);
 }
 
 export async function recordedDocuments(
@@ -58,18 +140,4 @@ export async function markDocumentsVerified(
     `UPDATE ${quoteIdent(schema)}.documents SET status = $4, verified_at = now() WHERE run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])`,
     [runId, relation, keys.map((k) => JSON.stringify(k)), status],
   );
-}
-
-export async function forgetDocument(
-  db: pg.Pool | pg.Client,
-  schema: string,
-  runId: string,
-  relation: string,
-  key: string[],
-): Promise<void> {
-  await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND key = $3::jsonb`, [
-    runId,
-    relation,
-    JSON.stringify(key),
-  ]);
 }

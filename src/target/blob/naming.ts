@@ -52,6 +52,12 @@ export function blobName(template: string, row: RowValues): string {
   return name;
 }
 
+/** The fixed text a name template starts with: every blob of the entry is under it. */
+export function blobPrefix(template: string): string {
+  const first = parseTemplate(template)[0];
+  return first?.kind === 'text' ? first.text : '';
+}
+
 /** Header-safe text for metadata and tags (ASCII; anything else percent-encoded). */
 export function headerValue(v: string): string {
   return v.replace(/[^\x20-\x7e]/g, (ch) => encodeURIComponent(ch));

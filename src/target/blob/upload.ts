@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
-import type { BlockBlobClient, BlobHTTPHeaders, BlockBlobTier } from '@azure/storage-blob';
+import type { BlockBlobClient, BlobHTTPHeaders, BlockBlobTier, ContainerClient } from '@azure/storage-blob';
 
 export interface DocumentContent {
   /** Bytes [offset, offset + length); fewer at the end of the document. */
@@ -94,4 +94,15 @@ export async function uploadDocument(blob: BlockBlobClient, content: DocumentCon
   const digest = md5.digest();
   await blob.commitBlockList(ids, { ...common, blobHTTPHeaders: { blobContentType: s.contentType, blobContentMD5: digest } });
   return { size, md5: digest.toString('base64'), sha256: sha.digest('hex') };
+}
+
+/** The blob exists with the size and MD5 recorded when it was uploaded. */
+export async function blobMatches(container: ContainerClient, doc: { name: string; size: number; md5: string }): Promise<boolean> {
+  try {
+    const p = await container.getBlockBlobClient(doc.name).getProperties();
+    return p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    throw err;
+  }
 }

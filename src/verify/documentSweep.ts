@@ -1,0 +1,144 @@
+/**
+ * The copy's document verification. One List Blobs request returns the stored size and MD5 of
+ * up to 5,000 blobs, where a request per blob costs the service as much work as an upload of a
+ * small document; so the copy lists each entry's name prefix once, after its batches, and checks
+ * against the state store every document recorded as uploaded before the listing began (its
+ * blob was committed before its record, so the listing must show it):
+ * - listed with the recorded size and MD5: verified; one in SAMPLE_EVERY of those (the first
+ *   always) also has a range of its bytes read back and compared with the source;
+ * - not listed (checked once more by name, for a record committed while the listing ran), a
+ *   different size or MD5, or sampled bytes that differ: wrong. Its batch gets another attempt;
+ * - listed with no record in this run: extra, reported.
+ * Memory holds one page of the listing at a time.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import type pg from 'pg';
+import { quoteIdent } from '../plan/names.js';
+import type { ClientPool } from '../pg/clientPool.js';
+import { byteaContent, largeObjectContent } from '../source/documentContent.js';
+import { keysPredicate } from '../source/ranges.js';
+import { documentsDue, documentsNamed, markDocumentsVerified, type SweptDocument } from '../state/sql/documents.js';
+import type { TableTask } from '../engine/tableTask.js';
+import { blobPrefix } from '../target/blob/naming.js';
+import { blobMatches } from '../target/blob/upload.js';
+
+export const SAMPLE_EVERY = 100;
+const SAMPLE_BYTES = 64 * 1024;
+const PAGE = 5000;
+
+export interface SweepOptions {
+  db: pg.Pool;
+  schema: string;
+  runId: string;
+  container: ContainerClient;
+  /** The plan's documents tables. */
+  tasks: TableTask[];
+  /** Source sessions in the copy's snapshot, for the sampled reads. */
+  content: ClientPool;
+  /** One in this many verified documents has a range of its bytes compared (default SAMPLE_EVERY). */
+  sampleEvery?: number;
+}
+
+export interface WrongDocument {
+  relation: string;
+  key: string[];
+  name: string;
+  batchId: string | null;
+  reason: 'missing' | 'different size or MD5' | 'different bytes';
+}
+
+export interface SweepResult {
+  verified: number;
+  sampled: number;
+  wrong: WrongDocument[];
+  /** Blobs under the entries' prefixes that are no document of this run (first 20). */
+  extra: string[];
+  extraCount: number;
+}
+
+export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
+  const tasks = new Map(o.tasks.map((t) => [t.display, t]));
+  const { rows } = await o.db.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+  const since = rows[0]!.now;
+  const result: SweepResult = { verified: 0, sampled: 0, wrong: [], extra: [], extraCount: 0 };
+  const good = async (docs: SweptDocument[]) => {
+    const keys = new Map<string, string[][]>();
+    for (const d of [...docs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      if (result.verified % (o.sampleEvery ?? SAMPLE_EVERY) === 0) {
+        result.sampled += 1;
+        if (!(await sameBytes(o, tasks.get(d.relation)!, d))) {
+          result.wrong.push(wrong(d, 'different bytes'));
+          continue;
+        }
+      }
+      result.verified += 1;
+      const list = keys.get(d.relation) ?? [];
+      list.push(d.key);
+      keys.set(d.relation, list);
+    }
+    for (const [relation, k] of keys) await markDocumentsVerified(o.db, o.schema, o.runId, relation, k, 'verified');
+  };
+
+  for (const prefix of prefixes(o.tasks)) {
+    for await (const page of o.container.listBlobsFlat(prefix ? { prefix } : {}).byPage({ maxPageSize: PAGE })) {
+      const listed = new Map(
+        page.segment.blobItems.map((b) => [
+          b.name,
+          { size: b.properties.contentLength ?? -1, md5: Buffer.from(b.properties.contentMD5 ?? new Uint8Array()).toString('base64') },
+        ]),
+      );
+      const recorded = await documentsNamed(o.db, o.schema, o.runId, since, [...listed.keys()]);
+      const named = new Set(recorded.map((d) => d.name));
+      for (const name of listed.keys()) {
+        if (named.has(name)) continue;
+        result.extraCount += 1;
+        if (result.extra.length < 20) result.extra.push(name);
+      }
+      const due = recorded.filter((d) => d.due && tasks.has(d.relation));
+      const matches = (d: SweptDocument) => listed.get(d.name)!.size === d.size && listed.get(d.name)!.md5 === d.md5;
+      for (const d of due) if (!matches(d)) result.wrong.push(wrong(d, 'different size or MD5'));
+      await good(due.filter(matches));
+    }
+  }
+  // Recorded before the listing began but not seen in it.
+  const wrongNames = new Set(result.wrong.map((w) => w.name));
+  const unseen = (await documentsDue(o.db, o.schema, o.runId, since, [...tasks.keys()])).filter((d) => !wrongNames.has(d.name));
+  const found: SweptDocument[] = [];
+  for (const d of unseen) {
+    if (await blobMatches(o.container, d)) found.push(d);
+    else result.wrong.push(wrong(d, 'missing'));
+  }
+  await good(found);
+  return result;
+}
+
+/** Each entry's name prefix once, none inside another. */
+function prefixes(tasks: TableTask[]): string[] {
+  const all = [...new Set(tasks.map((t) => blobPrefix(t.documents!.plan.blob)))].sort();
+  return all.filter((p, i) => !all.slice(0, i).some((q) => p.startsWith(q)));
+}
+
+function wrong(d: SweptDocument, reason: WrongDocument['reason']): WrongDocument {
+  return { relation: d.relation, key: d.key, name: d.name, batchId: d.batchId, reason };
+}
+
+/** A range of the blob (its first bytes, or a range placed by its MD5) equals the source's. */
+async function sameBytes(o: SweepOptions, task: TableTask, d: SweptDocument): Promise<boolean> {
+  const length = Math.min(d.size, SAMPLE_BYTES);
+  const offset = d.size > length ? Buffer.from(d.md5, 'base64').readUInt32BE(0) % (d.size - length + 1) : 0;
+  const blob = length === 0 ? Buffer.alloc(0) : await o.container.getBlobClient(d.name).downloadToBuffer(offset, length);
+  const spec = task.documents!;
+  const keys = task.shape.keyColumns!;
+  const where = keysPredicate(keys, [d.key]);
+  const describe = `${task.display} ${keys.map((k, i) => `${k.name}=${d.key[i]}`).join(', ')}`;
+  const source = await o.content.use(async (client) => {
+    if (spec.contentKind === 'bytea')
+      return byteaContent(client, task.quoted, quoteIdent(spec.plan.content), where, describe).read(offset, length);
+    const { rows } = await client.query<{ oid: string | null }>(
+      `SELECT ${quoteIdent(spec.plan.content)}::text AS oid FROM ${task.quoted} WHERE ${where}`,
+    );
+    const oid = rows[0]?.oid;
+    return oid ? largeObjectContent(client, oid, describe, spec.plan.content).read(offset, length) : null;
+  });
+  return source !== null && source.equals(blob);
+}
