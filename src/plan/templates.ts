@@ -9,7 +9,19 @@ export type TemplatePart = { kind: 'text'; text: string } | { kind: 'column'; co
 
 export class TemplateSyntaxError extends Error {}
 
-export function parseTemplate(template: string): TemplatePart[] {
+const parsed = new Map<string, readonly TemplatePart[]>();
+
+/** The template's parts (parsed once per template: every document's name and headers use them). */
+export function parseTemplate(template: string): readonly TemplatePart[] {
+  let parts = parsed.get(template);
+  if (!parts) {
+    parts = parseParts(template);
+    parsed.set(template, parts);
+  }
+  return parts;
+}
+
+function parseParts(template: string): TemplatePart[] {
   const parts: TemplatePart[] = [];
   let text = '';
   let i = 0;
