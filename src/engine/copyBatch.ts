@@ -13,6 +13,7 @@ import { Writable } from 'node:stream';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
+import { copyOut } from '../pg/copyOut.js';
 import { batchSelect, rangePredicate, type BatchRange } from '../source/ranges.js';
 import { markBatchCopied } from '../state/sql/batchStatus.js';
 import type { BatchRow } from '../state/types.js';
@@ -21,7 +22,7 @@ import { beginInSnapshot } from './snapshot.js';
 import type { EngineHooks } from './hooks.js';
 import { rangeOf, type TableTask } from './tableTask.js';
 
-const { from: copyFrom, to: copyTo } = pgCopyStreams;
+const { from: copyFrom } = pgCopyStreams;
 
 /**
  * The batch was given to another worker meanwhile (this one was taken for gone: its heartbeat
@@ -51,12 +52,12 @@ export async function copyBatch(ctx: CopyBatchContext, task: TableTask, batch: B
   return inBatchTransaction(ctx, task, batch, retry, async (range) => {
     const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], task.where);
     const digester = digesterFor(task);
-    const out = ctx.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${format})`));
+    const out = copyOut(ctx.source, `COPY (${select}) TO STDOUT (FORMAT ${format})`);
     const into = ctx.target.query(
       copyFrom(`COPY ${task.quoted} (${task.shape.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT ${format})`),
     );
-    await pipeline(out, digester, into);
-    const digest = digester.result(out.rowCount);
+    await pipeline(out.stream, digester, into);
+    const digest = digester.result(await out.rowCount);
     if (into.rowCount !== digest.rows)
       throw new Error(`${task.display} batch ${batch.seq}: read ${digest.rows} rows, the target took ${into.rowCount}`);
     return { digest, bytes: digester.bytes };
@@ -143,9 +144,9 @@ export async function digestRange(
   const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], where);
   const digester = digesterFor(task);
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const out = client.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`));
-  await pipeline(out, digester, sink);
-  return digester.result(out.rowCount);
+  const out = copyOut(client, `COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`);
+  await pipeline(out.stream, digester, sink);
+  return digester.result(await out.rowCount);
 }
 
 /** Keyed tables are read in key order and hashed as a stream; keyless ones row by row. */

@@ -128,12 +128,14 @@ describe('several workers share one run', () => {
       // A survivor took the lead and brought the run into sync (the other may take it after the
       // first returns: a worker stays a standby while the run is active).
       expect(rest.filter((r) => /in sync: applied up to/.test(r.out)).length).toBeGreaterThanOrEqual(1);
+      // A worker that joined took the lead, or (when the leader died before the survivors started,
+      // as happens on a loaded machine) a survivor found no leader and resumed the run itself.
       const events = await sql<{ kind: string }>(
         'target',
         s.dbs.target,
-        `SELECT kind FROM cloudshift.events WHERE kind LIKE 'worker:%' ORDER BY id`,
+        `SELECT kind FROM cloudshift.events WHERE kind IN ('worker:lead', 'run:resume') ORDER BY id`,
       );
-      expect(events.map((e) => e.kind)).toContain('worker:lead');
+      expect(events.length, 'nobody took the run over').toBeGreaterThan(0);
       const statuses = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
       expect(statuses.map((r) => r.status)).toEqual(['verified']);
       await expectEqual(s);
