@@ -452,9 +452,10 @@ async function verifyDocuments(o: CopyPhaseOptions, documents: DocumentsContext)
   }
   for (const w of swept.wrong) await forgetDocuments(pool, schema, o.runId, w.relation, [w.key]);
   let mismatched = 0;
+  const batches = byBatch.size > 0 ? new Map((await o.store.listBatches(o.runId)).map((x) => [x.id, x])) : new Map<string, BatchRow>();
   for (const [batchId, wrong] of byBatch) {
     const reason = `document ${wrong[0]!.name}: ${wrong[0]!.reason}${wrong.length > 1 ? ` (and ${wrong.length - 1} more)` : ''}`;
-    const [b] = (await o.store.listBatches(o.runId)).filter((x) => x.id === batchId);
+    const b = batches.get(batchId);
     if (!b) continue;
     if ((await retryOrMismatch(pool, schema, [batchId], reason)).length === 0) {
       o.emit('batch:retry', { table: b.relation, batchId, seq: b.seq, attempt: b.attempts, reason });

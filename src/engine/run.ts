@@ -42,7 +42,7 @@ export interface RunOptions {
   retryBaseDelayMs?: number;
   /** One in this many verified documents has its bytes read back (default SAMPLE_EVERY); tests use 1. */
   sampleEvery?: number;
-  /** Documents uploaded at once per batch. */
+  /** Documents uploaded at once, across all batches of this process. */
   blobConcurrency?: number;
   /** Blob service retries (the SDK's exponential backoff) before a document fails. */
   blobRetries?: number;
