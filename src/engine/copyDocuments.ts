@@ -1,15 +1,17 @@
 /**
  * Copies one batch of a documents table. The rows stream from the source as text COPY; each
- * row's document is read in slices and uploaded to its blob, and the row goes to the target with
- * the blob's name in the kept column instead of the bytes. Invariants:
+ * row's document is uploaded to its blob, and the row goes to the target with the blob's name in
+ * the kept column instead of the bytes. Invariants:
  * - the batch's target transaction commits only after every one of its documents is uploaded,
  *   so no committed row names a blob that does not exist;
  * - each uploaded document is recorded (size, MD5, SHA-256) in the state store after its blob is
  *   committed (in groups of RECORD_GROUP, and all of them before the batch commits); a retried
  *   batch skips documents whose blob is there with that size and MD5, and uploads the others
  *   again (deterministic names and block ids make that safe);
- * - a document of up to INLINE_MAX_BYTES comes with its row (one query for many); a larger one
- *   is read by its key in slices, as raw bytes;
+ * - bytea documents come in a second stream, one binary COPY of the batch's contents on its own
+ *   session in the same snapshot, row for row with the rows (checked by key); a document is read
+ *   when an upload slot is about to free, whole up to one block, in blocks by its upload beyond;
+ *   a large object is read by its oid in blocks;
  * - the batch's checksum covers the row's columns as copied (without the content and the kept
  *   column), in key order, exactly as for any table.
  */
@@ -20,8 +22,8 @@ import type PQueue from 'p-queue';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
-import { batchSelect, keysPredicate } from '../source/ranges.js';
-import { byteaContent, bytesContent, copyTextBytea, largeObjectContent } from '../source/documentContent.js';
+import { batchSelect } from '../source/ranges.js';
+import { BatchContents, bytesContent, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
@@ -30,14 +32,16 @@ import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type 
 import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
 import { inBatchTransaction, type CopiedBatch, type CopyBatchContext } from './copyBatch.js';
+import { beginInSnapshot } from './snapshot.js';
+import type { BlockBuffers } from './blockBuffers.js';
 import type { TableTask } from './tableTask.js';
 
 const { from: copyFrom, to: copyTo } = pgCopyStreams;
 
-/** Documents up to this size come inline with their row (hex in the row's COPY text). */
-export const INLINE_MAX_BYTES = 64 * 1024;
 /** Uploaded documents are recorded this many at a time (and all before their batch commits). */
 const RECORD_GROUP = 32;
+/** Documents read whole above this size go into a reused block buffer (smaller ones are mostly views of what PostgreSQL sent). */
+const POOLED_FROM = 64 * 1024;
 
 export interface UploadedDocument extends Uploaded {
   key: string[];
@@ -52,12 +56,18 @@ export interface DocumentStore {
 
 export interface DocumentsContext {
   container: ContainerClient;
-  /** Shared by every batch: at most blobConcurrency documents in flight (and in memory) in all. */
+  /**
+   * Shared by every batch: blobConcurrency documents in flight in all, and one more per batch
+   * waiting for a slot (their bytes in memory, up to a block each).
+   */
   uploads: PQueue;
+  /** Source sessions in the copy's snapshot, for large objects. */
   content: ClientPool;
   blobConcurrency: number;
   blockSize: number;
   blockConcurrency: number;
+  /** Block-sized buffers for documents read whole (over POOLED_FROM bytes). */
+  buffers: BlockBuffers;
   store: DocumentStore;
   abortSignal?: AbortSignal;
 }
@@ -72,6 +82,8 @@ export async function copyDocumentsBatch(
   task: TableTask,
   batch: BatchRow,
   retry: boolean,
+  /** For bytea documents: a source session of the batch's own, for their stream (BatchContents). */
+  contentSession: pg.Client | null,
 ): Promise<CopiedDocumentsBatch> {
   const spec = task.documents!;
   const keyCols = task.shape.keyColumns!;
@@ -79,14 +91,19 @@ export async function copyDocumentsBatch(
   const columns = task.shape.columns;
   const index = new Map(columns.map((c, i) => [c, i]));
   const keyIndex = keyCols.map((k) => index.get(k.name)!);
-  // bytea: its size (NULL for NULL) and, when small, its bytes; oid: the large object's oid.
-  const markers =
-    spec.contentKind === 'bytea'
-      ? [`octet_length(${content})`, `CASE WHEN octet_length(${content}) <= ${INLINE_MAX_BYTES} THEN ${content} END`]
-      : [`${content}::text`];
+  const streamed = spec.contentKind === 'bytea';
+  if (streamed && !contentSession) throw new Error(`${task.display}: bytea documents need a session for their stream`);
+  // bytea: its size (NULL for NULL); oid: the large object's oid.
+  const marker = streamed ? `octet_length(${content})` : `${content}::text`;
 
   const result = await inBatchTransaction(ctx, task, batch, retry, async (range) => {
-    const select = batchSelect(task.quoted, columns, range, keyCols, task.where, markers);
+    const select = batchSelect(task.quoted, columns, range, keyCols, task.where, [marker]);
+    let contents: BatchContents | null = null;
+    if (contentSession) {
+      await beginInSnapshot(contentSession, ctx.snapshot);
+      const keys = keyCols.map((k) => `format('%s', ${quoteIdent(k.name)})`);
+      contents = BatchContents.open(contentSession, batchSelect(task.quoted, [], range, keyCols, task.where, [...keys, content]));
+    }
     const digest = new StreamDigest();
     const uploads = docs.uploads;
     const mine: Array<Promise<void>> = [];
@@ -129,38 +146,42 @@ export async function copyDocumentsBatch(
             };
             const name = flag === '\\N' ? null : blobName(spec.plan.blob, values);
             out.push(`${copyLine.slice(0, -1)}\t${escapeField(name)}\n`);
+            const size = name === null ? null : Number(flag); // bytea: octet_length
+            await contents?.row(key, size, values.describe);
             if (name === null) continue;
             const prior = recorded.get(JSON.stringify(key));
             if (prior && prior.name === name && (await blobMatches(docs.container, prior))) {
+              await contents?.skip();
               uploaded.push(prior);
               continue;
             }
             const settings = uploadSettings(spec.plan, values, docs);
-            const inline = spec.contentKind === 'bytea' ? copyTextBytea(f[columns.length + 1]!) : null;
             const send = async (source: DocumentContent) => {
               const doc = { ...(await uploadDocument(docs.container.getBlockBlobClient(name), source, settings)), key, name };
               uploaded.push(doc);
               unrecorded.push(doc);
               if (unrecorded.length >= RECORD_GROUP) await recordPending();
             };
-            // Bounded memory: at most blobConcurrency documents waiting, and as many in flight, in all.
-            await uploads.onSizeLessThan(docs.blobConcurrency);
+            // Bounded memory: a document's bytes are read when no other waits for an upload slot.
+            await uploads.onSizeLessThan(1);
+            let consumed: Promise<void> | null = null;
+            let source: DocumentContent | null = null;
+            const buffer = contents && size! > POOLED_FROM && size! < docs.blockSize ? docs.buffers.take() : undefined;
+            if (contents && size! < docs.blockSize) source = bytesContent(await contents.whole(size!, buffer));
+            else if (contents) ({ content: source, consumed } = contents.streamed(size!));
             const upload = uploads
               .add(() =>
-                inline
-                  ? send(bytesContent(inline))
-                  : docs.content.use((client: pg.Client) =>
-                      send(
-                        spec.contentKind === 'bytea'
-                          ? byteaContent(client, task.quoted, content, keysPredicate(keyCols, [key]), values.describe)
-                          : largeObjectContent(client, flag, values.describe, spec.plan.content),
-                      ),
-                    ),
+                source
+                  ? send(source)
+                  : docs.content.use((client: pg.Client) => send(largeObjectContent(client, flag, values.describe, spec.plan.content))),
               )
               .catch((err: unknown) => {
                 failure ??= err;
-              });
+              })
+              .finally(() => buffer && docs.buffers.give(buffer));
             mine.push(upload);
+            // The stream moves on to the next document once the upload has read this one.
+            if (consumed) await Promise.race([consumed, upload]);
             if (failure !== null) throw failure;
           }
           return out.join('');
@@ -181,6 +202,10 @@ export async function copyDocumentsBatch(
     );
     try {
       await pipeline(out, rowsToTarget, into);
+      if (contents) {
+        await contents.end(`${task.display} batch ${batch.seq}`);
+        await contentSession!.query('COMMIT');
+      }
     } finally {
       // Whatever happened, the documents uploaded so far are recorded, so a retry skips them.
       await Promise.all(mine);

@@ -34,6 +34,7 @@ import { createBlobServiceClient, type BlobCredentials } from '../target/blob/cl
 import { DEFAULT_BLOCK_SIZE } from '../target/blob/upload.js';
 import { forgetDocuments, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
 import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
+import { BlockBuffers } from './blockBuffers.js';
 import { copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
 import { beginInSnapshot } from './snapshot.js';
 import { blobError } from '../target/blob/errors.js';
@@ -81,11 +82,13 @@ const COPY_SESSION = [['max_parallel_workers_per_gather', '0']] as const;
 interface Slot {
   source: pg.Client | null;
   target: pg.Client | null;
+  /** A second source session, opened for the first bytea documents batch (their stream). */
+  content: pg.Client | null;
 }
 
 export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
   const schema = o.store.schema;
-  const slots: Slot[] = Array.from({ length: o.jobs }, () => ({ source: null, target: null }));
+  const slots: Slot[] = Array.from({ length: o.jobs }, () => ({ source: null, target: null, content: null }));
   const free = [...slots];
   const queue = new PQueue({ concurrency: o.jobs });
   let mismatches = 0;
@@ -118,10 +121,18 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     return { source: slot.source, target: slot.target };
   };
   const reset = async (slot: Slot) => {
-    await Promise.allSettled([slot.source?.end(), slot.target?.end()]);
+    await Promise.allSettled([slot.source?.end(), slot.target?.end(), slot.content?.end()]);
     slot.source = null;
     slot.target = null;
+    slot.content = null;
   };
+  const contentSession = async (slot: Slot) =>
+    (slot.content ??= await connect({
+      role: 'source',
+      connectionString: o.sourceUrl,
+      applicationName: 'cloudshift documents',
+      settings: COPY_SESSION,
+    }));
 
   /** Runs `fn` on the slot's connections, reconnecting and retrying transient failures. */
   const retrying = <T>(
@@ -167,7 +178,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       pendingCopy = null;
       const copied =
         earlier ??
-        (await retrying(slot, task, batch, (conns, attempt) => {
+        (await retrying(slot, task, batch, async (conns, attempt) => {
           const ctx = {
             ...conns,
             snapshot: o.snapshot,
@@ -175,9 +186,9 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
             workerId: o.workerId,
             hooks: o.hooks,
           };
-          return task.documents && documents
-            ? copyDocumentsBatch(ctx, documents, task, batch, retry || attempt > 1)
-            : copyBatch(ctx, task, batch, retry || attempt > 1);
+          if (!task.documents || !documents) return copyBatch(ctx, task, batch, retry || attempt > 1);
+          const session = task.documents.contentKind === 'bytea' ? await contentSession(slot) : null;
+          return copyDocumentsBatch(ctx, documents, task, batch, retry || attempt > 1, session);
         }));
       if (!copied.marked) {
         await markBatchCopied(o.store.pool, schema, {
@@ -386,8 +397,11 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     throw err;
   }
   const clients: pg.Client[] = [];
+  // Large objects are read one per upload; bytea documents stream per batch (their slot's session),
+  // and need one session here only for the sweep's sampled reads.
+  const largeObjects = [...o.tasks.values()].some((t) => t.documents?.contentKind === 'oid');
   try {
-    for (let i = 0; i < o.blobConcurrency; i += 1) {
+    for (let i = 0; i < (largeObjects ? o.blobConcurrency : 1); i += 1) {
       const c = await connect({
         role: 'source',
         connectionString: o.sourceUrl,
@@ -409,6 +423,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     blobConcurrency: o.blobConcurrency,
     blockSize: DEFAULT_BLOCK_SIZE,
     blockConcurrency: 2,
+    buffers: new BlockBuffers(DEFAULT_BLOCK_SIZE, o.blobConcurrency + o.jobs),
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
       record: (relation, docs, batchId) => recordDocuments(db, o.store.schema, o.runId, relation, docs, batchId),

@@ -1,10 +1,12 @@
 /**
- * Reading a document's bytes from the source in slices, never whole: bytea with substring(),
- * large objects with lo_get(). Each slice comes as raw bytes through binary COPY (copyValue),
- * not through node-postgres's query results, which carry bytea hex-encoded as text.
+ * Reading a document's bytes from the source, never whole: a batch's bytea documents stream in
+ * one binary COPY (BatchContents); a single one is read in slices with substring(), a large
+ * object with lo_get(). Bytes come raw through binary COPY, not through node-postgres's query
+ * results, which carry bytea hex-encoded as text.
  */
 import type pg from 'pg';
-import { copyValue } from '../pg/copyValue.js';
+import pgCopyStreams from 'pg-copy-streams';
+import { BinaryCopyReader, copyValue } from '../pg/copyBinary.js';
 import { DocumentError } from '../target/blob/naming.js';
 import type { DocumentContent } from '../target/blob/upload.js';
 
@@ -13,11 +15,65 @@ export function bytesContent(bytes: Buffer): DocumentContent {
   return { read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)) };
 }
 
-/** A bytea field of a text-format COPY row (hex, its backslash escaped): its bytes, or null for NULL. */
-export function copyTextBytea(field: string): Buffer | null {
-  if (field === '\\N') return null;
-  if (!field.startsWith('\\\\x')) throw new Error('a bytea value did not come hex-encoded (bytea_output must be hex)');
-  return Buffer.from(field.slice(3), 'hex');
+/**
+ * The bytea documents of a batch in one binary COPY: per row, its key printed as COPY's text
+ * prints it (format('%s')) and its bytes, in the order of the batch's rows, which the caller
+ * reads alongside (the same snapshot, range and ORDER BY). Each document is read front to back
+ * once, whole or in blocks, so memory holds what is being uploaded and no more.
+ */
+export class BatchContents {
+  private constructor(private readonly reader: BinaryCopyReader) {}
+
+  /** `select` returns the key columns through format('%s', …), then the content column. */
+  static open(client: pg.Client, select: string): BatchContents {
+    const stream = client.query(pgCopyStreams.to(`COPY (${select}) TO STDOUT (FORMAT binary)`));
+    return new BatchContents(new BinaryCopyReader(stream as AsyncIterable<Buffer>));
+  }
+
+  /**
+   * Moves to the next row, which must have this key and a document of this size (null for
+   * NULL): the two streams disagreeing on a row is a bug, never a guess, and throws.
+   */
+  async row(key: string[], size: number | null, describe: string): Promise<void> {
+    const row = await this.reader.next();
+    const keyOf = (r: NonNullable<typeof row>) => r.leading.map((b) => b?.toString('utf8') ?? null);
+    if (row === null || row.size !== size || keyOf(row).some((k, i) => k !== key[i]) || row.leading.length !== key.length) {
+      const got = row === null ? 'no row' : `key (${keyOf(row).join(', ')}), ${row.size ?? 'NULL'} bytes`;
+      throw new Error(`${describe}: the documents stream is out of step with the rows (${got}, expected ${size ?? 'NULL'} bytes)`);
+    }
+  }
+
+  /** The current row's document, all of it (in the front of `into` when given). */
+  whole(length: number, into?: Buffer): Promise<Buffer> {
+    return this.reader.read(length, into);
+  }
+
+  /** The current row's document, read by the upload; `consumed` settles when its last byte is read. */
+  streamed(size: number): { content: DocumentContent; consumed: Promise<void> } {
+    let position = 0;
+    let settle = () => {};
+    const consumed = new Promise<void>((resolve) => (settle = resolve));
+    const content: DocumentContent = {
+      read: async (offset, length) => {
+        if (offset !== position) throw new Error(`a streamed document is read in order (asked for byte ${offset}, at ${position})`);
+        const bytes = await this.reader.read(length);
+        position += bytes.length;
+        if (position === size) settle();
+        return bytes;
+      },
+    };
+    if (size === 0) settle();
+    return { content, consumed };
+  }
+
+  skip(): Promise<void> {
+    return this.reader.skip();
+  }
+
+  /** After the batch's last row: no document is left over, and the COPY has run to its end. */
+  async end(describe: string): Promise<void> {
+    if ((await this.reader.next()) !== null) throw new Error(`${describe}: the documents stream has more rows than the batch`);
+  }
 }
 
 export function byteaContent(client: pg.Client, table: string, column: string, keyPredicate: string, describe: string): DocumentContent {
