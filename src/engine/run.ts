@@ -18,6 +18,8 @@ import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
 import { openRun, PHASES, type Phase } from './runState.js';
 import { exportSnapshot } from './snapshot.js';
+import { restoreForeignKeys, setAsideForeignKeys } from '../target/postgres/foreignKeys.js';
+import { displayName } from '../plan/names.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
 import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
@@ -201,10 +203,22 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         addColumns: t.documents ? [{ name: t.documents.plan.keepColumn, type: 'text' }] : [],
       })),
     );
+    const state = { pool: store.pool, schema: store.schema, runId: run.id };
     if (todo('schema')) {
       if (!opened.resumed) await handleExistingData(target, tables, plan.target.existingData);
       await enter('schema');
       await applyPreData(target, schema);
+      const aside = await setAsideForeignKeys(target, state, tables);
+      if (aside.length > 0) {
+        const message = `${aside.length} foreign key${aside.length === 1 ? '' : 's'} already on the target (${aside
+          .slice(0, 3)
+          .map((c) => `${c.name} on ${displayName(c.table)}`)
+          .join(
+            ', ',
+          )}${aside.length > 3 ? ', …' : ''}) ${aside.length === 1 ? 'is' : 'are'} set aside for the copy and put back after the data`;
+        emit('warning', { message });
+        await store.appendEvent(run.id, 'schema:set-aside', message);
+      }
     }
 
     // 3. Planning: split every table into key ranges, recorded in one transaction.
@@ -270,6 +284,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
           jobs: options.jobs ?? plan.copy.jobs,
         },
       );
+      await restoreForeignKeys(target, state);
     }
 
     // 6. Sequences, from the source's current values.

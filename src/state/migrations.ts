@@ -11,6 +11,7 @@ import * as m20261123000002 from '../../migrations/20261123000002_documents.js';
 import * as m20261123000003 from '../../migrations/20261123000003_sync.js';
 import * as m20261123000004 from '../../migrations/20261123000004_cutover.js';
 import * as m20261124000005 from '../../migrations/20261124000005_document_sweep.js';
+import * as m20261124000006 from '../../migrations/20261124000006_set_aside_constraints.js';
 import { StateConflictError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../plan/names.js';
 
@@ -25,6 +26,7 @@ export const MIGRATIONS: ReadonlyArray<{ name: string; module: MigrationModule }
   { name: '20261123000003_sync', module: m20261123000003 },
   { name: '20261123000004_cutover', module: m20261123000004 },
   { name: '20261124000005_document_sweep', module: m20261124000005 },
+  { name: '20261124000006_set_aside_constraints', module: m20261124000006 },
 ];
 
 export const MIGRATIONS_TABLE = 'knex_migrations';

@@ -6,7 +6,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
-import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { HOSPITAL_SQL, hospitalScenario, type Scenario } from '../harness/scenario.js';
 
 const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
 
@@ -146,6 +146,62 @@ describe('cloudshift run: bad starts write nothing', () => {
       expect(r.stderr).toContain('error: the target already holds rows in public.wards; nothing was written');
       const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
       expect(tables[0]!.n).toBe('1');
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
+describe('cloudshift run: a target that already has the schema', () => {
+  it('sets aside its foreign keys for the parallel copy and puts them back validated; existingData: truncate empties it first', async () => {
+    const s = await hospitalScenario('copyfks');
+    try {
+      // The target has the schema, foreign keys included, and rows of its own (random, not the source's).
+      await sql('target', s.dbs.target, HOSPITAL_SQL);
+      const plan = `version: 1
+name: existing
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}", existingData: truncate }
+tables:
+  - name: public.patients
+  - name: public.encounters
+  - name: public.observations
+  - name: public.medications
+  - name: public.documents
+copy: { jobs: 3, batch: { rows: 100 } }
+`;
+      // Observations (the largest) are copied first: without setting the keys aside, their batches
+      // would name encounters not yet copied.
+      const r = await cli(['run', s.plan(plan), '--json'], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const warnings = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string; message?: string })
+        .filter((e) => e.type === 'warning');
+      expect(warnings.map((w) => w.message)).toContainEqual(expect.stringContaining('foreign keys already on the target'));
+      for (const [table, order] of Object.entries({
+        'public.patients': 'id',
+        'public.encounters': 'id',
+        'public.observations': 'id',
+        'public.documents': 'id',
+      })) {
+        const both = await expectSameRows(s, table, order);
+        expect(both.target).toBe(both.source);
+      }
+      const keys = (side: 'source' | 'target', db: string) =>
+        sql<{ name: string; valid: boolean }>(
+          side,
+          db,
+          `SELECT conrelid::regclass || '.' || conname AS name, convalidated AS valid FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1`,
+        );
+      const target = await keys('target', s.dbs.target);
+      expect(target).toEqual(await keys('source', s.dbs.source));
+      expect(target.length).toBe(4);
+      expect(target.every((k) => k.valid)).toBe(true);
+      const left = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*) AS n FROM cloudshift.set_aside_constraints');
+      expect(left[0]!.n).toBe('0');
     } finally {
       await s.drop();
     }

@@ -37,6 +37,7 @@ describe('state store', () => {
         'knex_migrations_lock',
         'replication_objects',
         'runs',
+        'set_aside_constraints',
         'switches',
         'workers',
       ]);
