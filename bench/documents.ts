@@ -5,9 +5,11 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BlobServiceClient } from '@azure/storage-blob';
+import { BlobServiceClient, type BlockBlobClient } from '@azure/storage-blob';
 import PQueue from 'p-queue';
 import pg from 'pg';
+import { createHash } from 'node:crypto';
+import { copyRows } from '../src/pg/copyBinary.js';
 import { copyPhaseSeconds, runCloudshift } from './child.js';
 
 export interface DocumentsMeasure {
@@ -69,6 +71,52 @@ export async function measureBaseline(sourceUrl: string, connectionString: strin
   const result = measure(started, docs.length, bytes);
   await container.delete();
   return result;
+}
+
+/**
+ * The least a tool reading the documents from PostgreSQL does: one binary COPY of them all (with
+ * cloudshift's own reader), the MD5 and SHA-256 of each, one upload each carrying its MD5, at the
+ * same concurrency; no rows copied, nothing recorded, nothing verified after. Against the
+ * baseline it shows what reading from PostgreSQL and hashing cost on this machine; against it,
+ * cloudshift's ratio shows what the rows, the bookkeeping and the verification cost.
+ */
+export async function measureDocumentsFloor(sourceUrl: string, connectionString: string, concurrency: number): Promise<DocumentsMeasure> {
+  const c = new pg.Client({ connectionString: sourceUrl });
+  await c.connect();
+  const container = BlobServiceClient.fromConnectionString(connectionString).getContainerClient('floor');
+  let documents = 0;
+  let bytes = 0;
+  const started = process.hrtime.bigint();
+  try {
+    await container.createIfNotExists();
+    const queue = new PQueue({ concurrency });
+    const uploads: Array<Promise<unknown>> = [];
+    await copyRows(c, 'SELECT id::text, content FROM public.documents ORDER BY id', async (rows) => {
+      for (let row = await rows.next(); row !== null; row = await rows.next()) {
+        const name = `floor/${row.leading[0]!.toString()}`;
+        const body = await rows.read(row.size ?? 0); // whole: the benchmark's documents are at most 4 MB
+        documents += 1;
+        bytes += body.length;
+        await queue.onSizeLessThan(concurrency);
+        uploads.push(
+          queue.add(async () => {
+            const md5 = createHash('md5').update(body).digest();
+            createHash('sha256').update(body).digest();
+            await container
+              .getBlockBlobClient(name)
+              .upload(body, body.length, { blobHTTPHeaders: { blobContentMD5: md5 }, transactionalContentMD5: md5 } as Parameters<
+                BlockBlobClient['upload']
+              >[2]);
+          }),
+        );
+      }
+    });
+    await Promise.all(uploads);
+    return measure(started, documents, bytes);
+  } finally {
+    await c.end();
+    await container.deleteIfExists();
+  }
 }
 
 export async function measureCloudshiftDocuments(

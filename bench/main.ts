@@ -16,7 +16,7 @@ import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize, writeTablesPlan } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
-import { measureBaseline, measureCloudshiftDocuments, writeDocumentsPlan } from './documents.js';
+import { measureBaseline, measureCloudshiftDocuments, measureDocumentsFloor, writeDocumentsPlan } from './documents.js';
 import { measureCutover } from './cutover.js';
 import { measureWorkers, type WorkersMeasure } from './workers.js';
 
@@ -119,6 +119,7 @@ try {
     const bytes = Number(sizes.rows[0]!.bytes);
     const az = servers.azurite!.connectionString;
     const baseline = await measureBaseline(src, az, 8);
+    const floor = await measureDocumentsFloor(src, az, 8);
     await createDatabase(servers, 'target', 'docs');
     const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
     const env = { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'docs'), AZURE_STORAGE_CONNECTION_STRING: az };
@@ -131,7 +132,10 @@ try {
       `  cloudshift (streamed from PostgreSQL, verified, --blob-concurrency 8): ${cs.seconds.toFixed(1)} s, ${cs.documentsPerSecond.toFixed(0)} documents/s, ${cs.mbPerSecond.toFixed(1)} MB/s`,
     );
     console.log(`    ratio: ${(cs.mbPerSecond / baseline.mbPerSecond).toFixed(2)}   peak RSS: ${cs.peakRssMb?.toFixed(0)} MB`);
-    results.push({ documents: { baseline, cloudshift: cs, ratio: cs.mbPerSecond / baseline.mbPerSecond } });
+    console.log(
+      `  floor (one COPY from PostgreSQL, MD5 and SHA-256, upload; nothing recorded or verified): ${floor.seconds.toFixed(1)} s, ${floor.mbPerSecond.toFixed(1)} MB/s, ${(floor.mbPerSecond / baseline.mbPerSecond).toFixed(2)} × the baseline; cloudshift ${(cs.mbPerSecond / floor.mbPerSecond).toFixed(2)} × the floor`,
+    );
+    results.push({ documents: { baseline, floor, cloudshift: cs, ratio: cs.mbPerSecond / baseline.mbPerSecond } });
     if (!skipWorkers) {
       const docScaling: WorkersMeasure[] = [];
       for (const n of [1, 2, 4]) {
