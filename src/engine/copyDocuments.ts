@@ -165,10 +165,12 @@ export async function copyDocumentsBatch(
             // Bounded memory: a document's bytes are read when no other waits for an upload slot.
             await uploads.onSizeLessThan(1);
             let consumed: Promise<void> | null = null;
-            let source: DocumentContent | null = null;
-            const buffer = contents && size! > POOLED_FROM && size! < docs.blockSize ? docs.buffers.take() : undefined;
-            if (contents && size! < docs.blockSize) source = bytesContent(await contents.whole(size!, buffer));
-            else if (contents) ({ content: source, consumed } = contents.streamed(size!));
+            let source: DocumentContent | null = null; // null: a large object, read by its upload
+            let buffer: Buffer | undefined;
+            if (contents && size !== null && size < docs.blockSize) {
+              buffer = size > POOLED_FROM ? docs.buffers.take() : undefined;
+              source = bytesContent(await contents.whole(size, buffer));
+            } else if (contents && size !== null) ({ content: source, consumed } = contents.streamed(size));
             const upload = uploads
               .add(() =>
                 source

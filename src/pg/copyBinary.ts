@@ -143,7 +143,10 @@ export class BinaryCopyReader {
   }
 }
 
-/** Runs a binary COPY of `select` and hands its rows to `fn`; the COPY is read to its end after. */
+/**
+ * Runs a binary COPY of `select` and hands its rows to `fn`; when it returns, the COPY is read to
+ * its end, so the session can be used again. If `fn` throws, the session is left inside the COPY.
+ */
 export async function copyRows<T>(client: pg.Client, select: string, fn: (rows: BinaryCopyReader) => Promise<T>): Promise<T> {
   const stream = client.query(pgCopyStreams.to(`COPY (${select}) TO STDOUT (FORMAT binary)`));
   const reader = new BinaryCopyReader(stream as AsyncIterable<Buffer>);

@@ -6,14 +6,15 @@
  * reported, never contents.
  */
 import { createHash } from 'node:crypto';
-import type { BlockBlobTier, ContainerClient } from '@azure/storage-blob';
+import type { ContainerClient } from '@azure/storage-blob';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import { parseTemplate } from '../plan/templates.js';
 import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { blobName, blobPrefix, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
+import { uploadSettings } from '../engine/copyDocuments.js';
+import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
 export interface DocumentFinding {
@@ -132,17 +133,6 @@ async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: s
 }
 
 async function reupload(container: ContainerClient, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
-  const spec = task.documents!.plan;
-  await uploadDocument(container.getBlockBlobClient(row.name!), reader, {
-    blockSize: DEFAULT_BLOCK_SIZE,
-    blockConcurrency: 2,
-    contentType: renderTemplate(spec.contentType, row.values, 'contentType', (v) => v),
-    metadata: Object.fromEntries(
-      Object.entries(spec.metadata).map(([k, t]) => [k, headerValue(renderTemplate(t, row.values, `metadata.${k}`, (v) => v))]),
-    ),
-    tags: Object.fromEntries(
-      Object.entries(spec.tags).map(([k, t]) => [k, headerValue(renderTemplate(t, row.values, `tags.${k}`, (v) => v))]),
-    ),
-    tier: spec.tier as BlockBlobTier | undefined,
-  });
+  const settings = uploadSettings(task.documents!.plan, row.values, { blockSize: DEFAULT_BLOCK_SIZE, blockConcurrency: 2 });
+  await uploadDocument(container.getBlockBlobClient(row.name!), reader, settings);
 }
