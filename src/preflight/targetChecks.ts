@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
+import { foreignKeysOn } from '../target/postgres/foreignKeys.js';
 import type { SourceFacts } from './sourceChecks.js';
 import type { CheckList } from './types.js';
 
@@ -42,6 +43,13 @@ export async function checkTarget(client: pg.Client, plan: Plan, source: SourceF
     if (seen.has(subject)) continue;
     seen.add(subject);
     await checkTargetTable(client, plan, name, subject, checks);
+  }
+  for (const k of await foreignKeysOn(client, names)) {
+    checks.warn(
+      'target.foreign_key',
+      displayName(k.table),
+      `has foreign key ${k.name} on the target: cloudshift run sets it aside for the copy (batches of a table can commit before the rows they name) and puts it back after the data`,
+    );
   }
 }
 

@@ -159,6 +159,26 @@ describe('cloudshift dry-run', () => {
     }
   });
 
+  it('warns that foreign keys already on a target table are set aside for the copy', async () => {
+    await sql(
+      'target',
+      s.dbs.target,
+      `CREATE TABLE public.patients (id bigint primary key);
+       CREATE TABLE public.encounters (id bigint primary key, patient_id bigint CONSTRAINT enc_patient REFERENCES public.patients (id))`,
+    );
+    try {
+      const { code, report } = await dryRun(HOSPITAL_PLAN);
+      expect(code).toBe(0);
+      const c = check(report, 'target.foreign_key', 'public.encounters');
+      expect(c.status).toBe('warn');
+      expect(c.message).toBe(
+        'has foreign key enc_patient on the target: cloudshift run sets it aside for the copy (batches of a table can commit before the rows they name) and puts it back after the data',
+      );
+    } finally {
+      await sql('target', s.dbs.target, 'DROP TABLE public.encounters, public.patients');
+    }
+  });
+
   it('wrong password: exit 3, names user and server, never the password', async () => {
     const url = connectionUrl('source', s.dbs.source).replace(/:[^:@/]+@/, ':Wr0ng-Passw0rd@');
     const { code, report, stdout } = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: url });
