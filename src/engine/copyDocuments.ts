@@ -61,7 +61,7 @@ export interface DocumentsContext {
    * waiting for a slot (their bytes in memory, up to a block each).
    */
   uploads: PQueue;
-  /** Source sessions in the copy's snapshot, for large objects. */
+  /** Source sessions in the copy's snapshot: large objects, and the sweep's sampled reads. */
   content: ClientPool;
   blobConcurrency: number;
   blockSize: number;

@@ -31,7 +31,7 @@ import type { TableTask } from './tableTask.js';
 import type { BlobPlan } from '../plan/defaults.js';
 import { ClientPool } from '../pg/clientPool.js';
 import { createBlobServiceClient, type BlobCredentials } from '../target/blob/client.js';
-import { DEFAULT_BLOCK_SIZE } from '../target/blob/upload.js';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS } from '../target/blob/upload.js';
 import { forgetDocuments, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
 import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
 import { BlockBuffers } from './blockBuffers.js';
@@ -421,8 +421,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     content: new ClientPool(clients),
     uploads: new PQueue({ concurrency: o.blobConcurrency }),
     blobConcurrency: o.blobConcurrency,
-    blockSize: DEFAULT_BLOCK_SIZE,
-    blockConcurrency: 2,
+    ...DEFAULT_BLOCKS,
     buffers: new BlockBuffers(DEFAULT_BLOCK_SIZE, o.blobConcurrency + o.jobs),
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),

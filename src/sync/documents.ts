@@ -11,7 +11,7 @@ import { byteaContent, bytesContent, largeObjectContent } from '../source/docume
 import { uploadSettings } from '../engine/copyDocuments.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { blobName, type RowValues } from '../target/blob/naming.js';
-import { DEFAULT_BLOCK_SIZE, uploadDocument } from '../target/blob/upload.js';
+import { DEFAULT_BLOCKS, uploadDocument } from '../target/blob/upload.js';
 import type { DocumentRecord } from '../state/sql/documents.js';
 import type { DocumentBytes, DocumentSink } from './apply.js';
 
@@ -47,7 +47,7 @@ export function documentSink(container: ContainerClient, source: pg.Client, stor
                 keysPredicate(task.shape.keyColumns!, [key]),
                 values.describe,
               );
-      const settings = uploadSettings(spec.plan, values, { blockSize: DEFAULT_BLOCK_SIZE, blockConcurrency: 2 });
+      const settings = uploadSettings(spec.plan, values, DEFAULT_BLOCKS);
       const uploaded = await uploadDocument(container.getBlockBlobClient(name), from, settings);
       await store.record(task.display, { ...uploaded, key, name });
     },

@@ -65,7 +65,8 @@ export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
   let seen = 0;
   const good = async (docs: SweptDocument[]) => {
     const sorted = [...docs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const sampled = sorted.filter(() => seen++ % (o.sampleEvery ?? SAMPLE_EVERY) === 0);
+    const sampled = sorted.filter((_, i) => (seen + i) % (o.sampleEvery ?? SAMPLE_EVERY) === 0);
+    seen += sorted.length;
     const differ = new Set<SweptDocument>();
     // The sampled reads a few at a time: each waits on the blob service and the source in turn.
     for (let i = 0; i < sampled.length; i += SAMPLE_CONCURRENCY) {

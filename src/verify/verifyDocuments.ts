@@ -15,7 +15,7 @@ import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
 import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
-import { DEFAULT_BLOCK_SIZE, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
 export interface DocumentFinding {
   kind: 'blob missing' | 'blob different' | 'blob extra' | 'kept name different';
@@ -133,6 +133,6 @@ async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: s
 }
 
 async function reupload(container: ContainerClient, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
-  const settings = uploadSettings(task.documents!.plan, row.values, { blockSize: DEFAULT_BLOCK_SIZE, blockConcurrency: 2 });
+  const settings = uploadSettings(task.documents!.plan, row.values, DEFAULT_BLOCKS);
   await uploadDocument(container.getBlockBlobClient(row.name!), reader, settings);
 }

@@ -16,6 +16,13 @@ CREATE TABLE public.wards (code text PRIMARY KEY, beds int NOT NULL);
 INSERT INTO public.wards SELECT 'W' || g, g % 40 FROM generate_series(1, 3000) g;
 `;
 
+/** A scenario whose source holds only the readings table. */
+async function readingsScenario(prefix: string): Promise<Scenario> {
+  const s = await hospitalScenario(prefix, { load: false });
+  await sql('source', s.dbs.source, READINGS_SQL);
+  return s;
+}
+
 function planText(name: string, sync: 'none' | 'logical'): string {
   return `version: 1
 name: ${name}
@@ -83,8 +90,7 @@ async function batchesBy(s: Scenario): Promise<Map<string, number>> {
 describe('several workers share one run', () => {
   let s: Scenario;
   beforeEach(async () => {
-    s = await hospitalScenario('workers', { load: false });
-    await sql('source', s.dbs.source, READINGS_SQL);
+    s = await readingsScenario('workers');
   });
   afterEach(async () => s.drop());
 
@@ -147,8 +153,7 @@ describe('several workers share one run', () => {
 describe('joining limits', () => {
   let s: Scenario;
   beforeEach(async () => {
-    s = await hospitalScenario('workerlimits', { load: false });
-    await sql('source', s.dbs.source, READINGS_SQL);
+    s = await readingsScenario('workerlimits');
   });
   afterEach(async () => s.drop());
 
@@ -182,8 +187,7 @@ describe('joining limits', () => {
 describe('the leader killed during live sync', () => {
   let s: Scenario;
   beforeEach(async () => {
-    s = await hospitalScenario('workersync', { load: false });
-    await sql('source', s.dbs.source, READINGS_SQL);
+    s = await readingsScenario('workersync');
   });
   afterEach(async () => s.drop());
 

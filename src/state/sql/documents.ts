@@ -93,6 +93,10 @@ export async function documentsDue(db: pg.Pool, schema: string, runId: string, s
   return rows.map(swept);
 }
 
+/** Documents of a run's relation by key: the condition ($1 run, $2 relation, $3 keys) and its parameters. */
+const BY_KEYS = 'run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])';
+const byKeys = (runId: string, relation: string, keys: string[][]) => [runId, relation, keys.map((k) => JSON.stringify(k))];
+
 /** Forgets documents found wrong, so their batch's next attempt uploads them again. */
 export async function forgetDocuments(
   db: pg.Pool | pg.Client,
@@ -102,11 +106,7 @@ export async function forgetDocuments(
   keys: string[][],
 ): Promise<void> {
   if (keys.length === 0) return;
-  await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])`, [
-    runId,
-    relation,
-    keys.map((k) => JSON.stringify(k)),
-  ]);
+  await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS}`, byKeys(runId, relation, keys));
 }
 
 export async function recordedDocuments(
@@ -118,9 +118,8 @@ export async function recordedDocuments(
 ): Promise<Map<string, DocumentRecord>> {
   if (keys.length === 0) return new Map();
   const { rows } = await db.query<{ key: string[]; blob_name: string; size: string; md5: string; sha256: string }>(
-    `SELECT key, blob_name, size::text AS size, md5, sha256 FROM ${quoteIdent(schema)}.documents
-      WHERE run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])`,
-    [runId, relation, keys.map((k) => JSON.stringify(k))],
+    `SELECT key, blob_name, size::text AS size, md5, sha256 FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS}`,
+    byKeys(runId, relation, keys),
   );
   return new Map(
     rows.map((r) => [JSON.stringify(r.key), { key: r.key, name: r.blob_name, size: Number(r.size), md5: r.md5, sha256: r.sha256 }]),
@@ -136,8 +135,8 @@ export async function markDocumentsVerified(
   status: 'verified' | 'mismatch',
 ): Promise<void> {
   if (keys.length === 0) return;
-  await db.query(
-    `UPDATE ${quoteIdent(schema)}.documents SET status = $4, verified_at = now() WHERE run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])`,
-    [runId, relation, keys.map((k) => JSON.stringify(k)), status],
-  );
+  await db.query(`UPDATE ${quoteIdent(schema)}.documents SET status = $4, verified_at = now() WHERE ${BY_KEYS}`, [
+    ...byKeys(runId, relation, keys),
+    status,
+  ]);
 }

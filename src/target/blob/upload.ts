@@ -35,6 +35,11 @@ export interface Uploaded {
 }
 
 export const DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024;
+/** Blocks of 4 MiB, two of a document staged at once: what every upload uses. */
+export const DEFAULT_BLOCKS: Pick<UploadSettings, 'blockSize' | 'blockConcurrency'> = {
+  blockSize: DEFAULT_BLOCK_SIZE,
+  blockConcurrency: 2,
+};
 
 export function blockId(index: number): string {
   return Buffer.from(`cloudshift-block-${index.toString().padStart(8, '0')}`).toString('base64');
