@@ -10,7 +10,7 @@ import { connect } from '../pg/connect.js';
 import { StateStore } from '../state/store.js';
 import { latestSwitch, listSwitches, syncRow } from '../state/sql/sync.js';
 import { mismatchedBatches } from '../state/sql/mismatchedBatches.js';
-import { createBlobServiceClient } from '../target/blob/client.js';
+import { createContainerClient } from '../target/blob/client.js';
 import { cleanupRun, type CleanupResult } from '../sync/cleanup.js';
 import { delay } from '../embedded/util.js';
 import { forwardCatchUp, reverseCatchUp } from './catchUp.js';
@@ -169,10 +169,10 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
       await target.end();
     }
     if (plan.target.blob && blobNames.length > 0) {
-      const container = createBlobServiceClient(plan.target.blob, {
+      const container = createContainerClient(plan.target.blob, {
         connectionString: secrets.blobConnectionString,
         sas: secrets.blobSas,
-      }).getContainerClient(plan.target.blob.container);
+      });
       for (const name of blobNames) if ((await container.getBlobClient(name).deleteIfExists()).succeeded) removedBlobs += 1;
     }
   }

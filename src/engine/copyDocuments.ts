@@ -17,7 +17,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlockBlobTier, ContainerClient } from '@azure/storage-blob';
+import type { BlockBlobTier } from '@azure/storage-blob';
 import type PQueue from 'p-queue';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
@@ -28,6 +28,7 @@ import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
+import type { DocumentContainer } from '../target/blob/listing.js';
 import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
 import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
@@ -55,7 +56,7 @@ export interface DocumentStore {
 }
 
 export interface DocumentsContext {
-  container: ContainerClient;
+  container: DocumentContainer;
   /**
    * Shared by every batch: blobConcurrency documents in flight in all, and one more per batch
    * waiting for a slot (their bytes in memory, up to a block each).

@@ -30,7 +30,7 @@ import type { EngineHooks } from './hooks.js';
 import type { TableTask } from './tableTask.js';
 import type { BlobPlan } from '../plan/defaults.js';
 import { ClientPool } from '../pg/clientPool.js';
-import { createBlobServiceClient, type BlobCredentials } from '../target/blob/client.js';
+import { createContainerClient, type BlobCredentials } from '../target/blob/client.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS } from '../target/blob/upload.js';
 import { forgetDocuments, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
 import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
@@ -386,10 +386,9 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
 /** The Blob container (created if absent) and source connections for documents, if any. */
 async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | null> {
   if (!o.blob || ![...o.tasks.values()].some((t) => t.documents)) return null;
-  const service = createBlobServiceClient(o.blob.plan, o.blob.credentials, {
+  const container = createContainerClient(o.blob.plan, o.blob.credentials, {
     retryOptions: { maxTries: o.blobRetries ?? 6, retryDelayInMs: o.retryBaseDelayMs ?? 500, maxRetryDelayInMs: 30_000 },
   });
-  const container = service.getContainerClient(o.blob.plan.container);
   try {
     await container.createIfNotExists();
   } catch (err) {

@@ -3,22 +3,21 @@ import { RestError } from '@azure/storage-blob';
 import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import { redact } from '../redact.js';
-import { createBlobServiceClient } from '../target/blob/client.js';
+import { containerAddress, createContainerClient } from '../target/blob/client.js';
 import type { CheckList } from './types.js';
 
 export async function checkBlob(plan: Plan, secrets: Secrets, checks: CheckList, timeoutMs: number): Promise<boolean> {
   const blob = plan.target.blob;
   if (!blob) return true;
   const subject = `blob container ${blob.container}`;
-  const service = createBlobServiceClient(
+  const container = createContainerClient(
     blob,
     { connectionString: secrets.blobConnectionString, sas: secrets.blobSas },
     { retryOptions: { maxTries: 2, tryTimeoutInMs: timeoutMs, retryDelayInMs: 200 } },
   );
-  const container = service.getContainerClient(blob.container);
   try {
     await container.getProperties({ abortSignal: AbortSignal.timeout(timeoutMs * 2) });
-    checks.pass('blob.container', subject, `container ${blob.container} exists at ${service.url.split('?')[0]}`);
+    checks.pass('blob.container', subject, `container ${blob.container} exists at ${containerAddress(container)}`);
     return true;
   } catch (err) {
     if (err instanceof RestError && err.statusCode === 404) {
@@ -34,7 +33,7 @@ export async function checkBlob(plan: Plan, secrets: Secrets, checks: CheckList,
         ? `HTTP ${err.statusCode ?? '?'} ${err.code ?? ''}${requestId(err)}`
         : redact((err as Error).message ?? String(err));
     const reachable = err instanceof RestError && err.statusCode !== undefined;
-    checks.fail('blob.container', subject, `cannot reach container ${blob.container} at ${service.url.split('?')[0]}: ${detail}`);
+    checks.fail('blob.container', subject, `cannot reach container ${blob.container} at ${containerAddress(container)}: ${detail}`);
     return reachable;
   }
 }

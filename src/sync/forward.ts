@@ -19,7 +19,7 @@ import {
   syncRow,
   tolerateUntil,
 } from '../state/sql/sync.js';
-import { createBlobServiceClient } from '../target/blob/client.js';
+import { createContainerClient } from '../target/blob/client.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { exportSnapshot, type SnapshotHolder } from '../engine/snapshot.js';
 import { formatLsn, type Lsn } from './lsn.js';
@@ -180,10 +180,9 @@ export function documentsTarget(
   tasks: readonly TableTask[],
 ): { container: ContainerClient; store: SyncDocumentStore } | null {
   if (!plan.target.blob || !tasks.some((t) => t.documents)) return null;
-  const service = createBlobServiceClient(plan.target.blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas });
   const db = store.pool;
   return {
-    container: service.getContainerClient(plan.target.blob.container),
+    container: createContainerClient(plan.target.blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }),
     store: {
       record: (relation, doc) => recordDocuments(db, store.schema, runId, relation, [doc]),
       forget: (relation, key) => forgetDocuments(db, store.schema, runId, relation, [key]),

@@ -7,7 +7,7 @@ import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { createBlobServiceClient } from '../target/blob/client.js';
+import { createContainerClient } from '../target/blob/client.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import type { ObjectLedger, ReplicationObject } from './objects.js';
 import { originProgress } from './progress.js';
@@ -64,9 +64,7 @@ export async function runReverseSync(o: ReverseSyncOptions): Promise<SyncLoopRes
   const blob = o.plan.target.blob;
   const container =
     blob && o.tasks.some((t) => t.documents)
-      ? createBlobServiceClient(blob, { connectionString: o.secrets.blobConnectionString, sas: o.secrets.blobSas }).getContainerClient(
-          blob.container,
-        )
+      ? createContainerClient(blob, { connectionString: o.secrets.blobConnectionString, sas: o.secrets.blobSas })
       : null;
   return syncLoop({
     fromUrl: o.secrets.target,

@@ -11,7 +11,6 @@
  * - listed with no record in this run: extra, reported.
  * Memory holds one page of the listing at a time.
  */
-import type { ContainerClient } from '@azure/storage-blob';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import type { ClientPool } from '../pg/clientPool.js';
@@ -19,19 +18,19 @@ import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import { documentsDue, documentsNamed, markDocumentsVerified, type SweptDocument } from '../state/sql/documents.js';
 import type { TableTask } from '../engine/tableTask.js';
+import type { DocumentContainer } from '../target/blob/listing.js';
 import { blobPrefix } from '../target/blob/naming.js';
 import { blobMatches } from '../target/blob/upload.js';
 
 export const SAMPLE_EVERY = 100;
 const SAMPLE_BYTES = 64 * 1024;
-const SAMPLE_CONCURRENCY = 4;
-const PAGE = 5000;
+const SAMPLE_CONCURRENCY = 8;
 
 export interface SweepOptions {
   db: pg.Pool;
   schema: string;
   runId: string;
-  container: ContainerClient;
+  container: DocumentContainer;
   /** The plan's documents tables. */
   tasks: TableTask[];
   /** Source sessions in the copy's snapshot, for the sampled reads. */
@@ -90,13 +89,8 @@ export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
   };
 
   for (const prefix of prefixes(o.tasks)) {
-    for await (const page of o.container.listBlobsFlat(prefix ? { prefix } : {}).byPage({ maxPageSize: PAGE })) {
-      const listed = new Map(
-        page.segment.blobItems.map((b) => [
-          b.name,
-          { size: b.properties.contentLength ?? -1, md5: Buffer.from(b.properties.contentMD5 ?? new Uint8Array()).toString('base64') },
-        ]),
-      );
+    for await (const page of o.container.listPages(prefix)) {
+      const listed = new Map(page.map((b) => [b.name, b]));
       const recorded = await documentsNamed(o.db, o.schema, o.runId, since, [...listed.keys()]);
       const named = new Set(recorded.map((d) => d.name));
       for (const name of listed.keys()) {
@@ -136,19 +130,22 @@ function wrong(d: SweptDocument, reason: WrongDocument['reason']): WrongDocument
 async function sameBytes(o: SweepOptions, task: TableTask, d: SweptDocument): Promise<boolean> {
   const length = Math.min(d.size, SAMPLE_BYTES);
   const offset = d.size > length ? Buffer.from(d.md5, 'base64').readUInt32BE(0) % (d.size - length + 1) : 0;
-  const blob = length === 0 ? Buffer.alloc(0) : await o.container.getBlobClient(d.name).downloadToBuffer(offset, length);
   const spec = task.documents!;
   const keys = task.shape.keyColumns!;
   const where = keysPredicate(keys, [d.key]);
   const describe = `${task.display} ${keys.map((k, i) => `${k.name}=${d.key[i]}`).join(', ')}`;
-  const source = await o.content.use(async (client) => {
-    if (spec.contentKind === 'bytea')
-      return byteaContent(client, task.quoted, quoteIdent(spec.plan.content), where, describe).read(offset, length);
-    const { rows } = await client.query<{ oid: string | null }>(
-      `SELECT ${quoteIdent(spec.plan.content)}::text AS oid FROM ${task.quoted} WHERE ${where}`,
-    );
-    const oid = rows[0]?.oid;
-    return oid ? largeObjectContent(client, oid, describe, spec.plan.content).read(offset, length) : null;
-  });
+  // The blob's range and the source's, asked for at once.
+  const [blob, source] = await Promise.all([
+    length === 0 ? Buffer.alloc(0) : o.container.getBlobClient(d.name).downloadToBuffer(offset, length),
+    o.content.use(async (client) => {
+      if (spec.contentKind === 'bytea')
+        return byteaContent(client, task.quoted, quoteIdent(spec.plan.content), where, describe).read(offset, length);
+      const { rows } = await client.query<{ oid: string | null }>(
+        `SELECT ${quoteIdent(spec.plan.content)}::text AS oid FROM ${task.quoted} WHERE ${where}`,
+      );
+      const oid = rows[0]?.oid;
+      return oid ? largeObjectContent(client, oid, describe, spec.plan.content).read(offset, length) : null;
+    }),
+  ]);
   return source !== null && source.equals(blob);
 }

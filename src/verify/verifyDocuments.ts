@@ -6,7 +6,6 @@
  * reported, never contents.
  */
 import { createHash } from 'node:crypto';
-import type { ContainerClient } from '@azure/storage-blob';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import { parseTemplate } from '../plan/templates.js';
@@ -14,6 +13,7 @@ import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
+import type { DocumentContainer, ListedBlob } from '../target/blob/listing.js';
 import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
@@ -34,7 +34,7 @@ interface SourceRow {
 
 export async function verifyDocuments(
   sides: { source: pg.Client; target: pg.Client },
-  container: ContainerClient,
+  container: DocumentContainer,
   task: TableTask,
   options: { repair: boolean; checkExtras: boolean },
 ): Promise<{ documents: number; findings: DocumentFinding[] }> {
@@ -66,13 +66,8 @@ export async function verifyDocuments(
   });
 
   const prefix = blobPrefix(spec.plan.blob);
-  const listed = new Map<string, { size: number; md5: string }>();
-  for await (const b of container.listBlobsFlat(prefix ? { prefix } : {})) {
-    listed.set(b.name, {
-      size: b.properties.contentLength ?? -1,
-      md5: Buffer.from(b.properties.contentMD5 ?? new Uint8Array()).toString('base64'),
-    });
-  }
+  const listed = new Map<string, ListedBlob>();
+  for await (const page of container.listPages(prefix)) for (const b of page) listed.set(b.name, b);
   const kept = new Map<string, string | null>();
   const t = await sides.target.query<Record<string, string | null>>(
     `SELECT ${keys.map((k, i) => `${quoteIdent(k.name)}::text AS k${i}`).join(', ')}, ${quoteIdent(spec.plan.keepColumn)} AS kept FROM ${task.quoted}`,
@@ -132,7 +127,7 @@ async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: s
   return { size, md5: md5.digest('base64') };
 }
 
-async function reupload(container: ContainerClient, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
+async function reupload(container: DocumentContainer, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
   const settings = uploadSettings(task.documents!.plan, row.values, DEFAULT_BLOCKS);
   await uploadDocument(container.getBlockBlobClient(row.name!), reader, settings);
 }

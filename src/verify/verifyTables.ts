@@ -21,7 +21,7 @@ import { findDifferences, rangeDigests, type Difference, type KeyRange } from '.
 import { repairRows } from './repair.js';
 import { settleDivergences } from '../state/sql/sync.js';
 import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
-import { createBlobServiceClient } from '../target/blob/client.js';
+import { createContainerClient } from '../target/blob/client.js';
 import { parseTemplate } from '../plan/templates.js';
 import { digestEquals } from './rowDigest.js';
 
@@ -91,11 +91,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const tables: TableVerification[] = [];
   try {
     const blob = plan.target.blob;
-    const container = blob
-      ? createBlobServiceClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }).getContainerClient(
-          blob.container,
-        )
-      : null;
+    const container = blob ? createContainerClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }) : null;
     const prefixes = plan.documents.map((d) => staticPrefix(d.blob));
     for (const task of tasks) {
       options.onProgress?.(`verifying ${task.display}`);

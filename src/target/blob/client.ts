@@ -1,11 +1,12 @@
 /**
- * Builds the Blob service client from the plan: a connection string (Azurite, development), an
+ * Builds the plan's Blob container client: from a connection string (Azurite, development), an
  * account with a SAS, or an account with Entra ID (DefaultAzureCredential). Keys and SAS tokens
  * stay inside the client; nothing here logs them.
  */
 import { DefaultAzureCredential } from '@azure/identity';
-import { BlobServiceClient, type StoragePipelineOptions } from '@azure/storage-blob';
+import type { StoragePipelineOptions } from '@azure/storage-blob';
 import type { BlobPlan } from '../../plan/defaults.js';
+import { DocumentContainer } from './listing.js';
 
 export interface BlobCredentials {
   connectionString: string | undefined;
@@ -16,9 +17,14 @@ export function blobEndpoint(plan: BlobPlan): string {
   return plan.endpoint ?? `https://${plan.account}.blob.core.windows.net`;
 }
 
-export function createBlobServiceClient(plan: BlobPlan, creds: BlobCredentials, options: StoragePipelineOptions = {}): BlobServiceClient {
-  if (creds.connectionString !== undefined) return BlobServiceClient.fromConnectionString(creds.connectionString, options);
-  const endpoint = blobEndpoint(plan);
-  if (creds.sas !== undefined) return new BlobServiceClient(`${endpoint}?${creds.sas.replace(/^\?/, '')}`, undefined, options);
-  return new BlobServiceClient(endpoint, new DefaultAzureCredential(), options);
+export function createContainerClient(plan: BlobPlan, creds: BlobCredentials, options: StoragePipelineOptions = {}): DocumentContainer {
+  if (creds.connectionString !== undefined) return new DocumentContainer(creds.connectionString, plan.container, options);
+  const url = `${blobEndpoint(plan)}/${encodeURIComponent(plan.container)}`;
+  if (creds.sas !== undefined) return new DocumentContainer(`${url}?${creds.sas.replace(/^\?/, '')}`, undefined, options);
+  return new DocumentContainer(url, new DefaultAzureCredential(), options);
+}
+
+/** The container's URL without any SAS, for messages. */
+export function containerAddress(container: DocumentContainer): string {
+  return container.url.split('?')[0]!;
 }
