@@ -28,7 +28,7 @@ import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
-import type { DocumentContainer } from '../target/blob/listing.js';
+import type { DocumentContainer } from '../target/blob/container.js';
 import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
 import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
@@ -158,7 +158,7 @@ export async function copyDocumentsBatch(
             }
             const settings = uploadSettings(spec.plan, values, docs);
             const send = async (source: DocumentContent) => {
-              const doc = { ...(await uploadDocument(docs.container.getBlockBlobClient(name), source, settings)), key, name };
+              const doc = { ...(await uploadDocument(docs.container, name, source, settings)), key, name };
               uploaded.push(doc);
               unrecorded.push(doc);
               if (unrecorded.length >= RECORD_GROUP) await recordPending();

@@ -3,7 +3,7 @@
  * name, so a replayed change overwrites the same blob) before its row is applied, and recorded in
  * the state store; the blob of a deleted row is removed after the row's transaction committed.
  */
-import type { ContainerClient } from '@azure/storage-blob';
+import type { DocumentContainer } from '../target/blob/container.js';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import { keysPredicate } from '../source/ranges.js';
@@ -20,7 +20,7 @@ export interface SyncDocumentStore {
   forget(relation: string, key: string[]): Promise<void>;
 }
 
-export function documentSink(container: ContainerClient, source: pg.Client, store: SyncDocumentStore): DocumentSink {
+export function documentSink(container: DocumentContainer, source: pg.Client, store: SyncDocumentStore): DocumentSink {
   const rowValues = (task: TableTask, row: Map<string, string | null>): RowValues => {
     const keys = task.shape.keyColumns ?? [];
     return {
@@ -48,7 +48,7 @@ export function documentSink(container: ContainerClient, source: pg.Client, stor
                 values.describe,
               );
       const settings = uploadSettings(spec.plan, values, DEFAULT_BLOCKS);
-      const uploaded = await uploadDocument(container.getBlockBlobClient(name), from, settings);
+      const uploaded = await uploadDocument(container, name, from, settings);
       await store.record(task.display, { ...uploaded, key, name });
     },
     forget: (task, key) => store.forget(task.display, key),

@@ -3,7 +3,7 @@
  * slot, exported snapshot), and streaming it after the copy, for `cloudshift run` and for a
  * cutover that catches up itself.
  */
-import type { ContainerClient } from '@azure/storage-blob';
+import type { DocumentContainer } from '../target/blob/container.js';
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
@@ -178,7 +178,7 @@ export function documentsTarget(
   plan: Plan,
   secrets: Pick<Secrets, 'blobConnectionString' | 'blobSas'>,
   tasks: readonly TableTask[],
-): { container: ContainerClient; store: SyncDocumentStore } | null {
+): { container: DocumentContainer; store: SyncDocumentStore } | null {
   if (!plan.target.blob || !tasks.some((t) => t.documents)) return null;
   const db = store.pool;
   return {

@@ -10,7 +10,7 @@
  * - a stop request (Ctrl-C, cutover done, a fence reached) abandons an open transaction, which is
  *   then replayed next time: nothing half-applied is kept.
  */
-import type { ContainerClient } from '@azure/storage-blob';
+import type { DocumentContainer } from '../target/blob/container.js';
 import type pg from 'pg';
 import { PreconditionError, messageOf } from '../errors.js';
 import { connect } from '../pg/connect.js';
@@ -46,7 +46,7 @@ export interface SyncLoopOptions {
   tables: readonly TableTask[];
   progress: Progress;
   tolerateUntil: Lsn | null;
-  documents: { container: ContainerClient; store: SyncDocumentStore } | null;
+  documents: { container: DocumentContainer; store: SyncDocumentStore } | null;
   /** Return once the measured lag is under this many ms. */
   untilLagMs?: number;
   /**

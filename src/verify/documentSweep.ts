@@ -18,7 +18,7 @@ import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import { documentsDue, documentsNamed, markDocumentsVerified, type SweptDocument } from '../state/sql/documents.js';
 import type { TableTask } from '../engine/tableTask.js';
-import type { DocumentContainer } from '../target/blob/listing.js';
+import type { DocumentContainer } from '../target/blob/container.js';
 import { blobPrefix } from '../target/blob/naming.js';
 import { blobMatches } from '../target/blob/upload.js';
 

@@ -13,7 +13,8 @@ import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
-import type { DocumentContainer, ListedBlob } from '../target/blob/listing.js';
+import type { DocumentContainer } from '../target/blob/container.js';
+import type { ListedBlob } from '../target/blob/listing.js';
 import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
@@ -129,5 +130,5 @@ async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: s
 
 async function reupload(container: DocumentContainer, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
   const settings = uploadSettings(task.documents!.plan, row.values, DEFAULT_BLOCKS);
-  await uploadDocument(container.getBlockBlobClient(row.name!), reader, settings);
+  await uploadDocument(container, row.name!, reader, settings);
 }

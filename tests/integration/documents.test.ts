@@ -25,12 +25,14 @@ documents:
     blob: "patients/{patient_id}/{id}-{filename}"
     contentType: "{mime_type}"
     metadata: { kind: "{kind}", file: "{filename}" }
+    tags: { kind: "{kind}" }
     keep: { column: blob_path }
   - table: public.scans
     content: image
     blob: "scans/{id}.dcm"
     contentType: application/dicom
     tier: Cool
+    tags: { patient: "{patient_id}", system: "RIS PACS/2" }
     keep: { column: blob_name }
 copy: { jobs: 2 }
 `;
@@ -83,6 +85,7 @@ describe('documents to Blob Storage', () => {
     expect(Buffer.from(props.contentMD5!).toString('base64')).toBe(createHash('md5').update(bigSource).digest('base64'));
     expect(props.contentType).toBe('application/pdf');
     expect(props.metadata).toEqual({ kind: 'scan', file: 'scan.pdf' });
+    expect((await big.getTags()).tags).toEqual({ kind: 'scan' });
     const blocks = await big.getBlockList('committed');
     expect(blocks.committedBlocks?.length).toBe(3);
     // compared by hash: a deep equality of 9.6 MB buffers takes vitest a minute
@@ -91,6 +94,7 @@ describe('documents to Blob Storage', () => {
     const scan = c.getBlockBlobClient('scans/3.dcm');
     expect(await scan.downloadToBuffer()).toEqual(await sourceBytes(s, 'SELECT lo_get(image) AS b FROM public.scans WHERE id = 3'));
     expect((await scan.getProperties()).accessTier).toBe('Cool');
+    expect((await scan.getTags()).tags).toEqual({ patient: '3', system: 'RIS PACS/2' });
     // the target rows carry the names, not the bytes
     const cols = await sql<{ column_name: string }>(
       'target',

@@ -31,21 +31,22 @@ function check(report: Report | undefined, id: string, subject?: string) {
   return found[0]!;
 }
 
-/** Everything a dry run could conceivably create, on every side. */
+/**
+ * Everything a dry run could conceivably create, on every side: in this scenario's databases and
+ * its container (other test files create slots and containers of their own meanwhile).
+ */
 async function snapshot() {
   const catalog = `SELECT
       (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace) AS schemas,
       (SELECT string_agg(oid::regclass::text, ',' ORDER BY oid) FROM pg_class WHERE relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) AND relnamespace::regnamespace::text NOT LIKE 'pg_toast%') AS relations,
-      (SELECT string_agg(slot_name, ',') FROM pg_replication_slots) AS slots,
+      (SELECT string_agg(slot_name, ',') FROM pg_replication_slots WHERE database = current_database()) AS slots,
       (SELECT string_agg(pubname, ',') FROM pg_publication) AS publications,
       (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects`;
-  const service = BlobServiceClient.fromConnectionString(harness().azurite.connectionString);
-  const containers: string[] = [];
-  for await (const c of service.listContainers()) containers.push(c.name);
+  const container = BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(s.container);
   return {
     source: await sql('source', s.dbs.source, catalog),
     target: await sql('target', s.dbs.target, catalog),
-    containers,
+    container: await container.exists(),
   };
 }
 
@@ -72,6 +73,7 @@ describe('cloudshift dry-run', () => {
 
   it('is strictly read-only: creates nothing on any side', async () => {
     const before = await snapshot();
+    expect(before.container).toBe(false); // the run would create it; the dry run must not
     const { report } = await dryRun(HOSPITAL_PLAN);
     expect(report?.ok).toBe(true);
     expect(await snapshot()).toEqual(before);

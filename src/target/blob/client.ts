@@ -6,7 +6,7 @@
 import { DefaultAzureCredential } from '@azure/identity';
 import type { StoragePipelineOptions } from '@azure/storage-blob';
 import type { BlobPlan } from '../../plan/defaults.js';
-import { DocumentContainer } from './listing.js';
+import { DocumentContainer } from './container.js';
 
 export interface BlobCredentials {
   connectionString: string | undefined;

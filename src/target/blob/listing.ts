@@ -1,78 +1,12 @@
 /**
- * List Blobs, read as it streams in. The sweep needs three things of each blob (name, size,
- * Content-MD5), where the SDK turns every entry of the XML into a typed model first: for a page of
- * 5,000 blobs that costs several times what the service spends answering. This reads the same
- * response through the container client's own pipeline (its credential, retries and API version)
- * and takes the three fields from each `<Blob>` element as it arrives; memory holds one entry.
+ * A List Blobs response, read as it streams in: the name, size and Content-MD5 of each `<Blob>`
+ * element as it arrives (memory holds one entry), and the marker of the next page.
  */
-import { StringDecoder } from 'node:string_decoder';
-import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
-import { ContainerClient, RestError } from '@azure/storage-blob';
-
-/** The most List Blobs returns in one page. */
-export const LIST_PAGE = 5000;
-
 export interface ListedBlob {
   name: string;
   size: number;
   /** Base64, as recorded at upload; empty when the blob has no Content-MD5. */
   md5: string;
-}
-
-export interface ListPage {
-  blobs: ListedBlob[];
-  /** Where the next page starts; empty on the last. */
-  nextMarker: string;
-}
-
-/** The Blob container cloudshift works with: the SDK's client, plus a lean listing. */
-export class DocumentContainer extends ContainerClient {
-  /** One page of List Blobs: up to `maxResults` blobs under `prefix`, in name order, from `marker`. */
-  async listPage(prefix: string, marker: string, maxResults: number, abortSignal?: AbortSignal): Promise<ListPage> {
-    const query = [
-      'restype=container',
-      'comp=list',
-      `maxresults=${maxResults}`,
-      ...(prefix ? [`prefix=${encodeURIComponent(prefix)}`] : []),
-      ...(marker ? [`marker=${encodeURIComponent(marker)}`] : []),
-    ].join('&');
-    const request = createPipelineRequest({
-      url: `${this.url}${this.url.includes('?') ? '&' : '?'}${query}`,
-      method: 'GET',
-      headers: createHttpHeaders({ 'x-ms-version': this.storageClientContext.version }),
-      // The body of a 200 is ours to read as a stream; any other answer is read whole.
-      streamResponseStatusCodes: new Set([200]),
-      // As the SDK's own operations: an http:// endpoint (Azurite) is the plan's to choose.
-      allowInsecureConnection: true,
-      ...(abortSignal ? { abortSignal } : {}),
-    });
-    const response = await this.storageClientContext.sendRequest(request);
-    if (response.status !== 200) {
-      const code = response.headers.get('x-ms-error-code');
-      throw new RestError(`List Blobs answered HTTP ${response.status}${code ? ` ${code}` : ''}`, {
-        statusCode: response.status,
-        ...(code ? { code } : {}),
-        request,
-        response,
-      });
-    }
-    const reader = new ListingReader();
-    const decoder = new StringDecoder('utf8');
-    const blobs: ListedBlob[] = [];
-    for await (const chunk of response.readableStreamBody!) blobs.push(...reader.push(decoder.write(chunk as Buffer)));
-    blobs.push(...reader.push(decoder.end()));
-    return { blobs, nextMarker: reader.nextMarker() };
-  }
-
-  /** Every blob under `prefix`, a page at a time. */
-  async *listPages(prefix: string, maxResults = LIST_PAGE, abortSignal?: AbortSignal): AsyncGenerator<ListedBlob[]> {
-    let marker = '';
-    do {
-      const page = await this.listPage(prefix, marker, maxResults, abortSignal);
-      yield page.blobs;
-      marker = page.nextMarker;
-    } while (marker);
-  }
 }
 
 /**

@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
-import type { BlockBlobClient, BlobHTTPHeaders, BlockBlobTier, ContainerClient } from '@azure/storage-blob';
+import type { BlockBlobTier, ContainerClient } from '@azure/storage-blob';
+import type { BlobProperties, DocumentContainer } from './container.js';
 
 export interface DocumentContent {
   /** Bytes [offset, offset + length); fewer at the end of the document. */
@@ -47,25 +48,27 @@ export function blockId(index: number): string {
 
 const md5Of = (b: Buffer) => createHash('md5').update(b).digest();
 
-export async function uploadDocument(blob: BlockBlobClient, content: DocumentContent, s: UploadSettings): Promise<Uploaded> {
-  const md5 = createHash('md5');
-  const sha = createHash('sha256');
-  const common = {
+export async function uploadDocument(
+  container: DocumentContainer,
+  name: string,
+  content: DocumentContent,
+  s: UploadSettings,
+): Promise<Uploaded> {
+  const properties = (md5: Buffer): BlobProperties => ({
+    contentType: s.contentType,
+    md5,
     metadata: s.metadata,
-    ...(Object.keys(s.tags).length ? { tags: s.tags } : {}),
-    ...(s.tier ? { tier: s.tier } : {}),
-    ...(s.abortSignal ? { abortSignal: s.abortSignal } : {}),
-  };
+    tags: s.tags,
+    tier: s.tier,
+  });
   const first = await content.read(0, s.blockSize);
   if (first.length < s.blockSize) {
     const digest = md5Of(first);
-    const headers: BlobHTTPHeaders = { blobContentType: s.contentType, blobContentMD5: digest };
-    // transactionalContentMD5 is sent as Content-MD5 and checked by the service (missing from the SDK's type).
-    await blob.upload(first, first.length, { ...common, blobHTTPHeaders: headers, transactionalContentMD5: digest } as Parameters<
-      BlockBlobClient['upload']
-    >[2]);
+    await container.putBlob(name, first, properties(digest), s.abortSignal);
     return { size: first.length, md5: digest.toString('base64'), sha256: createHash('sha256').update(first).digest('hex') };
   }
+  const md5 = createHash('md5');
+  const sha = createHash('sha256');
   const queue = new PQueue({ concurrency: s.blockConcurrency });
   const ids: string[] = [];
   let failure: unknown = null;
@@ -73,12 +76,7 @@ export async function uploadDocument(blob: BlockBlobClient, content: DocumentCon
   const stage = (chunk: Buffer, index: number) => {
     ids.push(blockId(index));
     void queue
-      .add(() =>
-        blob.stageBlock(blockId(index), chunk, chunk.length, {
-          transactionalContentMD5: md5Of(chunk),
-          ...(s.abortSignal ? { abortSignal: s.abortSignal } : {}),
-        }),
-      )
+      .add(() => container.putBlock(name, blockId(index), chunk, md5Of(chunk), s.abortSignal))
       .catch((err: unknown) => {
         failure ??= err;
       });
@@ -97,7 +95,7 @@ export async function uploadDocument(blob: BlockBlobClient, content: DocumentCon
   await queue.onIdle();
   if (failure !== null) throw failure;
   const digest = md5.digest();
-  await blob.commitBlockList(ids, { ...common, blobHTTPHeaders: { blobContentType: s.contentType, blobContentMD5: digest } });
+  await container.putBlockList(name, ids, properties(digest), s.abortSignal);
   return { size, md5: digest.toString('base64'), sha256: sha.digest('hex') };
 }
 
