@@ -129,6 +129,8 @@ export async function measureCloudshiftDocuments(
   const plan = writeDocumentsPlan(dir);
   const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
+  // As the baseline and the floor: the next measurement finds Azurite without these blobs.
+  await BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING!).getContainerClient('documents').deleteIfExists();
   return sized(copyPhaseSeconds(r.stdout), documents, bytes, r.peakRssMb);
 }
 
