@@ -16,9 +16,9 @@ import { ContainerClient, RestError } from '@azure/storage-blob';
 import { ListingReader, type ListedBlob } from './listing.js';
 
 /** The most List Blobs returns in one page. */
-export const LIST_PAGE = 5000;
+const LIST_PAGE = 5000;
 
-export interface ListPage {
+interface ListPage {
   blobs: ListedBlob[];
   /** Where the next page starts; empty on the last. */
   nextMarker: string;
@@ -90,7 +90,7 @@ export class DocumentContainer extends ContainerClient {
   }
 
   /** One page of List Blobs: up to `maxResults` blobs under `prefix`, in name order, from `marker`. */
-  async listPage(prefix: string, marker: string, maxResults: number, abortSignal?: AbortSignal): Promise<ListPage> {
+  private async listPage(prefix: string, marker: string, maxResults: number, abortSignal?: AbortSignal): Promise<ListPage> {
     const response = await this.call({
       method: 'GET',
       blob: null,
