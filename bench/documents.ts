@@ -119,6 +119,9 @@ export async function measureDocumentsFloor(sourceUrl: string, connectionString:
   }
 }
 
+/** The container of the documents benchmark's plan, unless a caller names another. */
+const DOCUMENTS_CONTAINER = 'documents';
+
 export async function measureCloudshiftDocuments(
   dir: string,
   env: Record<string, string>,
@@ -130,12 +133,14 @@ export async function measureCloudshiftDocuments(
   const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
   // As the baseline and the floor: the next measurement finds Azurite without these blobs.
-  await BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING!).getContainerClient('documents').deleteIfExists();
+  await BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING!)
+    .getContainerClient(DOCUMENTS_CONTAINER)
+    .deleteIfExists();
   return sized(copyPhaseSeconds(r.stdout), documents, bytes, r.peakRssMb);
 }
 
 /** The documents benchmark's plan (also run by several workers). */
-export function writeDocumentsPlan(dir: string, container = 'documents'): string {
+export function writeDocumentsPlan(dir: string, container = DOCUMENTS_CONTAINER): string {
   const plan = join(dir, `bench-${container}.yaml`);
   writeFileSync(
     plan,

@@ -67,7 +67,7 @@ export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
     const sampled = sorted.filter((_, i) => (seen + i) % (o.sampleEvery ?? SAMPLE_EVERY) === 0);
     seen += sorted.length;
     const differ = new Set<SweptDocument>();
-    // The sampled reads a few at a time: each waits on the blob service and the source in turn.
+    // The sampled reads SAMPLE_CONCURRENCY at a time: each waits on the blob service and the source.
     for (let i = 0; i < sampled.length; i += SAMPLE_CONCURRENCY) {
       const group = sampled.slice(i, i + SAMPLE_CONCURRENCY);
       const same = await Promise.all(group.map((d) => sameBytes(o, tasks.get(d.relation)!, d)));
