@@ -17,6 +17,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { StringDecoder } from 'node:string_decoder';
 import type { BlockBlobTier } from '@azure/storage-blob';
 import type PQueue from 'p-queue';
 import type pg from 'pg';
@@ -120,12 +121,14 @@ export async function copyDocumentsBatch(
     let failure: unknown = null;
     let rows = 0;
     let pendingLine = '';
+    const decoder = new StringDecoder('utf8');
     const already = retry ? null : new Map<string, UploadedDocument>();
     const known = async (keys: string[][]) => already ?? docs.store.recorded(task.display, keys);
 
     const rowsToTarget = new Transform({
       transform(chunk: Buffer, _enc, done: TransformCallback) {
-        const text = pendingLine + chunk.toString('utf8');
+        // The stream's chunks end wherever a socket read did, inside a character too.
+        const text = pendingLine + decoder.write(chunk);
         const lines = text.split('\n');
         pendingLine = lines.pop()!;
         void (async () => {
@@ -134,7 +137,7 @@ export async function copyDocumentsBatch(
           const recorded = await known(parsed.map((f) => keyIndex.map((i) => unescapeField(f[i]!) ?? '')));
           for (const f of parsed) {
             const copyLine = `${f.slice(0, columns.length).join('\t')}\n`;
-            digest.write(copyLine);
+            digest.update(copyLine);
             rows += 1;
             const flag = f[columns.length]!;
             const key = keyIndex.map((i) => unescapeField(f[i]!) ?? '');
@@ -194,7 +197,7 @@ export async function copyDocumentsBatch(
         );
       },
       flush(done: TransformCallback) {
-        if (pendingLine.length > 0) done(new Error('COPY text stream ended inside a row'));
+        if (pendingLine.length > 0 || decoder.end().length > 0) done(new Error('COPY text stream ended inside a row'));
         else done();
       },
     });
@@ -215,7 +218,6 @@ export async function copyDocumentsBatch(
       await recordPending();
     }
     if (failure !== null) throw failure;
-    digest.end();
     return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
   });
   return { ...result, documents: result.documents ?? [] };

@@ -57,9 +57,17 @@ export class StreamDigest extends Transform {
   bytes = 0;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length;
-    this.hash.update(chunk);
+    this.update(chunk);
     done(null, chunk);
+  }
+
+  /**
+   * Hashes bytes that go elsewhere (a stream rewritten on the way, as a documents batch's rows):
+   * written to the Transform instead, they would wait, unhashed, for a reader that never comes.
+   */
+  update(chunk: Buffer | string): void {
+    this.bytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    this.hash.update(chunk);
   }
 
   /** The digest, with the row count the server reported for the COPY. */

@@ -226,6 +226,50 @@ describe('cloudshift verify on documents', () => {
 });
 
 describe('documents: bad rows and resume', () => {
+  it('a batch of 900 kB of rows in multi-byte characters arrives unchanged and verifies (more than a stream buffer, split anywhere)', async () => {
+    const s = await hospitalScenario('docswide', { load: false });
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE TABLE public.letters (id int PRIMARY KEY, note text NOT NULL, body bytea NOT NULL);
+         INSERT INTO public.letters SELECT g, repeat('患者', 75) || g, decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;`,
+      );
+      const plan = `version: 1
+name: wide
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target:
+  postgres: "\${env:TARGET_DATABASE_URL}"
+  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
+tables:
+  - name: public.letters
+    batch: { rows: 5000 }
+documents:
+  - table: public.letters
+    content: body
+    blob: "letters/{id}"
+    contentType: application/octet-stream
+    keep: { column: blob_name }
+`;
+      const r = await cli(['run', s.plan(plan)], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const batches = await sql<{ status: string; n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT status, count(*) AS n FROM cloudshift.batches GROUP BY status`,
+      );
+      expect(batches).toEqual([{ status: 'verified', n: '1' }]);
+      // the stream's socket reads end inside characters (3 bytes each here): none may be split
+      const notes = `SELECT count(*) AS n, md5(string_agg(note, '' ORDER BY id)) AS digest FROM public.letters`;
+      const [source] = await sql('source', s.dbs.source, notes);
+      expect(source).toEqual({ n: '2000', digest: expect.any(String) });
+      expect((await sql('target', s.dbs.target, notes))[0]).toEqual(source);
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
     const s = await hospitalScenario('docsnull');
     try {
