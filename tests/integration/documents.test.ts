@@ -9,13 +9,16 @@ import { harness, sql } from '../harness/db.js';
 import { startFaultProxy } from '../harness/faultProxy.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
 
-const PLAN = `version: 1
-name: docs
+/** A plan's opening: the servers of the scenario, its container. */
+const planHead = (name: string) => `version: 1
+name: ${name}
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
 target:
   postgres: "\${env:TARGET_DATABASE_URL}"
   blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
-tables:
+`;
+
+const PLAN = `${planHead('docs')}tables:
   - name: public.patients
   - name: public.documents
     batch: { rows: 40 }
@@ -235,13 +238,7 @@ describe('documents: bad rows and resume', () => {
         `CREATE TABLE public.letters (id int PRIMARY KEY, note text NOT NULL, body bytea NOT NULL);
          INSERT INTO public.letters SELECT g, repeat('患者', 75) || g, decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;`,
       );
-      const plan = `version: 1
-name: wide
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target:
-  postgres: "\${env:TARGET_DATABASE_URL}"
-  blob: { connectionString: "\${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }
-tables:
+      const plan = `${planHead('wide')}tables:
   - name: public.letters
     batch: { rows: 5000 }
 documents:
