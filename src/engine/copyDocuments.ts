@@ -162,6 +162,9 @@ export async function copyDocumentsBatch(
             const settings = uploadSettings(spec.plan, values, docs);
             const send = async (source: DocumentContent) => {
               const doc = { ...(await uploadDocument(docs.container, name, source, settings)), key, name };
+              // A bytea document's size came with its row: an upload of any other size is a bug, never kept.
+              if (streamed && doc.size !== size)
+                throw new Error(`${values.describe}: uploaded ${doc.size} bytes of a ${size}-byte document`);
               uploaded.push(doc);
               unrecorded.push(doc);
               if (unrecorded.length >= RECORD_GROUP) await recordPending();

@@ -48,7 +48,11 @@ export class BatchContents {
     return this.reader.read(length, into);
   }
 
-  /** The current row's document, read by the upload; `consumed` settles when its last byte is read. */
+  /**
+   * The current row's document, read by the upload; `consumed` settles when its last byte is
+   * read, and the rows move on. Past that, a read finds the end without asking the stream, which
+   * is by then at a later row.
+   */
   streamed(size: number): { content: DocumentContent; consumed: Promise<void> } {
     let position = 0;
     let settle = () => {};
@@ -56,7 +60,8 @@ export class BatchContents {
     const content: DocumentContent = {
       read: async (offset, length) => {
         if (offset !== position) throw new Error(`a streamed document is read in order (asked for byte ${offset}, at ${position})`);
-        const bytes = await this.reader.read(length);
+        if (position === size) return Buffer.alloc(0);
+        const bytes = await this.reader.read(Math.min(length, size - position));
         position += bytes.length;
         if (position === size) settle();
         return bytes;

@@ -229,16 +229,11 @@ describe('cloudshift verify on documents', () => {
 });
 
 describe('documents: bad rows and resume', () => {
-  it('a batch of 900 kB of rows in multi-byte characters arrives unchanged and verifies (more than a stream buffer, split anywhere)', async () => {
-    const s = await hospitalScenario('docswide', { load: false });
-    try {
-      await sql(
-        'source',
-        s.dbs.source,
-        `CREATE TABLE public.letters (id int PRIMARY KEY, note text NOT NULL, body bytea NOT NULL);
-         INSERT INTO public.letters SELECT g, repeat('患者', 75) || g, decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;`,
-      );
-      const plan = `${planHead('wide')}tables:
+  /** A scenario whose source has public.letters (id, note, body), filled by `fill`, and a plan moving its bodies to blobs. */
+  async function letters(prefix: string, fill: string) {
+    const s = await hospitalScenario(prefix, { load: false });
+    await sql('source', s.dbs.source, `CREATE TABLE public.letters (id int PRIMARY KEY, note text NOT NULL, body bytea NOT NULL); ${fill}`);
+    const plan = s.plan(`${planHead(prefix)}tables:
   - name: public.letters
     batch: { rows: 5000 }
 documents:
@@ -247,22 +242,81 @@ documents:
     blob: "letters/{id}"
     contentType: application/octet-stream
     keep: { column: blob_name }
-`;
-      const r = await cli(['run', s.plan(plan)], s.env);
+`);
+    const run = async () => {
+      const r = await cli(['run', plan], s.env);
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
-      const batches = await sql<{ status: string; n: string }>(
-        'target',
-        s.dbs.target,
-        `SELECT status, count(*) AS n FROM cloudshift.batches GROUP BY status`,
-      );
+      await verified();
+    };
+    const verified = async () => {
+      const batches = await sql('target', s.dbs.target, `SELECT status, count(*) AS n FROM cloudshift.batches GROUP BY status`);
       expect(batches).toEqual([{ status: 'verified', n: '1' }]);
+    };
+    return { s, plan, run, verified };
+  }
+
+  it('a batch of 900 kB of rows in multi-byte characters arrives unchanged and verifies (more than a stream buffer, split anywhere)', async () => {
+    const { s, run } = await letters(
+      'docswide',
+      `INSERT INTO public.letters SELECT g, repeat('患者', 75) || g, decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;`,
+    );
+    try {
+      await run();
       // the stream's socket reads end inside characters (3 bytes each here): none may be split
       const notes = `SELECT count(*) AS n, md5(string_agg(note, '' ORDER BY id)) AS digest FROM public.letters`;
       const [source] = await sql('source', s.dbs.source, notes);
       expect(source).toEqual({ n: '2000', digest: expect.any(String) });
       expect((await sql('target', s.dbs.target, notes))[0]).toEqual(source);
     } finally {
+      await s.drop();
+    }
+  });
+
+  it('documents of exactly three blocks and one block end where they should, and the next document is whole', async () => {
+    const block = 4 * 1024 * 1024;
+    // md5() gives 16 bytes: a document of n digests is 16n bytes
+    const { s, plan, verified } = await letters(
+      'docsblocks',
+      `INSERT INTO public.letters
+         SELECT 1, 'three blocks', decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, ${(3 * block) / 16}) g
+         UNION ALL SELECT 2, 'after', '\\x0102030405'::bytea
+         UNION ALL SELECT 3, 'one block', decode(string_agg(md5((-g)::text), ''), 'hex') FROM generate_series(1, ${block / 16}) g
+         UNION ALL SELECT 4, 'last', '\\x06'::bytea;`,
+    );
+    const proxy = await startFaultProxy(harness().azurite.connectionString);
+    try {
+      // The first two blocks of the three-block document are refused once: they are still in
+      // flight, backing off, when its third and last block is read and the rows move on, to a
+      // next document that waits for the one upload slot.
+      const refused = new Set<string>();
+      proxy.failWhen = (req) => {
+        const block = /letters\/1\?.*comp=block&blockid=([^&]+)/.exec(req.url ?? '')?.[1];
+        if (!block || refused.has(block) || refused.size === 2) return false;
+        refused.add(block);
+        return true;
+      };
+      const result = await runMigration(await loadPlan(plan), {
+        env: { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
+        retryBaseDelayMs: 300,
+        blobConcurrency: 1,
+      });
+      expect(result.mismatches).toBe(0);
+      expect(proxy.failed).toBe(2);
+      await verified();
+      const c = container(s);
+      const source = await sql<{ id: number; size: number; digest: string }>(
+        'source',
+        s.dbs.source,
+        `SELECT id, octet_length(body) AS size, encode(sha256(body), 'hex') AS digest FROM public.letters ORDER BY id`,
+      );
+      expect(source.map((d) => d.size)).toEqual([3 * block, 5, block, 1]);
+      for (const d of source) {
+        const blob = await c.getBlockBlobClient(`letters/${d.id}`).downloadToBuffer();
+        expect({ id: d.id, size: blob.length, digest: sha256(blob) }).toEqual(d);
+      }
+    } finally {
+      await proxy.close();
       await s.drop();
     }
   });
