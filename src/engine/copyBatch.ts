@@ -87,6 +87,7 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
   const range = rangeOf(task, batch);
   const ref = { table: task.display, batchId: batch.id, seq: batch.seq };
   await beginInSnapshot(ctx.source, ctx.snapshot);
+  let failed = true;
   try {
     await ctx.target.query('BEGIN');
     try {
@@ -108,6 +109,7 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
         if (!marked) throw new ClaimLostError(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
       }
       await ctx.target.query('COMMIT');
+      failed = false;
       await ctx.hooks.afterBatchCommit?.(ref);
       return { ...written, marked };
     } catch (err) {
@@ -115,7 +117,11 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
       throw err;
     }
   } finally {
-    await ctx.source.query('COMMIT').catch(() => undefined);
+    // A failed batch may have left the source inside a COPY it stopped reading (the stream is
+    // destroyed, the server still sending): a query would wait behind it forever. Ending the
+    // session drops the socket and the snapshot's transaction; its slot connects afresh.
+    if (failed) await ctx.source.end().catch(() => undefined);
+    else await ctx.source.query('COMMIT').catch(() => undefined);
   }
 }
 

@@ -230,16 +230,16 @@ describe('cloudshift verify on documents', () => {
 
 describe('documents: bad rows and resume', () => {
   /** A scenario whose source has public.letters (id, note, body), filled by `fill`, and a plan moving its bodies to blobs. */
-  async function letters(prefix: string, fill: string) {
+  async function letters(prefix: string, fill: string, blob = 'letters/{id}') {
     const s = await hospitalScenario(prefix, { load: false });
     await sql('source', s.dbs.source, `CREATE TABLE public.letters (id int PRIMARY KEY, note text NOT NULL, body bytea NOT NULL); ${fill}`);
     const plan = s.plan(`${planHead(prefix)}tables:
   - name: public.letters
-    batch: { rows: 5000 }
+    batch: { rows: 50000 }
 documents:
   - table: public.letters
     content: body
-    blob: "letters/{id}"
+    blob: "${blob}"
     contentType: application/octet-stream
     keep: { column: blob_name }
 `);
@@ -317,6 +317,25 @@ documents:
       }
     } finally {
       await proxy.close();
+      await s.drop();
+    }
+  });
+
+  it('a bad row early in a big batch stops the run with its error while the rest of the batch is still streaming (no wait on the abandoned COPY)', async () => {
+    const { s, plan } = await letters(
+      'docsstop',
+      `ALTER TABLE public.letters ALTER COLUMN note DROP NOT NULL;
+       INSERT INTO public.letters SELECT g, CASE WHEN g = 50 THEN NULL ELSE repeat('clinic letter ', 30) END, decode(md5(g::text), 'hex')
+         FROM generate_series(1, 30000) g;`,
+      'letters/{note}/{id}',
+    );
+    try {
+      const r = await cli(['run', plan], s.env);
+      expect(r.stderr).toContain(
+        'error: public.letters id=50: column "note" is NULL, but the blob name template needs it\nhint: give the row a value, or change the blob name template\n',
+      );
+      expect(r.code).toBe(1);
+    } finally {
       await s.drop();
     }
   });

@@ -36,7 +36,7 @@ export function renderTemplate(template: string, row: RowValues, field: string, 
       const v = row.get(p.column);
       if (v === null) {
         throw new DocumentError(
-          `${row.describe}: column "${p.column}" is NULL, but ${field} needs it`,
+          `${row.describe}: column "${p.column}" is NULL, but the ${field} template needs it`,
           `give the row a value, or change the ${field} template`,
         );
       }
@@ -46,7 +46,7 @@ export function renderTemplate(template: string, row: RowValues, field: string, 
 }
 
 export function blobName(template: string, row: RowValues): string {
-  const name = renderTemplate(template, row, 'the blob name template', encodeSegment);
+  const name = renderTemplate(template, row, 'blob name', encodeSegment);
   if (name.length === 0 || name.length > 1024)
     throw new DocumentError(`${row.describe}: blob name "${name.slice(0, 80)}" must be 1 to 1024 characters`);
   return name;
