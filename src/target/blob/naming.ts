@@ -1,7 +1,8 @@
 /**
  * Blob names, content types, metadata and tags from a document's row. Each placeholder value is
  * encoded so it can never add a path segment or a character Azure refuses: everything outside
- * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F). A NULL placeholder is
+ * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F, and the dots of a value
+ * that is only dots), so no value adds or removes a path segment. A NULL placeholder is
  * an error naming the table, the row's key and the column.
  */
 import { CloudshiftError, ExitCode } from '../../errors.js';
@@ -14,10 +15,13 @@ export class DocumentError extends CloudshiftError {
 }
 
 export function encodeSegment(value: string): string {
+  // A value of only dots kept as is could make a "." or ".." segment, which a URL folds away
+  // (two rows' blobs at one address): its dots are encoded too.
+  const keep = /^\.*$/.test(value) ? /[A-Za-z0-9_~-]/ : /[A-Za-z0-9._~-]/;
   return Array.from(Buffer.from(value, 'utf8'))
     .map((b) => {
       const c = String.fromCharCode(b);
-      return /[A-Za-z0-9._~-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      return keep.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
     })
     .join('');
 }
@@ -60,5 +64,6 @@ export function blobPrefix(template: string): string {
 
 /** Header-safe text for metadata and tags (ASCII; anything else percent-encoded). */
 export function headerValue(v: string): string {
-  return v.replace(/[^\x20-\x7e]/g, (ch) => encodeURIComponent(ch));
+  // By code point: a character beyond U+FFFF is two UTF-16 units, and either alone is no URI text.
+  return v.replace(/[^\x20-\x7e]/gu, (ch) => encodeURIComponent(ch));
 }

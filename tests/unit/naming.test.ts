@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { blobName, headerValue } from '../../src/target/blob/naming.js';
+
+const row = (values: Record<string, string | null>) => ({ get: (c: string) => values[c] ?? null, describe: 'public.documents id=1' });
+
+describe('blob names and header values from a row', () => {
+  it('a value never adds or removes a path segment, dots included', () => {
+    expect(blobName('p/{a}/{b}', row({ a: 'x/y', b: 'é?.pdf' }))).toBe('p/x%2Fy/%C3%A9%3F.pdf');
+    // "." and ".." kept as they are would be folded away by the URL: two rows, one blob
+    expect(blobName('p/{a}/{b}', row({ a: '..', b: '.' }))).toBe('p/%2E%2E/%2E');
+    expect(blobName('p/{a}/{b}', row({ a: '...x', b: 'v1.2' }))).toBe('p/...x/v1.2');
+    // as the container sends it: each segment encoded again, so nothing is folded
+    const url = new URL('http://h/c');
+    url.pathname = `/c/${blobName('p/{a}/{b}', row({ a: '..', b: '1' }))
+      .split('/')
+      .map(encodeURIComponent)
+      .join('/')}`;
+    expect(url.pathname).toBe('/c/p/%252E%252E/1');
+  });
+
+  it('header values are ASCII, characters beyond U+FFFF included', () => {
+    expect(headerValue('report 😀 né.pdf')).toBe('report %F0%9F%98%80 n%C3%A9.pdf');
+    expect(decodeURIComponent(headerValue('𠀋 scan'))).toBe('𠀋 scan');
+  });
+
+  it('a NULL placeholder names the row, the column and the template', () => {
+    expect(() => blobName('p/{a}', row({ a: null }))).toThrow(
+      'public.documents id=1: column "a" is NULL, but the blob name template needs it',
+    );
+  });
+});
