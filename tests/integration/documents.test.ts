@@ -399,10 +399,25 @@ documents:
       for (const d of recorded) before.set(d.blob_name, (await c.getBlockBlobClient(d.blob_name).getProperties()).etag!);
       const [committed] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents`);
       expect(committed!.n).toBe('0');
+      // One uploaded document changes before the rerun, which reads a newer snapshot: it goes up again.
+      const [changed] = await sql<{ id: string; blob_name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT key->>0 AS id, blob_name FROM cloudshift.documents WHERE relation = 'public.documents' ORDER BY blob_name LIMIT 1`,
+      );
+      await sql(
+        'source',
+        s.dbs.source,
+        `UPDATE public.documents SET content = content || '\\x00ff'::bytea WHERE id = ${Number(changed!.id)}`,
+      );
+      before.delete(changed!.blob_name);
 
       const rerun = await cli(['run', file], s.env);
       expect(rerun.code).toBe(0);
       for (const [name, etag] of before) expect((await c.getBlockBlobClient(name).getProperties()).etag, name).toBe(etag);
+      expect(await c.getBlockBlobClient(changed!.blob_name).downloadToBuffer()).toEqual(
+        await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(changed!.id)}`),
+      );
       const [rows] = await sql<{ n: string }>(
         'target',
         s.dbs.target,
