@@ -10,7 +10,7 @@ import { keysPredicate } from '../source/ranges.js';
 import { byteaContent, bytesContent, largeObjectContent } from '../source/documentContent.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { blobName, type RowValues } from '../target/blob/naming.js';
+import { blobName, DocumentError, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCKS, uploadDocument } from '../target/blob/upload.js';
 import type { DocumentRecord } from '../state/sql/documents.js';
 import type { DocumentBytes, DocumentSink } from './apply.js';
@@ -29,6 +29,19 @@ export function documentSink(container: DocumentContainer, source: pg.Client, st
     };
   };
   const keyOf = (task: TableTask, row: Map<string, string | null>) => (task.shape.keyColumns ?? []).map((k) => row.get(k.name) ?? '');
+  /**
+   * A document read from the source as it is now (a renamed row's unchanged bytea, a large
+   * object) can be gone because of a later change: the row deleted or its key changed, the large
+   * object replaced and unlinked. That change is further on in the stream and will be applied
+   * (removing the row and its blob, or uploading the new document), so this upload is skipped.
+   * A row that still holds what was asked for is a real error.
+   */
+  const superseded = async (task: TableTask, key: string[], oid: string | undefined) => {
+    const where = keysPredicate(task.shape.keyColumns!, [key]);
+    const same = oid === undefined ? '' : ` AND ${quoteIdent(task.documents!.plan.content)} = ${Number(oid)}::oid`;
+    const { rows } = await source.query(`SELECT 1 FROM ${task.quoted} WHERE ${where}${same}`);
+    return rows.length === 0;
+  };
   return {
     name: (task, row) => blobName(task.documents!.plan.blob, rowValues(task, row)),
     async upload(task, row, name, content: DocumentBytes | null) {
@@ -48,7 +61,15 @@ export function documentSink(container: DocumentContainer, source: pg.Client, st
                 values.describe,
               );
       const settings = uploadSettings(spec.plan, values, DEFAULT_BLOCKS);
-      const uploaded = await uploadDocument(container, name, from, settings);
+      let uploaded;
+      try {
+        uploaded = await uploadDocument(container, name, from, settings);
+      } catch (err) {
+        const fromNow = content === null || 'oid' in content;
+        if (err instanceof DocumentError && fromNow && (await superseded(task, key, content && 'oid' in content ? content.oid : undefined)))
+          return;
+        throw err;
+      }
       await store.record(task.display, { ...uploaded, key, name });
     },
     forget: (task, key) => store.forget(task.display, key),

@@ -127,11 +127,17 @@ describe('live sync', () => {
     await expectConverged(s);
     expect(await slots(s)).toEqual(['cloudshift_synctest']);
 
-    // While no sync runs: more changes, a multi-table TRUNCATE, a key change, an unchanged TOAST column.
+    // While no sync runs: more changes, a multi-table TRUNCATE, a key change, an unchanged TOAST
+    // column, and a document renamed (its bytes unchanged, so not in the WAL) then deleted: when
+    // the rename is replayed the row is gone, and the delete further on settles it.
     await sql(
       'source',
       s.dbs.source,
-      `UPDATE public.notes SET edited = edited + 1, title = 'edited' WHERE id IN (4, 5);
+      `INSERT INTO public.documents (patient_id, filename, content)
+         SELECT 8, 'moving.pdf', decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 500) g;
+       UPDATE public.documents SET filename = 'moved.pdf' WHERE filename = 'moving.pdf';
+       DELETE FROM public.documents WHERE filename = 'moved.pdf';
+       UPDATE public.notes SET edited = edited + 1, title = 'edited' WHERE id IN (4, 5);
        UPDATE public.medications SET dose = '9 mg', drug = 'drug-x' WHERE patient_id = 3 AND drug = 'drug-3';
        INSERT INTO public.encounters (patient_id, started_at, ward) SELECT 1 + g % 200, now(), 'ICU' FROM generate_series(1, 300) g;
        TRUNCATE public.medications, public.notes;
