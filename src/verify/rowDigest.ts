@@ -84,6 +84,8 @@ export class RowSumDigest extends Transform {
   private pendingLength = 0;
   private headerDone: boolean;
   private finished = false;
+  /** Binary: pending bytes the row in progress needs before parsing it again is worth it. */
+  private need = 0;
   bytes = 0;
 
   constructor(readonly format: 'text' | 'binary') {
@@ -164,7 +166,10 @@ export class RowSumDigest extends Transform {
 
   private binary(chunk: Buffer): void {
     this.appendPending(chunk);
+    // A big value arrives in many chunks: joining them all again for each would be quadratic.
+    if (this.pendingLength < this.need) return;
     const buf = this.peek();
+    let short = 0;
     let pos = 0;
     if (!this.headerDone) {
       if (buf.length < 19) return;
@@ -175,7 +180,10 @@ export class RowSumDigest extends Transform {
       this.headerDone = true;
     }
     for (;;) {
-      if (buf.length - pos < 2) break;
+      if (buf.length - pos < 2) {
+        short = pos + 2;
+        break;
+      }
       const fields = buf.readInt16BE(pos);
       if (fields === -1) {
         this.finished = true;
@@ -186,6 +194,7 @@ export class RowSumDigest extends Transform {
       let complete = true;
       for (let f = 0; f < fields; f += 1) {
         if (buf.length - p < 4) {
+          short = p + 4;
           complete = false;
           break;
         }
@@ -193,6 +202,7 @@ export class RowSumDigest extends Transform {
         p += 4;
         if (len > 0) {
           if (buf.length - p < len) {
+            short = p + len;
             complete = false;
             break;
           }
@@ -206,5 +216,6 @@ export class RowSumDigest extends Transform {
     const rest = buf.subarray(pos);
     this.pending = rest.length ? [rest] : [];
     this.pendingLength = rest.length;
+    this.need = short > 0 ? short - pos : 0;
   }
 }

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { batchSelect, rangePredicate } from '../../src/source/ranges.js';
 import { addDigests, EMPTY_DIGEST, parseDigest, RowSumDigest, StreamDigest, digestText } from '../../src/verify/rowDigest.js';
 
@@ -94,6 +94,20 @@ describe('COPY stream digests', () => {
     expect(whole.rows).toBe(2);
     for (const size of [1, 2, 5, 17, 64]) expect(await digestOf('binary', splitEvery(binaryCopy(rows), size))).toEqual(whole);
     expect(await digestOf('binary', [binaryCopy([...rows].reverse())])).toEqual(whole);
+  });
+
+  it('joins a big binary value from its chunks once, not once per chunk', async () => {
+    const big = binaryCopy([[Buffer.from('k'), Buffer.alloc(4 * 1024 * 1024, 9)]]);
+    const concat = vi.spyOn(Buffer, 'concat');
+    try {
+      const d = await digestOf('binary', splitEvery(big, 16 * 1024));
+      expect(d.rows).toBe(1);
+      const joined = concat.mock.results.reduce((n, r) => n + (r.value as Buffer).length, 0);
+      // 256 chunks: joined again each time they would come to about 512 MB
+      expect(joined).toBeLessThan(3 * big.length);
+    } finally {
+      concat.mockRestore();
+    }
   });
 
   it("stream digests hash the bytes in order, with the server's row count, and round-trip as text", async () => {
