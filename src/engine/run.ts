@@ -30,6 +30,7 @@ import { delay } from '../embedded/util.js';
 const HEARTBEAT_MS = 5_000;
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
+import { PreconditionError } from '../errors.js';
 
 export interface RunOptions {
   env: Env;
@@ -115,6 +116,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     beat.unref();
     emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name, ...(opened.worker ? { worker: true } : {}) });
     source = await connect({ role: 'source', connectionString: secrets.source });
+    if (plan.documents.length > 0) await refuseSqlAscii(source);
     target = await connect({ role: 'target', connectionString: secrets.target });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
@@ -408,4 +410,15 @@ function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | unde
     };
     return client;
   };
+}
+
+/** As the dry run's source.encoding: a documents table's rows are read as UTF-8 text, which SQL_ASCII does not promise. */
+async function refuseSqlAscii(source: pg.Client): Promise<void> {
+  const { rows } = await source.query<{ e: string }>(`SELECT current_setting('server_encoding') AS e`);
+  if (rows[0]?.e === 'SQL_ASCII') {
+    throw new PreconditionError(
+      'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8',
+      { hint: 'convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)' },
+    );
+  }
 }

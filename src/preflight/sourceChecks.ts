@@ -27,13 +27,15 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
     used_slots: string;
     used_senders: string;
     can_replicate: boolean;
+    encoding: string;
   }>(
     `SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version,
             current_setting('wal_level') AS wal_level,
             current_setting('max_replication_slots') AS slots, current_setting('max_wal_senders') AS senders,
             (SELECT count(*) FROM pg_replication_slots)::text AS used_slots,
             (SELECT count(*) FROM pg_stat_replication)::text AS used_senders,
-            (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS can_replicate`,
+            (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS can_replicate,
+            current_setting('server_encoding') AS encoding`,
   );
   const s = rows[0]!;
   const subject = 'source';
@@ -77,6 +79,16 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
 
     await checkLongTransactions(client, checks, longTransactionMs);
   }
+
+  // SQL_ASCII declares no encoding: the server passes its bytes on unconverted. A plain table's
+  // rows go to the target as bytes (which refuses what is not UTF-8); a documents table's rows are
+  // read as text to fill the templates, where such bytes would be replaced without a word.
+  if (plan.documents.length > 0 && s.encoding === 'SQL_ASCII')
+    checks.fail(
+      'source.encoding',
+      subject,
+      'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8: convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)',
+    );
 
   const extensions = (
     await client.query<{ extname: string }>(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
-import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { HOSPITAL_PLAN, HOSPITAL_SQL, hospitalScenario, type Scenario } from '../harness/scenario.js';
 
 let s: Scenario;
 
@@ -191,6 +191,26 @@ describe('cloudshift dry-run', () => {
     expect(stdout).not.toContain('Wr0ng-Passw0rd');
     // The other servers are still checked.
     expect(check(report, 'target.connect').status).toBe('pass');
+  });
+
+  it('refuses documents tables on a SQL_ASCII source, whose text has no declared encoding', async () => {
+    const db = `cs_sqlascii_${process.pid}`;
+    await sql('source', 'postgres', `CREATE DATABASE ${db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
+    try {
+      await sql('source', db, HOSPITAL_SQL);
+      const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+      expect(code).toBe(1);
+      expect(check(report, 'source.encoding')).toMatchObject({ status: 'fail', subject: 'source' });
+      expect(check(report, 'source.encoding').message).toContain('the source database is SQL_ASCII');
+      // run refuses it too, before writing anything to the target
+      const run = await cli(['run', s.plan(HOSPITAL_PLAN, 'ascii.yaml')], { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+      expect(run.code).toBe(3);
+      expect(run.stderr).toContain('error: the source database is SQL_ASCII');
+      const [tables] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
+      expect(tables!.n).toBe('0');
+    } finally {
+      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
+    }
   });
 
   it('database that does not exist: exit 3, named', async () => {
