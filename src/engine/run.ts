@@ -31,6 +31,7 @@ const HEARTBEAT_MS = 5_000;
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 import { PreconditionError } from '../errors.js';
+import { SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
 export interface RunOptions {
   env: Env;
@@ -416,9 +417,6 @@ function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | unde
 async function refuseSqlAscii(source: pg.Client): Promise<void> {
   const { rows } = await source.query<{ e: string }>(`SELECT current_setting('server_encoding') AS e`);
   if (rows[0]?.e === 'SQL_ASCII') {
-    throw new PreconditionError(
-      'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8',
-      { hint: 'convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)' },
-    );
+    throw new PreconditionError(SQL_ASCII_SOURCE.message, { hint: SQL_ASCII_SOURCE.hint });
   }
 }

@@ -17,6 +17,12 @@ export interface SourceFacts {
   tables: Map<string, TableInfo>;
 }
 
+/** Why documents tables cannot come from a SQL_ASCII source, and what to do (the dry run's check and the run's refusal). */
+export const SQL_ASCII_SOURCE = {
+  message: 'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8',
+  hint: 'convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)',
+};
+
 export async function checkSourceServer(client: pg.Client, plan: Plan, checks: CheckList, longTransactionMs: number): Promise<SourceFacts> {
   const { rows } = await client.query<{
     num: string;
@@ -84,11 +90,7 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
   // rows go to the target as bytes (which refuses what is not UTF-8); a documents table's rows are
   // read as text to fill the templates, where such bytes would be replaced without a word.
   if (plan.documents.length > 0 && s.encoding === 'SQL_ASCII')
-    checks.fail(
-      'source.encoding',
-      subject,
-      'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8: convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)',
-    );
+    checks.fail('source.encoding', subject, `${SQL_ASCII_SOURCE.message}: ${SQL_ASCII_SOURCE.hint}`);
 
   const extensions = (
     await client.query<{ extname: string }>(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)
