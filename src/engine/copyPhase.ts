@@ -399,17 +399,23 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
   // Large objects are read one per upload; bytea documents stream per batch (their slot's session),
   // and need one session here only for the sweep's sampled reads.
   const largeObjects = [...o.tasks.values()].some((t) => t.documents?.contentKind === 'oid');
-  try {
-    for (let i = 0; i < (largeObjects ? o.blobConcurrency : 1); i += 1) {
-      const c = await connect({
-        role: 'source',
-        connectionString: o.sourceUrl,
-        applicationName: 'cloudshift documents',
-        settings: COPY_SESSION,
-      });
-      clients.push(c);
+  const open = async () => {
+    const c = await connect({
+      role: 'source',
+      connectionString: o.sourceUrl,
+      applicationName: 'cloudshift documents',
+      settings: COPY_SESSION,
+    });
+    try {
       await beginInSnapshot(c, o.snapshot);
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
     }
+    return c;
+  };
+  try {
+    for (let i = 0; i < (largeObjects ? o.blobConcurrency : 1); i += 1) clients.push(await open());
   } catch (err) {
     await Promise.allSettled(clients.map((c) => c.end()));
     throw err;
@@ -417,7 +423,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
   const db = o.store.pool;
   return {
     container,
-    content: new ClientPool(clients),
+    content: new ClientPool(clients, open),
     uploads: new PQueue({ concurrency: o.blobConcurrency }),
     blobConcurrency: o.blobConcurrency,
     ...DEFAULT_BLOCKS,

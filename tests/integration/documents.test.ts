@@ -340,6 +340,43 @@ documents:
     }
   });
 
+  it('large objects are read on fresh sessions after the source drops the ones they were read on', async () => {
+    const s = await hospitalScenario('docslodrop');
+    try {
+      await addDocuments(s);
+      const plan = PLAN.replace(/ {2}- table: public.documents\n[\s\S]*?blob_path \}\n/, '')
+        .replace('copy: { jobs: 2 }', 'copy: { jobs: 1 }')
+        .replace('  - name: public.documents\n    batch: { rows: 40 }\n', '  - name: public.scans\n    batch: { rows: 2 }\n');
+      let dropped = 0;
+      const result = await runMigration(await loadPlan(s.plan(plan)), {
+        env: s.env,
+        retryBaseDelayMs: 5,
+        hooks: {
+          afterBatchCommit: async (b) => {
+            if (b.table !== 'public.scans' || dropped > 0) return;
+            const killed = await sql<{ pid: number }>(
+              'source',
+              'postgres',
+              `SELECT pg_terminate_backend(pid) AS pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'cloudshift documents'`,
+              [s.dbs.source],
+            );
+            dropped = killed.length;
+          },
+        },
+      });
+      expect(dropped).toBeGreaterThan(0);
+      expect(result.mismatches).toBe(0);
+      const c = container(s);
+      for (const id of [1, 6]) {
+        expect(await c.getBlockBlobClient(`scans/${id}.dcm`).downloadToBuffer()).toEqual(
+          await sourceBytes(s, `SELECT lo_get(image) AS b FROM public.scans WHERE id = ${id}`),
+        );
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
     const s = await hospitalScenario('docsnull');
     try {
