@@ -25,13 +25,13 @@ import { recoverPendingSwitch } from '../cutover/commands.js';
 import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
 import { workAsWorker } from './worker.js';
 import { delay } from '../embedded/util.js';
-
-/** How often every process sharing a run records that it is alive. */
-const HEARTBEAT_MS = 5_000;
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 import { PreconditionError } from '../errors.js';
 import { SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
+
+/** How often every process sharing a run records that it is alive. */
+const HEARTBEAT_MS = 5_000;
 
 export interface RunOptions {
   env: Env;

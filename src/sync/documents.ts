@@ -65,9 +65,9 @@ export function documentSink(container: DocumentContainer, source: pg.Client, st
       try {
         uploaded = await uploadDocument(container, name, from, settings);
       } catch (err) {
-        const fromNow = content === null || 'oid' in content;
-        if (err instanceof DocumentError && fromNow && (await superseded(task, key, content && 'oid' in content ? content.oid : undefined)))
-          return;
+        // Only a document read from the source as it is now can have been superseded.
+        const oid = content && 'oid' in content ? content.oid : undefined;
+        if (err instanceof DocumentError && (content === null || oid !== undefined) && (await superseded(task, key, oid))) return;
         throw err;
       }
       await store.record(task.display, { ...uploaded, key, name });
