@@ -168,7 +168,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: C
   checks.pass(
     'table.exists',
     subject,
-    `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (never analysed)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
+    `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (not analysed since it was loaded)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
   );
   checkKey(plan, t, info, subject, checks);
   checkTypes(

@@ -41,9 +41,21 @@ export interface TableInfo {
   columns: ColumnInfo[];
   primaryKey: string[] | null;
   uniqueKeys: UniqueKey[];
-  /** From pg_class.reltuples; null when the table was never analysed. */
+  /** From the statistics, scaled to the table's size now (rowsNow); null when they cannot tell. */
   estimatedRows: number | null;
   bytes: number;
+}
+
+/**
+ * Rows of relation `r` now, as the planner estimates them: the density its statistics saw
+ * (reltuples / relpages) times the pages it has now, so a table analysed small (or empty) and
+ * loaded since is not taken for small. NULL when that cannot be known (never analysed, or
+ * analysed empty and no longer empty).
+ */
+function rowsNow(r: string): string {
+  const pagesNow = `(pg_relation_size(${r}.oid) / current_setting('block_size')::float8)`;
+  return `CASE WHEN ${r}.reltuples >= 0 AND ${r}.relpages > 0 THEN ${r}.reltuples / ${r}.relpages * ${pagesNow}
+               WHEN ${r}.reltuples >= 0 AND ${pagesNow} = 0 THEN 0 END`;
 }
 
 export async function introspectTable(client: pg.Client, name: QualifiedName): Promise<TableInfo | null> {
@@ -53,15 +65,16 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     relispartition: boolean;
     relreplident: string;
     can_select: boolean;
-    reltuples: number;
+    reltuples: number | null;
     bytes: string;
     partitions: number;
   }>(
     `SELECT c.oid::int AS oid, c.relkind::text AS relkind, c.relispartition, c.relreplident::text AS relreplident,
             has_table_privilege(c.oid, 'SELECT') AS can_select,
             CASE WHEN c.relkind = 'p'
-                 THEN coalesce((SELECT sum(greatest(p.reltuples, 0)) FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf), 0)
-                 ELSE c.reltuples END::float8 AS reltuples,
+                 THEN (SELECT CASE WHEN bool_and(e IS NOT NULL) THEN sum(e) END
+                         FROM (SELECT ${rowsNow('p')} AS e FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf) l)
+                 ELSE ${rowsNow('c')} END::float8 AS reltuples,
             CASE WHEN c.relkind = 'p'
                  THEN coalesce((SELECT sum(pg_table_size(t.relid)) FROM pg_partition_tree(c.oid) t WHERE t.isleaf), 0)
                  ELSE pg_table_size(c.oid) END::text AS bytes,
@@ -137,7 +150,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     })),
     primaryKey: pk ? pk.columns : null,
     uniqueKeys,
-    estimatedRows: t.reltuples < 0 ? null : Math.round(t.reltuples),
+    estimatedRows: t.reltuples === null ? null : Math.round(t.reltuples),
     bytes: Number(t.bytes),
   };
 }

@@ -152,6 +152,37 @@ describe('cloudshift run: bad starts write nothing', () => {
   });
 });
 
+describe('cloudshift run: statistics older than the data', () => {
+  it('a table analysed empty and loaded since is split by its size now, not copied as one batch', async () => {
+    const s = await hospitalScenario('copystale', { load: false });
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE TABLE public.loaded (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+         ANALYZE public.loaded;
+         INSERT INTO public.loaded SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;`,
+      );
+      const plan = s.plan(`version: 1
+name: stale
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.loaded
+copy: { batch: { rows: 1000 } }
+`);
+      const r = await cli(['run', plan], s.env);
+      expect(r.code).toBe(0);
+      const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
+      expect(Number(batches!.n)).toBeGreaterThanOrEqual(4);
+      const { source, target } = await expectSameRows(s, 'public.loaded', 'id');
+      expect(target).toBe(source);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('cloudshift run: a target that already has the schema', () => {
   it('sets aside its foreign keys for the parallel copy and puts them back validated; existingData: truncate empties it first', async () => {
     const s = await hospitalScenario('copyfks');
