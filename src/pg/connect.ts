@@ -26,6 +26,8 @@ export const PINNED_SETTINGS: ReadonlyArray<readonly [string, string]> = [
   ['client_encoding', 'UTF8'],
   // money's text form follows lc_monetary: pin it so both sides print and parse it alike.
   ['lc_monetary', 'C'],
+  // Literals built here double their quotes and nothing else: a backslash must be just a backslash.
+  ['standard_conforming_strings', 'on'],
 ];
 
 /** Type parsers that keep every value as the server's text. */

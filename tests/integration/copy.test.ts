@@ -183,6 +183,38 @@ copy: { batch: { rows: 1000 } }
   });
 });
 
+describe('cloudshift run: a source whose strings are not standard-conforming', () => {
+  it('keys ending in a backslash bound batches as they are (the sessions pin standard_conforming_strings)', async () => {
+    const s = await hospitalScenario('copybackslash', { load: false });
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `ALTER DATABASE ${s.dbs.source} SET standard_conforming_strings = off;
+         CREATE TABLE public.paths (p text PRIMARY KEY, n int);
+         INSERT INTO public.paths SELECT 'dir' || g || E'\\\\', g FROM generate_series(1, 6) g; ANALYZE public.paths;`,
+      );
+      const plan = s.plan(`version: 1
+name: backslash
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.paths
+copy: { batch: { rows: 2 } }
+`);
+      const r = await cli(['run', plan], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
+      expect(Number(batches!.n)).toBe(3);
+      const { source, target } = await expectSameRows(s, 'public.paths', 'p');
+      expect(target).toBe(source);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('cloudshift run: a target that already has the schema', () => {
   it('sets aside its foreign keys for the parallel copy and puts them back validated; existingData: truncate empties it first', async () => {
     const s = await hospitalScenario('copyfks');
