@@ -152,66 +152,59 @@ describe('cloudshift run: bad starts write nothing', () => {
   });
 });
 
-describe('cloudshift run: statistics older than the data', () => {
-  it('a table analysed empty and loaded since is split by its size now, not copied as one batch', async () => {
-    const s = await hospitalScenario('copystale', { load: false });
-    try {
-      await sql(
-        'source',
-        s.dbs.source,
-        `CREATE TABLE public.loaded (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
-         ANALYZE public.loaded;
-         INSERT INTO public.loaded SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;`,
-      );
-      const plan = s.plan(`version: 1
-name: stale
+/**
+ * Copies one table, made on an empty source by `setup`, in batches of `rows`: exit 0, the rows
+ * identical (ordered by `order`); returns how many batches the run planned.
+ */
+async function copyOneTable(prefix: string, setup: (source: string) => string, table: string, rows: number, order: string) {
+  const s = await hospitalScenario(prefix, { load: false });
+  try {
+    await sql('source', s.dbs.source, setup(s.dbs.source));
+    const plan = s.plan(`version: 1
+name: ${prefix}
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
 target: { postgres: "\${env:TARGET_DATABASE_URL}" }
 tables:
-  - name: public.loaded
-copy: { batch: { rows: 1000 } }
+  - name: ${table}
+copy: { batch: { rows: ${rows} } }
 `);
-      const r = await cli(['run', plan], s.env);
-      expect(r.code).toBe(0);
-      const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
-      expect(Number(batches!.n)).toBeGreaterThanOrEqual(4);
-      const { source, target } = await expectSameRows(s, 'public.loaded', 'id');
-      expect(target).toBe(source);
-    } finally {
-      await s.drop();
-    }
-  });
-});
+    const r = await cli(['run', plan], s.env);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const { source, target } = await expectSameRows(s, table, order);
+    expect(target).toBe(source);
+    const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
+    return Number(batches!.n);
+  } finally {
+    await s.drop();
+  }
+}
 
-describe('cloudshift run: a source whose strings are not standard-conforming', () => {
-  it('keys ending in a backslash bound batches as they are (the sessions pin standard_conforming_strings)', async () => {
-    const s = await hospitalScenario('copybackslash', { load: false });
-    try {
-      await sql(
-        'source',
-        s.dbs.source,
-        `ALTER DATABASE ${s.dbs.source} SET standard_conforming_strings = off;
-         CREATE TABLE public.paths (p text PRIMARY KEY, n int);
-         INSERT INTO public.paths SELECT 'dir' || g || E'\\\\', g FROM generate_series(1, 6) g; ANALYZE public.paths;`,
-      );
-      const plan = s.plan(`version: 1
-name: backslash
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
-tables:
-  - name: public.paths
-copy: { batch: { rows: 2 } }
-`);
-      const r = await cli(['run', plan], s.env);
-      expect(r.stderr).toBe('');
-      expect(r.code).toBe(0);
-      const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
-      expect(Number(batches!.n)).toBe(3);
-      const { source, target } = await expectSameRows(s, 'public.paths', 'p');
-      expect(target).toBe(source);
-    } finally {
-      await s.drop();
-    }
+describe('cloudshift run: sources as they come', () => {
+  it('a table analysed empty and loaded since is split by its size now, not copied as one batch', async () => {
+    const batches = await copyOneTable(
+      'copystale',
+      () => `CREATE TABLE public.loaded (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             ANALYZE public.loaded;
+             INSERT INTO public.loaded SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;`,
+      'public.loaded',
+      1000,
+      'id',
+    );
+    expect(batches).toBeGreaterThanOrEqual(4);
+  });
+
+  it('keys ending in a backslash bound batches as they are on a source whose strings are not standard-conforming', async () => {
+    const batches = await copyOneTable(
+      'copybackslash',
+      (db) => `ALTER DATABASE ${db} SET standard_conforming_strings = off;
+               CREATE TABLE public.paths (p text PRIMARY KEY, n int);
+               INSERT INTO public.paths SELECT 'dir' || g || E'\\\\', g FROM generate_series(1, 6) g; ANALYZE public.paths;`,
+      'public.paths',
+      2,
+      'p',
+    );
+    expect(batches).toBe(3);
   });
 });
 
