@@ -5,7 +5,9 @@
  *   the slot's consistent point; nothing else is sent on that connection while copy workers
  *   import the snapshot (the caller holds it, then releases it);
  * - the stream acknowledges only what the caller says is committed (acknowledge()), never on
- *   receipt or on a timer; keepalives that ask for a reply get the last acknowledged position.
+ *   receipt; keepalives that ask for a reply get the last acknowledged position, and so does the
+ *   server every quarter of its wal_sender_timeout, from a timer: a step that takes longer (a big
+ *   document's upload, a lock wait on the target) must not make the server drop the stream.
  */
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
@@ -108,7 +110,13 @@ async function* frames(stream: Duplex, highWater = 256): AsyncGenerator<Buffer> 
   }
 }
 
-export function startStream(client: pg.Client, slot: string, publication: string, from: Lsn): ChangeStream {
+/** The server's wal_sender_timeout in ms (0: none), read on the replication connection before streaming. */
+export async function senderTimeoutMs(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ ms: string }>(`SELECT setting AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
+  return Number(rows[0]?.ms ?? 0);
+}
+
+export function startStream(client: pg.Client, slot: string, publication: string, from: Lsn, senderTimeout: number): ChangeStream {
   const options = [`proto_version '1'`, `publication_names ${quoteLiteral(quoteIdent(publication))}`, `messages 'true'`];
   const duplex = client.query(
     copyBoth(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${formatLsn(from)} (${options.join(', ')})`, {
@@ -126,6 +134,9 @@ export function startStream(client: pg.Client, slot: string, publication: string
     b.writeUInt8(0, 33);
     if (!duplex.destroyed && duplex.writable) duplex.write(b);
   };
+  const alive = senderTimeout > 0 ? setInterval(() => status(acknowledged), Math.max(100, senderTimeout / 4)) : null;
+  alive?.unref();
+  duplex.once('close', () => alive && clearInterval(alive));
   return {
     async *items() {
       for await (const chunk of frames(duplex)) {
@@ -152,6 +163,7 @@ export function startStream(client: pg.Client, slot: string, publication: string
       return acknowledged;
     },
     async close() {
+      if (alive) clearInterval(alive);
       duplex.destroy();
       await client.end().catch(() => undefined);
     },

@@ -19,7 +19,7 @@ import { Applier, type ApplierOptions, type Divergence, type Progress } from './
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import type { Lsn } from './lsn.js';
 import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotState } from './objects.js';
-import { replicationConnection, startStream, type ChangeStream } from './replication.js';
+import { replicationConnection, senderTimeoutMs, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
 
@@ -162,7 +162,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
     const early = fence();
     if (early !== null && from >= early) return 'fence';
     const repl = await replicationConnection(o.fromUrl, 'cloudshift sync');
-    stream = startStream(repl, o.slot, o.publication, from);
+    stream = startStream(repl, o.slot, o.publication, from, await senderTimeoutMs(repl));
     const s = stream;
 
     let stop: StopReason | null = null;

@@ -337,6 +337,46 @@ describe('live sync faults', () => {
   });
 });
 
+describe('a slow step in the sync', () => {
+  it('does not let the server time the stream out (status every quarter of wal_sender_timeout)', async () => {
+    const s = await hospitalScenario('syncslow');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('syncslowtest'));
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      // The walsender gives up on a silent client after 1 s; the apply loop then stalls for 3 s.
+      await sql('source', 'postgres', `ALTER DATABASE ${s.dbs.source} SET wal_sender_timeout = '1s'`);
+      await sql(
+        'source',
+        s.dbs.source,
+        Array.from({ length: 3 }, (_, i) => `BEGIN; UPDATE public.notes SET edited = edited + 1 WHERE id = ${i + 1}; COMMIT;`).join('\n'),
+      );
+      let applied = 0;
+      await runMigration(await loadPlan(file), {
+        env: s.env,
+        until: 'synced',
+        heartbeatMs: 100,
+        hooks: {
+          afterSyncCommit: async (n) => {
+            applied = n;
+            if (n === 1) await new Promise((r) => setTimeout(r, 3000)); // the slow step (fault injection)
+          },
+        },
+      });
+      expect(applied).toBeGreaterThanOrEqual(3);
+      const [reconnects] = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*)::text AS n FROM cloudshift.events WHERE kind = 'sync:reconnect'`,
+      );
+      expect(reconnects!.n).toBe('0');
+      await expectConverged(s);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('stopping the sync', () => {
   it('stops cleanly on Ctrl-C (abort), resumable', async () => {
     const s = await hospitalScenario('syncstop');
