@@ -4,7 +4,7 @@
  */
 import type pg from 'pg';
 import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
-import { displayName, type QualifiedName } from '../plan/names.js';
+import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { templateColumns } from '../plan/templates.js';
 import { OID_REFERENCE_TYPES, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
 import { formatBytes, formatCount } from './format.js';
@@ -171,6 +171,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: C
     `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (not analysed since it was loaded)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
   );
   checkKey(plan, t, info, subject, checks);
+  await checkKeyOrder(client, t, info, subject, checks);
   checkTypes(
     info,
     subject,
@@ -193,6 +194,33 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: C
     );
   if (info.isPartition) checks.warn('table.partitions', subject, `${subject} is a partition; consider naming its parent table instead`);
   return info;
+}
+
+/**
+ * Batches compare and sort a text key in collation "C", the one order both servers agree on
+ * whatever their locales. An index in another collation cannot serve that: each batch of a table
+ * split into several reads all of it. Said before the copy, with the index that would serve.
+ */
+async function checkKeyOrder(client: pg.Client, t: TablePlan, info: TableInfo, subject: string, checks: CheckList): Promise<void> {
+  const key = info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity);
+  if (!key || (info.estimatedRows !== null && info.estimatedRows <= t.batchRows)) return;
+  const { rows } = await client.query<{ column: string; collation: string }>(
+    `SELECT a.attname AS column, co.collname AS collation
+       FROM pg_index i
+       JOIN pg_class ic ON ic.oid = i.indexrelid
+       CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indcollation::oid[]) AS k(attnum, coll)
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+       JOIN pg_collation co ON co.oid = k.coll
+      WHERE i.indrelid = $1 AND ic.relname = $2 AND co.collname NOT IN ('C', 'POSIX')`,
+    [info.oid, key.name],
+  );
+  if (rows.length === 0) return;
+  const columns = key.columns.map((c) => (rows.some((r) => r.column === c) ? `${quoteIdent(c)} COLLATE "C"` : quoteIdent(c)));
+  checks.warn(
+    'table.key_order',
+    subject,
+    `batches compare the key in collation "C" (the same order on both servers), and index ${key.name} orders ${rows.map((r) => `${r.column} by ${r.collation}`).join(', ')}: each batch would read the whole table; first CREATE UNIQUE INDEX CONCURRENTLY ON ${quoteQualified(t.name)} (${columns.join(', ')})`,
+  );
 }
 
 function checkKey(plan: Plan, t: TablePlan, info: TableInfo, subject: string, checks: CheckList): void {

@@ -213,6 +213,42 @@ describe('cloudshift dry-run', () => {
     }
   });
 
+  it('warns when a text key is indexed in an order its batches cannot use, naming the index that would serve', async () => {
+    const db = `cs_keyorder_${process.pid}`;
+    await sql('source', 'postgres', `CREATE DATABASE ${db} TEMPLATE template0`);
+    try {
+      await sql(
+        'source',
+        db,
+        `CREATE TABLE public.codes (code text COLLATE "ucs_basic" PRIMARY KEY, n int);
+         CREATE TABLE public.plain (code text COLLATE "C" PRIMARY KEY, n int);
+         INSERT INTO public.codes SELECT 'c' || g, g FROM generate_series(1, 300) g;
+         INSERT INTO public.plain SELECT 'c' || g, g FROM generate_series(1, 300) g;
+         ANALYZE;`,
+      );
+      const plan = `version: 1
+name: keyorder
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.codes
+  - name: public.plain
+copy: { batch: { rows: 100 } }
+`;
+      const { code, report } = await dryRun(plan, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+      expect(code).toBe(0);
+      expect(check(report, 'table.key_order', 'public.codes')).toMatchObject({
+        status: 'warn',
+        message: expect.stringContaining(
+          'index codes_pkey orders code by ucs_basic: each batch would read the whole table; first CREATE UNIQUE INDEX CONCURRENTLY ON "public"."codes" ("code" COLLATE "C")',
+        ),
+      });
+      expect(report!.checks.filter((c) => c.id === 'table.key_order' && c.subject === 'public.plain')).toEqual([]);
+    } finally {
+      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
+    }
+  });
+
   it('database that does not exist: exit 3, named', async () => {
     const url = connectionUrl('target', 'no_such_db');
     const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, TARGET_DATABASE_URL: url });
