@@ -149,7 +149,15 @@ async function verifyTable(pool: PairPool, task: TableTask, options: VerifyOptio
           const d = await rangeDigests(sides, task, range);
           rows += d.source.rows;
           if (d.equal) return;
-          const found = await findDifferences(sides, task, range, { source: d.source.rows, target: d.target.rows }, limit);
+          // At most `limit` rows are named per table (a target missing a table of 100M rows is one
+          // finding's worth of news, not 100M): past that a differing range is not bisected.
+          const room = () => Math.max(0, limit - differences);
+          if (room() === 0) {
+            stillDifferent = true;
+            return;
+          }
+          const bisected = await findDifferences(sides, task, range, { source: d.source.rows, target: d.target.rows }, room());
+          const found = bisected.slice(0, room()); // other ranges may have filled the room meanwhile
           differences += found.length;
           let fixed = false;
           if (options.repair && found.length > 0) {

@@ -144,4 +144,12 @@ describe('cloudshift verify', () => {
     expect(bad.code).toBe(3);
     expect(bad.stderr).toContain('--table public.nope: not a table of the plan');
   });
+
+  it('names at most 1,000 differing rows per table, however many ranges differ (last: empties a target table)', async () => {
+    await sql('target', s.dbs.target, `DELETE FROM public.observations`);
+    const { code, result } = await verify('--table', 'public.observations');
+    expect(code).toBe(1);
+    expect(result.tables[0]).toMatchObject({ ranges: 3, matched: false, differences: 1000 });
+    expect(result.findings).toHaveLength(1000);
+  });
 });
