@@ -28,13 +28,32 @@ function keyTuple(columns: KeyColumn[]): string {
   return cols.length === 1 ? cols[0]! : `(${cols.join(', ')})`;
 }
 
-function valueTuple(columns: KeyColumn[], offset: number): string {
-  const vals = columns.map((c, i) => `$${offset + i + 1}::${c.type}${c.collate ? ' COLLATE "C"' : ''}`);
+/** A key value as SQL: a bind parameter, or a quoted literal where none can be bound (COPY). */
+type ValueSql = (value: string, position: number) => string;
+
+const parameter: ValueSql = (_v, position) => `$${position}`;
+const literal: ValueSql = (v) => `'${v.replace(/'/g, "''")}'`;
+
+function valueTuple(columns: KeyColumn[], values: string[], offset: number, sql: ValueSql): string {
+  const vals = columns.map((c, i) => `${sql(values[i]!, offset + i + 1)}::${c.type}${c.collate ? ' COLLATE "C"' : ''}`);
   return vals.length === 1 ? vals[0]! : `(${vals.join(', ')})`;
 }
 
-/** WHERE clause (without WHERE) selecting a range; `true` for an unbounded one. */
+/** WHERE clause (without WHERE) selecting a range, with bind parameters; `true` for an unbounded one. */
 export function rangePredicate(range: BatchRange, columns: KeyColumn[], paramOffset = 0): Predicate {
+  return predicate(range, columns, paramOffset, parameter);
+}
+
+/**
+ * The same clause with the values as quoted literals, for COPY (which takes no parameters). The
+ * literals are written where they belong: nothing else in a statement (a plan's `where`, a
+ * column named `a$1`) is ever rewritten.
+ */
+export function rangeSql(range: BatchRange, columns: KeyColumn[]): string {
+  return predicate(range, columns, 0, literal).sql;
+}
+
+function predicate(range: BatchRange, columns: KeyColumn[], paramOffset: number, sql: ValueSql): Predicate {
   if (range.kind === 'ctid') {
     const parts: string[] = [];
     if (range.lowPage !== null) parts.push(`ctid >= '(${range.lowPage},0)'::tid`);
@@ -43,24 +62,16 @@ export function rangePredicate(range: BatchRange, columns: KeyColumn[], paramOff
   }
   const parts: string[] = [];
   const params: string[] = [];
+  const bound = sql === parameter;
   if (range.low) {
-    parts.push(`${keyTuple(columns)} >= ${valueTuple(columns, paramOffset + params.length)}`);
-    params.push(...range.low);
+    parts.push(`${keyTuple(columns)} >= ${valueTuple(columns, range.low, paramOffset + params.length, sql)}`);
+    if (bound) params.push(...range.low);
   }
   if (range.high) {
-    parts.push(`${keyTuple(columns)} < ${valueTuple(columns, paramOffset + params.length)}`);
-    params.push(...range.high);
+    parts.push(`${keyTuple(columns)} < ${valueTuple(columns, range.high, paramOffset + params.length, sql)}`);
+    if (bound) params.push(...range.high);
   }
   return { sql: parts.length ? parts.join(' AND ') : 'true', params };
-}
-
-/** Replaces $n placeholders with quoted literals, for COPY (which takes no parameters). */
-export function inlineParams(sql: string, params: string[]): string {
-  return sql.replace(/\$(\d+)/g, (_m, n: string) => {
-    const v = params[Number(n) - 1];
-    if (v === undefined) throw new Error(`missing parameter $${n}`);
-    return `'${v.replace(/'/g, "''")}'`;
-  });
 }
 
 /** The SELECT of a batch's rows, with literals inlined (COPY takes no bind parameters). */
@@ -73,12 +84,11 @@ export function batchSelect(
   /** SQL expressions selected after the columns (the documents copy's content marker). */
   extra: string[] = [],
 ): string {
-  const pred = rangePredicate(range, keyColumns);
-  const conditions = [pred.sql, ...(where ? [`(${where})`] : [])].filter((c) => c !== 'true');
+  const conditions = [rangeSql(range, keyColumns), ...(where ? [`(${where})`] : [])].filter((c) => c !== 'true');
   const cols = [...columns.map(quoteIdent), ...extra].join(', ');
   // Keyed batches are read in key order on both sides, so their COPY streams hash equal.
   const order = range.kind === 'key' && keyColumns.length > 0 ? ` ORDER BY ${keyList(keyColumns)}` : '';
-  return inlineParams(`SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}${order}`, pred.params);
+  return `SELECT ${cols} FROM ${table}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''}${order}`;
 }
 
 function keyList(columns: KeyColumn[]): string {
@@ -87,7 +97,7 @@ function keyList(columns: KeyColumn[]): string {
 
 /** `(k1, k2) IN ((v1::t1, v2::t2), ...)` with inlined literals, for a handful of rows. */
 export function keysPredicate(columns: KeyColumn[], keys: string[][]): string {
-  const lit = (v: string, c: KeyColumn) => `'${v.replace(/'/g, "''")}'::${c.type}${c.collate ? ' COLLATE "C"' : ''}`;
+  const lit = (v: string, c: KeyColumn) => `${literal(v, 0)}::${c.type}${c.collate ? ' COLLATE "C"' : ''}`;
   const tuple = (vals: string[]) =>
     columns.length === 1 ? lit(vals[0]!, columns[0]!) : `(${vals.map((v, i) => lit(v, columns[i]!)).join(', ')})`;
   if (keys.length === 0) return 'false';

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
-import { inlineParams, rangePredicate, type KeyColumn } from '../source/ranges.js';
+import { rangeSql, type KeyColumn } from '../source/ranges.js';
 import { digestRange } from '../engine/copyBatch.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { digestEquals } from './rowDigest.js';
@@ -84,9 +84,8 @@ function orderBy(task: TableTask): string {
     .join(', ');
 }
 
-function where(task: TableTask, range: KeyRange, filter: string | undefined): { sql: string; params: string[] } {
-  const pred = rangePredicate({ kind: 'key', ...range }, keyColumns(task));
-  return { sql: [pred.sql, ...(filter ? [`(${filter})`] : [])].join(' AND '), params: pred.params };
+function where(task: TableTask, range: KeyRange, filter: string | undefined): string {
+  return [rangeSql({ kind: 'key', ...range }, keyColumns(task)), ...(filter ? [`(${filter})`] : [])].join(' AND ');
 }
 
 /**
@@ -105,12 +104,8 @@ export async function tailRange(client: pg.Client, task: TableTask, rows: number
 }
 
 async function keyAt(client: pg.Client, task: TableTask, range: KeyRange, offset: number, filter: string | undefined): Promise<string[]> {
-  const w = where(task, range, filter);
   const { rows } = await client.query<Record<string, string>>(
-    inlineParams(
-      `SELECT ${keySelect(task)} FROM ${task.quoted} WHERE ${w.sql} ORDER BY ${orderBy(task)} OFFSET ${offset} LIMIT 1`,
-      w.params,
-    ),
+    `SELECT ${keySelect(task)} FROM ${task.quoted} WHERE ${where(task, range, filter)} ORDER BY ${orderBy(task)} OFFSET ${offset} LIMIT 1`,
   );
   const r = rows[0]!;
   return keyColumns(task).map((_, i) => r[`k${i}`]!);
@@ -122,13 +117,9 @@ async function rowsOf(
   range: KeyRange,
   filter: string | undefined,
 ): Promise<Map<string, { key: string[]; row: string }>> {
-  const w = where(task, range, filter);
   const cols = task.shape.columns.map(quoteIdent).join(', ');
   const { rows } = await client.query<Record<string, string>>(
-    inlineParams(
-      `SELECT ${keySelect(task)}, ROW(${cols})::text AS r FROM ${task.quoted} WHERE ${w.sql} ORDER BY ${orderBy(task)}`,
-      w.params,
-    ),
+    `SELECT ${keySelect(task)}, ROW(${cols})::text AS r FROM ${task.quoted} WHERE ${where(task, range, filter)} ORDER BY ${orderBy(task)}`,
   );
   const n = keyColumns(task).length;
   return new Map(

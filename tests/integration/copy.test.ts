@@ -156,7 +156,16 @@ describe('cloudshift run: bad starts write nothing', () => {
  * Copies one table, made on an empty source by `setup`, in batches of `rows`: exit 0, the rows
  * identical (ordered by `order`); returns how many batches the run planned.
  */
-async function copyOneTable(prefix: string, setup: (source: string) => string, table: string, rows: number, order: string) {
+async function copyOneTable(
+  prefix: string,
+  setup: (source: string) => string,
+  table: string,
+  rows: number,
+  order: string,
+  where?: string,
+  /** Runs on the copied scenario before it is dropped. */
+  after?: (s: Scenario, plan: string) => Promise<void>,
+) {
   const s = await hospitalScenario(prefix, { load: false });
   try {
     await sql('source', s.dbs.source, setup(s.dbs.source));
@@ -165,14 +174,16 @@ name: ${prefix}
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
 target: { postgres: "\${env:TARGET_DATABASE_URL}" }
 tables:
-  - name: ${table}
+  - name: ${table}${where ? `\n    where: ${JSON.stringify(where)}` : ''}
 copy: { batch: { rows: ${rows} } }
 `);
     const r = await cli(['run', plan], s.env);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+    if (where) await sql('source', s.dbs.source, `DELETE FROM ${table} WHERE NOT (${where})`);
     const { source, target } = await expectSameRows(s, table, order);
     expect(target).toBe(source);
+    await after?.(s, plan);
     const [batches] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM cloudshift.batches`);
     return Number(batches!.n);
   } finally {
@@ -203,6 +214,28 @@ describe('cloudshift run: sources as they come', () => {
       'public.paths',
       2,
       'p',
+    );
+    expect(batches).toBe(3);
+  });
+
+  it("a key column named k$1 and a plan's where holding '$1' are left as written when the batch bounds are filled in", async () => {
+    const batches = await copyOneTable(
+      'copydollar',
+      () => `CREATE TABLE public.vouchers ("k$1" int PRIMARY KEY, note text);
+             INSERT INTO public.vouchers SELECT g, CASE WHEN g % 3 = 0 THEN '$1 off' ELSE 'n' || g END FROM generate_series(1, 9) g;
+             ANALYZE public.vouchers;`,
+      'public.vouchers',
+      3,
+      '"k$1"',
+      "note <> '$1 off'",
+      async (s, plan) => {
+        // verify pinpoints a differing row with the same bounds, written into its queries as literals
+        await sql('target', s.dbs.target, `UPDATE public.vouchers SET note = 'changed' WHERE "k$1" = 5`);
+        const r = await cli(['verify', plan, '--json'], s.env);
+        expect(r.code).toBe(1);
+        const found = (JSON.parse(r.stdout) as { findings: Array<{ kind: string; key: Record<string, string> }> }).findings;
+        expect(found.map((f) => [f.kind, f.key])).toEqual([['different', { k$1: '5' }]]);
+      },
     );
     expect(batches).toBe(3);
   });

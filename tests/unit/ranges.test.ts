@@ -37,6 +37,10 @@ describe('range SQL', () => {
     ).toBe(
       `SELECT "id", "x""y" FROM "public"."t" WHERE "id" COLLATE "C" >= 'a''; drop table t; --'::text COLLATE "C" AND (id <> 'z') ORDER BY "id" COLLATE "C"`,
     );
+    // Only the bounds are filled in: a column named k$1 and a where's '$1' stay as written.
+    expect(
+      batchSelect('"t"', ['k$1'], { kind: 'key', low: ['7'], high: null }, [{ name: 'k$1', type: 'integer', collate: false }], "n <> '$1'"),
+    ).toBe(`SELECT "k$1" FROM "t" WHERE "k$1" >= '7'::integer AND (n <> '$1') ORDER BY "k$1"`);
   });
 });
 
