@@ -94,6 +94,12 @@ interface Relation {
 }
 
 const MAX_ROWS_PER_INSERT = 1000;
+/**
+ * Inserts are also bounded by their values' text: a transaction of 1,000 scans of 600 kB would
+ * otherwise be one statement of 1.2 GB (bytea travels as hex), over PostgreSQL's 1 GB message
+ * limit, and held in memory whole. A single larger row still goes alone.
+ */
+const MAX_TEXT_PER_INSERT = 16 * 1024 * 1024;
 
 export interface ApplyStats {
   transactions: number;
@@ -108,7 +114,7 @@ export class Applier {
   private inTx = false;
   private skipping = false;
   private txLsn: Lsn = 0n;
-  private pending: { rel: Relation; rows: Array<Array<string | null>>; keys: Set<string> } | null = null;
+  private pending: { rel: Relation; rows: Array<Array<string | null>>; keys: Set<string>; text: number } | null = null;
   private blobsToRemove: string[] = [];
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
@@ -356,12 +362,13 @@ export class Applier {
     if (name !== undefined) values.push(name as string);
     const key = JSON.stringify(this.keyOf(rel, row));
     if (this.pending && (this.pending.rel !== rel || this.pending.keys.has(key))) await this.flushInserts();
-    this.pending ??= { rel, rows: [], keys: new Set() };
+    this.pending ??= { rel, rows: [], keys: new Set(), text: 0 };
     this.pending.rows.push(values);
+    this.pending.text += values.reduce((n, v) => n + (v?.length ?? 0), 0);
     if (rel.keyIdx.length) this.pending.keys.add(key);
     this.stats.changes += 1;
     const limit = Math.min(MAX_ROWS_PER_INSERT, Math.floor(60_000 / Math.max(1, rel.insertWidth)));
-    if (this.pending.rows.length >= limit) await this.flushInserts();
+    if (this.pending.rows.length >= limit || this.pending.text >= MAX_TEXT_PER_INSERT) await this.flushInserts();
   }
 
   private async flushInserts(): Promise<void> {

@@ -379,6 +379,38 @@ describe('a slow step in the sync', () => {
   });
 });
 
+describe('a big transaction in the sync', () => {
+  it('is applied in inserts of at most 16 MB of values, not one statement of them all', async () => {
+    const s = await hospitalScenario('syncbig');
+    try {
+      const file = await synced(s, 'syncbigtest');
+      // Counts the apply's INSERT statements on notes (ALWAYS: it fires under replication too).
+      await sql(
+        'target',
+        s.dbs.target,
+        `CREATE TABLE public.note_inserts (at timestamptz);
+         CREATE FUNCTION public.note_inserted() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN INSERT INTO public.note_inserts VALUES (now()); RETURN NULL; END$$;
+         CREATE TRIGGER note_inserted AFTER INSERT ON public.notes FOR EACH STATEMENT EXECUTE FUNCTION public.note_inserted();
+         ALTER TABLE public.notes ENABLE ALWAYS TRIGGER note_inserted;`,
+      );
+      // One transaction of 200 notes of 160 kB: 32 MB of values.
+      await sql(
+        'source',
+        s.dbs.source,
+        `INSERT INTO public.notes (id, title, body)
+         SELECT 1000 + g, 'big ' || g, repeat(md5(g::text), 5000) FROM generate_series(1, 200) g`,
+      );
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      const [inserts] = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*)::text AS n FROM public.note_inserts');
+      expect(Number(inserts!.n)).toBeGreaterThanOrEqual(2);
+      await expectConverged(s);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('stopping the sync', () => {
   it('stops cleanly on Ctrl-C (abort), resumable', async () => {
     const s = await hospitalScenario('syncstop');
