@@ -2,8 +2,8 @@
  * Verifies a documents entry: every row's blob exists with the size and MD5 of the source's
  * bytes (read in slices, as the upload does), the target row's kept column holds the blob's name,
  * and no blob under the entry's name prefix is unexpected. With `repair`, missing or changed blobs
- * are uploaded again, extra ones deleted and kept names corrected. Only keys and blob names are
- * reported, never contents.
+ * are uploaded again, extra ones deleted and kept names corrected. At most `maxFindings` are named
+ * (and, with `repair`, mended) per run. Only keys and blob names are reported, never contents.
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
@@ -14,7 +14,6 @@ import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
 import type { DocumentContainer } from '../target/blob/container.js';
-import type { ListedBlob } from '../target/blob/listing.js';
 import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
@@ -33,12 +32,30 @@ interface SourceRow {
   oid: string | null;
 }
 
+export interface DocumentVerifyOptions {
+  repair: boolean;
+  checkExtras: boolean;
+  /** Stop after this many findings (the rest is not looked at, and the entry does not match). */
+  maxFindings: number;
+  /** Source rows read at a time (and their blobs and kept names looked up at a time). */
+  chunkRows?: number;
+}
+
+const CHUNK_ROWS = 1000;
+/** The listing, held on the target session for the length of one entry's verification. */
+const LISTED = 'pg_temp.cloudshift_listed';
+
+/**
+ * Memory holds one listing page and one chunk of source rows: the listing goes into a temporary
+ * table on the target session, and the source rows come through a cursor, a chunk at a time,
+ * each chunk's blobs and kept names looked up by name and key.
+ */
 export async function verifyDocuments(
   sides: { source: pg.Client; target: pg.Client },
   container: DocumentContainer,
   task: TableTask,
-  options: { repair: boolean; checkExtras: boolean },
-): Promise<{ documents: number; findings: DocumentFinding[] }> {
+  options: DocumentVerifyOptions,
+): Promise<{ documents: number; findings: DocumentFinding[]; complete: boolean }> {
   const spec = task.documents!;
   const keys = task.shape.keyColumns!;
   const content = quoteIdent(spec.plan.content);
@@ -50,10 +67,7 @@ export async function verifyDocuments(
     ]),
   ];
   const where = task.where ? ` WHERE ${task.where}` : '';
-  const { rows } = await sides.source.query<Record<string, string | null>>(
-    `SELECT ${cols.map((c, i) => `${quoteIdent(c)}::text AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
-  );
-  const source: SourceRow[] = rows.map((r) => {
+  const toRow = (r: Record<string, string | null>): SourceRow => {
     const get = (c: string) => r[`c${cols.indexOf(c)}`] ?? null;
     const key = keys.map((k) => get(k.name) ?? '');
     const values: RowValues = { get, describe: `${task.display} ${keys.map((k, i) => `${k.name}=${key[i]}`).join(', ')}` };
@@ -64,56 +78,98 @@ export async function verifyDocuments(
       name: present ? blobName(spec.plan.blob, values) : null,
       oid: spec.contentKind === 'oid' ? (r.content ?? null) : null,
     };
-  });
-
-  const prefix = blobPrefix(spec.plan.blob);
-  const listed = new Map<string, ListedBlob>();
-  for await (const page of container.listPages(prefix)) for (const b of page) listed.set(b.name, b);
-  const kept = new Map<string, string | null>();
-  const t = await sides.target.query<Record<string, string | null>>(
-    `SELECT ${keys.map((k, i) => `${quoteIdent(k.name)}::text AS k${i}`).join(', ')}, ${quoteIdent(spec.plan.keepColumn)} AS kept FROM ${task.quoted}`,
-  );
-  for (const r of t.rows) kept.set(JSON.stringify(keys.map((_, i) => r[`k${i}`] ?? '')), r.kept ?? null);
+  };
 
   const findings: DocumentFinding[] = [];
-  const expected = new Set<string>();
-  for (const row of source) {
-    if (row.name === null) continue;
-    expected.add(row.name);
-    const reader: DocumentContent =
-      row.oid !== null
-        ? largeObjectContent(sides.source, row.oid, row.values.describe, spec.plan.content)
-        : byteaContent(sides.source, task.quoted, content, keysPredicate(keys, [row.key]), row.values.describe);
-    const blob = listed.get(row.name);
-    let finding: DocumentFinding['kind'] | null = null;
-    if (!blob) finding = 'blob missing';
-    else {
-      const { size, md5 } = await digestOf(reader);
-      if (size !== blob.size || md5 !== blob.md5) finding = 'blob different';
+  const full = () => findings.length >= options.maxFindings;
+  let documents = 0;
+  await sides.target.query(`DROP TABLE IF EXISTS ${LISTED}`);
+  await sides.target.query(
+    `CREATE TEMP TABLE ${LISTED} (name text COLLATE "C" PRIMARY KEY, size bigint NOT NULL, md5 text NOT NULL, seen boolean NOT NULL DEFAULT false)`,
+  );
+  await sides.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    for await (const page of container.listPages(blobPrefix(spec.plan.blob))) {
+      await sides.target.query(`INSERT INTO ${LISTED} (name, size, md5) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])`, [
+        page.map((b) => b.name),
+        page.map((b) => b.size),
+        page.map((b) => b.md5),
+      ]);
     }
-    if (finding) {
-      if (options.repair) await reupload(container, task, row, reader);
-      findings.push({ kind: finding, key: row.key, blob: row.name, repaired: options.repair });
-    }
-    const k = JSON.stringify(row.key);
-    if (kept.has(k) && kept.get(k) !== row.name) {
-      if (options.repair) {
-        await sides.target.query(
-          `UPDATE ${task.quoted} SET ${quoteIdent(spec.plan.keepColumn)} = $1 WHERE ${keysPredicate(keys, [row.key])}`,
-          [row.name],
-        );
+    await sides.source.query(
+      `DECLARE cloudshift_documents NO SCROLL CURSOR FOR SELECT ${cols.map((c, i) => `${quoteIdent(c)}::text AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
+    );
+    while (!full()) {
+      const { rows } = await sides.source.query<Record<string, string | null>>(
+        `FETCH ${options.chunkRows ?? CHUNK_ROWS} FROM cloudshift_documents`,
+      );
+      if (rows.length === 0) break;
+      const chunk = rows.map(toRow);
+      const names = chunk.flatMap((r) => (r.name === null ? [] : [r.name]));
+      const listed = new Map(
+        (
+          await sides.target.query<{ name: string; size: string; md5: string }>(
+            `UPDATE ${LISTED} SET seen = true WHERE name = ANY($1::text[]) RETURNING name, size::text AS size, md5`,
+            [names],
+          )
+        ).rows.map((b) => [b.name, { size: Number(b.size), md5: b.md5 }]),
+      );
+      const kept = new Map(
+        (
+          await sides.target.query<Record<string, string | null>>(
+            `SELECT ${keys.map((k, i) => `${quoteIdent(k.name)}::text AS k${i}`).join(', ')}, ${quoteIdent(spec.plan.keepColumn)} AS kept FROM ${task.quoted} WHERE ${keysPredicate(
+              keys,
+              chunk.map((r) => r.key),
+            )}`,
+          )
+        ).rows.map((r) => [JSON.stringify(keys.map((_, i) => r[`k${i}`] ?? '')), r.kept ?? null]),
+      );
+      for (const row of chunk) {
+        if (row.name === null) continue;
+        if (full()) break;
+        documents += 1;
+        const reader: DocumentContent =
+          row.oid !== null
+            ? largeObjectContent(sides.source, row.oid, row.values.describe, spec.plan.content)
+            : byteaContent(sides.source, task.quoted, content, keysPredicate(keys, [row.key]), row.values.describe);
+        const blob = listed.get(row.name);
+        let finding: DocumentFinding['kind'] | null = null;
+        if (!blob) finding = 'blob missing';
+        else {
+          const { size, md5 } = await digestOf(reader);
+          if (size !== blob.size || md5 !== blob.md5) finding = 'blob different';
+        }
+        if (finding) {
+          if (options.repair) await reupload(container, task, row, reader);
+          findings.push({ kind: finding, key: row.key, blob: row.name, repaired: options.repair });
+        }
+        const k = JSON.stringify(row.key);
+        if (kept.has(k) && kept.get(k) !== row.name && !full()) {
+          if (options.repair) {
+            await sides.target.query(
+              `UPDATE ${task.quoted} SET ${quoteIdent(spec.plan.keepColumn)} = $1 WHERE ${keysPredicate(keys, [row.key])}`,
+              [row.name],
+            );
+          }
+          findings.push({ kind: 'kept name different', key: row.key, blob: row.name, repaired: options.repair });
+        }
       }
-      findings.push({ kind: 'kept name different', key: row.key, blob: row.name, repaired: options.repair });
     }
-  }
-  if (options.checkExtras) {
-    for (const name of listed.keys()) {
-      if (expected.has(name)) continue;
+    if (full() || !options.checkExtras) return { documents, findings, complete: !full() };
+    // Blobs no row named, as many as there is room for (and one more, to know whether that was all).
+    const room = options.maxFindings - findings.length;
+    const { rows } = await sides.target.query<{ name: string }>(
+      `SELECT name FROM ${LISTED} WHERE NOT seen ORDER BY name LIMIT ${room + 1}`,
+    );
+    for (const { name } of rows.slice(0, room)) {
       if (options.repair) await container.deleteBlob(name);
       findings.push({ kind: 'blob extra', key: [], blob: name, repaired: options.repair });
     }
+    return { documents, findings, complete: rows.length <= room };
+  } finally {
+    await sides.source.query('ROLLBACK').catch(() => undefined);
+    await sides.target.query(`DROP TABLE IF EXISTS ${LISTED}`).catch(() => undefined);
   }
-  return { documents: expected.size, findings };
 }
 
 async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: string }> {

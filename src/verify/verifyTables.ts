@@ -33,8 +33,10 @@ export interface VerifyOptions {
   samplePercent?: number;
   repair?: boolean;
   jobs?: number;
-  /** Stop pinpointing a table after this many differing rows. */
+  /** Stop pinpointing a table (or a documents entry) after this many differing rows (or documents). */
   maxFindings?: number;
+  /** Documents: source rows read at a time. */
+  documentChunkRows?: number;
   onProgress?(message: string): void;
 }
 
@@ -104,6 +106,8 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
           verifyDocuments(sides, container, task, {
             repair: options.repair === true,
             checkExtras: !overlap && !options.tables?.length && options.samplePercent === undefined,
+            maxFindings: options.maxFindings ?? 1000,
+            ...(options.documentChunkRows ? { chunkRows: options.documentChunkRows } : {}),
           }),
         );
         for (const f of docs.findings) {
@@ -118,7 +122,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
         table.documents = docs.documents;
         table.differences += docs.findings.length;
         table.repaired += docs.findings.filter((f) => f.repaired).length;
-        if (docs.findings.some((f) => !f.repaired)) table.matched = false;
+        if (!docs.complete || docs.findings.some((f) => !f.repaired)) table.matched = false;
       }
       tables.push(table);
     }

@@ -3,6 +3,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
+import { verifyPlan } from '../../src/verify/verifyTables.js';
 import { cli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
@@ -225,6 +226,34 @@ describe('cloudshift verify on documents', () => {
     const again = await cli(['verify', file, '--json'], s.env);
     expect(again.code).toBe(0);
     expect((JSON.parse(again.stdout) as { findings: unknown[] }).findings).toEqual([]);
+  });
+
+  it('reads the rows two at a time and names no more than the cap, the rest left unmatched', async () => {
+    const c = container(s);
+    await c.deleteBlob('patients/4/3-letter-3.pdf');
+    await c.getBlockBlobClient('patients/9/8-letter-8.pdf').upload('tampered', 8);
+    await c.getBlockBlobClient('patients/999/stray.pdf').upload('stray', 5);
+    const loaded = await loadPlan(file);
+    const verify = (o: { maxFindings?: number; repair?: boolean }) => verifyPlan(loaded, { env: s.env, documentChunkRows: 2, ...o });
+    const found = (r: Awaited<ReturnType<typeof verify>>) => r.findings.map((f) => [f.kind, f.blob]);
+    const all = [
+      ['blob missing', 'patients/4/3-letter-3.pdf'],
+      ['blob different', 'patients/9/8-letter-8.pdf'],
+      ['blob extra', 'patients/999/stray.pdf'],
+    ];
+    // Findings are listed by key: the extra blob (no key) first; it is found last, after the rows.
+    const whole = await verify({});
+    expect(found(whole)).toEqual([all[2], all[0], all[1]]);
+    const capped = await verify({ maxFindings: 2 });
+    expect(found(capped)).toEqual(all.slice(0, 2));
+    expect(capped.tables.find((t) => t.table === 'public.documents')?.matched).toBe(false);
+    expect(capped.ok).toBe(false);
+    // With --repair each run mends what it names: the third finding waits for the next run.
+    expect(found(await verify({ maxFindings: 2, repair: true }))).toEqual(all.slice(0, 2));
+    expect(found(await verify({ repair: true }))).toEqual(all.slice(2));
+    const after = await verify({});
+    expect(after.findings).toEqual([]);
+    expect(after.ok).toBe(true);
   });
 });
 
