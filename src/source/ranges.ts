@@ -28,7 +28,7 @@ function keyTuple(columns: KeyColumn[]): string {
   return cols.length === 1 ? cols[0]! : `(${cols.join(', ')})`;
 }
 
-/** A key value as SQL: a bind parameter, or a quoted literal where none can be bound (COPY). */
+/** A key value as SQL: a bind parameter, or a quoted literal where none can be bound (COPY; its params are then unused). */
 type ValueSql = (value: string, position: number) => string;
 
 const parameter: ValueSql = (_v, position) => `$${position}`;
@@ -62,14 +62,13 @@ function predicate(range: BatchRange, columns: KeyColumn[], paramOffset: number,
   }
   const parts: string[] = [];
   const params: string[] = [];
-  const bound = sql === parameter;
   if (range.low) {
     parts.push(`${keyTuple(columns)} >= ${valueTuple(columns, range.low, paramOffset + params.length, sql)}`);
-    if (bound) params.push(...range.low);
+    params.push(...range.low);
   }
   if (range.high) {
     parts.push(`${keyTuple(columns)} < ${valueTuple(columns, range.high, paramOffset + params.length, sql)}`);
-    if (bound) params.push(...range.high);
+    params.push(...range.high);
   }
   return { sql: parts.length ? parts.join(' AND ') : 'true', params };
 }

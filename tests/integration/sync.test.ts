@@ -380,7 +380,7 @@ describe('a slow step in the sync', () => {
 });
 
 describe('a big transaction in the sync', () => {
-  it('is applied in inserts of at most 16 MB of values, not one statement of them all', async () => {
+  it('is applied in several inserts of at most 16 MB of values each, not one statement of them all', async () => {
     const s = await hospitalScenario('syncbig');
     try {
       const file = await synced(s, 'syncbigtest');
