@@ -18,6 +18,7 @@ import { quoteIdent } from '../plan/names.js';
 import { CloudshiftError, ExitCode } from '../errors.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { PgOutputMessage, Tuple, Value } from './pgoutput.js';
+import { blockHexToBytes } from './hex.js';
 import type { Lsn } from './lsn.js';
 
 export class SyncStoppedError extends CloudshiftError {
@@ -93,6 +94,9 @@ interface Relation {
   insertValues: Array<readonly [string, string]>;
 }
 
+/** A statement parameter: text, or bytes (a reverse document's, sent as binary bytea). */
+type Param = string | Buffer | null;
+
 const MAX_ROWS_PER_INSERT = 1000;
 /**
  * Inserts are also bounded by their values' text: a transaction of 1,000 scans of 600 kB would
@@ -114,7 +118,7 @@ export class Applier {
   private inTx = false;
   private skipping = false;
   private txLsn: Lsn = 0n;
-  private pending: { rel: Relation; rows: Array<Array<string | null>>; keys: Set<string>; text: number } | null = null;
+  private pending: { rel: Relation; rows: Param[][]; keys: Set<string>; text: number } | null = null;
   private blobsToRemove: string[] = [];
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
@@ -170,17 +174,17 @@ export class Applier {
         return null;
       case 'insert':
         if (this.skipping) return null;
-        await this.insert(this.rel(m.relid), m.row);
+        await this.change(m.relid, (rel) => this.insert(rel, m.row));
         return null;
       case 'update':
         if (this.skipping) return null;
         await this.flushInserts();
-        await this.update(this.rel(m.relid), m.key ?? m.old, m.row);
+        await this.change(m.relid, (rel) => this.update(rel, m.key ?? m.old, m.row));
         return null;
       case 'delete':
         if (this.skipping) return null;
         await this.flushInserts();
-        await this.delete(this.rel(m.relid), (m.key ?? m.old)!);
+        await this.change(m.relid, (rel) => this.delete(rel, (m.key ?? m.old)!));
         return null;
       case 'truncate':
         if (this.skipping) return null;
@@ -220,6 +224,20 @@ export class Applier {
     this.inTx = false;
     this.pending = null;
     this.blobsToRemove = [];
+  }
+
+  /** One row's change; a value too long for text stops the sync with its table named. */
+  private async change(relid: number, apply: (rel: Relation) => Promise<void>): Promise<void> {
+    const rel = this.rel(relid);
+    try {
+      await apply(rel);
+    } catch (err) {
+      if (!(err instanceof LongValueError)) throw err;
+      throw new SyncStoppedError(
+        `${rel.task.display}: ${err.message}; live sync stopped`,
+        'move this column to Blob Storage with a documents entry (its bytes never become text), or copy this row by hand and `cloudshift run` resumes after it',
+      );
+    }
   }
 
   private rel(relid: number): Relation {
@@ -338,23 +356,24 @@ export class Applier {
       if (name !== priorName) await docs.upload(rel.task, values, name, null);
     } else {
       const bytes =
-        rel.task.documents!.contentKind === 'bytea' ? { bytes: Buffer.from(content.text.slice(2), 'hex') } : { oid: content.text };
+        rel.task.documents!.contentKind === 'bytea'
+          ? { bytes: content.kind === 'long' ? blockHexToBytes(content.raw) : Buffer.from(content.text.slice(2), 'hex') }
+          : { oid: textOf(content)! };
       await docs.upload(rel.task, values, name, bytes);
     }
     return name;
   }
 
-  /** A value as written: its text, or for a reverse documents column the named blob's bytes. */
-  private async valueOf(c: ColumnMap, v: Value | undefined): Promise<string | null> {
+  /** A value as written: its text, or for a reverse documents column the named blob's bytes (as bytes: never hex text). */
+  private async valueOf(c: ColumnMap, v: Value | undefined): Promise<Param> {
     const text = textOf(v);
     if (!c.fromBlob || text === null) return text;
-    const bytes = await this.o.reverse!.readBlob(text);
-    return `\\x${bytes.toString('hex')}`;
+    return this.o.reverse!.readBlob(text);
   }
 
   private async insert(rel: Relation, row: Tuple): Promise<void> {
     const name = await this.document(rel, row, null, null);
-    const values: Array<string | null> = [];
+    const values: Param[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
       if (c) values.push(c.fromBlob ? await this.valueOf(c, row[i]) : textOf(row[i]));
@@ -376,7 +395,7 @@ export class Applier {
     if (!p || p.rows.length === 0) return;
     this.pending = null;
     const around = p.rel.insertValues;
-    const params: Array<string | null> = [];
+    const params: Param[] = [];
     const tuples = p.rows.map((r) => {
       const start = params.length;
       params.push(...r);
@@ -385,7 +404,7 @@ export class Applier {
     await this.o.target.query(`${p.rel.insertPrefix}${tuples.join(', ')}${p.rel.insertSuffix}`, params);
   }
 
-  private where(rel: Relation, ident: Tuple, params: Array<string | null>): string {
+  private where(rel: Relation, ident: Tuple, params: Param[]): string {
     if (rel.keyIdx.length) {
       return rel.keyIdx
         .map((i) => {
@@ -411,7 +430,7 @@ export class Applier {
     const keep = rel.task.documents?.plan.keepColumn;
     let priorName: string | null = null;
     if (keep && this.o.documents) {
-      const p: Array<string | null> = [];
+      const p: Param[] = [];
       const { rows } = await this.o.target.query<{ blob: string | null }>(
         `SELECT ${quoteIdent(keep)} AS blob FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
         p,
@@ -419,7 +438,7 @@ export class Applier {
       priorName = rows[0]?.blob ?? null;
     }
     const name = await this.document(rel, row, oldIdent, priorName);
-    const params: Array<string | null> = [];
+    const params: Param[] = [];
     const sets: string[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
@@ -443,7 +462,7 @@ export class Applier {
   }
 
   private async delete(rel: Relation, ident: Tuple): Promise<void> {
-    const params: Array<string | null> = [];
+    const params: Param[] = [];
     const keep = rel.task.documents?.plan.keepColumn;
     const returning = keep ? ` RETURNING ${quoteIdent(keep)} AS blob` : '';
     const res = await this.o.target.query<{ blob: string | null }>(
@@ -492,7 +511,16 @@ function column(name: string, type: string, fromBlob: boolean): ColumnMap {
   return { name, type, around, ...(fromBlob ? { fromBlob } : {}) };
 }
 
+class LongValueError extends Error {}
+
 function textOf(v: Value | undefined): string | null {
-  if (!v || v.kind !== 'text') return null;
-  return v.text;
+  if (v?.kind === 'text') return v.text;
+  if (v?.kind !== 'long') return null;
+  try {
+    return v.raw.toString('utf8');
+  } catch {
+    throw new LongValueError(
+      `a value of ${Math.round(v.raw.length / 1024 / 1024)} MB of text is longer than JavaScript can hold as one string`,
+    );
+  }
 }

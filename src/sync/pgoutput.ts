@@ -6,8 +6,14 @@
  */
 import { type Lsn } from './lsn.js';
 
-/** One column of a tuple: NULL, unchanged TOASTed value (not sent), or the value's text. */
-export type Value = { kind: 'null' } | { kind: 'unchanged' } | { kind: 'text'; text: string };
+/**
+ * One column of a tuple: NULL, unchanged TOASTed value (not sent), or the value's text; a value
+ * longer than LONG_VALUE stays as its UTF-8 bytes (a bytea document's hex can be longer than
+ * the longest string JavaScript holds), made text only where it is needed as text.
+ */
+export type Value = { kind: 'null' } | { kind: 'unchanged' } | { kind: 'text'; text: string } | { kind: 'long'; raw: Buffer };
+
+export const LONG_VALUE = 64 * 1024 * 1024;
 export type Tuple = Value[];
 
 export interface RelationColumn {
@@ -81,8 +87,10 @@ class Reader {
       const kind = String.fromCharCode(this.u8());
       if (kind === 'n') out[i] = { kind: 'null' };
       else if (kind === 'u') out[i] = { kind: 'unchanged' };
-      else if (kind === 't') out[i] = { kind: 'text', text: this.bytes(this.i32()).toString('utf8') };
-      else throw new Error(`pgoutput: tuple column kind "${kind}" is not supported (binary mode is never requested)`);
+      else if (kind === 't') {
+        const raw = this.bytes(this.i32());
+        out[i] = raw.length > LONG_VALUE ? { kind: 'long', raw } : { kind: 'text', text: raw.toString('utf8') };
+      } else throw new Error(`pgoutput: tuple column kind "${kind}" is not supported (binary mode is never requested)`);
     }
     return out;
   }

@@ -411,6 +411,34 @@ describe('a big transaction in the sync', () => {
   });
 });
 
+describe('a big document in the sync', () => {
+  it('uploads a 300 MB bytea document, more hex than one JavaScript string holds', async () => {
+    const s = await hospitalScenario('syncdoc');
+    try {
+      const file = await synced(s, 'syncdoctest');
+      // 300 MB: its hex text (600 MB) is over V8's longest string (512 MB).
+      const [doc] = await sql<{ id: string; md5: string }>(
+        'source',
+        s.dbs.source,
+        `INSERT INTO public.documents (patient_id, filename, content)
+         SELECT 1, 'ct-series.dcm', decode(repeat(md5('ct'), 300 * 1024 * 1024 / 16), 'hex')
+         RETURNING id::text, md5(content) AS md5`,
+      );
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const blob = BlobServiceClient.fromConnectionString(harness().azurite.connectionString)
+        .getContainerClient(s.container)
+        .getBlobClient(`patients/1/${doc!.id}-ct-series.dcm`);
+      const p = await blob.getProperties();
+      expect(p.contentLength).toBe(300 * 1024 * 1024);
+      expect(Buffer.from(p.contentMD5!).toString('hex')).toBe(doc!.md5);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('stopping the sync', () => {
   it('stops cleanly on Ctrl-C (abort), resumable', async () => {
     const s = await hospitalScenario('syncstop');
