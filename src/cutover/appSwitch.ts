@@ -21,8 +21,11 @@ export interface AppSwitch {
   pause(timeoutMs: number): Promise<PauseOutcome>;
   /** Still holding writes back (a PgBouncer restarted during the pause is not). */
   stillPaused(): Promise<boolean>;
-  /** Points the application at `side`. For PgBouncer this is the commit point of a switch. */
-  point(side: Side): Promise<void>;
+  /**
+   * Points the application at `side`. For PgBouncer this is the commit point of a switch: the
+   * databases file names `side` (`named` runs then), and a RELOAD applies it.
+   */
+  point(side: Side, named?: () => Promise<void>): Promise<void>;
   resume(): Promise<void>;
   /** Resumes if paused (undo, recovery); true when it was paused. */
   release(): Promise<boolean>;
@@ -72,8 +75,9 @@ function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, 
     },
     pause: (timeoutMs) => admin.pause(database, timeoutMs),
     stillPaused: () => admin.isPaused(database),
-    async point(side) {
+    async point(side, named) {
       await writeRoute(file, database, routes[side]);
+      await named?.();
       await admin.reload();
     },
     resume: () => admin.resume(database),

@@ -3,7 +3,8 @@
  * finished or undone by the next cloudshift command that touches the run, never left half-way
  * and never with PgBouncer paused:
  * - finished when it got past its commit point: the `switched` state, or PgBouncer's databases
- *   file already naming the new side (a PgBouncer restart would route there);
+ *   file already naming the new side (a PgBouncer restart would route there; the running one is
+ *   told by a RELOAD, which the killed process may not have sent);
  * - undone otherwise: the switch names the old side, its write fence goes, the opposite stream's
  *   slot is dropped; then RESUME.
  */
@@ -21,6 +22,7 @@ export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome
   const finish = pending.state === 'switched' || (details.pointing === true && now === details.to);
   if (finish) {
     await store.updateRun(run.id, { phase: pending.kind === 'cutover' ? 'cutover' : 'sync' });
+    if (pending.state !== 'switched') await app.point(details.to);
     await app.release();
     await updateSwitch(store.knex, pending.id, { state: 'done', details: { ...details, recovered: 'finished' } });
     await store.appendEvent(

@@ -258,7 +258,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     details.pointing = true;
     await updateSwitch(store.knex, row.id, { details: { ...details } });
     ctx.say(`pointing the application at ${describeSide(ctx, to)}`);
-    await app.point(to);
+    await app.point(to, () => step('named'));
   } catch (err) {
     const reason = err instanceof Abort ? err.message : `${kind} failed: ${messageOf(err)}`;
     await catchUp.stop().catch(() => undefined);

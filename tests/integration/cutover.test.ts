@@ -240,22 +240,27 @@ ${b.cutoverYaml()}`);
         expect(await routedTo()).toBe('source');
         const status = await cli(['status', file, '--json'], env);
         expect(status.stdout).toContain('was undone');
-        // Killed the same way, and its guard lost too: the next command undoes it, then cuts over.
-        const killedBoth = await spawnCli(['cutover', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:4', CLOUDSHIFT_NO_GUARD: '1' });
-        expect(killedBoth.signal).toBe('SIGKILL');
-        const again = await cli(['cutover', file, '--json'], env);
-        expect(again.code, again.stderr).toBe(0);
-        const json = JSON.parse(again.stdout) as SwitchJson;
-        expect(json.recovered?.outcome).toBe('undone');
-        expect(json.switched).toBe(true);
-        expect(await routedTo()).toBe('target');
-        await app.waitFor(10);
-        // Killed after the switch, before RESUME, guard lost: finished by the next command.
-        const killed2 = await spawnCli(['rollback', file], { ...env, CLOUDSHIFT_FAULT: 'cutoverStep:9', CLOUDSHIFT_NO_GUARD: '1' });
-        expect(killed2.signal).toBe('SIGKILL');
-        const finished = await cli(['rollback', file, '--json'], env);
-        expect(finished.code, finished.stderr).toBe(0);
-        expect((JSON.parse(finished.stdout) as SwitchJson).recovered?.outcome).toBe('finished');
+        /** `command` killed at its n-th step with its guard lost too; the next `command` recovers it. */
+        const killedThenRecovered = async (command: 'cutover' | 'rollback', step: number, outcome: string, side: string) => {
+          const killed = await spawnCli([command, file], { ...env, CLOUDSHIFT_FAULT: `cutoverStep:${step}`, CLOUDSHIFT_NO_GUARD: '1' });
+          expect(killed.signal).toBe('SIGKILL');
+          const next = await cli([command, file, '--json'], env);
+          expect(next.code, next.stderr).toBe(0);
+          const json = JSON.parse(next.stdout) as SwitchJson;
+          expect(json.recovered?.outcome).toBe(outcome);
+          expect(json.switched).toBe(true);
+          expect(await routedTo()).toBe(side);
+          await app.waitFor(10);
+        };
+        // Killed the same way: the next command undoes it, then cuts over.
+        await killedThenRecovered('cutover', 4, 'undone', 'target');
+        // Killed after the switch, before RESUME: finished by the next command.
+        await killedThenRecovered('rollback', 10, 'finished', 'source');
+        // Killed with the databases file naming the target, before its RELOAD: the next command
+        // finishes the cutover, and PgBouncer must route there (not resume on the fenced source).
+        await killedThenRecovered('cutover', 9, 'finished', 'target');
+        const back = await cli(['rollback', file], env);
+        expect(back.code, back.stderr).toBe(0);
         expect(await routedTo()).toBe('source');
         await app.waitFor(10);
       } finally {
