@@ -31,7 +31,7 @@ import type { CatchUp } from './catchUp.js';
 import { describeSide, type SwitchContext } from './context.js';
 import { hasLargeObjectDocuments, reconcileLargeObjects } from './largeObjects.js';
 import { quickCheck, type QuickCheckResult } from './quickCheck.js';
-import { createWriteFence, dropWriteFence } from './writeFence.js';
+import { createWriteFence, liftWriteFence } from './writeFence.js';
 import { startGuard } from './guard.js';
 import type { ServerConnection } from './pgbouncerAdmin.js';
 
@@ -253,7 +253,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     // 7. The commit point: the switch names the other side; only if writes are still held back
     //    (a PgBouncer restarted meanwhile lets them through to the side left).
     if (!(await app.stillPaused())) throw new Abort('the switch is no longer paused (PgBouncer restarted during the pause?)');
-    await dropWriteFence(clients[to], book, to, plan.state.schema);
+    await liftWriteFence(clients[to], book, to, plan.state.schema);
     details.toFenceDropped = true;
     details.pointing = true;
     await updateSwitch(store.knex, row.id, { details: { ...details } });
@@ -305,7 +305,7 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
     const slot = kind === 'cutover' ? reverseObjects(plan).slot : forwardObjects(plan).slot;
     await dropObject(clients[slot.side], book, slot);
   }
-  await dropWriteFence(clients[from], book, from, plan.state.schema);
+  await liftWriteFence(clients[from], book, from, plan.state.schema);
   await app.release();
 }
 

@@ -6,6 +6,13 @@
  * Triggers do not fire under `session_replication_role = replica`, which is how cloudshift's own
  * appliers write: the reverse (or forward) stream still applies. Created inside the PgBouncer
  * pause, before the fence position, so every write they let through is in the drained stream.
+ *
+ * Inside a pause no statement may wait for a table lock: dropping a trigger takes an ACCESS
+ * EXCLUSIVE lock, which waits for every reader of the table (a nightly pg_dump) while the
+ * application waits on PgBouncer. So a fence is lifted by making its function do nothing (no
+ * table lock at all; every session runs the new body from its next statement), its triggers
+ * stay, and fencing again only creates the triggers a table lacks (SHARE ROW EXCLUSIVE, which
+ * readers do not block).
  */
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
@@ -31,28 +38,44 @@ export async function createWriteFence(
 ): Promise<void> {
   await ledger.record(fenceObject(side), 'creating');
   const where = otherSide.replace(/[^A-Za-z0-9 _.:/()-]/g, '');
+  // Tables that kept their trigger from an earlier fence (by position in `tables`).
+  const { rows } = await client.query<{ i: string }>(
+    `SELECT x.i::text AS i FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i)
+      WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = x.rel AND t.tgname = $1)`,
+    [FENCE_TRIGGER, tables.map(quoteQualified)],
+  );
+  const fenced = new Set(rows.map((r) => Number(r.i) - 1));
   // One round trip, one transaction: the fence is on every table or on none.
   const statements = [
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`,
-    `CREATE OR REPLACE FUNCTION ${fenceFunction(schema)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
-     BEGIN
-       RAISE EXCEPTION 'cloudshift: % is read-only: the application now writes to ${where}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
+    fenceBody(
+      schema,
+      `RAISE EXCEPTION 'cloudshift: % is read-only: the application now writes to ${where}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
          USING ERRCODE = 'read_only_sql_transaction',
-               HINT = 'connect through the switch (PgBouncer), which routes to the side that is live';
-     END
-     $fence$`,
-    ...tables.flatMap((t) => [
-      `DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${quoteQualified(t)}`,
-      `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
+               HINT = 'connect through the switch (PgBouncer), which routes to the side that is live';`,
+    ),
+    ...tables
+      .filter((_, i) => !fenced.has(i))
+      .map(
+        (t) => `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
          FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(schema)}()`,
-    ]),
+      ),
   ];
   await client.query(statements.join(';\n'));
   await ledger.record(fenceObject(side), 'created');
 }
 
-export async function dropWriteFence(client: pg.Client, ledger: ObjectLedger, side: Side, schema: string): Promise<void> {
-  // CASCADE drops the triggers with the function, on whichever tables still have one.
-  await client.query(`DROP FUNCTION IF EXISTS ${fenceFunction(schema)}() CASCADE`);
+/** Lifts the fence: its function does nothing from now on (no table lock); its triggers stay. */
+export async function liftWriteFence(client: pg.Client, ledger: ObjectLedger, side: Side, schema: string): Promise<void> {
+  const { rows } = await client.query(`SELECT to_regprocedure($1) IS NOT NULL AS present`, [`${fenceFunction(schema)}()`]);
+  if ((rows[0] as { present: boolean }).present) await client.query(fenceBody(schema, 'RETURN NULL;'));
   await ledger.record(fenceObject(side), 'dropped');
+}
+
+function fenceBody(schema: string, body: string): string {
+  return `CREATE OR REPLACE FUNCTION ${fenceFunction(schema)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
+     BEGIN
+       ${body}
+     END
+     $fence$`;
 }

@@ -213,8 +213,8 @@ ${b.cutoverYaml()}`);
       await holder.end();
     }
     expect(await routedTo()).toBe('source');
-    const fences = await sql('source', s.dbs.source, `SELECT tgname FROM pg_trigger WHERE tgname = 'cloudshift_write_fence'`);
-    expect(fences).toEqual([]);
+    // Unfenced: a write straight to the source goes through.
+    await sql('source', s.dbs.source, 'UPDATE public.accounts SET balance = balance WHERE id = 1');
     const app = new AppSimulator(b.appUrl, 20, 'after-abort');
     app.start();
     await app.waitFor(5);
@@ -292,8 +292,8 @@ ${b.cutoverYaml()}`);
       expect(result.switched).toBe(false);
       expect(result.reason).toMatch(/no longer paused/);
       expect(await routedTo()).toBe('source');
-      const fences = await sql('source', s.dbs.source, `SELECT tgname FROM pg_trigger WHERE tgname = 'cloudshift_write_fence'`);
-      expect(fences).toEqual([]);
+      // Unfenced: a write straight to the source goes through.
+      await sql('source', s.dbs.source, 'UPDATE public.accounts SET balance = balance WHERE id = 1');
       const slots = await sql<{ slot_name: string }>(
         'target',
         'postgres',
@@ -304,6 +304,29 @@ ${b.cutoverYaml()}`);
       // And the next cutover goes through.
       await switchWith('cutover');
       expect(await routedTo()).toBe('target');
+    },
+  );
+
+  it(
+    'rolls back while a reader holds the source tables (a pg_dump): lifting the fence waits for no table lock',
+    { timeout: 60_000 },
+    async () => {
+      // The last test left the application on the target. A reader on the source holds ACCESS SHARE
+      // on a fenced table for 4 s (the fault); dropping a trigger would wait for it inside the pause.
+      const reader = new pg.Client({ connectionString: connectionUrl('source', s.dbs.source) });
+      await reader.connect();
+      try {
+        await reader.query('BEGIN');
+        await reader.query('SELECT count(*) FROM public.ledger');
+        const released = new Promise((r) => setTimeout(r, 4000)).then(() => reader.query('COMMIT'));
+        const json = await switchWith('rollback');
+        await released;
+        expect(json.pauseMs).toBeLessThan(2000);
+        expect(await routedTo()).toBe('source');
+        await sql('source', s.dbs.source, 'UPDATE public.accounts SET balance = balance WHERE id = 1');
+      } finally {
+        await reader.end();
+      }
     },
   );
 });
