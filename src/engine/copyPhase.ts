@@ -18,7 +18,7 @@ import {
   markBatchRetry,
   markBatchVerified,
   markRowsVerified,
-  retryOrMismatch,
+  returnForDocuments,
   settleDocumentBatches,
 } from '../state/sql/batchStatus.js';
 import type { StateStore } from '../state/store.js';
@@ -469,17 +469,19 @@ async function verifyDocuments(o: CopyPhaseOptions, documents: DocumentsContext)
     list.push(w);
     byBatch.set(w.batchId, list);
   }
-  for (const w of swept.wrong) await forgetDocuments(pool, schema, o.runId, w.relation, [w.key]);
   let mismatched = 0;
   const batches = byBatch.size > 0 ? new Map((await o.store.listBatches(o.runId)).map((x) => [x.id, x])) : new Map<string, BatchRow>();
+  // Documents of no batch here (live sync's) are just forgotten; a batch's go with its return to pending.
+  for (const w of swept.wrong) {
+    if (w.batchId === null || !batches.has(w.batchId)) await forgetDocuments(pool, schema, o.runId, w.relation, [w.key]);
+  }
   for (const [batchId, wrong] of byBatch) {
     const reason = `document ${wrong[0]!.name}: ${wrong[0]!.reason}${wrong.length > 1 ? ` (and ${wrong.length - 1} more)` : ''}`;
     const b = batches.get(batchId);
     if (!b) continue;
-    if ((await retryOrMismatch(pool, schema, [batchId], reason)).length === 0) {
-      o.emit('batch:retry', { table: b.relation, batchId, seq: b.seq, attempt: b.attempts, reason });
-      continue;
-    }
+    const became = await returnForDocuments(pool, schema, o.runId, batchId, wrong, reason);
+    if (became === 'pending') o.emit('batch:retry', { table: b.relation, batchId, seq: b.seq, attempt: b.attempts, reason });
+    if (became !== 'mismatch') continue;
     mismatched += 1;
     o.emit('batch:mismatch', { table: b.relation, batchId, seq: b.seq, source: b.source_checksum ?? '', target: reason });
     await o.store.appendEvent(o.runId, 'batch:mismatch', `${b.relation} batch ${b.seq}: ${reason}`, { batchId });

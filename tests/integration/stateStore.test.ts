@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
+import { markBatchCopied, markRowsVerified, returnForDocuments, settleDocumentBatches } from '../../src/state/sql/batchStatus.js';
+import { recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
 import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
 
 let dbs: FreshDatabases;
@@ -119,6 +121,39 @@ describe('state store', () => {
       expect(rows.every((b) => b.status === 'claimed' && b.attempts === 1 && b.claimed_by?.startsWith('worker-'))).toBe(true);
     } finally {
       await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  it('returns a documents batch with wrong documents to pending in one step: their records go, its row checksum too', async () => {
+    const store = await open('docreturn');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'd', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
+      const copy = async () => {
+        const [b] = await store.claimBatches(run.id, 'w', 1);
+        expect(await markBatchCopied(store.pool, 'docreturn', { id: b!.id, workerId: 'w', rows: 2, bytes: 20, sourceChecksum: 's' })).toBe(
+          true,
+        );
+        await markRowsVerified(store.pool, 'docreturn', b!.id, 't');
+        const doc = (id: string) => ({ key: [id], name: `d/${id}`, size: 10, md5: 'm', sha256: 'h' });
+        await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], b!.id);
+        return b!.id;
+      };
+      const id = await copy();
+      const wrong = [{ relation: 'public.docs', key: ['2'] }];
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
+      const [batch] = await store.listBatches(run.id);
+      expect([batch!.status, batch!.target_checksum]).toEqual(['pending', null]);
+      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual(['["1"]']);
+      // A settle now finds nothing to call verified; the next attempt's rows are checked afresh.
+      expect(await settleDocumentBatches(store.pool, 'docreturn', run.id, ['public.docs'])).toEqual([]);
+      expect(await copy()).toBe(id);
+      expect((await store.listBatches(run.id))[0]!.attempts).toBe(2);
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('mismatch');
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'again')).toBe(null);
+    } finally {
+      await store.close();
     }
   });
 });

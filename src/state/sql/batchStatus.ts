@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
+import { forgetDocuments } from './documents.js';
 
 export interface Queryable {
   query(text: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
@@ -19,7 +20,8 @@ export async function markBatchCopied(
   batch: { id: string; workerId: string; rows: number; bytes: number; sourceChecksum: string },
 ): Promise<boolean> {
   const r = await db.query(
-    `UPDATE ${t(schema)} SET status = 'copied', rows = $3, bytes = $4, source_checksum = $5, finished_at = now(), error = NULL
+    // A checksum of the target's rows from an earlier attempt says nothing of these.
+    `UPDATE ${t(schema)} SET status = 'copied', rows = $3, bytes = $4, source_checksum = $5, target_checksum = NULL, finished_at = now(), error = NULL
       WHERE id = $1 AND status = 'claimed' AND claimed_by = $2`,
     [batch.id, batch.workerId, batch.rows, batch.bytes, batch.sourceChecksum],
   );
@@ -81,20 +83,37 @@ export async function settleDocumentBatches(
 }
 
 /**
- * A copied batch with a document found wrong goes back to pending for another attempt, or, if
- * it had one already, is a mismatch. Returns the batches marked mismatched.
+ * A copied batch with documents found wrong goes back to pending for another attempt (or, if it
+ * had one already, is a mismatch), and the records of those documents go, so the attempt uploads
+ * them again: one transaction, so no crash in between and no other process's settle
+ * (settleDocumentBatches) can see the batch with its wrong documents forgotten but still copied,
+ * and call it verified. Returns what the batch became (null: it was not copied any more).
  */
-export async function retryOrMismatch(db: pg.Pool, schema: string, ids: string[], error: string): Promise<string[]> {
-  if (ids.length === 0) return [];
-  await db.query(
-    `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, error = $2
-      WHERE id = ANY($1::bigint[]) AND status = 'copied' AND attempts < 2`,
-    [ids, error],
-  );
-  const { rows } = await db.query<{ id: string }>(
-    `UPDATE ${t(schema)} SET status = 'mismatch', error = $2
-      WHERE id = ANY($1::bigint[]) AND status = 'copied' RETURNING id::text AS id`,
-    [ids, error],
-  );
-  return rows.map((r) => r.id);
+export async function returnForDocuments(
+  db: pg.Pool,
+  schema: string,
+  runId: string,
+  batchId: string,
+  wrong: Array<{ relation: string; key: string[] }>,
+  error: string,
+): Promise<'pending' | 'mismatch' | null> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    for (const w of wrong) await forgetDocuments(client, schema, runId, w.relation, [w.key]);
+    const back = `status = 'copied' AND id = $1`;
+    // Its rows are checked again with the attempt.
+    const retried = await client.query(
+      `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2 WHERE ${back} AND attempts < 2`,
+      [batchId, error],
+    );
+    const failed = await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE ${back}`, [batchId, error]);
+    await client.query('COMMIT');
+    return retried.rowCount === 1 ? 'pending' : failed.rowCount === 1 ? 'mismatch' : null;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
 }

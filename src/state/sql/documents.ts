@@ -99,7 +99,7 @@ const byKeys = (runId: string, relation: string, keys: string[][]) => [runId, re
 
 /** Forgets documents found wrong, so their batch's next attempt uploads them again. */
 export async function forgetDocuments(
-  db: pg.Pool | pg.Client,
+  db: pg.Pool | pg.ClientBase,
   schema: string,
   runId: string,
   relation: string,
