@@ -16,7 +16,7 @@
  * - the opposite stream's slot is created inside the pause, after the drain: every write the
  *   application makes on the new side is in it, and nothing the drain applied is.
  */
-import { PreconditionError, messageOf } from '../errors.js';
+import { CloudshiftError, ExitCode, PreconditionError, messageOf } from '../errors.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
 import { ensurePublication, dropObject, emitMessage, takeHorizon, type Side } from '../sync/objects.js';
 import { forwardObjects } from '../sync/forward.js';
@@ -83,6 +83,13 @@ export function otherSide(side: Side): Side {
 }
 
 class Abort extends Error {}
+
+/** A switch that failed and could not be undone completely; it stays open for recovery. */
+export class SwitchUndoError extends CloudshiftError {
+  constructor(message: string, options: { hint: string }) {
+    super('CS_SWITCH_UNDO', ExitCode.failed, message, options);
+  }
+}
 
 export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp): Promise<SwitchResult> {
   const { store, run, plan, clients, app, book } = ctx;
@@ -262,7 +269,15 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
   } catch (err) {
     const reason = err instanceof Abort ? err.message : `${kind} failed: ${messageOf(err)}`;
     await catchUp.stop().catch(() => undefined);
-    await undo(ctx, kind, details).catch((e: unknown) => ctx.say(`warning: undo: ${messageOf(e)}`));
+    try {
+      await undo(ctx, kind, details);
+    } catch (undoErr) {
+      // Left open (not aborted): the next command, or the guard, finishes the undo.
+      throw new SwitchUndoError(
+        `${reason}; undoing it did not finish: ${messageOf(undoErr)} (the application was resumed on ${describeSide(ctx, from)} if that step could run)`,
+        { hint: `run \`cloudshift ${kind}\` again once both servers answer: it finishes the undo first` },
+      );
+    }
     const resumedAfter = Math.round(performance.now() - pauseStart);
     await abandon(`${reason}; resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`);
     if (!(err instanceof Abort)) throw err;
@@ -291,6 +306,10 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
 /**
  * Back to `from`, unchanged: the switch names `from` again, its write fence goes, the slot made
  * for the opposite stream is dropped, a fence removed from `to` comes back, and writes resume.
+ * Once the application points at `from`, every step is tried whatever the others did (the side
+ * being returned to must not stay fenced and PgBouncer must not stay paused because `to`'s server
+ * went away); the first failure is thrown after, and the switch stays open for the next command
+ * (recover.ts) to finish the undo.
  */
 export async function undo(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<void> {
   const { clients, app, book, plan } = ctx;
@@ -300,13 +319,19 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
     const now = await app.current();
     if (now !== from) await app.point(from);
   }
-  if (details.toFenceDropped) await createWriteFence(clients[to], book, to, plan.state.schema, tables, describeSide(ctx, from));
+  const failures: unknown[] = [];
+  const attempt = async (work: () => Promise<unknown>) => {
+    await work().catch((err: unknown) => failures.push(err));
+  };
+  if (details.toFenceDropped)
+    await attempt(() => createWriteFence(clients[to], book, to, plan.state.schema, tables, describeSide(ctx, from)));
   if (details.nextFrom !== undefined) {
     const slot = kind === 'cutover' ? reverseObjects(plan).slot : forwardObjects(plan).slot;
-    await dropObject(clients[slot.side], book, slot);
+    await attempt(() => dropObject(clients[slot.side], book, slot));
   }
-  await liftWriteFence(clients[from], book, from, plan.state.schema);
-  await app.release();
+  await attempt(() => liftWriteFence(clients[from], book, from, plan.state.schema));
+  await attempt(() => app.release());
+  if (failures.length > 0) throw failures[0];
 }
 
 /**

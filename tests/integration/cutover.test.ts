@@ -329,6 +329,38 @@ ${b.cutoverYaml()}`);
       }
     },
   );
+
+  it(
+    "resumes on the source when the target's server goes away inside the pause; the next command finishes the undo",
+    { timeout: 60_000 },
+    async () => {
+      const failed = await cutover(await loadPlan(file), {
+        env,
+        hooks: {
+          cutoverStep: async (step) => {
+            // The fault: the switch's target session ends once the reverse slot is made.
+            if (step === 'prepared')
+              await sql(
+                'target',
+                'postgres',
+                `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift switch'`,
+              );
+          },
+        },
+      }).then(
+        () => null,
+        (err: unknown) => err as { code?: string; message: string },
+      );
+      // Not left paused (routedTo checks), and the source takes writes again.
+      expect(await routedTo()).toBe('source');
+      await sql('source', s.dbs.source, 'UPDATE public.accounts SET balance = balance WHERE id = 1');
+      expect(failed?.code, failed?.message).toBe('CS_SWITCH_UNDO');
+      // The next cutover first finishes the undo (the reverse slot goes), then switches.
+      const json = await switchWith('cutover');
+      expect(json.recovered?.outcome).toBe('undone');
+      expect(await routedTo()).toBe('target');
+    },
+  );
 });
 
 describe('cutover and rollback with a command switch, documents, and rollback before cutover', () => {
