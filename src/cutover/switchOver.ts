@@ -20,7 +20,7 @@ import { CloudshiftError, ExitCode, PreconditionError, messageOf } from '../erro
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
 import { ensurePublication, dropObject, emitMessage, takeHorizon, type Side } from '../sync/objects.js';
 import { forwardObjects } from '../sync/forward.js';
-import { createPlainSlot, reverseObjects } from '../sync/reverse.js';
+import { createPlainSlot, reverseObjects, SlotWaitError } from '../sync/reverse.js';
 import { documentSink } from '../sync/documents.js';
 import { documentsTarget } from '../sync/forward.js';
 import { formatLsn, parseLsn, type Lsn } from '../sync/lsn.js';
@@ -246,9 +246,9 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
 
     // 6. The opposite stream starts here: every write on the new side from now on is in it.
     if (kind === 'cutover') {
-      details.nextFrom = formatLsn(await createPlainSlot(clients.target, book, reverseObjects(plan).slot));
+      details.nextFrom = formatLsn(await createPlainSlot(clients.target, book, reverseObjects(plan).slot, deadline - performance.now()));
     } else {
-      const at = await createPlainSlot(clients.source, book, forwardObjects(plan).slot);
+      const at = await createPlainSlot(clients.source, book, forwardObjects(plan).slot, deadline - performance.now());
       details.nextFrom = formatLsn(at);
       await restartSyncAt(store.knex, run.id, at);
       await saveLoHorizon(store.knex, run.id, await takeHorizon(clients.source));
@@ -267,7 +267,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     ctx.say(`pointing the application at ${describeSide(ctx, to)}`);
     await app.point(to, () => step('named'));
   } catch (err) {
-    const reason = err instanceof Abort ? err.message : `${kind} failed: ${messageOf(err)}`;
+    const reason = err instanceof Abort || err instanceof SlotWaitError ? err.message : `${kind} failed: ${messageOf(err)}`;
     await catchUp.stop().catch(() => undefined);
     try {
       await undo(ctx, kind, details);
@@ -280,7 +280,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     }
     const resumedAfter = Math.round(performance.now() - pauseStart);
     await abandon(`${reason}; resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`);
-    if (!(err instanceof Abort)) throw err;
+    if (!(err instanceof Abort || err instanceof SlotWaitError)) throw err;
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
   }
   await updateSwitch(store.knex, row.id, { state: 'switched' });

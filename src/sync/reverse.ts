@@ -24,16 +24,36 @@ export function reverseObjects(plan: Plan): { slot: ReplicationObject; publicati
 
 /**
  * A logical slot made with the SQL function: no snapshot is needed (the sides are equal at this
- * moment, inside the pause); its consistent point is where the stream starts.
+ * moment, inside the pause); its consistent point is where the stream starts. Made inside the
+ * pause, so bounded by `timeoutMs`: the server waits for every transaction open on it (in any
+ * database, a forgotten prepared transaction too) before the slot exists. A slot of this name left
+ * by a switch that was killed is dropped first (nothing reads it; it would refuse the name).
  */
-export async function createPlainSlot(client: pg.Client, ledger: ObjectLedger, obj: ReplicationObject): Promise<Lsn> {
-  await ledger.record(obj, 'creating');
-  const { rows } = await client.query<{ lsn: string }>(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
+export async function createPlainSlot(client: pg.Client, ledger: ObjectLedger, obj: ReplicationObject, timeoutMs: number): Promise<Lsn> {
+  await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [
     obj.name,
   ]);
-  await ledger.record(obj, 'created');
-  return parseLsn(rows[0]!.lsn);
+  await ledger.record(obj, 'creating');
+  await client.query(`SET statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+  try {
+    const { rows } = await client.query<{ lsn: string }>(
+      `SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`,
+      [obj.name],
+    );
+    await ledger.record(obj, 'created');
+    return parseLsn(rows[0]!.lsn);
+  } catch (err) {
+    if ((err as { code?: string }).code !== '57014') throw err;
+    throw new SlotWaitError(
+      `making replication slot "${obj.name}" waited more than ${Math.floor(timeoutMs)} ms for transactions open on the ${obj.side} server (a long one, or a prepared one: pg_prepared_xacts)`,
+    );
+  } finally {
+    await client.query('SET statement_timeout = 0').catch(() => undefined);
+  }
 }
+
+/** The opposite stream's slot could not be made within the pause. */
+export class SlotWaitError extends Error {}
 
 /** The origin's position on the source (what the reverse stream applied), or null. */
 export async function originPosition(source: pg.Client, origin: string): Promise<Lsn | null> {

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, spawnCli } from '../harness/cli.js';
 import { cutover } from '../../src/cutover/commands.js';
 import { loadPlan } from '../../src/plan/parse.js';
+import { forwardObjects } from '../../src/sync/forward.js';
 import { CleanupRegistry } from '../../src/embedded/cleanup.js';
 import { ensurePostgresOsUser, loadPostgres, startPostgres } from '../../src/embedded/postgres.js';
 import { freePorts } from '../../src/embedded/util.js';
@@ -361,6 +362,30 @@ ${b.cutoverYaml()}`);
       expect(await routedTo()).toBe('target');
     },
   );
+
+  it('bounds making the slot by the pause budget, and drops a slot a killed switch left behind', { timeout: 60_000 }, async () => {
+    // The application is on the target. A transaction holding an xid in another database of the
+    // source server (the fault, 8 s) keeps the forward slot from being made inside the pause.
+    const blocker = new pg.Client({ connectionString: connectionUrl('source', 'postgres') });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('CREATE TEMP TABLE held (i int)');
+      const released = new Promise((r) => setTimeout(r, 8000)).then(() => blocker.query('COMMIT'));
+      const r = await cli(['rollback', file, '--json'], env);
+      await released;
+      expect(r.code, r.stderr).toBe(1);
+      expect((JSON.parse(r.stdout) as SwitchJson).reason).toMatch(/waited more than \d+ ms for transactions open on the source server/);
+      expect(await routedTo()).toBe('target');
+    } finally {
+      await blocker.end();
+    }
+    // A forward slot of the same name, as a switch killed after making it would leave.
+    const slot = forwardObjects((await loadPlan(file)).plan).slot.name;
+    await sql('source', s.dbs.source, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    await switchWith('rollback');
+    expect(await routedTo()).toBe('source');
+  });
 });
 
 describe('cutover and rollback with a command switch, documents, and rollback before cutover', () => {
