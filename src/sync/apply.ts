@@ -364,11 +364,29 @@ export class Applier {
     return name;
   }
 
-  /** A value as written: its text, or for a reverse documents column the named blob's bytes (as bytes: never hex text). */
-  private async valueOf(c: ColumnMap, v: Value | undefined): Promise<Param> {
+  /**
+   * A value as written: its text, or for a reverse documents column the named blob's bytes (as
+   * bytes: never hex text). A blob that is gone because of a later change (the row deleted or
+   * naming another blob since, as forward's superseded()) leaves the column empty: that change is
+   * further on in the stream. A row that still names the missing blob is a real error.
+   */
+  private async valueOf(rel: Relation, c: ColumnMap, v: Value | undefined): Promise<Param> {
     const text = textOf(v);
     if (!c.fromBlob || text === null) return text;
-    return this.o.reverse!.readBlob(text);
+    try {
+      return await this.o.reverse!.readBlob(text);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+      const keep = quoteIdent(rel.task.documents!.plan.keepColumn);
+      const named = await this.o.source.query(`SELECT 1 FROM ${rel.task.quoted} WHERE ${keep} = $1 LIMIT 1`, [text]);
+      if (named.rows.length > 0) {
+        throw new SyncStoppedError(
+          `${rel.task.display}: blob "${text}", named by a row on the target, does not exist; reverse sync stopped`,
+          'upload the document to that blob again (or correct the row), then run the rollback again: it resumes where it stopped',
+        );
+      }
+      return Buffer.alloc(0);
+    }
   }
 
   private async insert(rel: Relation, row: Tuple): Promise<void> {
@@ -376,7 +394,7 @@ export class Applier {
     const values: Param[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
-      if (c) values.push(c.fromBlob ? await this.valueOf(c, row[i]) : textOf(row[i]));
+      if (c) values.push(c.fromBlob ? await this.valueOf(rel, c, row[i]) : textOf(row[i]));
     }
     if (name !== undefined) values.push(name as string);
     const key = JSON.stringify(this.keyOf(rel, row));
@@ -444,7 +462,7 @@ export class Applier {
       const c = rel.columns[i];
       const v = row[i]!;
       if (!c || v.kind === 'unchanged') continue;
-      params.push(c.fromBlob ? await this.valueOf(c, v) : textOf(v));
+      params.push(c.fromBlob ? await this.valueOf(rel, c, v) : textOf(v));
       sets.push(`${quoteIdent(c.name)} = ${c.around[0]}$${params.length}${c.around[1]}`);
     }
     if (keep && name !== undefined) {
@@ -463,7 +481,8 @@ export class Applier {
 
   private async delete(rel: Relation, ident: Tuple): Promise<void> {
     const params: Param[] = [];
-    const keep = rel.task.documents?.plan.keepColumn;
+    // Forward only: the table applied to keeps blob names (in reverse it holds the bytes).
+    const keep = this.o.documents ? rel.task.documents?.plan.keepColumn : undefined;
     const returning = keep ? ` RETURNING ${quoteIdent(keep)} AS blob` : '';
     const res = await this.o.target.query<{ blob: string | null }>(
       `DELETE FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}${returning}`,

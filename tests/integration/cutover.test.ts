@@ -426,6 +426,21 @@ cutover:
       `INSERT INTO public.documents (id, patient_id, filename, blob_path) VALUES (900, 3, 'new.pdf', 'patients/3/900-new.pdf');
        UPDATE public.patients SET family_name = 'OnAzure' WHERE id = 4;`,
     );
+    // Two letters whose first blob is gone by the rollback: one renamed (its new blob replaces
+    // it), one deleted with its blob. Their first inserts replay with no bytes to read.
+    const v2 = Buffer.from('second version');
+    for (const name of ['patients/3/901-draft.pdf', 'patients/3/902-draft.pdf', 'patients/3/901-final.pdf'])
+      await container.getBlockBlobClient(name).uploadData(name.endsWith('final.pdf') ? v2 : bytes);
+    await sql(
+      'target',
+      s.dbs.target,
+      `INSERT INTO public.documents (id, patient_id, filename, blob_path) VALUES
+         (901, 3, 'draft.pdf', 'patients/3/901-draft.pdf'), (902, 3, 'draft.pdf', 'patients/3/902-draft.pdf');
+       UPDATE public.documents SET filename = 'final.pdf', blob_path = 'patients/3/901-final.pdf' WHERE id = 901;
+       DELETE FROM public.documents WHERE id = 902;`,
+    );
+    await container.deleteBlob('patients/3/901-draft.pdf');
+    await container.deleteBlob('patients/3/902-draft.pdf');
     // The source is read-only now.
     await expect(sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'x' WHERE id = 5`)).rejects.toMatchObject({
       code: '25006',
@@ -440,6 +455,12 @@ cutover:
       `SELECT encode(content, 'hex') AS hex FROM public.documents WHERE id = 900`,
     );
     expect(doc[0]?.hex).toBe(bytes.toString('hex'));
+    const later = await sql<{ id: string; hex: string }>(
+      'source',
+      s.dbs.source,
+      `SELECT id::text, encode(content, 'hex') AS hex FROM public.documents WHERE id IN (901, 902) ORDER BY id`,
+    );
+    expect(later).toEqual([{ id: '901', hex: v2.toString('hex') }]);
     const p = await sql<{ family_name: string }>('source', s.dbs.source, `SELECT family_name FROM public.patients WHERE id = 4`);
     expect(p[0]?.family_name).toBe('OnAzure');
     // The source takes writes again; the target is fenced.
