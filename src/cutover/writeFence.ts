@@ -38,24 +38,27 @@ export async function createWriteFence(
 ): Promise<void> {
   await ledger.record(fenceObject(side), 'creating');
   const where = otherSide.replace(/[^A-Za-z0-9 _.:/()-]/g, '');
-  // Tables that kept their trigger from an earlier fence (by position in `tables`).
-  const { rows } = await client.query<{ i: string }>(
-    `SELECT x.i::text AS i FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i)
-      WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = x.rel AND t.tgname = $1)`,
+  // Each table's oid, and whether it kept its trigger from an earlier fence.
+  const { rows } = await client.query<{ oid: string; fenced: boolean }>(
+    `SELECT x.rel::oid::text AS oid, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = x.rel AND t.tgname = $1) AS fenced
+       FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i) ORDER BY x.i`,
     [FENCE_TRIGGER, tables.map(quoteQualified)],
   );
-  const fenced = new Set(rows.map((r) => Number(r.i) - 1));
   // One round trip, one transaction: the fence is on every table or on none.
   const statements = [
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`,
+    // Only this plan's tables refuse: a table an earlier plan fenced keeps a trigger that passes.
     fenceBody(
       schema,
-      `RAISE EXCEPTION 'cloudshift: % is read-only: the application now writes to ${where}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
-         USING ERRCODE = 'read_only_sql_transaction',
-               HINT = 'connect through the switch (PgBouncer), which routes to the side that is live';`,
+      `IF TG_RELID = ANY('{${rows.map((r) => r.oid).join(',')}}'::oid[]) THEN
+         RAISE EXCEPTION 'cloudshift: % is read-only: the application now writes to ${where}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
+           USING ERRCODE = 'read_only_sql_transaction',
+                 HINT = 'connect through the switch (PgBouncer), which routes to the side that is live';
+       END IF;
+       RETURN NULL;`,
     ),
     ...tables
-      .filter((_, i) => !fenced.has(i))
+      .filter((_, i) => !rows[i]!.fenced)
       .map(
         (t) => `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
          FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(schema)}()`,
@@ -67,8 +70,10 @@ export async function createWriteFence(
 
 /** Lifts the fence: its function does nothing from now on (no table lock); its triggers stay. */
 export async function liftWriteFence(client: pg.Client, ledger: ObjectLedger, side: Side, schema: string): Promise<void> {
-  const { rows } = await client.query(`SELECT to_regprocedure($1) IS NOT NULL AS present`, [`${fenceFunction(schema)}()`]);
-  if ((rows[0] as { present: boolean }).present) await client.query(fenceBody(schema, 'RETURN NULL;'));
+  const { rows } = await client.query<{ present: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AS present`, [
+    `${fenceFunction(schema)}()`,
+  ]);
+  if (rows[0]!.present) await client.query(fenceBody(schema, 'RETURN NULL;'));
   await ledger.record(fenceObject(side), 'dropped');
 }
 
