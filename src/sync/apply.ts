@@ -235,7 +235,7 @@ export class Applier {
       if (!(err instanceof LongValueError)) throw err;
       throw new SyncStoppedError(
         `${rel.task.display}: ${err.message}; live sync stopped`,
-        'move this column to Blob Storage with a documents entry (its bytes never become text), or copy this row by hand and `cloudshift run` resumes after it',
+        'live sync cannot apply such a value (every rerun meets it again): move this column to Blob Storage with a documents entry, whose bytes never become text, and migrate this table again',
       );
     }
   }
