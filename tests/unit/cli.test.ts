@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { progressRenderer } from '../../src/cli/render/progress.js';
 import { cli } from '../harness/cli.js';
 
 function planFile(text: string): string {
@@ -78,5 +79,33 @@ describe('cloudshift dry-run before connecting', () => {
     const r = await cli(['dry-run', planFile(bad), '--format', 'json']);
     expect(r.code).toBe(2);
     expect(JSON.parse(r.stdout).errors[0].path).toBe('tables[0].batch.rowz');
+  });
+});
+
+describe('run progress', () => {
+  it('counts a batch copied again (a retry) once, with its last figures', () => {
+    const lines: string[] = [];
+    const out = { write: (t: string) => void lines.push(t) };
+    const progress = progressRenderer('plain', out, out);
+    const at = new Date().toISOString();
+    progress.onEvent({
+      type: 'table:planned',
+      at,
+      table: 'public.docs',
+      batches: 2,
+      done: 0,
+      estimatedRows: 20,
+      bytes: 0,
+      key: 'id',
+      copiedRows: 0,
+    });
+    const copied = (batchId: string, rows: number) =>
+      progress.onEvent({ type: 'batch:copied', at, table: 'public.docs', batchId, seq: Number(batchId), rows, bytes: rows * 100, ms: 5 });
+    copied('1', 10);
+    copied('2', 10);
+    copied('2', 9); // its documents were wrong: copied again (a row gone meanwhile)
+    progress.onEvent({ type: 'table:done', at, table: 'public.docs', rows: 19, bytes: 1900, mismatches: 0 });
+    progress.stop();
+    expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows, 1\.9 kB,/);
   });
 });

@@ -33,6 +33,8 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
     return { onEvent: (e) => void out.write(`${JSON.stringify(e)}\n`), stop: () => undefined };
   }
   const tables = new Map<string, TableLine>();
+  /** What each batch copied in this process, by batch id. */
+  const copied = new Map<string, { rows: number; bytes: number }>();
   let spinner: Ora | null = null;
   let phase = '';
   let lastDraw = 0;
@@ -90,11 +92,16 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
           break;
         case 'batch:copied': {
           const t = tables.get(e.table);
-          if (t) {
-            t.done += 1;
-            t.rows += e.rows;
-            t.bytes += e.bytes;
-          }
+          if (!t) break;
+          // A batch copied again (a retry) replaces its earlier figures instead of adding to them.
+          const before = copied.get(e.batchId);
+          if (before) {
+            t.rows -= before.rows;
+            t.bytes -= before.bytes;
+          } else t.done += 1;
+          t.rows += e.rows;
+          t.bytes += e.bytes;
+          copied.set(e.batchId, { rows: e.rows, bytes: e.bytes });
           break;
         }
         case 'batch:retry':
