@@ -516,6 +516,9 @@ documents:
 sync: { mode: logical }
 cutover:
   switch: { command: { run: "true" } }
+  # The test servers are shared: another file's long transaction (a 300 MB insert takes 3 s)
+  # delays the slot made inside the pause, which waits for every open transaction.
+  maxPause: 5s
 `);
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
     // Changed in place: the row (and so the WAL stream) does not change.
