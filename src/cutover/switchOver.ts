@@ -267,7 +267,9 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     ctx.say(`pointing the application at ${describeSide(ctx, to)}`);
     await app.point(to, () => step('named'));
   } catch (err) {
-    const reason = err instanceof Abort || err instanceof SlotWaitError ? err.message : `${kind} failed: ${messageOf(err)}`;
+    // An abort is an expected outcome (reported, exit 1); anything else is rethrown after the undo.
+    const aborted = err instanceof Abort || err instanceof SlotWaitError;
+    const reason = aborted ? err.message : `${kind} failed: ${messageOf(err)}`;
     await catchUp.stop().catch(() => undefined);
     try {
       await undo(ctx, kind, details);
@@ -280,7 +282,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     }
     const resumedAfter = Math.round(performance.now() - pauseStart);
     await abandon(`${reason}; resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`);
-    if (!(err instanceof Abort || err instanceof SlotWaitError)) throw err;
+    if (!aborted) throw err;
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
   }
   await updateSwitch(store.knex, row.id, { state: 'switched' });

@@ -44,7 +44,7 @@ export async function createWriteFence(
        FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i) ORDER BY x.i`,
     [FENCE_TRIGGER, tables.map(quoteQualified)],
   );
-  // One round trip, one transaction: the fence is on every table or on none.
+  // One statement batch, one transaction: the fence is on every table or on none.
   const statements = [
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`,
     // Only this plan's tables refuse: a table an earlier plan fenced keeps a trigger that passes.

@@ -13,7 +13,7 @@ import { type Lsn } from './lsn.js';
  */
 export type Value = { kind: 'null' } | { kind: 'unchanged' } | { kind: 'text'; text: string } | { kind: 'long'; raw: Buffer };
 
-export const LONG_VALUE = 64 * 1024 * 1024;
+const LONG_VALUE = 64 * 1024 * 1024;
 export type Tuple = Value[];
 
 export interface RelationColumn {

@@ -48,7 +48,7 @@ export async function createPlainSlot(client: pg.Client, ledger: ObjectLedger, o
       `making replication slot "${obj.name}" waited more than ${Math.floor(timeoutMs)} ms for transactions open on the ${obj.side} server (a long one, or a prepared one: pg_prepared_xacts)`,
     );
   } finally {
-    await client.query('SET statement_timeout = 0').catch(() => undefined);
+    await client.query('RESET statement_timeout').catch(() => undefined);
   }
 }
 

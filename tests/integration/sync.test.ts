@@ -97,12 +97,20 @@ async function reconnects(s: Scenario): Promise<number> {
   return Number(r!.n);
 }
 
-/** The notes table added, the plan `name` written, and run until in sync; returns the plan's file. */
-async function synced(s: Scenario, name: string): Promise<string> {
-  await sql('source', s.dbs.source, NOTES_SQL);
-  const file = s.plan(planText(name));
-  expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
-  return file;
+/**
+ * A scenario of its own (`prefix`) with the notes table added, its plan (`${prefix}test`) written
+ * and run until in sync; `test` gets both, and the scenario is dropped after.
+ */
+async function inSyncedScenario(prefix: string, test: (s: Scenario, file: string) => Promise<void>): Promise<void> {
+  const s = await hospitalScenario(prefix);
+  try {
+    await sql('source', s.dbs.source, NOTES_SQL);
+    const file = s.plan(planText(`${prefix}test`));
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    await test(s, file);
+  } finally {
+    await s.drop();
+  }
 }
 
 describe('live sync', () => {
@@ -257,9 +265,7 @@ describe('live sync', () => {
 
 describe('cleanup', () => {
   it('drops the slot and the publication the run created, and ends the run', async () => {
-    const s = await hospitalScenario('cleanup');
-    try {
-      const file = await synced(s, 'cleanuptest');
+    await inSyncedScenario('cleanup', async (s, file) => {
       expect(await slots(s)).toEqual(['cloudshift_cleanuptest']);
       const r = await cli(['cleanup', file], s.env);
       expect(r.stderr).toBe('');
@@ -271,9 +277,7 @@ describe('cleanup', () => {
       expect(pubs).toEqual([]);
       const again = await cli(['cleanup', file], s.env);
       expect(again.stdout).toMatch(/^no slot or publication of this run is left on either side\n/);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
@@ -352,9 +356,7 @@ describe('live sync faults', () => {
 
 describe('a slow step in the sync', () => {
   it('does not let the server time the stream out (status every quarter of wal_sender_timeout)', async () => {
-    const s = await hospitalScenario('syncslow');
-    try {
-      const file = await synced(s, 'syncslowtest');
+    await inSyncedScenario('syncslow', async (s, file) => {
       // The walsender gives up on a silent client after 1 s; the apply loop then stalls for 3 s.
       await sql('source', 'postgres', `ALTER DATABASE ${s.dbs.source} SET wal_sender_timeout = '1s'`);
       await sql('source', s.dbs.source, noteEdits(3));
@@ -373,56 +375,48 @@ describe('a slow step in the sync', () => {
       expect(applied).toBeGreaterThanOrEqual(3);
       expect(await reconnects(s)).toBe(0);
       await expectConverged(s);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
 describe('a big transaction in the sync', () => {
   it('is applied in several inserts of at most 16 MB of values each, not one statement of them all', async () => {
-    const s = await hospitalScenario('syncbig');
-    try {
-      const file = await synced(s, 'syncbigtest');
+    await inSyncedScenario('syncbig', async (s, file) => {
       // Counts the apply's INSERT statements on notes (ALWAYS: it fires under replication too).
       await sql(
         'target',
         s.dbs.target,
         `CREATE TABLE public.note_inserts (at timestamptz);
-         CREATE FUNCTION public.note_inserted() RETURNS trigger LANGUAGE plpgsql AS
-           $$BEGIN INSERT INTO public.note_inserts VALUES (now()); RETURN NULL; END$$;
-         CREATE TRIGGER note_inserted AFTER INSERT ON public.notes FOR EACH STATEMENT EXECUTE FUNCTION public.note_inserted();
-         ALTER TABLE public.notes ENABLE ALWAYS TRIGGER note_inserted;`,
+       CREATE FUNCTION public.note_inserted() RETURNS trigger LANGUAGE plpgsql AS
+         $$BEGIN INSERT INTO public.note_inserts VALUES (now()); RETURN NULL; END$$;
+       CREATE TRIGGER note_inserted AFTER INSERT ON public.notes FOR EACH STATEMENT EXECUTE FUNCTION public.note_inserted();
+       ALTER TABLE public.notes ENABLE ALWAYS TRIGGER note_inserted;`,
       );
       // One transaction of 200 notes of 160 kB: 32 MB of values.
       await sql(
         'source',
         s.dbs.source,
         `INSERT INTO public.notes (id, title, body)
-         SELECT 1000 + g, 'big ' || g, repeat(md5(g::text), 5000) FROM generate_series(1, 200) g`,
+       SELECT 1000 + g, 'big ' || g, repeat(md5(g::text), 5000) FROM generate_series(1, 200) g`,
       );
       expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
       const [inserts] = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*)::text AS n FROM public.note_inserts');
       expect(Number(inserts!.n)).toBeGreaterThanOrEqual(2);
       await expectConverged(s);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
 describe('a big document in the sync', () => {
   it('uploads a 300 MB bytea document, more hex than one JavaScript string holds', async () => {
-    const s = await hospitalScenario('syncdoc');
-    try {
-      const file = await synced(s, 'syncdoctest');
+    await inSyncedScenario('syncdoc', async (s, file) => {
       // 300 MB: its hex text (600 MB) is over V8's longest string (512 MB).
       const [doc] = await sql<{ id: string; md5: string }>(
         'source',
         s.dbs.source,
         `INSERT INTO public.documents (patient_id, filename, content)
-         SELECT 1, 'ct-series.dcm', decode(repeat(md5('ct'), 300 * 1024 * 1024 / 16), 'hex')
-         RETURNING id::text, md5(content) AS md5`,
+       SELECT 1, 'ct-series.dcm', decode(repeat(md5('ct'), 300 * 1024 * 1024 / 16), 'hex')
+       RETURNING id::text, md5(content) AS md5`,
       );
       const r = await cli(['run', file, '--until', 'synced'], s.env);
       expect(r.stderr).toBe('');
@@ -433,9 +427,7 @@ describe('a big document in the sync', () => {
       const p = await blob.getProperties();
       expect(p.contentLength).toBe(300 * 1024 * 1024);
       expect(Buffer.from(p.contentMD5!).toString('hex')).toBe(doc!.md5);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
