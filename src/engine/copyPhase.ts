@@ -288,6 +288,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     await queue.onIdle();
     if (failure === null && !o.abortSignal?.aborted) mismatches += await verifyKeylessTables(o, slots[0]!, ensure);
     if (failure === null && !o.abortSignal?.aborted && documents) mismatches += await verifyDocuments(o, documents);
+    if (failure === null && !o.abortSignal?.aborted) await o.hooks.afterCopyPass?.();
   } finally {
     await Promise.all(slots.map(reset));
     await documents?.content.end();

@@ -14,6 +14,8 @@ export interface EngineHooks {
   beforeBatchCommit?(batch: BatchRef): Promise<void> | void;
   /** The batch's transaction committed; verification has not run yet. */
   afterBatchCommit?(batch: BatchRef): Promise<void> | void;
+  /** A pass over the batches ended, its documents swept; the run decides whether another is due. */
+  afterCopyPass?(): Promise<void> | void;
   /** All data copied; secondary indexes and constraints are about to be built. */
   beforePostData?(): Promise<void> | void;
   /** The n-th statement of the index and constraint builds is about to run. */
@@ -27,6 +29,7 @@ export interface EngineHooks {
 const HOOK_NAMES = [
   'beforeBatchCommit',
   'afterBatchCommit',
+  'afterCopyPass',
   'beforePostData',
   'postDataStatement',
   'afterSyncCommit',

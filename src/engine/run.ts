@@ -12,7 +12,7 @@ import { whoAmI, workerId } from '../state/who.js';
 import { handleExistingData } from '../target/postgres/existingData.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
 import { applyFinal, applyPostData, applyPreData, readSourceSchema } from '../target/postgres/schema/index.js';
-import { copyPhase } from './copyPhase.js';
+import { copyPhase, type CopyPhaseResult } from './copyPhase.js';
 import { emitter, type EventSink } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
@@ -240,8 +240,12 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         : await exportSnapshot(secrets.source);
       try {
         await store.updateRun(run.id, { snapshot_name: snapshot.name });
-        // Copy with the others until no batch is pending or claimed by a live worker.
+        // Copy with the others until no batch is pending, claimed by a live worker, or copied
+        // without being verified (its worker died between the commit and the verification). A
+        // pass over those can send a batch back to pending (a document found wrong): the loop
+        // copies it again, so the data phase never ends with a batch left to copy.
         let result = await copyWith(snapshot.name, true);
+        let leftoversChecked = false;
         for (;;) {
           if (result.stoppedEarly) break;
           // Nothing of this process is in flight once copyPhase returned: a claim it still holds
@@ -249,19 +253,19 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
           await releaseClaimsOf(store.knex, run.id, me);
           await releaseDeadClaims(store.knex, run.id, staleMs);
           const open = await openBatches(store.knex, run.id);
-          if (open.pending === 0 && open.claimed === 0) break;
-          if (open.pending === 0) {
+          let more: CopyPhaseResult;
+          if (open.pending > 0) {
+            more = await copyWith(snapshot.name, false);
+            leftoversChecked = false;
+          } else if (open.claimed > 0) {
             doing('waiting for the other workers');
             await delay(500);
             continue;
-          }
-          const more = await copyWith(snapshot.name, false);
+          } else if (!leftoversChecked && (await store.listBatches(run.id)).some((b) => b.status === 'copied')) {
+            more = await copyWith(snapshot.name, true);
+            leftoversChecked = true;
+          } else break;
           result = { mismatches: result.mismatches + more.mismatches, stoppedEarly: more.stoppedEarly };
-        }
-        // A worker that died between a batch's commit and its verification left it copied.
-        if (!result.stoppedEarly && (await store.listBatches(run.id)).some((b) => b.status === 'copied')) {
-          const last = await copyWith(snapshot.name, true);
-          result = { mismatches: result.mismatches + last.mismatches, stoppedEarly: last.stoppedEarly };
         }
         if (result.stoppedEarly) {
           emit('run:stopping', { runId: run.id, reason: 'interrupted' });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClaimLostError } from '../../src/engine/copyBatch.js';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { verifyPlan } from '../../src/verify/verifyTables.js';
@@ -178,6 +179,50 @@ describe('documents to Blob Storage', () => {
       );
       const batches = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
       expect(batches).toEqual([{ status: 'verified' }]);
+    } finally {
+      await again.drop();
+    }
+  });
+
+  it('a batch left unverified by its worker, found with a blob missing by the last pass, is copied again before the indexes', async () => {
+    const again = await hospitalScenario('docsleft');
+    try {
+      await addDocuments(again);
+      const c = container(again);
+      let lost: string | null = null;
+      let missing: string | null = null;
+      const events: Array<{ type: string; reason?: string }> = [];
+      const result = await runMigration(await loadPlan(again.plan(PLAN)), {
+        env: again.env,
+        onEvent: (e) => events.push(e as { type: string; reason?: string }),
+        hooks: {
+          // Its worker loses the batch between the commit and the verification: it stays copied.
+          afterBatchCommit: (b) => {
+            if (lost !== null || b.table !== 'public.documents') return;
+            lost = b.batchId;
+            throw new ClaimLostError(`batch ${b.batchId} lost in the test`);
+          },
+          // As if its documents were recorded after the pass's sweep began, and one blob then went.
+          afterCopyPass: async () => {
+            if (lost === null || missing !== null) return;
+            const [doc] = await sql<{ blob_name: string }>(
+              'target',
+              again.dbs.target,
+              `UPDATE cloudshift.documents SET status = 'uploaded' WHERE batch_id = '${lost}' RETURNING blob_name`,
+            );
+            missing = doc!.blob_name;
+            await c.getBlockBlobClient(missing).delete();
+          },
+        },
+      });
+      expect(missing).not.toBeNull();
+      expect(result.mismatches).toBe(0);
+      expect(events.filter((e) => e.type === 'batch:retry').map((e) => e.reason)).toContain(`document ${missing!}: missing`);
+      expect(await c.getBlockBlobClient(missing!).exists()).toBe(true);
+      const batches = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(batches).toEqual([{ status: 'verified' }]);
+      const docs = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.documents`);
+      expect(docs).toEqual([{ status: 'verified' }]);
     } finally {
       await again.drop();
     }
