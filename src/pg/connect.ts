@@ -66,6 +66,13 @@ export interface Endpoint {
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * TCP keepalives on every session: a batch's target transaction waits idle while its documents
+ * upload, and a network path that forgets idle flows (Azure's load balancers after 4 minutes, a
+ * NAT, a firewall) would otherwise leave its commit hanging on a connection that is gone.
+ */
+export const KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 30_000 } as const;
+
 /** Host, port, database and user a connection string points at (no secrets). */
 export function endpointOf(connectionString: string): Endpoint {
   const c = new pg.Client({ connectionString });
@@ -87,6 +94,7 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
   const client = new pg.Client({
     connectionString,
     connectionTimeoutMillis: timeoutMs,
+    ...KEEPALIVE,
     application_name: options.applicationName ?? 'cloudshift',
     ...(options.raw ? { types: rawTypes } : {}),
     ...(options.replication ? { replication: 'database' } : {}),

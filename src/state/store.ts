@@ -10,7 +10,7 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { StateConflictError } from '../errors.js';
 import { pgAuthOf, pgConnectionString, pgPoolConfig } from '../azure/pgToken.js';
-import { connect } from '../pg/connect.js';
+import { connect, KEEPALIVE } from '../pg/connect.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
 import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
@@ -60,6 +60,7 @@ export class StateStore {
     const pool = new pg.Pool(
       pgPoolConfig(options.connectionString, {
         max: 4,
+        ...KEEPALIVE,
         application_name: 'cloudshift state',
         ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
       }),
@@ -212,7 +213,8 @@ export class StateStore {
 }
 
 /** Static pool settings, or with Entra ID a provider that fetches a new token when the last is due. */
-function poolConnection(connectionString: string, extra: { application_name: string; options?: string }): Knex.Config['connection'] {
+function poolConnection(connectionString: string, settings: { application_name: string; options?: string }): Knex.Config['connection'] {
+  const extra = { ...settings, ...KEEPALIVE };
   if (pgAuthOf(connectionString).kind === 'password') return { connectionString, ...extra };
   return async () => {
     const { connectionString: withToken, refreshAt } = await pgConnectionString(connectionString);

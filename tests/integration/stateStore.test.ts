@@ -1,4 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { connect } from '../../src/pg/connect.js';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
 import { markBatchCopied, markRowsVerified, returnForDocuments, settleDocumentBatches } from '../../src/state/sql/batchStatus.js';
@@ -154,6 +156,30 @@ describe('state store', () => {
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'again')).toBe(null);
     } finally {
       await store.close();
+    }
+  });
+
+  it('asks for TCP keepalives on every session it opens (its own, its query pool, its knex pool), as every copy session does', async () => {
+    const keepalive = vi.spyOn(Socket.prototype, 'setKeepAlive');
+    try {
+      const store = await open('keepalive');
+      try {
+        await store.knex.raw('SELECT 1');
+        await store.pool.query('SELECT 1');
+        const copySession = await connect({ role: 'target', connectionString: url });
+        await copySession.end();
+      } finally {
+        await store.close();
+      }
+      // An idle session (a batch waiting on its uploads) outlives a path that drops idle flows.
+      expect(keepalive.mock.calls).toEqual([
+        [true, 30_000],
+        [true, 30_000],
+        [true, 30_000],
+        [true, 30_000],
+      ]);
+    } finally {
+      keepalive.mockRestore();
     }
   });
 });
