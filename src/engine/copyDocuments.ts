@@ -6,8 +6,9 @@
  *   so no committed row names a blob that does not exist;
  * - each uploaded document is recorded (size, MD5, SHA-256) in the state store after its blob is
  *   committed (in groups of RECORD_GROUP, and all of them before the batch commits); a retried
- *   batch skips documents whose blob is there with that size and MD5, and uploads the others
- *   again (deterministic names and block ids make that safe);
+ *   batch skips documents whose blob is there with that size and MD5 (for bytea, the MD5 of the
+ *   bytes the stream passes, as a rerun reads a newer snapshot), and uploads the others again
+ *   (deterministic names and block ids make that safe);
  * - bytea documents come in a second stream, one binary COPY of the batch's contents on its own
  *   session in the same snapshot, row for row with the rows (checked by key); a document is read
  *   when an upload slot is about to free, whole up to one block, in blocks by its upload beyond;
@@ -23,8 +24,8 @@ import type PQueue from 'p-queue';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { quoteIdent } from '../plan/names.js';
-import { batchSelect } from '../source/ranges.js';
-import { BatchContents, bytesContent, largeObjectContent } from '../source/documentContent.js';
+import { batchSelect, keysPredicate } from '../source/ranges.js';
+import { BatchContents, byteaContent, bytesContent, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
@@ -154,12 +155,16 @@ export async function copyDocumentsBatch(
             await contents?.row(key, size, values.describe);
             if (name === null) continue;
             const prior = recorded.get(JSON.stringify(key));
-            // A bytea document whose size changed since it was recorded (the rerun reads a newer snapshot) goes up again.
-            const same = prior && prior.name === name && (!streamed || prior.size === size);
-            if (same && (await blobMatches(docs.container, prior))) {
-              await contents?.skip();
-              uploaded.push(prior);
-              continue;
+            // A bytea document changed since it was recorded (a rerun reads a newer snapshot) goes up
+            // again: its size tells, or else the MD5 of its bytes, which the stream passes anyway.
+            let passed = false;
+            if (prior && prior.name === name && (!streamed || prior.size === size)) {
+              passed = contents !== null;
+              const md5 = contents ? await contents.skipWithMd5() : prior.md5;
+              if (md5 === prior.md5 && (await blobMatches(docs.container, prior))) {
+                uploaded.push(prior);
+                continue;
+              }
             }
             const settings = uploadSettings(spec.plan, values, docs);
             const send = async (source: DocumentContent) => {
@@ -174,18 +179,20 @@ export async function copyDocumentsBatch(
             // Bounded memory: a document's bytes are read when no other waits for an upload slot.
             await uploads.onSizeLessThan(1);
             let consumed: Promise<void> | null = null;
-            let source: DocumentContent | null = null; // null: a large object, read by its upload
+            // null: read by its upload on a session of the snapshot (a large object, or a bytea
+            // document the stream has passed), by oid or by key.
+            let source: DocumentContent | null = null;
             let buffer: Buffer | undefined;
-            if (contents && size !== null && size < docs.blockSize) {
+            if (contents && !passed && size !== null && size < docs.blockSize) {
               buffer = size > POOLED_FROM ? docs.buffers.take() : undefined;
               source = bytesContent(await contents.whole(size, buffer));
-            } else if (contents && size !== null) ({ content: source, consumed } = contents.streamed(size));
+            } else if (contents && !passed && size !== null) ({ content: source, consumed } = contents.streamed(size));
+            const bySession = (client: pg.Client) =>
+              streamed
+                ? byteaContent(client, task.quoted, content, keysPredicate(keyCols, [key]), values.describe)
+                : largeObjectContent(client, flag, values.describe, spec.plan.content);
             const upload = uploads
-              .add(() =>
-                source
-                  ? send(source)
-                  : docs.content.use((client: pg.Client) => send(largeObjectContent(client, flag, values.describe, spec.plan.content))),
-              )
+              .add(() => (source ? send(source) : docs.content.use((client: pg.Client) => send(bySession(client)))))
               .catch((err: unknown) => {
                 failure ??= err;
               })

@@ -46,10 +46,12 @@ class Bytes {
     return out;
   }
 
-  async drop(n: number): Promise<void> {
+  /** Passes over n bytes, showing each piece of them to `seen` (a view, valid only during the call). */
+  async drop(n: number, seen?: (piece: Buffer) => void): Promise<void> {
     for (let left = n; left > 0;) {
       if (this.at === this.chunk.length) await this.pull();
       const k = Math.min(left, this.chunk.length - this.at);
+      seen?.(this.chunk.subarray(this.at, this.at + k));
       this.at += k;
       left -= k;
     }
@@ -117,11 +119,11 @@ export class BinaryCopyReader {
     return n === 0 ? EMPTY : this.bytes.take(n, into);
   }
 
-  /** Passes over the rest of the current row's last field. */
-  async skip(): Promise<void> {
+  /** Passes over the rest of the current row's last field (shown to `seen` piece by piece). */
+  async skip(seen?: (piece: Buffer) => void): Promise<void> {
     const n = this.left;
     this.left = 0;
-    await this.bytes.drop(n);
+    await this.bytes.drop(n, seen);
   }
 
   /** Reads whatever rows are left, so the COPY completes and the connection can be used again. */

@@ -4,6 +4,7 @@
  * object with lo_get(). Bytes come raw through binary COPY, not through node-postgres's query
  * results, which carry bytea hex-encoded as text.
  */
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { BinaryCopyReader, copyValue } from '../pg/copyBinary.js';
@@ -73,6 +74,13 @@ export class BatchContents {
 
   skip(): Promise<void> {
     return this.reader.skip();
+  }
+
+  /** Passes over the current row's document, returning its MD5 (base64, as Azure reports it). */
+  async skipWithMd5(): Promise<string> {
+    const md5 = createHash('md5');
+    await this.reader.skip((piece) => md5.update(piece));
+    return md5.digest('base64');
   }
 
   /** After the batch's last row: no document is left over, and the COPY has run to its end. */

@@ -482,7 +482,7 @@ documents:
     }
   });
 
-  it('after a crash before a batch commits, the rerun skips documents already uploaded and finishes', async () => {
+  it('after a crash before a batch commits, the rerun skips documents already uploaded, uploads those changed since (by size or bytes) and finishes', async () => {
     const s = await hospitalScenario('docsresume');
     try {
       await addDocuments(s);
@@ -510,25 +510,30 @@ documents:
       for (const d of recorded) before.set(d.blob_name, (await c.getBlockBlobClient(d.blob_name).getProperties()).etag!);
       const [committed] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents`);
       expect(committed!.n).toBe('0');
-      // One uploaded document changes before the rerun, which reads a newer snapshot: it goes up again.
-      const [changed] = await sql<{ id: string; blob_name: string }>(
+      // Two uploaded documents change before the rerun, which reads a newer snapshot: one grows,
+      // one keeps its size (only its bytes tell). Both go up again.
+      const changed = await sql<{ id: string; blob_name: string }>(
         'target',
         s.dbs.target,
-        `SELECT key->>0 AS id, blob_name FROM cloudshift.documents WHERE relation = 'public.documents' ORDER BY blob_name LIMIT 1`,
+        `SELECT key->>0 AS id, blob_name FROM cloudshift.documents WHERE relation = 'public.documents' ORDER BY blob_name LIMIT 2`,
       );
+      expect(changed).toHaveLength(2);
       await sql(
         'source',
         s.dbs.source,
-        `UPDATE public.documents SET content = content || '\\x00ff'::bytea WHERE id = ${Number(changed!.id)}`,
+        `UPDATE public.documents SET content = content || '\\x00ff'::bytea WHERE id = ${Number(changed[0]!.id)};
+         UPDATE public.documents SET content = set_byte(content, 0, (get_byte(content, 0) + 1) % 256) WHERE id = ${Number(changed[1]!.id)}`,
       );
-      before.delete(changed!.blob_name);
+      for (const d of changed) before.delete(d.blob_name);
 
       const rerun = await cli(['run', file], s.env);
       expect(rerun.code).toBe(0);
       for (const [name, etag] of before) expect((await c.getBlockBlobClient(name).getProperties()).etag, name).toBe(etag);
-      expect(await c.getBlockBlobClient(changed!.blob_name).downloadToBuffer()).toEqual(
-        await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(changed!.id)}`),
-      );
+      for (const d of changed) {
+        expect(await c.getBlockBlobClient(d.blob_name).downloadToBuffer()).toEqual(
+          await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(d.id)}`),
+        );
+      }
       const [rows] = await sql<{ n: string }>(
         'target',
         s.dbs.target,
