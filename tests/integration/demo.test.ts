@@ -12,7 +12,7 @@ describe('cloudshift demo', () => {
     expect(r.stdout).toMatch(/public\.documents\s+\d+\s+200\s+.*verified/);
     expect(r.stdout).toMatch(/public\.scans\s+\d+\s+50\s+.*verified/);
     expect(r.stdout).toMatch(/in sync: applied up to/);
-    expect(r.stdout).toMatch(/cut over to the target: write pause \d+ ms/);
+    expect(r.stdout).toMatch(/cut over to the target: write pause \d+ ms \(paused \d+ ms, .*\), after catching up in \d+ ms\n/);
     expect(r.stdout).toMatch(/the application wrote \d+ transactions through PgBouncer during the migration: 0 errors/);
     expect(r.stdout).toContain('» stopping the local servers');
   }, 180_000);

@@ -31,9 +31,12 @@ export async function demoCommand(io: CliIO, flags: { scale: number; jobs: numbe
   if (result.run.mismatches > 0) return ExitCode.failed;
   const c = result.cutover;
   if (c) {
+    // The catch-up comes before the pause: it is not part of it.
+    const catchUp = c.steps.find((s) => s.step === 'caught-up');
+    const inPause = c.steps.filter((s) => s !== catchUp).map((s) => `${s.step} ${s.ms} ms`);
     io.stdout.write(
       c.switched
-        ? `cut over to the target: write pause ${c.pauseMs} ms (${c.steps.map((s) => `${s.step} ${s.ms} ms`).join(', ')})\n`
+        ? `cut over to the target: write pause ${c.pauseMs} ms (${inPause.join(', ')})${catchUp ? `, after catching up in ${catchUp.ms} ms` : ''}\n`
         : `cutover aborted: ${c.reason ?? 'unknown reason'}\n`,
     );
   }
