@@ -19,6 +19,7 @@ import { CloudshiftError, ExitCode } from '../errors.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { PgOutputMessage, Tuple, Value } from './pgoutput.js';
 import { blockHexToBytes } from './hex.js';
+import { BlobRelease } from './blobRelease.js';
 import type { Lsn } from './lsn.js';
 
 export class SyncStoppedError extends CloudshiftError {
@@ -119,11 +120,12 @@ export class Applier {
   private skipping = false;
   private txLsn: Lsn = 0n;
   private pending: { rel: Relation; rows: Param[][]; keys: Set<string>; text: number } | null = null;
-  private blobsToRemove: string[] = [];
+  private readonly blobs: BlobRelease;
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
   constructor(private readonly o: ApplierOptions) {
     this.byName = new Map(o.tables.map((t) => [`${t.name.schema}.${t.name.name}`, t]));
+    this.blobs = new BlobRelease(o.target);
   }
 
   async start(): Promise<Lsn> {
@@ -163,9 +165,8 @@ export class Applier {
         }
         this.applied = m.endLsn;
         this.stats.transactions += 1;
-        const blobs = this.blobsToRemove;
-        this.blobsToRemove = [];
-        if (blobs.length > 0 && this.o.documents) await this.o.documents.remove(blobs);
+        const docs = this.o.documents;
+        if (docs) await this.blobs.removeCommitted((names) => docs.remove(names));
         return m.endLsn;
       }
       case 'relation':
@@ -223,7 +224,7 @@ export class Applier {
     if (this.inTx && !this.skipping) await this.o.target.query('ROLLBACK').catch(() => undefined);
     this.inTx = false;
     this.pending = null;
-    this.blobsToRemove = [];
+    this.blobs.forget();
   }
 
   /** One row's change; a value too long for text stops the sync with its table named. */
@@ -391,6 +392,7 @@ export class Applier {
 
   private async insert(rel: Relation, row: Tuple): Promise<void> {
     const name = await this.document(rel, row, null, null);
+    if (typeof name === 'string') this.blobs.take(rel.task.display, name);
     const values: Param[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
@@ -476,7 +478,8 @@ export class Applier {
       params,
     );
     if (rowCount === 0) return this.diverged(rel, 'UPDATE', ident);
-    if (priorName !== null && priorName !== name) this.blobsToRemove.push(priorName);
+    if (typeof name === 'string') this.blobs.take(rel.task.display, name);
+    if (priorName !== null && priorName !== name) this.blobs.release(rel.task.display, priorName);
   }
 
   private async delete(rel: Relation, ident: Tuple): Promise<void> {
@@ -491,7 +494,7 @@ export class Applier {
     this.stats.changes += 1;
     if (res.rowCount === 0) return this.diverged(rel, 'DELETE', ident);
     if (keep && this.o.documents) {
-      for (const r of res.rows) if (r.blob) this.blobsToRemove.push(r.blob);
+      for (const r of res.rows) if (r.blob) this.blobs.release(rel.task.display, r.blob);
       await this.o.documents.forget(rel.task, this.keyOf(rel, ident));
     }
   }
@@ -499,11 +502,7 @@ export class Applier {
   private async truncate(rels: Relation[], cascade: boolean, restart: boolean): Promise<void> {
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
-      if (!keep || !this.o.documents) continue;
-      const { rows } = await this.o.target.query<{ blob: string }>(
-        `SELECT ${quoteIdent(keep)} AS blob FROM ${rel.task.quoted} WHERE ${quoteIdent(keep)} IS NOT NULL`,
-      );
-      this.blobsToRemove.push(...rows.map((r) => r.blob));
+      if (keep && this.o.documents) await this.blobs.truncate(rel.task.display, rel.task.quoted, quoteIdent(keep));
     }
     // One TRUNCATE message covers several tables (foreign keys between them): one statement.
     await this.o.target.query(

@@ -407,6 +407,56 @@ describe('a big transaction in the sync', () => {
   });
 });
 
+describe('documents replaced inside one transaction', () => {
+  it('keeps the blob of a document deleted and inserted again under its name, and of rows a TRUNCATE removed and the transaction put back', async () => {
+    await inSyncedScenario('syncreplace', async (s, file) => {
+      const ids = (await sql<{ id: string }>('source', s.dbs.source, `SELECT id::text FROM public.documents ORDER BY id LIMIT 3`)).map(
+        (r) => Number(r.id),
+      );
+      expect(ids).toHaveLength(3);
+      const synced = async () => {
+        const r = await cli(['run', file, '--until', 'synced'], s.env);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+        // Every row has its blob with its bytes, and no other blob is left.
+        await expectConverged(s);
+      };
+      await sql(
+        'source',
+        s.dbs.source,
+        `BEGIN;
+         CREATE TEMP TABLE replaced AS SELECT * FROM public.documents WHERE id = ${ids[0]};
+         DELETE FROM public.documents WHERE id = ${ids[0]};
+         INSERT INTO public.documents SELECT id, patient_id, filename, mime_type, kind, '\\x0102'::bytea FROM replaced;
+         COMMIT;`,
+      );
+      await synced();
+      const [replaced] = await sql<{ name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT blob_path AS name FROM public.documents WHERE id = ${ids[0]}`,
+      );
+      const blob = BlobServiceClient.fromConnectionString(harness().azurite.connectionString)
+        .getContainerClient(s.container)
+        .getBlobClient(replaced!.name);
+      expect(await blob.downloadToBuffer()).toEqual(Buffer.from([1, 2]));
+
+      await sql(
+        'source',
+        s.dbs.source,
+        `BEGIN;
+         CREATE TEMP TABLE kept AS SELECT * FROM public.documents WHERE id IN (${ids[1]}, ${ids[2]});
+         TRUNCATE public.documents;
+         INSERT INTO public.documents SELECT * FROM kept;
+         COMMIT;`,
+      );
+      await synced();
+      const rows = await sql<{ id: string }>('target', s.dbs.target, `SELECT id::text FROM public.documents ORDER BY id`);
+      expect(rows.map((x) => Number(x.id))).toEqual([ids[1], ids[2]]);
+    });
+  });
+});
+
 describe('a big document in the sync', () => {
   it('uploads a 300 MB bytea document, more hex than one JavaScript string holds', async () => {
     await inSyncedScenario('syncdoc', async (s, file) => {
