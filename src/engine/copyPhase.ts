@@ -253,7 +253,9 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       } catch (err) {
         await reset(slot);
         if (err instanceof ClaimLostError) o.emit('warning', { message: `${err.message}: another worker copies it` });
-        else failure ??= err;
+        // Ctrl-C cut the batch's uploads short: its transaction rolled back and the documents it
+        // uploaded are recorded, so the next run copies it again, skipping them. A stop, not a failure.
+        else if (!(o.abortSignal?.aborted && (err as { name?: unknown }).name === 'AbortError')) failure ??= err;
       } finally {
         free.push(slot);
       }

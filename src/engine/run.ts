@@ -268,6 +268,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
           result = { mismatches: result.mismatches + more.mismatches, stoppedEarly: more.stoppedEarly };
         }
         if (result.stoppedEarly) {
+          // A batch cut short (its uploads aborted) goes back to pending now, not when this process is gone.
+          await releaseClaimsOf(store.knex, run.id, me);
           emit('run:stopping', { runId: run.id, reason: 'interrupted' });
           await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
           return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };

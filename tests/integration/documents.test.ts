@@ -8,7 +8,7 @@ import { verifyPlan } from '../../src/verify/verifyTables.js';
 import { cli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
-import { startFaultProxy } from '../harness/faultProxy.js';
+import { startFaultProxy, type FaultProxy } from '../harness/faultProxy.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
 
 /** A plan's opening: the servers of the scenario, its container. */
@@ -64,6 +64,27 @@ async function addDocuments(s: Scenario) {
 async function sourceBytes(s: Scenario, query: string): Promise<Buffer> {
   const rows = await sql<{ b: Buffer }>('source', s.dbs.source, query);
   return rows[0]!.b;
+}
+
+/** Target rows of public.documents that name their blob. */
+async function rowsWithBlobs(s: Scenario): Promise<number> {
+  const [rows] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`);
+  return Number(rows!.n);
+}
+
+/**
+ * A scenario whose blob requests go through a fault proxy, and its plan without the scans entry;
+ * both go after `test`.
+ */
+async function behindProxy(prefix: string, test: (s: Scenario, proxy: FaultProxy, file: string) => Promise<void>): Promise<void> {
+  const s = await hospitalScenario(prefix);
+  const proxy = await startFaultProxy(harness().azurite.connectionString);
+  try {
+    await test(s, proxy, s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, '')));
+  } finally {
+    await proxy.close();
+    await s.drop();
+  }
 }
 
 describe('documents to Blob Storage', () => {
@@ -534,12 +555,7 @@ documents:
           await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(d.id)}`),
         );
       }
-      const [rows] = await sql<{ n: string }>(
-        'target',
-        s.dbs.target,
-        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
-      );
-      expect(rows!.n).toBe('102');
+      expect(await rowsWithBlobs(s)).toBe(102);
     } finally {
       await s.drop();
     }
@@ -548,9 +564,7 @@ documents:
 
 describe('documents: the blob service answering 503', () => {
   it('uploads back off and complete while the service is busy for a while', async () => {
-    const s = await hospitalScenario('docs503');
-    const proxy = await startFaultProxy(harness().azurite.connectionString);
-    try {
+    await behindProxy('docs503', async (s, proxy, file) => {
       // every document's first two attempts are refused: the SDK's backoff must carry it through
       const attempts = new Map<string, number>();
       proxy.failWhen = (req) => {
@@ -559,30 +573,18 @@ describe('documents: the blob service answering 503', () => {
         attempts.set(req.url, n);
         return n <= 2;
       };
-      const loaded = await loadPlan(s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, '')));
-      const result = await runMigration(loaded, {
+      const result = await runMigration(await loadPlan(file), {
         env: { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
         retryBaseDelayMs: 5,
       });
       expect(result.mismatches).toBe(0);
       expect(proxy.failed).toBe(200);
-      const [rows] = await sql<{ n: string }>(
-        'target',
-        s.dbs.target,
-        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
-      );
-      expect(rows!.n).toBe('100');
-    } finally {
-      await proxy.close();
-      await s.drop();
-    }
+      expect(await rowsWithBlobs(s)).toBe(100);
+    });
   });
 
   it('past the retry budget the run stops resumably (exit 3, status and request id), and a rerun finishes', async () => {
-    const s = await hospitalScenario('docs503stop');
-    const proxy = await startFaultProxy(harness().azurite.connectionString);
-    try {
-      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+    await behindProxy('docs503stop', async (s, proxy, file) => {
       let allowed = 30;
       proxy.failWhen = (req) => req.method === 'PUT' && req.url?.includes('/patients/') === true && --allowed < 0;
       const err = await runMigration(await loadPlan(file), {
@@ -600,15 +602,32 @@ describe('documents: the blob service answering 503', () => {
       proxy.failWhen = () => false;
       const rerun = await cli(['run', file], { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString });
       expect(rerun.code).toBe(0);
-      const [rows] = await sql<{ n: string }>(
-        'target',
-        s.dbs.target,
-        `SELECT count(*) AS n FROM public.documents WHERE blob_path IS NOT NULL`,
-      );
-      expect(rows!.n).toBe('100');
-    } finally {
-      await proxy.close();
-      await s.drop();
-    }
+      expect(await rowsWithBlobs(s)).toBe(100);
+    });
+  });
+
+  it('Ctrl-C while documents upload stops at a safe point (interrupted, not an error), and a rerun finishes', async () => {
+    await behindProxy('docsctrlc', async (s, proxy, file) => {
+      const ctrlC = new AbortController();
+      let puts = 0;
+      // The tenth document's request is on its way when the operator presses Ctrl-C.
+      proxy.failWhen = (req) => {
+        if (req.method === 'PUT' && req.url?.includes('/patients/') === true && ++puts === 10) ctrlC.abort();
+        return false;
+      };
+      const result = await runMigration(await loadPlan(file), {
+        env: { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
+        abortSignal: ctrlC.signal,
+      });
+      expect(ctrlC.signal.aborted).toBe(true);
+      expect(result.interrupted).toBe(true);
+      // The batch cut short is pending again at once, not claimed by a process that is gone.
+      const claimed = await sql<{ id: string }>('target', s.dbs.target, `SELECT id FROM cloudshift.batches WHERE status = 'claimed'`);
+      expect(claimed).toEqual([]);
+      const rerun = await cli(['run', file], s.env);
+      expect(rerun.stderr).toBe('');
+      expect(rerun.code).toBe(0);
+      expect(await rowsWithBlobs(s)).toBe(100);
+    });
   });
 });
