@@ -16,7 +16,7 @@ import {
   resourceRefMessage,
   type AzureResourceType,
 } from './azureIds.js';
-import { checkConnectionString, checkSecretReference, checkTemplate } from './valueChecks.js';
+import { checkBlobTemplate, checkConnectionString, checkSecretReference, checkTemplate } from './valueChecks.js';
 
 const identifier = (what: string) =>
   z.string().refine(isIdentifier, {
@@ -104,9 +104,11 @@ const document = z
   .strictObject({
     table: tableName.describe('Source table holding the documents. Required.'),
     content: identifier('content').describe('Column holding the bytes: `bytea`, or `oid` of a large object. Required.'),
-    blob: template.describe(
-      'Blob name template from the row\'s columns, e.g. "patients/{patient_id}/{id}-{filename}"; each value is URL-safe encoded. Required.',
-    ),
+    blob: template
+      .superRefine(checkBlobTemplate)
+      .describe(
+        'Blob name template from the row\'s columns, e.g. "patients/{patient_id}/{id}-{filename}"; each value is URL-safe encoded (with the character after its placeholder, so no two rows share a name), and placeholders need a character between them. Required.',
+      ),
     contentType: template
       .optional()
       .describe('Content type, fixed or a template such as "{mime_type}". Optional; default application/octet-stream.'),

@@ -68,3 +68,21 @@ export function checkTemplate(value: string, ctx: Ctx): void {
     else throw err;
   }
 }
+
+/** A blob name: two placeholders with nothing between them could run two rows' values together into one name. */
+export function checkBlobTemplate(value: string, ctx: Ctx): void {
+  let parts;
+  try {
+    parts = parseTemplate(value);
+  } catch {
+    return; // checkTemplate says why
+  }
+  parts.forEach((p, i) => {
+    const before = parts[i - 1];
+    if (p.kind !== 'column' || before?.kind !== 'column') return;
+    ctx.addIssue({
+      code: 'custom',
+      message: `placeholders {${before.raw}} and {${p.raw}} are next to each other: put a character between them, or two rows' values could run together into one name`,
+    });
+  });
+}

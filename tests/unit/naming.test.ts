@@ -18,6 +18,14 @@ describe('blob names and header values from a row', () => {
     expect(url.pathname).toBe('/c/p/%252E%252E/1');
   });
 
+  it('two rows never run together into one name: a value holds no character the template puts after it', () => {
+    const name = (code: string, file: string) => blobName('docs/{code}-{file}', row({ code, file }));
+    expect(name('a-b', 'c.pdf')).toBe('docs/a%2Db-c.pdf');
+    expect(name('a', 'b-c.pdf')).toBe('docs/a-b-c.pdf');
+    // only that character: the last value keeps its own dashes, a dot after a value is encoded in it
+    expect(blobName('{id}.{ext}', row({ id: 'v1.2', ext: 'tar.gz' }))).toBe('v1%2E2.tar.gz');
+  });
+
   it('header values are ASCII, characters beyond U+FFFF included', () => {
     expect(headerValue('report 😀 né.pdf')).toBe('report %F0%9F%98%80 n%C3%A9.pdf');
     expect(decodeURIComponent(headerValue('𠀋 scan'))).toBe('𠀋 scan');

@@ -107,6 +107,18 @@ cutover:
     ]);
   });
 
+  it('refuses two blob name placeholders with nothing between them', () => {
+    const text = `${good}documents:
+  - table: public.documents
+    content: content
+    blob: "patients/{patient_id}{id}.pdf"
+    keep: { column: blob_path }
+`;
+    expect(problems(text)).toEqual([
+      "12:11 documents[0].blob: placeholders {patient_id} and {id} are next to each other: put a character between them, or two rows' values could run together into one name",
+    ]);
+  });
+
   it('allows a password given as a reference inside a URL', () => {
     const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"postgres://app:${env:PGPASSWORD}@db/ehr"');
     expect(problems(text)).toEqual([]);

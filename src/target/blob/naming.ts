@@ -2,8 +2,11 @@
  * Blob names, content types, metadata and tags from a document's row. Each placeholder value is
  * encoded so it can never add a path segment or a character Azure refuses: everything outside
  * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F, and the dots of a value
- * that is only dots), so no value adds or removes a path segment. A NULL placeholder is
- * an error naming the table, the row's key and the column.
+ * that is only dots), so no value adds or removes a path segment. So that two rows never run
+ * together into one name, a value is also kept from holding the character the template puts
+ * after its placeholder: in "{code}-{filename}" a code's "-" is %2D, so ("a-b", "c.pdf") and
+ * ("a", "b-c.pdf") stay apart (validation refuses two placeholders with nothing between them).
+ * A NULL placeholder is an error naming the table, the row's key and the column.
  */
 import { CloudshiftError, ExitCode } from '../../errors.js';
 import { parseTemplate } from '../../plan/templates.js';
@@ -14,14 +17,15 @@ export class DocumentError extends CloudshiftError {
   }
 }
 
-export function encodeSegment(value: string): string {
+/** `value` URL-safe as (part of) one path segment; `stop`, the character after it in the name, encoded too. */
+export function encodeSegment(value: string, stop = ''): string {
   // A value of only dots kept as is could make a "." or ".." segment, which a URL folds away
   // (two rows' blobs at one address): its dots are encoded too.
   const keep = /^\.*$/.test(value) ? /[A-Za-z0-9_~-]/ : /[A-Za-z0-9._~-]/;
   return Array.from(Buffer.from(value, 'utf8'))
     .map((b) => {
       const c = String.fromCharCode(b);
-      return keep.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      return keep.test(c) && c !== stop ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
     })
     .join('');
 }
@@ -33,9 +37,16 @@ export interface RowValues {
   describe: string;
 }
 
-export function renderTemplate(template: string, row: RowValues, field: string, encode: (v: string) => string): string {
-  return parseTemplate(template)
-    .map((p) => {
+export function renderTemplate(
+  template: string,
+  row: RowValues,
+  field: string,
+  /** `next`: the template's character right after the placeholder ('' at the end). */
+  encode: (v: string, next: string) => string,
+): string {
+  const parts = parseTemplate(template);
+  return parts
+    .map((p, i) => {
       if (p.kind === 'text') return p.text;
       const v = row.get(p.column);
       if (v === null) {
@@ -44,7 +55,8 @@ export function renderTemplate(template: string, row: RowValues, field: string, 
           `give the row a value, or change the ${field} template`,
         );
       }
-      return encode(v);
+      const after = parts[i + 1];
+      return encode(v, after?.kind === 'text' ? after.text[0]! : '');
     })
     .join('');
 }
