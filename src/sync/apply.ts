@@ -332,12 +332,23 @@ export class Applier {
     return names.map((n, i) => `${n}=${key[i]}`).join(', ');
   }
 
-  /** The row's columns by name (unchanged TOASTed values taken from `previous` when it has them). */
-  private rowValues(rel: Relation, row: Tuple, previous: Tuple | null): Map<string, string | null> {
+  /**
+   * The row's columns by name. An unchanged TOASTed value is not in the stream: it is the target
+   * row's (`current`, read before this change is applied, so still the value it had), else
+   * `previous`'s (an old tuple carries it only with REPLICA IDENTITY FULL).
+   */
+  private rowValues(
+    rel: Relation,
+    row: Tuple,
+    previous: Tuple | null,
+    current: Map<string, string | null> | null,
+  ): Map<string, string | null> {
     const values = new Map<string, string | null>();
     row.forEach((v, i) => {
       const c = rel.columns[i];
-      if (c) values.set(c.name, v.kind === 'unchanged' ? textOf(previous?.[i]) : textOf(v));
+      if (!c) return;
+      if (v.kind !== 'unchanged') values.set(c.name, textOf(v));
+      else values.set(c.name, current?.has(c.name) ? current.get(c.name)! : textOf(previous?.[i]));
     });
     return values;
   }
@@ -346,12 +357,18 @@ export class Applier {
    * Uploads the row's document when it is new, changed, or moves to another name, and returns
    * the blob name for the kept column (null: no document; undefined: not a documents table).
    */
-  private async document(rel: Relation, row: Tuple, previous: Tuple | null, priorName: string | null): Promise<string | null | undefined> {
+  private async document(
+    rel: Relation,
+    row: Tuple,
+    previous: Tuple | null,
+    prior: { name: string | null; values: Map<string, string | null> } | null,
+  ): Promise<string | null | undefined> {
     const docs = this.o.documents;
     if (!docs || rel.contentIdx < 0) return undefined;
     const content = row[rel.contentIdx]!;
     if (content.kind === 'null') return null;
-    const values = this.rowValues(rel, row, previous);
+    const priorName = prior?.name ?? null;
+    const values = this.rowValues(rel, row, previous, prior?.values ?? null);
     const name = docs.name(rel.task, values);
     if (content.kind === 'unchanged') {
       if (name !== priorName) await docs.upload(rel.task, values, name, null);
@@ -448,16 +465,21 @@ export class Applier {
   private async update(rel: Relation, oldIdent: Tuple | null, row: Tuple): Promise<void> {
     const ident = oldIdent ?? row;
     const keep = rel.task.documents?.plan.keepColumn;
-    let priorName: string | null = null;
+    let prior: { name: string | null; values: Map<string, string | null> } | null = null;
     if (keep && this.o.documents) {
+      // The target row as it is before this change: its blob name, and the values the stream left out.
+      const unchanged = rel.columns.flatMap((c, i) => (c && row[i]!.kind === 'unchanged' ? [c.name] : []));
       const p: Param[] = [];
-      const { rows } = await this.o.target.query<{ blob: string | null }>(
-        `SELECT ${quoteIdent(keep)} AS blob FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
+      const { rows } = await this.o.target.query<Record<string, string | null>>(
+        `SELECT ${quoteIdent(keep)} AS blob${unchanged.map((n, k) => `, ${quoteIdent(n)}::text AS v${k}`).join('')}
+           FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
         p,
       );
-      priorName = rows[0]?.blob ?? null;
+      const r = rows[0];
+      if (r) prior = { name: r.blob ?? null, values: new Map(unchanged.map((n, k) => [n, r[`v${k}`] ?? null])) };
     }
-    const name = await this.document(rel, row, oldIdent, priorName);
+    const priorName = prior?.name ?? null;
+    const name = await this.document(rel, row, oldIdent, prior);
     const params: Param[] = [];
     const sets: string[] = [];
     for (let i = 0; i < row.length; i++) {

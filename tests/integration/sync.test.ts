@@ -457,6 +457,42 @@ describe('documents replaced inside one transaction', () => {
   });
 });
 
+describe('an unchanged TOASTed column in a document template', () => {
+  it('is taken from the target row when only the document changes (the stream leaves it out)', async () => {
+    const s = await hospitalScenario('synctoast');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      // A 3,000-character kind, stored out of line: an UPDATE that leaves it alone does not carry it.
+      await sql('source', s.dbs.source, `ALTER TABLE public.documents ALTER COLUMN kind SET STORAGE EXTERNAL`);
+      const [doc] = await sql<{ id: string }>(
+        'source',
+        s.dbs.source,
+        `UPDATE public.documents SET kind = repeat('k', 3000) WHERE id = (SELECT min(id) FROM public.documents) RETURNING id::text`,
+      );
+      const file = s.plan(
+        planText('synctoasttest').replace('keep: { column: blob_path }', 'metadata: { kind: "{kind}" }\n    keep: { column: blob_path }'),
+      );
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      await sql('source', s.dbs.source, `UPDATE public.documents SET content = '\\x0102' WHERE id = ${doc!.id}`);
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const [row] = await sql<{ name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT blob_path AS name FROM public.documents WHERE id = ${doc!.id}`,
+      );
+      const blob = BlobServiceClient.fromConnectionString(harness().azurite.connectionString)
+        .getContainerClient(s.container)
+        .getBlobClient(row!.name);
+      expect(await blob.downloadToBuffer()).toEqual(Buffer.from([1, 2]));
+      expect((await blob.getProperties()).metadata).toEqual({ kind: 'k'.repeat(3000) });
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('a big document in the sync', () => {
   it('uploads a 300 MB bytea document, more hex than one JavaScript string holds', async () => {
     await inSyncedScenario('syncdoc', async (s, file) => {
