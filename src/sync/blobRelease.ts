@@ -22,7 +22,8 @@ export class BlobRelease {
   constructor(private readonly target: pg.Client) {}
 
   take(table: string, name: string): void {
-    this.names.set(name, { released: false, table });
+    // Only a take that overrides a release is kept: a transaction of a million inserts holds nothing.
+    if (this.names.has(name) || this.truncated) this.names.set(name, { released: false, table });
   }
 
   release(table: string, name: string): void {
