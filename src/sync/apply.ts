@@ -13,6 +13,7 @@
  * - documents: a row naming a blob is applied only after the blob is uploaded; blobs of deleted
  *   rows are removed after the commit.
  */
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
 import { CloudshiftError, ExitCode } from '../errors.js';
@@ -486,7 +487,11 @@ export class Applier {
       const c = rel.columns[i];
       const v = row[i]!;
       if (!c || v.kind === 'unchanged') continue;
-      params.push(c.fromBlob ? await this.valueOf(rel, c, v) : textOf(v));
+      const value = c.fromBlob ? await this.valueOf(rel, c, v) : textOf(v);
+      // Reverse: a document whose bytes are unchanged is not written again (a large object would
+      // be a new one each time, the last left behind): the row's other columns changed.
+      if (c.fromBlob && Buffer.isBuffer(value) && (await this.holds(rel, c, ident, value))) continue;
+      params.push(value);
       sets.push(`${quoteIdent(c.name)} = ${c.around[0]}$${params.length}${c.around[1]}`);
     }
     if (keep && name !== undefined) {
@@ -502,6 +507,24 @@ export class Applier {
     if (rowCount === 0) return this.diverged(rel, 'UPDATE', ident);
     if (typeof name === 'string') this.blobs.take(rel.task.display, name);
     if (priorName !== null && priorName !== name) this.blobs.release(rel.task.display, priorName);
+  }
+
+  /** The applied-to row's document column already holds these bytes. */
+  private async holds(rel: Relation, c: ColumnMap, ident: Tuple, bytes: Buffer): Promise<boolean> {
+    const col = quoteIdent(c.name);
+    const params: Param[] = [];
+    const where = this.where(rel, ident, params);
+    let current = `md5(${col})`;
+    if (c.type === 'oid') {
+      // Read only if it exists (an error would end the transaction), and one byte past these at most.
+      params.push(String(bytes.length + 1));
+      current = `CASE WHEN EXISTS (SELECT 1 FROM pg_largeobject_metadata m WHERE m.oid = ${col}) THEN md5(lo_get(${col}, 0, $${params.length}::int)) END`;
+    }
+    const { rows } = await this.o.target.query<{ md5: string | null }>(
+      `SELECT ${current} AS md5 FROM ${rel.task.quoted} WHERE ${where}`,
+      params,
+    );
+    return rows[0]?.md5 === createHash('md5').update(bytes).digest('hex');
   }
 
   private async delete(rel: Relation, ident: Tuple): Promise<void> {

@@ -491,19 +491,9 @@ cutover:
 });
 
 describe('large-object documents at cutover', () => {
-  let s: Scenario;
-  afterAll(async () => s?.drop());
-
-  it('uploads again a large object changed in place (not in the WAL stream) before the switch', { timeout: 60_000 }, async () => {
-    s = await hospitalScenario('lorecon', { load: false });
-    await sql(
-      'source',
-      s.dbs.source,
-      `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid NOT NULL);
-       INSERT INTO public.scans SELECT g, 'scan-' || g || '.bin', lo_from_bytea(0, decode(repeat('ab', 1000 * g), 'hex')) FROM generate_series(1, 5) g;`,
-    );
-    const file = s.plan(`version: 1
-name: lorecon
+  /** The scans table's large objects to blobs, with live sync and a command switch. */
+  const scansPlan = (name: string) => `version: 1
+name: ${name}
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
 target:
   postgres: "\${env:TARGET_DATABASE_URL}"
@@ -519,7 +509,19 @@ cutover:
   # The test servers are shared: another file's long transaction (a 300 MB insert takes 3 s)
   # delays the slot made inside the pause, which waits for every open transaction.
   maxPause: 5s
-`);
+`;
+  let s: Scenario;
+  afterAll(async () => s?.drop());
+
+  it('uploads again a large object changed in place (not in the WAL stream) before the switch', { timeout: 60_000 }, async () => {
+    s = await hospitalScenario('lorecon', { load: false });
+    await sql(
+      'source',
+      s.dbs.source,
+      `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid NOT NULL);
+       INSERT INTO public.scans SELECT g, 'scan-' || g || '.bin', lo_from_bytea(0, decode(repeat('ab', 1000 * g), 'hex')) FROM generate_series(1, 5) g;`,
+    );
+    const file = s.plan(scansPlan('lorecon'));
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
     // Changed in place: the row (and so the WAL stream) does not change.
     await sql('source', s.dbs.source, `SELECT lo_put(content, 0, '\\x0102030405'::bytea) FROM public.scans WHERE id IN (2, 4)`);
@@ -538,6 +540,60 @@ cutover:
     }
     await cli(['cleanup', file], s.env);
   });
+  it(
+    'rolls back a row edited on the target without making its large object again (only a changed document is)',
+    { timeout: 120_000 },
+    async () => {
+      const r = await hospitalScenario('lorollback', { load: false });
+      try {
+        await sql(
+          'source',
+          r.dbs.source,
+          `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, note text, content oid NOT NULL);
+         INSERT INTO public.scans SELECT g, 'scan-' || g || '.bin', NULL, lo_from_bytea(0, decode(repeat('cd', 500 * g), 'hex')) FROM generate_series(1, 3) g;`,
+        );
+        const file = r.plan(scansPlan('lorollback'));
+        const oids = async () =>
+          new Map(
+            (await sql<{ id: string; oid: string }>('source', r.dbs.source, `SELECT id::text, content::text AS oid FROM public.scans`)).map(
+              (x) => [x.id, x.oid],
+            ),
+          );
+        expect((await cli(['run', file, '--until', 'synced'], r.env)).code).toBe(0);
+        const before = await oids();
+        const cut = await cli(['cutover', file], r.env);
+        expect(cut.code, cut.stderr).toBe(0);
+        // On the target: scan 1 gets a note (its document untouched); scan 2's document is replaced.
+        const v2 = Buffer.from('second version of scan 2');
+        const container = BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(r.container);
+        await container.getBlockBlobClient('scans/2-scan-2.bin').uploadData(v2);
+        await sql(
+          'target',
+          r.dbs.target,
+          `UPDATE public.scans SET note = 'seen' WHERE id = 1; UPDATE public.scans SET note = 'v2' WHERE id = 2;`,
+        );
+        const back = await cli(['rollback', file], r.env);
+        expect(back.code, back.stdout + back.stderr).toBe(0);
+        const after = await oids();
+        expect(after.get('1')).toBe(before.get('1'));
+        expect(after.get('3')).toBe(before.get('3'));
+        expect(after.get('2')).not.toBe(before.get('2'));
+        const rows = await sql<{ id: string; note: string | null; hex: string }>(
+          'source',
+          r.dbs.source,
+          `SELECT id::text, note, encode(lo_get(content), 'hex') AS hex FROM public.scans ORDER BY id`,
+        );
+        expect(rows).toEqual([
+          { id: '1', note: 'seen', hex: 'cd'.repeat(500) },
+          { id: '2', note: 'v2', hex: v2.toString('hex') },
+          { id: '3', note: null, hex: 'cd'.repeat(1500) },
+        ]);
+        await cli(['cleanup', file], r.env);
+      } finally {
+        await r.drop();
+      }
+    },
+  );
 });
 
 describe('a replication slot the source invalidated', () => {
