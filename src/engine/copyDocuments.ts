@@ -120,6 +120,12 @@ export async function copyDocumentsBatch(
       return recording;
     };
     let failure: unknown = null;
+    // Set once the streams are over (a failure among them): a row's work still under way adds
+    // no upload after that, so none outlives the attempt unawaited and unrecorded.
+    let abandoned = false;
+    const goOn = () => {
+      if (abandoned) throw new Error(`${task.display} batch ${batch.seq}: abandoned`);
+    };
     let rows = 0;
     let pendingLine = '';
     const decoder = new StringDecoder('utf8');
@@ -137,6 +143,7 @@ export async function copyDocumentsBatch(
           const parsed = lines.map(splitFields);
           const recorded = await known(parsed.map((f) => keyIndex.map((i) => unescapeField(f[i]!) ?? '')));
           for (const f of parsed) {
+            goOn();
             const copyLine = `${f.slice(0, columns.length).join('\t')}\n`;
             digest.update(copyLine);
             rows += 1;
@@ -191,6 +198,7 @@ export async function copyDocumentsBatch(
               streamed
                 ? byteaContent(client, task.quoted, content, keysPredicate(keyCols, [key]), values.describe)
                 : largeObjectContent(client, flag, values.describe, spec.plan.content);
+            goOn();
             const upload = uploads
               .add(() => (source ? send(source) : docs.content.use((client: pg.Client) => send(bySession(client)))))
               .catch((err: unknown) => {
@@ -225,6 +233,7 @@ export async function copyDocumentsBatch(
         await contentSession!.query('COMMIT');
       }
     } finally {
+      abandoned = true;
       // Whatever happened, the documents uploaded so far are recorded, so a retry skips them.
       await Promise.all(mine);
       await recordPending();
