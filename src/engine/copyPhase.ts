@@ -32,7 +32,7 @@ import type { BlobPlan } from '../plan/defaults.js';
 import { ClientPool } from '../pg/clientPool.js';
 import { createContainerClient, type BlobCredentials } from '../target/blob/client.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS } from '../target/blob/upload.js';
-import { forgetDocuments, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
+import { forgetRecord, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
 import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
 import { BlockBuffers } from './blockBuffers.js';
 import { copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
@@ -476,7 +476,7 @@ async function verifyDocuments(o: CopyPhaseOptions, documents: DocumentsContext)
   const batches = byBatch.size > 0 ? new Map((await o.store.listBatches(o.runId)).map((x) => [x.id, x])) : new Map<string, BatchRow>();
   // Documents of no batch here (live sync's) are just forgotten; a batch's go with its return to pending.
   for (const w of swept.wrong) {
-    if (w.batchId === null || !batches.has(w.batchId)) await forgetDocuments(pool, schema, o.runId, w.relation, [w.key]);
+    if (w.batchId === null || !batches.has(w.batchId)) await forgetRecord(pool, schema, o.runId, w);
   }
   for (const [batchId, wrong] of byBatch) {
     const reason = `document ${wrong[0]!.name}: ${wrong[0]!.reason}${wrong.length > 1 ? ` (and ${wrong.length - 1} more)` : ''}`;

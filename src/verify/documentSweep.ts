@@ -45,6 +45,8 @@ export interface WrongDocument {
   name: string;
   batchId: string | null;
   reason: 'missing' | 'different size or MD5' | 'different bytes';
+  /** The record found wrong (a later upload of the document is another record). */
+  uploadedAt: string;
 }
 
 export interface SweepResult {
@@ -123,7 +125,7 @@ function prefixes(tasks: TableTask[]): string[] {
 }
 
 function wrong(d: SweptDocument, reason: WrongDocument['reason']): WrongDocument {
-  return { relation: d.relation, key: d.key, name: d.name, batchId: d.batchId, reason };
+  return { relation: d.relation, key: d.key, name: d.name, batchId: d.batchId, reason, uploadedAt: d.uploadedAt };
 }
 
 /** A range of the blob (its first bytes, or a range placed by its MD5) equals the source's. */

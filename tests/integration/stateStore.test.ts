@@ -4,7 +4,7 @@ import { connect } from '../../src/pg/connect.js';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
 import { markBatchCopied, markRowsVerified, returnForDocuments, settleDocumentBatches } from '../../src/state/sql/batchStatus.js';
-import { recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
+import { documentsNamed, recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
 import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
 
 let dbs: FreshDatabases;
@@ -142,8 +142,10 @@ describe('state store', () => {
         await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], b!.id);
         return b!.id;
       };
+      // What a sweep finds wrong: document 2's record as it is now.
+      const found = async () => documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/2']);
       const id = await copy();
-      const wrong = [{ relation: 'public.docs', key: ['2'] }];
+      const wrong = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       const [batch] = await store.listBatches(run.id);
       expect([batch!.status, batch!.target_checksum]).toEqual(['pending', null]);
@@ -152,8 +154,14 @@ describe('state store', () => {
       expect(await settleDocumentBatches(store.pool, 'docreturn', run.id, ['public.docs'])).toEqual([]);
       expect(await copy()).toBe(id);
       expect((await store.listBatches(run.id))[0]!.attempts).toBe(2);
-      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('mismatch');
-      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'again')).toBe(null);
+      // A second sweep that found the first record wrong too, returning late: the new attempt's
+      // record and the batch are left alone (not a mismatch of the copy that mended it).
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe(null);
+      expect((await store.listBatches(run.id))[0]!.status).toBe('copied');
+      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['2']])).keys()]).toEqual(['["2"]']);
+      const again = await found();
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
     } finally {
       await store.close();
     }

@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
-import { forgetDocuments } from './documents.js';
+import { forgetRecord } from './documents.js';
 
 export interface Queryable {
   query(text: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
@@ -94,13 +94,20 @@ export async function returnForDocuments(
   schema: string,
   runId: string,
   batchId: string,
-  wrong: Array<{ relation: string; key: string[] }>,
+  wrong: Array<{ relation: string; key: string[]; uploadedAt: string }>,
   error: string,
 ): Promise<'pending' | 'mismatch' | null> {
   const client = await db.connect();
   try {
     await client.query('BEGIN');
-    for (const w of wrong) await forgetDocuments(client, schema, runId, w.relation, [w.key]);
+    let forgotten = 0;
+    for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
+    // Records written since (another sweep returned the batch first, and it was copied again):
+    // what was found wrong is gone already, and the new attempt waits for its own sweep.
+    if (forgotten === 0) {
+      await client.query('COMMIT');
+      return null;
+    }
     const back = `status = 'copied' AND id = $1`;
     // Its rows are checked again with the attempt.
     const retried = await client.query(

@@ -48,10 +48,12 @@ export interface SweptDocument extends DocumentRecord {
   batchId: string | null;
   /** Recorded as uploaded before the sweep began (so its blob was committed before the listing). */
   due: boolean;
+  /** When this record was written (to the microsecond, as text): a later upload of the document is another record. */
+  uploadedAt: string;
 }
 
 const SWEPT = (schema: string) =>
-  `SELECT relation, key, blob_name, size::text AS size, md5, sha256, batch_id::text AS batch_id,
+  `SELECT relation, key, blob_name, size::text AS size, md5, sha256, batch_id::text AS batch_id, uploaded_at::text AS uploaded_at,
           (status = 'uploaded' AND uploaded_at < $2 AND batch_id IS NOT NULL) AS due
      FROM ${quoteIdent(schema)}.documents`;
 
@@ -63,6 +65,7 @@ type SweptRow = {
   md5: string;
   sha256: string;
   batch_id: string | null;
+  uploaded_at: string;
   due: boolean;
 };
 
@@ -75,6 +78,7 @@ const swept = (r: SweptRow): SweptDocument => ({
   sha256: r.sha256,
   batchId: r.batch_id,
   due: r.due,
+  uploadedAt: r.uploaded_at,
 });
 
 /** The run's documents recorded under these blob names (any status). */
@@ -96,6 +100,23 @@ export async function documentsDue(db: pg.Pool, schema: string, runId: string, s
 /** Documents of a run's relation by key: the condition ($1 run, $2 relation, $3 keys) and its parameters. */
 const BY_KEYS = 'run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])';
 const byKeys = (runId: string, relation: string, keys: string[][]) => [runId, relation, keys.map((k) => JSON.stringify(k))];
+
+/**
+ * Forgets the record of a document found wrong, if it is still the one that was found wrong (not
+ * one a later attempt wrote since, another worker's sweep having returned the batch first).
+ */
+export async function forgetRecord(
+  db: pg.Pool | pg.ClientBase,
+  schema: string,
+  runId: string,
+  doc: { relation: string; key: string[]; uploadedAt: string },
+): Promise<boolean> {
+  const { rowCount } = await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS} AND uploaded_at = $4::timestamptz`, [
+    ...byKeys(runId, doc.relation, [doc.key]),
+    doc.uploadedAt,
+  ]);
+  return rowCount === 1;
+}
 
 /** Forgets documents found wrong, so their batch's next attempt uploads them again. */
 export async function forgetDocuments(
