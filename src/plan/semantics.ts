@@ -4,6 +4,7 @@
  */
 import type { PlanInput } from './schema.js';
 import { displayName, parseQualifiedName } from './names.js';
+import { namesMayMeet } from './templates.js';
 
 export interface PathProblem {
   path: Array<string | number>;
@@ -41,6 +42,16 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
         message: `keep.column must differ from the content column "${d.content}": the content column is not copied`,
       });
     }
+  });
+
+  // Entries share the container: two whose names could meet would overwrite each other's blobs.
+  documents.forEach((d, j) => {
+    const other = documents.findIndex((e, i) => i < j && namesMayMeet(e.blob, d.blob));
+    if (other < 0) return;
+    problems.push({
+      path: ['documents', j, 'blob'],
+      message: `"${d.blob}" and documents[${other}]'s "${documents[other]!.blob}" can name the same blob: give each entry a folder of its own, such as "${parseQualifiedName(d.table).name}/{…}"`,
+    });
   });
 
   const blob = plan.target.blob;

@@ -59,3 +59,49 @@ function parseParts(template: string): TemplatePart[] {
 export function templateColumns(template: string): string[] {
   return parseTemplate(template).flatMap((p) => (p.kind === 'column' ? [p.column] : []));
 }
+
+/**
+ * Could two blob name templates give one name? A value never holds "/" (names.ts encodes it), so
+ * the names have as many folders as their templates, and a folder whose fixed text starts or ends
+ * differently in the two is never the same. Anything else might meet: the answer is "no" only
+ * when the fixed text proves it.
+ */
+export function namesMayMeet(a: string, b: string): boolean {
+  const sa = segments(a);
+  const sb = segments(b);
+  return sa.length === sb.length && sa.every((s, i) => segmentsMayMeet(s, sb[i]!));
+}
+
+type Segment = { text: string; placeholders: boolean; head: string; tail: string };
+
+function segments(template: string): Segment[] {
+  const out: Array<Array<TemplatePart>> = [[]];
+  for (const p of parseTemplate(template)) {
+    if (p.kind === 'column') {
+      out[out.length - 1]!.push(p);
+      continue;
+    }
+    p.text.split('/').forEach((text, i) => {
+      if (i > 0) out.push([]);
+      if (text) out[out.length - 1]!.push({ kind: 'text', text });
+    });
+  }
+  return out.map((parts) => {
+    const text = (p: TemplatePart | undefined) => (p?.kind === 'text' ? p.text : '');
+    return {
+      text: parts.map(text).join(''),
+      placeholders: parts.some((p) => p.kind === 'column'),
+      head: text(parts[0]),
+      tail: text(parts[parts.length - 1]),
+    };
+  });
+}
+
+function segmentsMayMeet(a: Segment, b: Segment): boolean {
+  if (!a.placeholders && !b.placeholders) return a.text === b.text;
+  // A folder of fixed text is its own head and tail.
+  const head = (s: Segment) => (s.placeholders ? s.head : s.text);
+  const tail = (s: Segment) => (s.placeholders ? s.tail : s.text);
+  const compatible = (x: string, y: string, f: (long: string, short: string) => boolean) => f(x, y) || f(y, x);
+  return compatible(head(a), head(b), (l, s) => l.startsWith(s)) && compatible(tail(a), tail(b), (l, s) => l.endsWith(s));
+}

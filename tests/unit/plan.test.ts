@@ -119,6 +119,34 @@ cutover:
     ]);
   });
 
+  it('refuses two documents entries whose blob names could meet, and takes those whose fixed text keeps them apart', () => {
+    const blobProblems = (a: string, b: string) => problems(entries(a, b)).filter((x) => x.includes('.blob: '));
+    const entries = (a: string, b: string) => `${good}documents:
+  - table: public.letters
+    content: content
+    blob: "${a}"
+    keep: { column: blob_path }
+  - table: public.scans
+    content: image
+    blob: "${b}"
+    keep: { column: blob_name }
+`;
+    expect(blobProblems('docs/{id}.pdf', 'docs/{id}.pdf')).toEqual([
+      `16:11 documents[1].blob: "docs/{id}.pdf" and documents[0]'s "docs/{id}.pdf" can name the same blob: give each entry a folder of its own, such as "scans/{…}"`,
+    ]);
+    expect(blobProblems('p/{patient_id}/{id}', 'p/{patient_id}/scan-{id}')).toHaveLength(1);
+    expect(blobProblems('docs/{id}', 'docs/index')).toHaveLength(1);
+    // Apart: another folder, another number of folders, another fixed start or end.
+    for (const [a, b] of [
+      ['patients/{patient_id}/letters/{id}', 'patients/{patient_id}/scans/{id}'],
+      ['patients/{patient_id}/{id}-{filename}', 'scans/{id}.dcm'],
+      ['docs/{id}.pdf', 'docs/{id}.dcm'],
+      ['docs/letter-{id}', 'docs/scan-{id}'],
+      ['docs/{id}', 'docs/{year}/{id}'],
+    ])
+      expect(blobProblems(a!, b!), `${a} / ${b}`).toEqual([]);
+  });
+
   it('allows a password given as a reference inside a URL', () => {
     const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"postgres://app:${env:PGPASSWORD}@db/ehr"');
     expect(problems(text)).toEqual([]);
