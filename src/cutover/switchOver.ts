@@ -281,8 +281,15 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       );
     }
     const resumedAfter = Math.round(performance.now() - pauseStart);
-    await abandon(`${reason}; resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`);
-    if (!aborted) throw err;
+    const undone = `${reason}; undone: the application resumed on ${describeSide(ctx, from)} after ${resumedAfter} ms`;
+    await abandon(undone);
+    // Not a planned abort: the command fails, saying where the application is, with the cause's code.
+    if (!aborted) {
+      const options = { cause: err, hint: `fix the cause above, then run \`cloudshift ${kind}\` again` };
+      if (err instanceof CloudshiftError)
+        throw new CloudshiftError(err.code, err.exitCode, undone, { ...options, hint: err.hint ?? options.hint });
+      throw new CloudshiftError('CS_SWITCH_FAILED', ExitCode.failed, undone, options);
+    }
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
   }
   await updateSwitch(store.knex, row.id, { state: 'switched' });

@@ -492,7 +492,7 @@ cutover:
 
 describe('large-object documents at cutover', () => {
   /** The scans table's large objects to blobs, with live sync and a command switch. */
-  const scansPlan = (name: string) => `version: 1
+  const scansPlan = (name: string, command = 'true') => `version: 1
 name: ${name}
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
 target:
@@ -505,7 +505,7 @@ documents:
     keep: { column: blob_path }
 sync: { mode: logical }
 cutover:
-  switch: { command: { run: "true" } }
+  switch: { command: { run: '${command}' } }
   # The test servers are shared: another file's long transaction (a 300 MB insert takes 3 s)
   # delays the slot made inside the pause, which waits for every open transaction.
   maxPause: 5s
@@ -540,6 +540,33 @@ cutover:
     }
     await cli(['cleanup', file], s.env);
   });
+  it(
+    'a switch that fails after the fence is undone, and the command says so and where the application is',
+    { timeout: 120_000 },
+    async () => {
+      const r = await hospitalScenario('switchfail', { load: false });
+      try {
+        await sql('source', r.dbs.source, `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`);
+        const command = 'if [ "$CLOUDSHIFT_SIDE" = target ]; then echo no route to the target >&2; exit 7; fi';
+        const file = r.plan(scansPlan('switchfail', command));
+        expect((await cli(['run', file, '--until', 'synced'], r.env)).code).toBe(0);
+        const cut = await cli(['cutover', file], r.env);
+        expect(cut.code).toBe(3);
+        expect(cut.stderr, cut.stderr).not.toContain('internal error');
+        expect(cut.stderr).toMatch(
+          /^error: cutover failed: the switch command exited with status 7: no route to the target; undone: the application resumed on the source \(.*\) after \d+ ms$/m,
+        );
+        // Still on the source, which takes writes again.
+        await sql('source', r.dbs.source, `INSERT INTO public.scans VALUES (1, 'after', NULL)`);
+        const status = await cli(['status', file], r.env);
+        expect(status.stdout).toMatch(/last cutover: aborted/);
+        await cli(['cleanup', file], r.env);
+      } finally {
+        await r.drop();
+      }
+    },
+  );
+
   it(
     'rolls back a row edited on the target without making its large object again (only a changed document is)',
     { timeout: 120_000 },
