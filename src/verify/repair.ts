@@ -1,7 +1,8 @@
 /**
  * Repairs exactly the rows that differ: in one target transaction, the differing keys are
  * deleted and the source's versions of the missing and different rows copied back in (COPY, as
- * the bulk copy does). Extra rows are only deleted.
+ * the bulk copy does), with the target's triggers and foreign keys quiet. Extra rows are only
+ * deleted (their children, if any, are reported when those tables are verified).
  */
 import { pipeline } from 'node:stream/promises';
 import pgCopyStreams from 'pg-copy-streams';
@@ -20,6 +21,10 @@ export async function repairRows(sides: Sides, task: TableTask, differences: Dif
   const format = task.shape.format;
   await sides.target.query('BEGIN');
   try {
+    // As live sync applies: the target's foreign keys and triggers do not fire. A row other tables
+    // reference is replaced, not deleted: a cascade would take matching children with it, and a
+    // plain foreign key would refuse the repair.
+    await sides.target.query(`SET LOCAL session_replication_role = replica`);
     await sides.target.query(`DELETE FROM ${task.quoted} WHERE ${keysPredicate(keys, all)}`);
     if (fromSource.length > 0) {
       const filter = task.where ? ` AND (${task.where})` : '';

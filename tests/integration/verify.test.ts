@@ -145,6 +145,20 @@ describe('cloudshift verify', () => {
     expect(bad.stderr).toContain('--table public.nope: not a table of the plan');
   });
 
+  it('--repair of a row other tables reference: its children are kept, no foreign key or trigger fires', async () => {
+    const children = `SELECT (SELECT count(*) FROM public.encounters WHERE patient_id = 3) + (SELECT count(*) FROM public.medications WHERE patient_id = 3) AS n`;
+    const [before] = await sql<{ n: string }>('target', s.dbs.target, children);
+    expect(Number(before!.n)).toBeGreaterThan(0);
+    await sql('target', s.dbs.target, `UPDATE public.patients SET family_name = 'Changed' WHERE id = 3`);
+    const { code, result } = await verify('--repair', '--table', 'public.patients');
+    expect(code).toBe(0);
+    expect(result.findings.map((f) => [f.kind, f.key, f.repaired])).toEqual([['different', { id: '3' }, true]]);
+    const [after] = await sql<{ n: string }>('target', s.dbs.target, children);
+    expect(after!.n).toBe(before!.n);
+    const { source, target } = await expectSameRows(s, 'public.patients', 'id');
+    expect(target).toBe(source);
+  });
+
   it('names at most 1,000 differing rows per table, however many ranges differ (last: empties a target table)', async () => {
     await sql('target', s.dbs.target, `DELETE FROM public.observations`);
     const { code, result } = await verify('--table', 'public.observations');
