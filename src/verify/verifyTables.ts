@@ -132,7 +132,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const order = new Map(tables.map((t, i) => [t.table, i]));
   findings.sort((a, b) => order.get(a.table)! - order.get(b.table)! || compareKeys(Object.values(a.key), Object.values(b.key)));
   const result: VerifyResult = { ok: tables.every((t) => t.matched), tables, findings, sampled: options.samplePercent !== undefined };
-  await record(loaded, secrets.state, result);
+  await record(loaded, secrets.state, result, !options.tables?.length);
   return result;
 }
 
@@ -203,8 +203,11 @@ function sample<T>(ranges: T[], percent: number | undefined): T[] {
   return shuffled.slice(0, n);
 }
 
-/** Stores the result in the event log; a table now fully matching clears its mismatched batches. */
-async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult): Promise<void> {
+/**
+ * Stores the result in the event log; a table now fully matching clears its mismatched batches,
+ * and a full verify finding everything matching clears the sync's divergences.
+ */
+async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult, everyTable: boolean): Promise<void> {
   const store = await StateStore.open({ connectionString: stateUrl, schema: loaded.plan.state.schema });
   try {
     const status = await store.inspect();
@@ -220,7 +223,8 @@ async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult
     );
     if (!result.sampled) {
       for (const t of result.tables.filter((x) => x.matched)) await clearTableMismatches(store.db, store.schema, run.id, t.table);
-      if (result.ok) await settleDivergences(store.knex, run.id);
+      // Only a check of every table clears the sync's divergences (the cutover's gate).
+      if (result.ok && everyTable) await settleDivergences(store.knex, run.id);
     }
   } finally {
     await store.close();

@@ -217,6 +217,12 @@ describe('live sync', () => {
     const repair = await cli(['verify', file, '--table', 'public.notes', '--repair'], s.env);
     expect(repair.code).toBe(0);
     await expectConverged(s);
+    // A check of one table leaves the cutover's gate shut; a check of every table opens it.
+    const divergences = async () =>
+      (JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: { divergences: number } }).sync.divergences;
+    expect(await divergences()).toBe(2);
+    expect((await cli(['verify', file], s.env)).code).toBe(0);
+    expect(await divergences()).toBe(0);
   });
 
   it('stops on DDL with the table and the change named, and resumes once the target has it', async () => {
