@@ -19,7 +19,7 @@ import { keysPredicate } from '../source/ranges.js';
 import { documentsDue, documentsNamed, markDocumentsVerified, type SweptDocument } from '../state/sql/documents.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { DocumentContainer } from '../target/blob/container.js';
-import { blobPrefix } from '../target/blob/naming.js';
+import { blobPrefix, nameMatcher } from '../target/blob/naming.js';
 import { blobMatches } from '../target/blob/upload.js';
 
 export const SAMPLE_EVERY = 100;
@@ -90,13 +90,15 @@ export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
     for (const [relation, k] of keys) await markDocumentsVerified(o.db, o.schema, o.runId, relation, k, 'verified');
   };
 
+  // A blob no entry's template could name is not an extra: the container may hold other things.
+  const ours = o.tasks.map((t) => nameMatcher(t.documents!.plan.blob));
   for (const prefix of prefixes(o.tasks)) {
     for await (const page of o.container.listPages(prefix)) {
       const listed = new Map(page.map((b) => [b.name, b]));
       const recorded = await documentsNamed(o.db, o.schema, o.runId, since, [...listed.keys()]);
       const named = new Set(recorded.map((d) => d.name));
       for (const name of listed.keys()) {
-        if (named.has(name)) continue;
+        if (named.has(name) || !ours.some((matches) => matches(name))) continue;
         result.extraCount += 1;
         if (result.extra.length < 20) result.extra.push(name);
       }

@@ -14,7 +14,7 @@ import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
 import type { DocumentContainer } from '../target/blob/container.js';
-import { blobName, blobPrefix, type RowValues } from '../target/blob/naming.js';
+import { blobName, blobPrefix, nameMatcher, type RowValues } from '../target/blob/naming.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
 export interface DocumentFinding {
@@ -89,7 +89,10 @@ export async function verifyDocuments(
   );
   await sides.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
-    for await (const page of container.listPages(blobPrefix(spec.plan.blob))) {
+    // Only names this entry's template could give: other blobs under its prefix are not its own.
+    const ours = nameMatcher(spec.plan.blob);
+    for await (const listed of container.listPages(blobPrefix(spec.plan.blob))) {
+      const page = listed.filter((b) => ours(b.name));
       await sides.target.query(`INSERT INTO ${LISTED} (name, size, md5) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])`, [
         page.map((b) => b.name),
         page.map((b) => b.size),

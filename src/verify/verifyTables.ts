@@ -22,7 +22,6 @@ import { repairRows } from './repair.js';
 import { settleDivergences } from '../state/sql/sync.js';
 import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
 import { createContainerClient } from '../target/blob/client.js';
-import { parseTemplate } from '../plan/templates.js';
 import { digestEquals } from './rowDigest.js';
 
 export interface VerifyOptions {
@@ -94,18 +93,15 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   try {
     const blob = plan.target.blob;
     const container = blob ? createContainerClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }) : null;
-    const prefixes = plan.documents.map((d) => staticPrefix(d.blob));
     for (const task of tasks) {
       options.onProgress?.(`verifying ${task.display}`);
       const table = await verifyTable(pool, task, options, findings);
       if (task.documents && container) {
-        const prefix = staticPrefix(task.documents.plan.blob);
-        // Extra blobs can be told only when no other entry writes under an overlapping prefix.
-        const overlap = prefixes.filter((p) => p.startsWith(prefix) || prefix.startsWith(p)).length > 1;
         const docs = await pool.use((sides) =>
           verifyDocuments(sides, container, task, {
             repair: options.repair === true,
-            checkExtras: !overlap && !options.tables?.length && options.samplePercent === undefined,
+            // Each entry tells its own blobs by its template (validation keeps entries' names apart).
+            checkExtras: !options.tables?.length && options.samplePercent === undefined,
             maxFindings: options.maxFindings ?? 1000,
             ...(options.documentChunkRows ? { chunkRows: options.documentChunkRows } : {}),
           }),
@@ -237,9 +233,4 @@ function compareKeys(a: string[], b: string[]): number {
     if (c !== 0) return c;
   }
   return a.length - b.length;
-}
-
-function staticPrefix(template: string): string {
-  const first = parseTemplate(template)[0];
-  return first?.kind === 'text' ? first.text : '';
 }

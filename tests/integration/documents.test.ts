@@ -265,7 +265,9 @@ describe('cloudshift verify on documents', () => {
     const c = container(s);
     await c.getBlockBlobClient('patients/6/5-letter-5.pdf').upload('tampered', 8);
     await c.deleteBlob('scans/3.dcm');
-    await c.getBlockBlobClient('patients/999/stray.pdf').upload('stray', 5);
+    await c.getBlockBlobClient('patients/999/999-stray.pdf').upload('stray', 5);
+    // Not a name the template gives: another application's, never reported or deleted.
+    await c.getBlockBlobClient('patients/README.txt').upload('not ours', 8);
     await sql('target', s.dbs.target, `UPDATE public.documents SET blob_path = 'patients/wrong' WHERE id = 10`);
     const r = await cli(['verify', file, '--json'], s.env);
     expect(r.code).toBe(1);
@@ -276,17 +278,18 @@ describe('cloudshift verify on documents', () => {
       expect.arrayContaining([
         ['public.documents', 'blob different', { id: '5' }, 'patients/6/5-letter-5.pdf'],
         ['public.documents', 'kept name different', { id: '10' }, 'patients/11/10-letter-10.pdf'],
-        ['public.documents', 'blob extra', {}, 'patients/999/stray.pdf'],
+        ['public.documents', 'blob extra', {}, 'patients/999/999-stray.pdf'],
         ['public.scans', 'blob missing', { id: '3' }, 'scans/3.dcm'],
       ]),
     );
     expect(result.findings).toHaveLength(4);
-    expect(await c.getBlockBlobClient('patients/999/stray.pdf').exists()).toBe(true);
+    expect(await c.getBlockBlobClient('patients/999/999-stray.pdf').exists()).toBe(true);
 
     const repaired = await cli(['verify', file, '--repair'], s.env);
     expect(repaired.code).toBe(0);
     expect(repaired.stdout).toContain('  blob missing: id=3, blob scans/3.dcm (repaired)');
-    expect(await c.getBlockBlobClient('patients/999/stray.pdf').exists()).toBe(false);
+    expect(await c.getBlockBlobClient('patients/999/999-stray.pdf').exists()).toBe(false);
+    expect(await c.getBlockBlobClient('patients/README.txt').exists()).toBe(true);
     const scan = await c.getBlockBlobClient('scans/3.dcm').downloadToBuffer();
     expect(sha256(scan)).toBe(sha256(await sourceBytes(s, 'SELECT lo_get(image) AS b FROM public.scans WHERE id = 3')));
     const again = await cli(['verify', file, '--json'], s.env);
@@ -298,14 +301,14 @@ describe('cloudshift verify on documents', () => {
     const c = container(s);
     await c.deleteBlob('patients/4/3-letter-3.pdf');
     await c.getBlockBlobClient('patients/9/8-letter-8.pdf').upload('tampered', 8);
-    await c.getBlockBlobClient('patients/999/stray.pdf').upload('stray', 5);
+    await c.getBlockBlobClient('patients/999/999-stray.pdf').upload('stray', 5);
     const loaded = await loadPlan(file);
     const verify = (o: { maxFindings?: number; repair?: boolean }) => verifyPlan(loaded, { env: s.env, documentChunkRows: 2, ...o });
     const found = (r: Awaited<ReturnType<typeof verify>>) => r.findings.map((f) => [f.kind, f.blob]);
     const all = [
       ['blob missing', 'patients/4/3-letter-3.pdf'],
       ['blob different', 'patients/9/8-letter-8.pdf'],
-      ['blob extra', 'patients/999/stray.pdf'],
+      ['blob extra', 'patients/999/999-stray.pdf'],
     ];
     // Findings are listed by key: the extra blob (no key) first; it is found last, after the rows.
     const whole = await verify({});

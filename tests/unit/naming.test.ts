@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { blobName, headerValue } from '../../src/target/blob/naming.js';
+import { blobName, headerValue, nameMatcher } from '../../src/target/blob/naming.js';
 
 const row = (values: Record<string, string | null>) => ({ get: (c: string) => values[c] ?? null, describe: 'public.documents id=1' });
 
@@ -24,6 +24,17 @@ describe('blob names and header values from a row', () => {
     expect(name('a', 'b-c.pdf')).toBe('docs/a-b-c.pdf');
     // only that character: the last value keeps its own dashes, a dot after a value is encoded in it
     expect(blobName('{id}.{ext}', row({ id: 'v1.2', ext: 'tar.gz' }))).toBe('v1%2E2.tar.gz');
+  });
+
+  it('tells the names a template could give from other blobs', () => {
+    const ours = nameMatcher('patients/{patient_id}/{id}-{file}');
+    const name = blobName('patients/{patient_id}/{id}-{file}', row({ patient_id: '7', id: 'a-b', file: 'x y.pdf' }));
+    expect(ours(name)).toBe(true);
+    expect(ours('patients/7/12-letter-12.pdf')).toBe(true);
+    for (const other of ['patients/readme.txt', 'patients/7/letter.pdf', 'patients/7/8/9-x.pdf', 'scans/7/1-x.pdf', 'patients/7/1-x y.pdf'])
+      expect(ours(other), other).toBe(false);
+    expect(nameMatcher('{id}.pdf')('..pdf')).toBe(false);
+    expect(nameMatcher('{id}.pdf')('%2E.pdf')).toBe(true);
   });
 
   it('header values are ASCII, characters beyond U+FFFF included', () => {

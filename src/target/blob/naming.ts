@@ -79,3 +79,23 @@ export function headerValue(v: string): string {
   // By code point: a character beyond U+FFFF is two UTF-16 units, and either alone is no URI text.
   return v.replace(/[^\x20-\x7e]/gu, (ch) => encodeURIComponent(ch));
 }
+
+/**
+ * Whether a blob name is one the template could give: its fixed text in place, each value in the
+ * encoded alphabet (`encodeSegment`) without the character that follows it. Blobs that are not
+ * are no document of this entry: an extra blob is only ever one that is.
+ */
+export function nameMatcher(template: string): (name: string) => boolean {
+  const parts = parseTemplate(template);
+  const escape = (t: string) => t.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+  const source = parts
+    .map((p, i) => {
+      if (p.kind === 'text') return escape(p.text);
+      const after = parts[i + 1];
+      const stop = after?.kind === 'text' ? `(?!${escape(after.text[0]!)})` : '';
+      return `(?:${stop}[A-Za-z0-9._~%-])*`;
+    })
+    .join('');
+  const pattern = new RegExp(`^${source}$`);
+  return (name) => pattern.test(name);
+}
