@@ -36,6 +36,9 @@ export interface EventOverview {
   who: string;
 }
 
+/** How old a lag measurement may be and still be shown as current. */
+const LAG_FRESH_SECONDS = 10;
+
 export interface SyncOverview {
   slot: string | null;
   publication: string | null;
@@ -49,6 +52,11 @@ export interface SyncOverview {
   retainedWalBytes: number | null;
   /** When the syncing process last measured lag and retained WAL. */
   measuredAt: string | null;
+  /**
+   * The lag and retained WAL are older than LAG_FRESH_SECONDS (the syncing process measures them
+   * every second): no process measures them now, and they say how things were, not how they are.
+   */
+  lagStale: boolean;
   divergences: number;
   lastSwitch: { kind: string; state: string; pauseMs: number | null; startedAt: string; by: string } | null;
 }
@@ -118,6 +126,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       lagBytes: row.lagBytes,
       retainedWalBytes: row.retainedWalBytes,
       measuredAt: row.measuredAt?.toISOString() ?? null,
+      lagStale: row.measuredSecondsAgo === null || row.measuredSecondsAgo > LAG_FRESH_SECONDS,
       divergences: row.divergences,
       lastSwitch: sw ? { kind: sw.kind, state: sw.state, pauseMs: sw.pause_ms, startedAt: sw.started_at.toISOString(), by: sw.by } : null,
     };

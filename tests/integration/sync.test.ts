@@ -193,6 +193,12 @@ describe('live sync', () => {
       /live sync: slot cloudshift_synctest \(publication cloudshift_synctest\), applied up to [0-9A-F]+\/[0-9A-F]+/,
     );
     expect(text.stdout).toMatch(/ {2}lag \d+ ms, .* of WAL; the source retains .* of WAL for the slot \(measured /);
+    expect(view.sync.lagStale).toBe(false);
+    // Measured five minutes ago and not since (no syncing process): shown as what it was, not is.
+    await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET measured_at = now() - interval '5 minutes'`);
+    const stale = await cli(['status', file], s.env);
+    expect(stale.stdout).toMatch(/ {2}last known lag \d+ ms, .* \(measured .*, not since: no syncing cloudshift run measures it now\)/);
+    expect((JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: { lagStale: boolean } }).sync.lagStale).toBe(true);
   });
 
   it('reports an UPDATE or DELETE that matches no target row as a divergence', async () => {

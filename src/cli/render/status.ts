@@ -63,8 +63,11 @@ function syncLines(o: Overview): string[] {
       '  the source is read-only for the application; the reverse slot on the target keeps its WAL until rollback or cleanup',
     ];
   }
-  const measured = s.measuredAt ? ` (measured ${s.measuredAt})` : '';
-  const lag = s.lagMs === null ? 'lag unknown' : `lag ${s.lagMs} ms, ${formatBytes(s.lagBytes ?? 0)} of WAL`;
+  const measured = s.measuredAt
+    ? ` (measured ${s.measuredAt}${s.lagStale ? ', not since: no syncing cloudshift run measures it now' : ''})`
+    : '';
+  const behind = s.lagBytes === null ? '? of WAL' : `${formatBytes(s.lagBytes)} of WAL`;
+  const lag = s.lagMs === null ? 'lag unknown' : `${s.lagStale ? 'last known lag' : 'lag'} ${s.lagMs} ms, ${behind}`;
   const lines = [
     `live sync: slot ${s.slot ?? '?'} (publication ${s.publication ?? '?'}), applied up to ${s.appliedLsn} (source commit ${s.sourceCommitAt ?? 'none yet'})`,
     `  ${lag}; the source retains ${s.retainedWalBytes === null ? '?' : formatBytes(s.retainedWalBytes)} of WAL for the slot${measured}`,

@@ -31,6 +31,8 @@ export interface SyncRow {
   lagMs: number | null;
   retainedWalBytes: number | null;
   measuredAt: Date | null;
+  /** Seconds since that measurement, by the state store's clock (the one that wrote it). */
+  measuredSecondsAgo: number | null;
   divergences: number;
 }
 
@@ -45,10 +47,11 @@ export async function syncRow(knex: Knex, runId: string): Promise<SyncRow | null
         lag_ms: number | null;
         retained_wal_bytes: string | null;
         measured_at: Date | null;
+        measured_ago: number | null;
         divergences: number;
       }
     | undefined
-  >(knex.raw('lsn::text AS lsn'), 'source_commit_at', 'applied_at', knex.raw('tolerate_until::text AS tolerate_until'), 'lag_bytes', 'lag_ms', 'retained_wal_bytes', 'measured_at', 'divergences');
+  >(knex.raw('lsn::text AS lsn'), 'source_commit_at', 'applied_at', knex.raw('tolerate_until::text AS tolerate_until'), 'lag_bytes', 'lag_ms', 'retained_wal_bytes', 'measured_at', knex.raw('extract(epoch FROM clock_timestamp() - measured_at)::float8 AS measured_ago'), 'divergences');
   if (!r) return null;
   return {
     lsn: parseLsn(r.lsn),
@@ -59,6 +62,7 @@ export async function syncRow(knex: Knex, runId: string): Promise<SyncRow | null
     lagMs: r.lag_ms,
     retainedWalBytes: r.retained_wal_bytes === null ? null : Number(r.retained_wal_bytes),
     measuredAt: r.measured_at,
+    measuredSecondsAgo: r.measured_ago,
     divergences: r.divergences,
   };
 }
