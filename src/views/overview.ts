@@ -142,10 +142,11 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     [`cloudshift.run:${run.id}`],
   );
   const progress = await tableProgress(store.knex, run.id, THROUGHPUT_WINDOW_SECONDS);
+  const active = lock.rows[0]?.held === true;
   const tables = progress.map((p): TableOverview => {
     const done = p.verified + p.mismatched + p.copied;
     const remaining = p.total - done;
-    const rowsPerSecond = p.recent_rows / THROUGHPUT_WINDOW_SECONDS;
+    const rowsPerSecond = p.recent_seconds ? p.recent_rows / p.recent_seconds : 0;
     const avgRows = done > 0 ? p.rows / done : 0;
     return {
       table: p.relation,
@@ -154,8 +155,9 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       rows: p.rows,
       bytes: p.bytes,
       rowsPerSecond,
-      bytesPerSecond: p.recent_bytes / THROUGHPUT_WINDOW_SECONDS,
-      etaSeconds: remaining === 0 ? 0 : rowsPerSecond > 0 && avgRows > 0 ? (remaining * avgRows) / rowsPerSecond : null,
+      bytesPerSecond: p.recent_seconds ? p.recent_bytes / p.recent_seconds : 0,
+      // Nothing is copying (no process holds the run): no time can be promised.
+      etaSeconds: remaining === 0 ? 0 : active && rowsPerSecond > 0 && avgRows > 0 ? (remaining * avgRows) / rowsPerSecond : null,
       verification: p.mismatched > 0 ? 'mismatched' : p.verified === p.total ? 'verified' : 'pending',
     };
   });
@@ -166,7 +168,12 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     who: `${e.os_user}@${e.host} (pid ${e.pid})`,
   }));
   const rowsPerSecond = tables.reduce((n, t) => n + t.rowsPerSecond, 0);
-  const etas = tables.map((t) => t.etaSeconds);
+  // The whole copy's ETA by batches: tables not yet begun have no rate of their own, but the run's
+  // batches finish at one (over the longest span any table was measured in).
+  const left = tables.reduce((n, t) => n + t.batches.total - t.batches.done, 0);
+  const span = Math.max(0, ...progress.map((p) => p.recent_seconds ?? 0));
+  const batchesPerSecond = span > 0 ? progress.reduce((n, p) => n + p.recent_batches, 0) / span : 0;
+  const totalEta = progress.length === 0 ? null : left === 0 ? 0 : active && batchesPerSecond > 0 ? left / batchesPerSecond : null;
   const runView = {
     id: run.id,
     phase: run.phase,
@@ -175,7 +182,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     updatedAt: run.updated_at.toISOString(),
     createdBy: run.created_by,
     toolVersion: run.tool_version,
-    processActive: lock.rows[0]?.held === true,
+    processActive: active,
     planChanged: run.plan_fingerprint !== loaded.fingerprint,
   };
   return {
@@ -200,7 +207,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       done: tables.reduce((n, t) => n + t.batches.done, 0),
       mismatched: tables.reduce((n, t) => n + t.batches.mismatched, 0),
       rowsPerSecond,
-      etaSeconds: etas.some((e) => e === null) ? null : Math.max(0, ...(etas as number[])),
+      etaSeconds: totalEta,
     },
     events,
     next: nextStep(loaded, runView, tables),

@@ -59,6 +59,11 @@ describe('cloudshift status', () => {
       },
     });
     expect(result.interrupted).toBe(true);
+    // After the first batch one table has not begun (no rate of its own): the whole copy's ETA
+    // comes from the run's batch rate.
+    const first = seen[0]!;
+    expect(first.tables.some((t) => t.batches.done === 0)).toBe(true);
+    expect(first.totals.etaSeconds).toBeGreaterThan(0);
     const during = seen[3]!;
     expect(during.run).toMatchObject({ phase: 'copy', status: 'active', processActive: true, planChanged: false });
     const obs = during.tables.find((t) => t.table === 'public.observations')!;
@@ -71,6 +76,9 @@ describe('cloudshift status', () => {
 
     const after = await status();
     expect(after.run?.processActive).toBe(false);
+    // Nothing copies: no time is promised, though batches finished a moment ago.
+    expect(after.totals.etaSeconds).toBeNull();
+    expect(after.tables.find((t) => t.table === 'public.observations')!.etaSeconds).toBeNull();
     expect(after.next).toBe(
       `no cloudshift process is working on run ${after.run!.id} (phase copy): resume it with \`cloudshift run ${file}\``,
     );

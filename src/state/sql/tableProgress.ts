@@ -12,9 +12,16 @@ export interface TableProgressRow {
   failed: number;
   rows: number;
   bytes: number;
-  /** Rows and bytes of batches finished in the last `windowSeconds`. */
+  /** Rows, bytes and batches of batches finished in the last `windowSeconds`. */
   recent_rows: number;
   recent_bytes: number;
+  recent_batches: number;
+  /**
+   * Seconds the work measured by the recent figures has been going: since the earliest claim of
+   * a batch finished in the window or in flight, at most `windowSeconds` (a copy that began or
+   * resumed 10 s ago is measured over 10 s, not the whole window). Null when nothing is.
+   */
+  recent_seconds: number | null;
   first_started: Date | null;
   last_finished: Date | null;
 }
@@ -37,6 +44,9 @@ export async function tableProgress(knex: Knex, runId: string, windowSeconds: nu
             coalesce(sum(bytes), 0)::float8 AS bytes,
             coalesce(sum(rows) FILTER (WHERE finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_rows,
             coalesce(sum(bytes) FILTER (WHERE finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_bytes,
+            count(*) FILTER (WHERE finished_at > now() - make_interval(secs => :window))::int AS recent_batches,
+            least(:window, greatest(1, extract(epoch FROM now() - min(claimed_at)
+              FILTER (WHERE finished_at > now() - make_interval(secs => :window) OR status = 'claimed'))))::float8 AS recent_seconds,
             min(claimed_at) AS first_started,
             max(finished_at) AS last_finished
        FROM batches
