@@ -8,8 +8,8 @@
 const MASK = '***';
 
 const patterns: Array<[RegExp, string]> = [
-  // scheme://user:password@host
-  [/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^@/\s]*@/gi, `$1${MASK}@`],
+  // scheme://user:password@host (to the last "@" before the host: a password may hold one unencoded)
+  [/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^/\s]*@/gi, `$1${MASK}@`],
   // key=value connection strings (libpq, Azure storage)
   [/\b(password|pwd|accountkey|sharedaccesssignature|sharedaccesskey)\s*=\s*('[^']*'|[^;\s]*)/gi, `$1=${MASK}`],
   // SAS query parameters
@@ -22,6 +22,16 @@ export function redact(text: string): string {
   let out = text;
   for (const [re, replacement] of patterns) out = out.replace(re, replacement);
   return out;
+}
+
+/** Every string inside a value (an event's or a switch's details) redacted; the structure kept. */
+export function redactDeep<T>(value: T): T {
+  if (typeof value === 'string') return redact(value) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => redactDeep(v)) as T;
+  if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)])) as T;
+  }
+  return value;
 }
 
 /** Remove exact secret values (resolved from references) wherever they appear. */

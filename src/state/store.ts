@@ -11,6 +11,7 @@ import pg from 'pg';
 import { StateConflictError } from '../errors.js';
 import { pgAuthOf, pgConnectionString, pgPoolConfig } from '../azure/pgToken.js';
 import { connect, KEEPALIVE } from '../pg/connect.js';
+import { redact, redactDeep } from '../redact.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
 import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
@@ -132,8 +133,9 @@ export class StateStore {
         host: this.who.host,
         pid: this.who.pid,
         kind,
-        message,
-        details: JSON.stringify(details) as unknown as Record<string, unknown>,
+        // Messages carry foreign text (driver errors, a switch command's output): never a secret.
+        message: redact(message),
+        details: JSON.stringify(redactDeep(details)) as unknown as Record<string, unknown>,
       })
       .returning('*');
     return row!;

@@ -86,6 +86,12 @@ describe('state store', () => {
         'the cloudshift event log is append-only',
       );
       expect((await store.listEvents(run.id)).map((x) => x.message)).toEqual(['dry run passed']);
+      // Foreign text in a message or its details never brings a secret into the log.
+      const leaky = await store.appendEvent(run.id, 'sync:reconnect', 'lost postgres://app:hunter2@db/ehr', {
+        error: { message: 'password=hunter2 rejected', at: [1, 'AccountKey=abc123=='] },
+      });
+      expect(JSON.stringify(leaky)).not.toMatch(/hunter2|abc123/);
+      expect(leaky.message).toBe('lost postgres://app:***@db/ehr');
     } finally {
       await store.close();
     }

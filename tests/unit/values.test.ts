@@ -6,7 +6,7 @@ import { quoteIdent, quoteQualified, splitIdentifiers } from '../../src/plan/nam
 import { resolveReferences } from '../../src/plan/refs.js';
 import { parseTemplate } from '../../src/plan/templates.js';
 import { parseDurationMs, parseSizeBytes } from '../../src/plan/units.js';
-import { redact } from '../../src/redact.js';
+import { redact, redactDeep } from '../../src/redact.js';
 
 describe('identifiers', () => {
   it('folds plain names and keeps quoted ones literally', () => {
@@ -71,8 +71,14 @@ describe('units', () => {
 });
 
 describe('redaction', () => {
+  it('masks every string inside details, keeping their shape', () => {
+    const details = { reason: 'connect postgres://u:pw@h/db failed', steps: [{ step: 'paused', ms: 3 }], n: null };
+    expect(redactDeep(details)).toEqual({ reason: 'connect postgres://u:***@h/db failed', steps: [{ step: 'paused', ms: 3 }], n: null });
+  });
+
   it('masks passwords, keys and SAS signatures', () => {
     expect(redact('postgres://app:hunter2@db:5432/ehr')).toBe('postgres://app:***@db:5432/ehr');
+    expect(redact('postgres://app:p@ss@w0rd@db:5432/ehr failed')).toBe('postgres://app:***@db:5432/ehr failed');
     expect(redact('host=db password=hunter2 user=app')).toBe('host=db password=*** user=app');
     expect(redact("password='a b c' host=x")).toBe('password=*** host=x');
     expect(redact('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc/def==;EndpointSuffix=x')).toBe(

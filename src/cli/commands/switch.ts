@@ -4,6 +4,7 @@ import { faultHooksFromEnv } from '../../engine/hooks.js';
 import { loadPlan } from '../../plan/parse.js';
 import { cutover, rollback, type RollbackResult } from '../../cutover/commands.js';
 import type { SwitchResult } from '../../cutover/switchOver.js';
+import { redact, redactDeep } from '../../redact.js';
 import type { CliIO } from '../io.js';
 
 export async function cutoverCommand(io: CliIO, file: string, flags: { json: boolean }): Promise<number> {
@@ -41,7 +42,7 @@ function options(io: CliIO) {
 
 function print(io: CliIO, json: boolean, r: SwitchResult, done: string): number {
   if (json) {
-    io.stdout.write(`${JSON.stringify(r)}\n`);
+    io.stdout.write(`${JSON.stringify(redactDeep(r))}\n`);
     return r.switched ? ExitCode.ok : ExitCode.failed;
   }
   const lines: string[] = [];
@@ -53,7 +54,7 @@ function print(io: CliIO, json: boolean, r: SwitchResult, done: string): number 
     lines.push(`steps: ${r.steps.map((s) => `${s.step} ${s.ms} ms`).join(', ')}`);
     if (r.quickCheck.length) lines.push(`quick check: newest rows equal in ${r.quickCheck.filter((c) => c.equal).length} tables`);
   } else {
-    lines.push(`not switched: ${r.reason ?? 'unknown reason'}`);
+    lines.push(`not switched: ${redact(r.reason ?? 'unknown reason')}`);
   }
   io.stdout.write(`${lines.join('\n')}\n`);
   return r.switched ? ExitCode.ok : ExitCode.failed;

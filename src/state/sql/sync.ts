@@ -1,5 +1,6 @@
 /** Live sync, cutover and rollback in the state store (migration 20261123000003). */
 import type { Knex } from 'knex';
+import { redactDeep } from '../../redact.js';
 import type { ReplicationObject } from '../../sync/objects.js';
 import { formatLsn, parseLsn, type Lsn } from '../../sync/lsn.js';
 
@@ -154,7 +155,7 @@ export async function updateSwitch(
     .where({ id })
     .update({
       ...fields,
-      ...(fields.details ? { details: JSON.stringify(fields.details) } : {}),
+      ...(fields.details ? { details: JSON.stringify(redactDeep(fields.details)) } : {}),
       ...(done ? { finished_at: knex.fn.now() } : {}),
     });
 }
