@@ -29,8 +29,6 @@ export const CHART_IDS = {
   timeline: 'timeline-chart',
   rowsPerSecond: 'throughput-rows-chart',
   megabytesPerSecond: 'throughput-mb-chart',
-  lag: 'sync-lag-chart',
-  cutover: 'cutover-pause-chart',
 } as const;
 
 export function renderReportHtml(input: ReportInput): string {
@@ -102,6 +100,13 @@ export function verdict(o: Overview): { level: 'ok' | 'warn' | 'fail'; title: st
       level: 'ok',
       title: 'Copy finished; every batch verified.',
       detail: `${formatCount(t.rows)} rows, ${formatBytes(t.bytes)} in ${formatCount(t.batches)} batches, each checksum-compared with the source.`,
+    };
+  }
+  if (run.status === 'active' && run.phase === 'cutover') {
+    return {
+      level: 'ok',
+      title: 'Cut over to the target.',
+      detail: `The application uses the target; every batch verified. \`cloudshift rollback\` switches back; \`cloudshift cleanup\` ends the migration.`,
     };
   }
   if (run.status === 'failed' || run.status === 'aborted') {
@@ -311,50 +316,46 @@ function renderThroughput({ overview, history }: ReportInput): string {
   );
 }
 
-function renderSync({ overview, history, plan }: ReportInput): string {
-  if (history.lag) {
-    return `<section id="sync"><h2>Live sync lag</h2><figure>${timeChart({
-      id: CHART_IDS.lag,
-      className: 'lag-chart',
-      title: 'Replication lag over time',
-      points: toPoints(history.lag, originMs(overview, history)),
-      bucketMs: history.lag.bucketMs,
-      style: 'line',
-      unit: history.lag.unit,
-      xLabel: 'time since the run started',
-      yLabel: history.lag.unit,
-    })}</figure></section>`;
+function renderSync({ overview, plan }: ReportInput): string {
+  const sy = overview.sync;
+  if (sy) {
+    const lag =
+      sy.lagMs === null
+        ? 'no lag was measured'
+        : `the ${sy.lagStale ? 'last measured' : 'current'} lag was ${formatDuration(sy.lagMs)}${sy.lagBytes === null ? '' : ` (${formatBytes(sy.lagBytes)} of WAL)`}${sy.measuredAt ? ` at ${formatTime(sy.measuredAt)}` : ''}`;
+    return (
+      `<section id="sync"><h2>Live sync</h2><p>Live sync streamed the source's changes to the target through slot ${code(sy.slot ?? '?')}: ` +
+      `applied up to ${code(sy.appliedLsn)}${sy.sourceCommitAt ? ` (source commit ${time(sy.sourceCommitAt)})` : ''}; ${text(lag)}.` +
+      `${sy.divergences > 0 ? ` <strong class="bad">${num(sy.divergences)} divergences</strong> (changes that matched no target row) are unsettled.` : ' No divergences.'}</p>` +
+      '<p class="not-used">The lag is kept as its latest measurement, not as a series: no chart.</p></section>'
+    );
   }
   const why =
     plan.plan.sync.mode === 'logical'
-      ? 'The plan asks for logical replication (sync.mode: logical), but this version of cloudshift copies the tables once; no replication lag was recorded.'
-      : 'The plan copies once (sync.mode: none); no replication lag was recorded.';
-  return `<section id="sync"><h2>Live sync lag</h2><p class="not-used"><strong>Live sync was not used in this run.</strong> ${text(why)}</p></section>`;
+      ? 'The plan asks for logical replication (sync.mode: logical), but this run has not reached live sync.'
+      : 'The plan copies once (sync.mode: none).';
+  return `<section id="sync"><h2>Live sync</h2><p class="not-used"><strong>Live sync was not used in this run.</strong> ${text(why)}</p></section>`;
 }
 
-function renderCutover({ overview, history, plan }: ReportInput): string {
-  const c = history.cutover;
-  if (c) {
-    return (
-      `<section id="cutover"><h2>Cutover</h2><p>Cutover at ${time(c.startedAt)}: writes paused for ${text(formatDuration(c.pauseMs))}, ${text(c.outcome)}.</p>` +
-      `<figure>${timeChart({
-        id: CHART_IDS.cutover,
-        className: 'cutover-chart',
-        title: 'Write pause during cutover',
-        points: toPoints(c.pause, originMs(overview, history)),
-        bucketMs: c.pause.bucketMs,
-        style: 'line',
-        unit: c.pause.unit,
-        xLabel: 'time since the run started',
-        yLabel: c.pause.unit,
-      })}</figure></section>`
-    );
+function renderCutover({ history, plan }: ReportInput): string {
+  if (history.switches.length > 0) {
+    const outcome = (w: History['switches'][number]) =>
+      w.state === 'done' ? 'switched' : w.state === 'aborted' ? 'undone: the application stayed' : `not finished (${w.state})`;
+    const rows = history.switches.map((w) => [
+      text(w.kind),
+      time(w.startedAt),
+      text(w.by),
+      text(outcome(w)),
+      w.pauseMs === null ? '—' : text(formatDuration(w.pauseMs)),
+      text(w.state === 'done' ? w.steps.map((x) => `${x.step} ${x.ms} ms`).join(', ') : (w.reason ?? '')),
+    ]);
+    return `<section id="cutover"><h2>Cutover and rollback</h2>${table(['switch', 'started', 'by', 'outcome', 'write pause', 'steps or reason'], rows, 'switches', ['', 'nowrap', '', '', 'num', 'wrap'])}</section>`;
   }
   const sw = plan.plan.cutover.switch;
   const why = sw
-    ? `The plan configures a ${sw.kind === 'pgbouncer' ? 'PgBouncer' : 'command'} switch; this version of cloudshift does not perform cutover, and the application was not switched by it.`
+    ? `The plan configures a ${sw.kind === 'pgbouncer' ? 'PgBouncer' : sw.kind === 'arm' ? 'ARM' : 'command'} switch; no cutover has been run.`
     : 'The plan configures no cutover switch; the application was not switched by cloudshift.';
-  return `<section id="cutover"><h2>Cutover</h2><p class="not-used"><strong>No cutover recorded.</strong> ${text(why)}</p></section>`;
+  return `<section id="cutover"><h2>Cutover and rollback</h2><p class="not-used"><strong>No cutover recorded.</strong> ${text(why)}</p></section>`;
 }
 
 function renderVerification({ overview, history }: ReportInput): string {

@@ -12,6 +12,9 @@ import { runEvents } from '../state/sql/runEvents.js';
 import { runPhases, type RunPhaseRow } from '../state/sql/runPhases.js';
 import { copySpan, throughputBuckets } from '../state/sql/throughputBuckets.js';
 import type { StateStore } from '../state/store.js';
+import { inspectSchema } from '../state/migrations.js';
+import { listSwitches, type SwitchRow } from '../state/sql/sync.js';
+import { SYNC_MIGRATION } from './overview.js';
 import type { EventOverview } from './overview.js';
 
 /** At most this many mismatched batches are listed (each with its key range and error). */
@@ -49,7 +52,7 @@ export interface TimePoint {
   value: number;
 }
 
-/** A measured quantity over time: throughput now; live-sync lag and cutover pause later. */
+/** A measured quantity over time (throughput). */
 export interface TimeSeries {
   key: string;
   label: string;
@@ -88,25 +91,41 @@ export interface HistoryEvent extends EventOverview {
   id: string;
 }
 
+export interface SwitchHistory {
+  kind: 'cutover' | 'rollback';
+  /** done (switched), aborted (undone: the application stayed), or still open. */
+  state: string;
+  startedAt: string;
+  by: string;
+  pauseMs: number | null;
+  steps: Array<{ step: string; ms: number }>;
+  reason: string | null;
+}
+
 export interface History {
   runId: string;
   phases: PhaseSpan[];
   throughput: Throughput;
-  /** Live-sync replication lag over time; null: live sync did not run (not built yet). */
-  lag: TimeSeries | null;
-  /** Cutover: the write pause and its outcome; null: no cutover recorded (not built yet). */
-  cutover: { startedAt: string; pauseMs: number; outcome: 'switched' | 'rolled back'; pause: TimeSeries } | null;
+  /** Every cutover and rollback of the run, oldest first: outcome, write pause, steps or reason. */
+  switches: SwitchHistory[];
   mismatches: { total: number; listed: MismatchedBatch[] };
   /** The full event log of the run, oldest first. */
   events: HistoryEvent[];
 }
 
+/** The run's switches; none in a state store made before live sync (read as it is, not migrated). */
+async function switchesOf(store: StateStore, runId: string): Promise<SwitchRow[]> {
+  const status = await inspectSchema(store.db, store.schema);
+  return status.applied.includes(SYNC_MIGRATION) ? listSwitches(store.knex, runId) : [];
+}
+
 export async function readHistory(store: StateStore, runId: string): Promise<History> {
-  const [phaseRows, span, mismatched, events] = await Promise.all([
+  const [phaseRows, span, mismatched, events, switches] = await Promise.all([
     runPhases(store.knex, runId),
     copySpan(store.knex, runId),
     mismatchedBatches(store.knex, runId, MISMATCH_LIST_LIMIT),
     runEvents(store.knex, runId),
+    switchesOf(store, runId),
   ]);
   const spanMs = span.first && span.last ? Math.max(0, span.last.getTime() - span.first.getTime()) : 0;
   const bucketMs = chooseBucketMs(spanMs);
@@ -115,8 +134,18 @@ export async function readHistory(store: StateStore, runId: string): Promise<His
     runId,
     phases: phaseRows.map(phaseSpan),
     throughput: throughputSeries(span.first, spanMs, bucketMs, buckets),
-    lag: null,
-    cutover: null,
+    switches: switches.map((w) => {
+      const details = (w.details ?? {}) as { steps?: SwitchHistory['steps']; reason?: string };
+      return {
+        kind: w.kind,
+        state: w.state,
+        startedAt: w.started_at.toISOString(),
+        by: w.by,
+        pauseMs: w.pause_ms,
+        steps: details.steps ?? [],
+        reason: details.reason ?? null,
+      };
+    }),
     mismatches: {
       total: mismatched[0]?.total ?? 0,
       listed: mismatched.map((b) => ({

@@ -36,6 +36,9 @@ export interface EventOverview {
   who: string;
 }
 
+/** The state store's migration that brought live sync's tables (applied_lsn, switches). */
+export const SYNC_MIGRATION = '20261123000003_sync';
+
 /** How old a lag measurement may be and still be shown as current. */
 const LAG_FRESH_SECONDS = 10;
 
@@ -111,7 +114,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
   const planName = loaded.plan.name;
   const base = { plan: planName, planFile: loaded.file, sync: null, workers: [] };
   const syncOf = async (run: RunRow, applied: readonly string[]): Promise<SyncOverview | null> => {
-    if (!applied.includes('20261123000003_sync')) return null;
+    if (!applied.includes(SYNC_MIGRATION)) return null;
     const row = await syncRow(store.knex, run.id);
     if (!row) return null;
     const sw = await latestSwitch(store.knex, run.id);

@@ -109,8 +109,7 @@ function history(): History {
       { bucket: 40, batches: 3, rows: 30, bytes: 3_000 },
       { bucket: 60, batches: 1, rows: 10, bytes: 1_000 },
     ]),
-    lag: null,
-    cutover: null,
+    switches: [],
     mismatches: {
       total: 1,
       listed: [
@@ -223,6 +222,61 @@ describe('the report', () => {
     const ok = render(overview(0), { ...history(), mismatches: { total: 0, listed: [] } });
     expect(ok).toContain('Copy finished; every batch verified.');
     expect(ok).toContain('No batch failed verification.');
+  });
+
+  it('shows the live sync and every cutover and rollback of a run that cut over', () => {
+    const o = overview(0);
+    const synced: Overview = {
+      ...o,
+      run: { ...o.run!, status: 'active', phase: 'cutover' },
+      sync: {
+        slot: 'cloudshift_ehr',
+        publication: 'cloudshift_ehr',
+        consistentLsn: '0/1000',
+        appliedLsn: '0/3C60FD0',
+        sourceCommitAt: iso(50_000),
+        appliedAt: iso(50_100),
+        lagMs: 169,
+        lagBytes: 2048,
+        retainedWalBytes: 4096,
+        measuredAt: iso(50_200),
+        lagStale: false,
+        divergences: 0,
+        lastSwitch: { kind: 'cutover', state: 'done', pauseMs: 119, startedAt: iso(55_000), by: 'alice@db-admin-01' },
+      },
+    };
+    const h: History = {
+      ...history(),
+      mismatches: { total: 0, listed: [] },
+      switches: [
+        {
+          kind: 'cutover',
+          state: 'aborted',
+          startedAt: iso(52_000),
+          by: 'alice@db-admin-01',
+          pauseMs: null,
+          steps: [],
+          reason: 'lag 3 s over maxLag; resumed on the source',
+        },
+        {
+          kind: 'cutover',
+          state: 'done',
+          startedAt: iso(55_000),
+          by: 'alice@db-admin-01',
+          pauseMs: 119,
+          steps: [{ step: 'paused', ms: 15 }],
+          reason: null,
+        },
+      ],
+    };
+    const out = render(synced, h);
+    expect(out).not.toContain('Live sync was not used');
+    expect(out).not.toContain('No cutover recorded.');
+    expect(out).toContain('applied up to <code>0/3C60FD0</code>');
+    expect(out).toContain('undone: the application stayed');
+    expect(out).toContain('paused 15 ms');
+    expect(out).toContain('Cut over to the target.');
+    expect(out).not.toMatch(/NaN|Infinity|undefined/);
   });
 
   it('renders a run with nothing copied yet', () => {
