@@ -1,5 +1,6 @@
 /** The one place a thrown error becomes output and an exit code. */
-import { CloudshiftError, ExitCode } from '../errors.js';
+import { CloudshiftError, ExitCode, messageOf } from '../errors.js';
+import { isTransient } from '../pg/transient.js';
 import { PlanInvalidError } from '../plan/parse.js';
 import { redact } from '../redact.js';
 import type { CliIO, Format } from './io.js';
@@ -20,6 +21,25 @@ export function reportError(io: CliIO, err: unknown, format: Format = 'text'): n
       io.stderr.write(`error: ${redact(err.message)}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
     }
     return err.exitCode;
+  }
+  // A server or the network failing mid-command is no bug: said plainly, without a stack.
+  const sqlState = (err as { code?: unknown; severity?: unknown } | null)?.severity ? (err as { code?: string }).code : undefined;
+  if (isTransient(err) || sqlState !== undefined) {
+    const lost = isTransient(err);
+    return reportError(
+      io,
+      new CloudshiftError(
+        lost ? 'CS_CONNECTION' : 'CS_POSTGRES',
+        lost ? ExitCode.precondition : ExitCode.failed,
+        `${lost ? 'a database connection failed' : 'PostgreSQL refused a statement'}: ${messageOf(err)}${sqlState ? ` (SQLSTATE ${sqlState})` : ''}`,
+        {
+          hint: lost
+            ? 'check that the servers answer, then run the same command again'
+            : 'fix what PostgreSQL names, then run the same command again',
+        },
+      ),
+      format,
+    );
   }
   const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
   io.stderr.write(`internal error: ${redact(message)}\n`);

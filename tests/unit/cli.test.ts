@@ -2,6 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { reportError } from '../../src/cli/errors.js';
+import type { CliIO } from '../../src/cli/io.js';
 import { progressRenderer } from '../../src/cli/render/progress.js';
 import { cli } from '../harness/cli.js';
 
@@ -107,5 +109,31 @@ describe('run progress', () => {
     progress.onEvent({ type: 'table:done', at, table: 'public.docs', rows: 19, bytes: 1900, mismatches: 0 });
     progress.stop();
     expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows, 1\.9 kB,/);
+  });
+});
+
+describe('errors that reach the CLI', () => {
+  const report = (err: unknown) => {
+    let stderr = '';
+    const out = { write: (s: string) => ((stderr += s), true) };
+    const code = reportError({ stdout: { write: () => true }, stderr: out, env: {}, cwd: '.' } as CliIO, err);
+    return { code, stderr };
+  };
+
+  it('a lost connection or a PostgreSQL error is said plainly, no stack, with its exit code', () => {
+    const lost = report(Object.assign(new Error('connect ECONNREFUSED 10.0.0.4:5432'), { code: 'ECONNREFUSED' }));
+    expect(lost.code).toBe(3);
+    expect(lost.stderr).toBe(
+      'error: a database connection failed: connect ECONNREFUSED 10.0.0.4:5432\nhint: check that the servers answer, then run the same command again\n',
+    );
+    const refused = report(Object.assign(new Error('permission denied for table patients'), { severity: 'ERROR', code: '42501' }));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^error: PostgreSQL refused a statement: permission denied for table patients \(SQLSTATE 42501\)\n/);
+  });
+
+  it('anything else is an internal error with its stack (a bug to report)', () => {
+    const bug = report(new TypeError('x is undefined'));
+    expect(bug.code).toBe(1);
+    expect(bug.stderr).toMatch(/^internal error: TypeError: x is undefined\n\s+at /);
   });
 });
