@@ -230,6 +230,9 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
       return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
     return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
   }
+  if (run.status === 'aborted') {
+    return `this run was rolled back before cutover and has ended (the source untouched): \`cloudshift run ${file}\` starts a new one`;
+  }
   if (run.planChanged) return `the plan changed since this run began: undo the change, or resume with \`cloudshift run ${file} --force\``;
   if (run.status === 'active' && run.phase === 'cutover') {
     return `cut over: the application uses the target. To switch back, \`cloudshift rollback ${file}\`; once sure, end the migration with \`cloudshift cleanup ${file}\` (drops the reverse slot kept for rollback)`;

@@ -486,6 +486,11 @@ cutover:
       expect(left).toEqual([{ t: null }]);
       // The source is untouched and writable.
       await sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'still' WHERE id = 6`);
+      // status says the run has ended: another `run` starts a new one (no resuming this one).
+      const status = await cli(['status', file], s.env);
+      expect(status.stdout).toContain(
+        `next: this run was rolled back before cutover and has ended (the source untouched): \`cloudshift run ${file}\` starts a new one`,
+      );
     },
   );
 });
