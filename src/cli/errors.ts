@@ -1,10 +1,13 @@
 /** The one place a thrown error becomes output and an exit code. */
-import { CloudshiftError, ExitCode, messageOf } from '../errors.js';
-import { isTransient } from '../pg/transient.js';
+import { CloudshiftError, ConnectError, ExitCode, messageOf } from '../errors.js';
+import { isConnectionLost } from '../pg/transient.js';
 import { PlanInvalidError } from '../plan/parse.js';
 import { redact } from '../redact.js';
 import type { CliIO, Format } from './io.js';
 import { renderProblems } from './render/problems.js';
+
+/** Class 42 SQLSTATEs that are the servers' state, not our SQL: insufficient privilege, a table gone. */
+const OPERATOR_42 = new Set(['42501', '42P01']);
 
 export function reportError(io: CliIO, err: unknown, format: Format = 'text'): number {
   if (err instanceof PlanInvalidError) {
@@ -22,24 +25,18 @@ export function reportError(io: CliIO, err: unknown, format: Format = 'text'): n
     }
     return err.exitCode;
   }
-  // A server or the network failing mid-command is no bug: said plainly, without a stack.
-  const sqlState = (err as { code?: unknown; severity?: unknown } | null)?.severity ? (err as { code?: string }).code : undefined;
-  if (isTransient(err) || sqlState !== undefined) {
-    const lost = isTransient(err);
-    return reportError(
-      io,
-      new CloudshiftError(
-        lost ? 'CS_CONNECTION' : 'CS_POSTGRES',
-        lost ? ExitCode.precondition : ExitCode.failed,
-        `${lost ? 'a database connection failed' : 'PostgreSQL refused a statement'}: ${messageOf(err)}${sqlState ? ` (SQLSTATE ${sqlState})` : ''}`,
-        {
-          hint: lost
-            ? 'check that the servers answer, then run the same command again'
-            : 'fix what PostgreSQL names, then run the same command again',
-        },
-      ),
-      format,
-    );
+  // A server or the network failing mid-command is no bug: said plainly, without a stack. So is a
+  // statement PostgreSQL refused for a reason of its own (a lock, a permission, a missing table);
+  // an error in our SQL (the rest of class 42) or PostgreSQL's own (XX) keeps its stack: a bug.
+  if (isConnectionLost(err)) {
+    const hint = 'check that the servers answer, then run the same command again';
+    return reportError(io, new ConnectError(`a database connection failed: ${messageOf(err)}`, { hint, cause: err }), format);
+  }
+  const sqlState = (err as { severity?: unknown; code?: unknown } | null)?.severity ? (err as { code?: unknown }).code : undefined;
+  if (typeof sqlState === 'string' && (!/^(42|XX)/.test(sqlState) || OPERATOR_42.has(sqlState))) {
+    const hint = 'fix what PostgreSQL names, then run the same command again';
+    const refused = `PostgreSQL refused a statement: ${messageOf(err)} (SQLSTATE ${sqlState})`;
+    return reportError(io, new CloudshiftError('CS_POSTGRES', ExitCode.failed, refused, { hint, cause: err }), format);
   }
   const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
   io.stderr.write(`internal error: ${redact(message)}\n`);

@@ -16,7 +16,8 @@
  * - the opposite stream's slot is created inside the pause, after the drain: every write the
  *   application makes on the new side is in it, and nothing the drain applied is.
  */
-import { CloudshiftError, ExitCode, PreconditionError, messageOf } from '../errors.js';
+import { CloudshiftError, ConnectError, ExitCode, PreconditionError, messageOf } from '../errors.js';
+import { isConnectionLost } from '../pg/transient.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
 import { ensurePublication, dropObject, emitMessage, takeHorizon, type Side } from '../sync/objects.js';
 import { forwardObjects } from '../sync/forward.js';
@@ -288,6 +289,8 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       const options = { cause: err, hint: `fix the cause above, then run \`cloudshift ${kind}\` again` };
       if (err instanceof CloudshiftError)
         throw new CloudshiftError(err.code, err.exitCode, undone, { ...options, hint: err.hint ?? options.hint });
+      // A server lost mid-pause exits as any lost connection does (3), the switch command's failure with its own code.
+      if (isConnectionLost(err)) throw new ConnectError(undone, options);
       throw new CloudshiftError('CS_SWITCH_FAILED', ExitCode.failed, undone, options);
     }
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });

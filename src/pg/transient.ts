@@ -15,26 +15,39 @@ const TRANSIENT_SQLSTATES = new Set([
 ]);
 const TRANSIENT_ERRNOS = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
-export function isTransient(err: unknown): boolean {
+/** SQLSTATEs of a server that went away or would not take the session. */
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const CONNECTION_MESSAGE = /Connection terminated|connection is closed|Client has encountered a connection error|terminating connection/i;
+
+/** The error, or one it was caused by, satisfying `test`. */
+function anyCause(err: unknown, test: (code: string | undefined, message: string | undefined) => boolean): boolean {
   const seen = new Set<unknown>();
   let e: unknown = err;
   while (e && typeof e === 'object' && !seen.has(e)) {
     seen.add(e);
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') {
-      if (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_ERRNOS.has(code)) return true;
-      if (code.length === 5 && TRANSIENT_SQLSTATE_CLASSES.includes(code.slice(0, 2))) return true;
-    }
     const message = (e as { message?: unknown }).message;
-    if (
-      typeof message === 'string' &&
-      /Connection terminated|connection is closed|Client has encountered a connection error|terminating connection/i.test(message)
-    ) {
-      return true;
-    }
+    if (test(typeof code === 'string' ? code : undefined, typeof message === 'string' ? message : undefined)) return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;
+}
+
+/** The connection was lost or refused (the server or the network), not a statement failing. */
+export function isConnectionLost(err: unknown): boolean {
+  return anyCause(
+    err,
+    (code, message) =>
+      (code !== undefined &&
+        (CONNECTION_SQLSTATES.has(code) ||
+          TRANSIENT_ERRNOS.has(code) ||
+          (code.length === 5 && TRANSIENT_SQLSTATE_CLASSES.includes(code.slice(0, 2))))) ||
+      (message !== undefined && CONNECTION_MESSAGE.test(message)),
+  );
+}
+
+export function isTransient(err: unknown): boolean {
+  return isConnectionLost(err) || anyCause(err, (code) => code !== undefined && TRANSIENT_SQLSTATES.has(code));
 }
 
 export interface RetryOptions {

@@ -79,6 +79,12 @@ export function checkBlobTemplate(value: string, ctx: Ctx): void {
   }
   parts.forEach((p, i) => {
     const before = parts[i - 1];
+    if (p.kind === 'text' && before?.kind === 'column' && p.text.startsWith('%')) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `placeholder {${before.raw}} is followed by "%", which starts the escapes of its encoded value: put another character after it`,
+      });
+    }
     if (p.kind !== 'column' || before?.kind !== 'column') return;
     ctx.addIssue({
       code: 'custom',

@@ -131,9 +131,17 @@ describe('errors that reach the CLI', () => {
     expect(refused.stderr).toMatch(/^error: PostgreSQL refused a statement: permission denied for table patients \(SQLSTATE 42501\)\n/);
   });
 
-  it('anything else is an internal error with its stack (a bug to report)', () => {
+  it('a deadlock is PostgreSQL refusing a statement, not a lost connection', () => {
+    const deadlock = report(Object.assign(new Error('deadlock detected'), { severity: 'ERROR', code: '40P01' }));
+    expect(deadlock.code).toBe(1);
+    expect(deadlock.stderr).toMatch(/^error: PostgreSQL refused a statement: deadlock detected \(SQLSTATE 40P01\)\n/);
+  });
+
+  it('anything else is an internal error with its stack (a bug to report), our own bad SQL too', () => {
     const bug = report(new TypeError('x is undefined'));
     expect(bug.code).toBe(1);
     expect(bug.stderr).toMatch(/^internal error: TypeError: x is undefined\n\s+at /);
+    const sql = report(Object.assign(new Error('column "nope" does not exist'), { severity: 'ERROR', code: '42703' }));
+    expect(sql.stderr).toMatch(/^internal error: Error: column "nope" does not exist\n\s+at /);
   });
 });

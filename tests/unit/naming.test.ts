@@ -35,6 +35,10 @@ describe('blob names and header values from a row', () => {
       expect(ours(other), other).toBe(false);
     expect(nameMatcher('{id}.pdf')('..pdf')).toBe(false);
     expect(nameMatcher('{id}.pdf')('%2E.pdf')).toBe(true);
+    // A stop character that is a hex digit: escapes in the value are still whole units.
+    const hex = '{code}A{n}';
+    expect(nameMatcher(hex)(blobName(hex, row({ code: 'x:y', n: '1' })))).toBe(true);
+    expect(blobName(hex, row({ code: 'xAy', n: '1' }))).toBe('x%41yA1');
   });
 
   it('header values are ASCII, characters beyond U+FFFF included', () => {

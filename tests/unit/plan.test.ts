@@ -117,6 +117,9 @@ cutover:
     expect(problems(text)).toEqual([
       "12:11 documents[0].blob: placeholders {patient_id} and {id} are next to each other: put a character between them, or two rows' values could run together into one name",
     ]);
+    expect(problems(text.replace('{patient_id}{id}.pdf', '{patient_id}/{id}%.pdf'))).toEqual([
+      '12:11 documents[0].blob: placeholder {id} is followed by "%", which starts the escapes of its encoded value: put another character after it',
+    ]);
   });
 
   it('refuses two documents entries whose blob names could meet, and takes those whose fixed text keeps them apart', () => {

@@ -92,8 +92,9 @@ export function nameMatcher(template: string): (name: string) => boolean {
     .map((p, i) => {
       if (p.kind === 'text') return escape(p.text);
       const after = parts[i + 1];
+      // An escape is one unit: its hex digits may be the stop character, never the end of the value.
       const stop = after?.kind === 'text' ? `(?!${escape(after.text[0]!)})` : '';
-      return `(?:${stop}[A-Za-z0-9._~%-])*`;
+      return `(?:%[0-9A-F]{2}|${stop}[A-Za-z0-9._~-])*`;
     })
     .join('');
   const pattern = new RegExp(`^${source}$`);
