@@ -281,7 +281,6 @@ function renderThroughput({ overview, history }: ReportInput): string {
     `${s.label} per ${bucket} bucket: peak ${formatRate(peak(s))} ${s.unit}, average ${formatRate(avg(total))} ${s.unit} over the copy`;
   const common = {
     bucketMs: tp.bucketMs,
-    style: 'bars' as const,
     xLabel: 'time since the run started',
     emptyMessage: 'no batch was copied',
   };
@@ -575,8 +574,6 @@ svg.chart .axis-label { fill: var(--ink); font-weight: 600; }
 svg.chart .frame { fill: var(--band); stroke: var(--line); }
 svg.chart .empty-note { fill: var(--muted); font-size: 14px; }
 svg.chart .bar { fill: var(--accent); }
-svg.chart .line { fill: none; stroke: var(--accent); stroke-width: 2; }
-svg.chart .point { fill: var(--accent); }
 svg.chart .row-band { fill: #fff; }
 svg.chart .row-band.odd { fill: var(--band); }
 svg.chart .row-label { fill: var(--ink); }

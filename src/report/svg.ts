@@ -141,9 +141,8 @@ export interface TimeChartOptions {
   /** One sentence for screen readers and the tooltip-less reader (e.g. peak and average). */
   description?: string;
   points: TimePointMs[];
-  /** Width of each point's bucket in ms (bars span it); 0 for samples. */
+  /** Width of each point's bucket in ms (bars span it). */
   bucketMs: number;
-  style: 'bars' | 'line';
   unit: string;
   xLabel: string;
   yLabel: string;
@@ -153,10 +152,10 @@ export interface TimeChartOptions {
 
 const DEFAULT_SIZE: ChartSize = { width: 960, height: 260, margin: { top: 16, right: 24, bottom: 46, left: 72 } };
 
-/** A value over time: bars (one per bucket) or a line with a marker per point. */
+/** A value over time: one bar per bucket. */
 export function timeChart(o: TimeChartOptions): string {
   const size: ChartSize = { ...DEFAULT_SIZE, ...o.size, margin: { ...DEFAULT_SIZE.margin, ...o.size?.margin } };
-  const className = `chart time-chart ${o.style}-chart${o.className ? ` ${o.className}` : ''}`;
+  const className = `chart time-chart bars-chart${o.className ? ` ${o.className}` : ''}`;
   if (o.points.length === 0) return emptyChart(o.id, className, size, o.title, o.emptyMessage ?? 'no data');
   const { top, right, bottom, left } = size.margin;
   const x0 = left;
@@ -183,25 +182,14 @@ export function timeChart(o: TimeChartOptions): string {
     `<text class="axis-label" x="14" y="${n(midY)}" text-anchor="middle" transform="rotate(-90 14 ${n(midY)})">${text(o.yLabel)}</text></g>`,
   );
   parts.push(`<g class="series">`);
-  if (o.style === 'bars') {
-    for (const p of o.points) {
-      if (!(p.value > 0)) continue;
-      const left = x(p.atMs);
-      const width = Math.max(1, x(p.atMs + o.bucketMs) - left - (o.bucketMs > 0 ? 1 : 0));
-      parts.push(
-        `<rect class="bar" x="${n(left)}" y="${n(y(p.value))}" width="${n(width)}" height="${n(Math.max(0.5, y0 - y(p.value)))}">` +
-          `<title>${text(`${formatElapsed(p.atMs, o.bucketMs)}: ${formatValue(p.value)} ${o.unit}`)}</title></rect>`,
-      );
-    }
-  } else {
-    const xy = o.points.map((p) => [x(p.atMs + o.bucketMs / 2), y(p.value)] as const);
-    if (xy.length > 1) parts.push(`<polyline class="line" points="${xy.map(([a, b]) => `${n(a)},${n(b)}`).join(' ')}"/>`);
-    o.points.forEach((p, i) => {
-      const [a, b] = xy[i]!;
-      parts.push(
-        `<circle class="point" cx="${n(a)}" cy="${n(b)}" r="2.5"><title>${text(`${formatElapsed(p.atMs, o.bucketMs || 1_000)}: ${formatValue(p.value)} ${o.unit}`)}</title></circle>`,
-      );
-    });
+  for (const p of o.points) {
+    if (!(p.value > 0)) continue;
+    const left = x(p.atMs);
+    const width = Math.max(1, x(p.atMs + o.bucketMs) - left - (o.bucketMs > 0 ? 1 : 0));
+    parts.push(
+      `<rect class="bar" x="${n(left)}" y="${n(y(p.value))}" width="${n(width)}" height="${n(Math.max(0.5, y0 - y(p.value)))}">` +
+        `<title>${text(`${formatElapsed(p.atMs, o.bucketMs)}: ${formatValue(p.value)} ${o.unit}`)}</title></rect>`,
+    );
   }
   parts.push('</g>');
   parts.push(timeAxis(x, startMs, endMs, y0, o.xLabel, size));

@@ -31,6 +31,9 @@ export const MIGRATIONS: ReadonlyArray<{ name: string; module: MigrationModule }
 
 export const MIGRATIONS_TABLE = 'knex_migrations';
 
+/** The migration that brought live sync's tables (applied_lsn, switches): a reader of an older schema goes without. */
+export const SYNC_MIGRATION = '20261123000003_sync';
+
 export const migrationSource: Knex.MigrationSource<{ name: string; module: MigrationModule }> = {
   getMigrations: () => Promise.resolve([...MIGRATIONS]),
   getMigrationName: (m) => m.name,

@@ -13,9 +13,10 @@
  * - documents: a row naming a blob is applied only after the blob is uploaded; blobs of deleted
  *   rows are removed after the commit.
  */
-import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { quoteIdent } from '../plan/names.js';
+import type { DocumentPlan } from '../plan/defaults.js';
+import { templateColumns } from '../plan/templates.js';
 import { CloudshiftError, ExitCode } from '../errors.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { PgOutputMessage, Tuple, Value } from './pgoutput.js';
@@ -69,7 +70,11 @@ export interface ApplierOptions {
    * documents tables keep a blob name where the source keeps the bytes; the named blob's bytes
    * are written into the source's content column.
    */
-  reverse?: { readBlob(name: string): Promise<Buffer> };
+  reverse?: {
+    readBlob(name: string): Promise<Buffer>;
+    /** The blob's Content-MD5 (hex) and size, without its bytes; null when it has none or is gone. */
+    blobDigest(name: string): Promise<{ md5: string; size: number } | null>;
+  };
   onDivergence(d: Divergence): Promise<void>;
 }
 
@@ -410,7 +415,7 @@ export class Applier {
 
   private async insert(rel: Relation, row: Tuple): Promise<void> {
     const name = await this.document(rel, row, null, null);
-    if (typeof name === 'string') this.blobs.take(rel.task.display, name);
+    if (typeof name === 'string') this.blobs.take(name);
     const values: Param[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
@@ -469,7 +474,8 @@ export class Applier {
     let prior: { name: string | null; values: Map<string, string | null> } | null = null;
     if (keep && this.o.documents) {
       // The target row as it is before this change: its blob name, and the values the stream left out.
-      const unchanged = rel.columns.flatMap((c, i) => (c && row[i]!.kind === 'unchanged' ? [c.name] : []));
+      const used = templatedColumns(rel.task.documents!.plan);
+      const unchanged = rel.columns.flatMap((c, i) => (c && row[i]!.kind === 'unchanged' && used.has(c.name) ? [c.name] : []));
       const p: Param[] = [];
       const { rows } = await this.o.target.query<Record<string, string | null>>(
         `SELECT ${quoteIdent(keep)} AS blob${unchanged.map((n, k) => `, ${quoteIdent(n)}::text AS v${k}`).join('')}
@@ -487,11 +493,10 @@ export class Applier {
       const c = rel.columns[i];
       const v = row[i]!;
       if (!c || v.kind === 'unchanged') continue;
-      const value = c.fromBlob ? await this.valueOf(rel, c, v) : textOf(v);
-      // Reverse: a document whose bytes are unchanged is not written again (a large object would
-      // be a new one each time, the last left behind): the row's other columns changed.
-      if (c.fromBlob && Buffer.isBuffer(value) && (await this.holds(rel, c, ident, value))) continue;
-      params.push(value);
+      // Reverse: a document whose bytes are unchanged is neither downloaded nor written again (a
+      // large object would be a new one each time, the last left behind): other columns changed.
+      if (c.fromBlob && (await this.holds(rel, c, ident, v))) continue;
+      params.push(c.fromBlob ? await this.valueOf(rel, c, v) : textOf(v));
       sets.push(`${quoteIdent(c.name)} = ${c.around[0]}$${params.length}${c.around[1]}`);
     }
     if (keep && name !== undefined) {
@@ -505,26 +510,29 @@ export class Applier {
       params,
     );
     if (rowCount === 0) return this.diverged(rel, 'UPDATE', ident);
-    if (typeof name === 'string') this.blobs.take(rel.task.display, name);
-    if (priorName !== null && priorName !== name) this.blobs.release(rel.task.display, priorName);
+    if (typeof name === 'string') this.blobs.take(name);
+    if (priorName !== null && priorName !== name) this.blobs.release(priorName);
   }
 
-  /** The applied-to row's document column already holds these bytes. */
-  private async holds(rel: Relation, c: ColumnMap, ident: Tuple, bytes: Buffer): Promise<boolean> {
+  /** The applied-to row's document column already holds the named blob's bytes (by their MD5). */
+  private async holds(rel: Relation, c: ColumnMap, ident: Tuple, v: Value): Promise<boolean> {
+    const name = textOf(v);
+    const blob = name === null ? null : await this.o.reverse!.blobDigest(name);
+    if (!blob) return false;
     const col = quoteIdent(c.name);
     const params: Param[] = [];
     const where = this.where(rel, ident, params);
     let current = `md5(${col})`;
     if (c.type === 'oid') {
-      // Read only if it exists (an error would end the transaction), and one byte past these at most.
-      params.push(String(bytes.length + 1));
+      // Read only if it exists (an error would end the transaction), and one byte past the blob's at most.
+      params.push(String(blob.size + 1));
       current = `CASE WHEN EXISTS (SELECT 1 FROM pg_largeobject_metadata m WHERE m.oid = ${col}) THEN md5(lo_get(${col}, 0, $${params.length}::int)) END`;
     }
     const { rows } = await this.o.target.query<{ md5: string | null }>(
       `SELECT ${current} AS md5 FROM ${rel.task.quoted} WHERE ${where}`,
       params,
     );
-    return rows[0]?.md5 === createHash('md5').update(bytes).digest('hex');
+    return rows[0]?.md5 === blob.md5;
   }
 
   private async delete(rel: Relation, ident: Tuple): Promise<void> {
@@ -539,7 +547,7 @@ export class Applier {
     this.stats.changes += 1;
     if (res.rowCount === 0) return this.diverged(rel, 'DELETE', ident);
     if (keep && this.o.documents) {
-      for (const r of res.rows) if (r.blob) this.blobs.release(rel.task.display, r.blob);
+      for (const r of res.rows) if (r.blob) this.blobs.release(r.blob);
       await this.o.documents.forget(rel.task, this.keyOf(rel, ident));
     }
   }
@@ -547,7 +555,7 @@ export class Applier {
   private async truncate(rels: Relation[], cascade: boolean, restart: boolean): Promise<void> {
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
-      if (keep && this.o.documents) await this.blobs.truncate(rel.task.display, rel.task.quoted, quoteIdent(keep));
+      if (keep && this.o.documents) await this.blobs.truncate(rel.task.quoted, quoteIdent(keep));
     }
     // One TRUNCATE message covers several tables (foreign keys between them): one statement.
     await this.o.target.query(
@@ -572,6 +580,11 @@ export class Applier {
 function column(name: string, type: string, fromBlob: boolean): ColumnMap {
   const around = fromBlob && type === 'oid' ? (['lo_from_bytea(0, ', '::bytea)'] as const) : (['', `::${type}`] as const);
   return { name, type, around, ...(fromBlob ? { fromBlob } : {}) };
+}
+
+/** The columns a documents entry's templates read (name, content type, metadata, tags). */
+function templatedColumns(plan: DocumentPlan): Set<string> {
+  return new Set([plan.blob, plan.contentType, ...Object.values(plan.metadata), ...Object.values(plan.tags)].flatMap(templateColumns));
 }
 
 class LongValueError extends Error {}

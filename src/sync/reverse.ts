@@ -101,6 +101,16 @@ export async function runReverseSync(o: ReverseSyncOptions): Promise<SyncLoopRes
         if (!container) throw new Error(`reverse sync: ${name} names a blob, but the plan has no target.blob`);
         return container.getBlobClient(name).downloadToBuffer();
       },
+      blobDigest: async (name) => {
+        if (!container) return null;
+        try {
+          const p = await container.getBlobClient(name).getProperties();
+          return p.contentMD5 ? { md5: Buffer.from(p.contentMD5).toString('hex'), size: p.contentLength ?? 0 } : null;
+        } catch (err) {
+          if ((err as { statusCode?: number }).statusCode === 404) return null;
+          throw err;
+        }
+      },
     },
     ...(o.untilLagMs === undefined ? {} : { untilLagMs: o.untilLagMs }),
     ...(o.untilFence === undefined ? {} : { untilFence: o.untilFence }),

@@ -1,20 +1,17 @@
 /**
  * What happened during a run, over time, read from the state store without writing anything:
- * the phases as spans, copy throughput per time bucket, the batches that failed verification
- * and the whole event log. `report` charts it. Everything is aggregated by the server: a run can
- * have 100,000 batches, and this reads a few hundred rows plus the event log.
- *
- * Time series share one shape (`TimeSeries`), so the charts of live-sync lag and the cutover
- * pause can be added when those milestones record them; until then they are null.
+ * the phases as spans, copy throughput per time bucket, every cutover and rollback, the batches
+ * that failed verification and the whole event log. `report` charts it. Everything is aggregated
+ * by the server: a run can have 100,000 batches, and this reads a few hundred rows plus the
+ * event log. Live sync keeps only its latest lag (the overview has it), so it has no series here.
  */
 import { mismatchedBatches } from '../state/sql/mismatchedBatches.js';
 import { runEvents } from '../state/sql/runEvents.js';
 import { runPhases, type RunPhaseRow } from '../state/sql/runPhases.js';
 import { copySpan, throughputBuckets } from '../state/sql/throughputBuckets.js';
 import type { StateStore } from '../state/store.js';
-import { inspectSchema } from '../state/migrations.js';
+import { inspectSchema, SYNC_MIGRATION } from '../state/migrations.js';
 import { listSwitches, type SwitchRow } from '../state/sql/sync.js';
-import { SYNC_MIGRATION } from './overview.js';
 import type { EventOverview } from './overview.js';
 
 /** At most this many mismatched batches are listed (each with its key range and error). */

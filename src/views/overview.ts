@@ -5,7 +5,7 @@
  * next. `status` prints it; `report` charts it. Field names are stable (documented in the README).
  */
 import type { LoadedPlan } from '../plan/parse.js';
-import { inspectSchema } from '../state/migrations.js';
+import { inspectSchema, SYNC_MIGRATION } from '../state/migrations.js';
 import { tableProgress } from '../state/sql/tableProgress.js';
 import type { StateStore } from '../state/store.js';
 import { latestSwitch, syncRow } from '../state/sql/sync.js';
@@ -35,9 +35,6 @@ export interface EventOverview {
   message: string;
   who: string;
 }
-
-/** The state store's migration that brought live sync's tables (applied_lsn, switches). */
-export const SYNC_MIGRATION = '20261123000003_sync';
 
 /** How old a lag measurement may be and still be shown as current. */
 const LAG_FRESH_SECONDS = 10;

@@ -344,20 +344,16 @@ describe('chart scaling', () => {
   const numbers = (svg: string) => [...svg.matchAll(/\s(?:x|y|width|height|cx|cy)="([^"]*)"/g)].map((m) => Number(m[1]));
 
   it('draws an empty chart with 0 points', () => {
-    const svg = timeChart({ ...base, points: [], style: 'bars', emptyMessage: 'no batch was copied' });
+    const svg = timeChart({ ...base, points: [], emptyMessage: 'no batch was copied' });
     expect(svg).toContain('class="chart time-chart bars-chart empty"');
     expect(svg).toContain('no batch was copied');
     expect(svg).not.toContain('class="bar"');
   });
 
   it('draws 1 point inside the plot area', () => {
-    const bars = timeChart({ ...base, points: [{ atMs: 2_000, value: 500 }], style: 'bars' });
+    const bars = timeChart({ ...base, points: [{ atMs: 2_000, value: 500 }] });
     expect(bars.match(/class="bar"/g)).toHaveLength(1);
     expect(numbers(bars).every(Number.isFinite)).toBe(true);
-    const line = timeChart({ ...base, points: [{ atMs: 2_000, value: 500 }], bucketMs: 0, style: 'line' });
-    expect(line.match(/class="point"/g)).toHaveLength(1);
-    expect(line).not.toContain('<polyline');
-    expect(numbers(line).every(Number.isFinite)).toBe(true);
   });
 
   it('draws many points scaled to the axes: the highest reaches the top tick, zeros draw no bar', () => {
@@ -365,7 +361,6 @@ describe('chart scaling', () => {
     const svg = timeChart({
       ...base,
       points,
-      style: 'bars',
       size: { width: 600, height: 200, margin: { top: 10, right: 10, bottom: 40, left: 50 } },
     });
     const bars = [...svg.matchAll(/<rect class="bar" x="([^"]+)" y="([^"]+)" width="([^"]+)" height="([^"]+)"/g)].map((m) =>
@@ -381,8 +376,6 @@ describe('chart scaling', () => {
     // max 990 → ticks up to 1000: the tallest bar is 99% of the plot height
     const tallest = Math.max(...bars.map((b) => b[3]!));
     expect(tallest).toBeCloseTo(150 * 0.99, 0);
-    const line = timeChart({ ...base, points, style: 'line' });
-    expect(line.match(/<polyline class="line" points="([^"]+)"/)![1]!.split(' ')).toHaveLength(100);
   });
 
   it('draws a Gantt chart: empty, a zero-length span, several spans on repeated rows', () => {
