@@ -18,7 +18,7 @@ import { blobName, blobPrefix, nameMatcher, type RowValues } from '../target/blo
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS, uploadDocument, type DocumentContent } from '../target/blob/upload.js';
 
 export interface DocumentFinding {
-  kind: 'blob missing' | 'blob different' | 'blob extra' | 'kept name different';
+  kind: 'blob missing' | 'blob different' | 'blob extra' | 'kept name different' | 'kept name without document';
   key: string[];
   blob: string;
   repaired: boolean;
@@ -128,8 +128,19 @@ export async function verifyDocuments(
         ).rows.map((r) => [JSON.stringify(keys.map((_, i) => r[`k${i}`] ?? '')), r.kept ?? null]),
       );
       for (const row of chunk) {
-        if (row.name === null) continue;
         if (full()) break;
+        if (row.name === null) {
+          // No document on the source: the target's row must name no blob either.
+          const stale = kept.get(JSON.stringify(row.key));
+          if (!stale) continue;
+          if (options.repair) {
+            await sides.target.query(
+              `UPDATE ${task.quoted} SET ${quoteIdent(spec.plan.keepColumn)} = NULL WHERE ${keysPredicate(keys, [row.key])}`,
+            );
+          }
+          findings.push({ kind: 'kept name without document', key: row.key, blob: stale, repaired: options.repair });
+          continue;
+        }
         documents += 1;
         const reader: DocumentContent =
           row.oid !== null

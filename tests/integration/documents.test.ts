@@ -297,6 +297,30 @@ describe('cloudshift verify on documents', () => {
     expect((JSON.parse(again.stdout) as { findings: unknown[] }).findings).toEqual([]);
   });
 
+  it('a row whose document the source no longer has must name no blob: its kept name is cleared, its blob removed', async () => {
+    const c = container(s);
+    const [scan] = await sql<{ oid: string }>('source', s.dbs.source, `SELECT image::text AS oid FROM public.scans WHERE id = 2`);
+    await sql('source', s.dbs.source, `UPDATE public.scans SET image = NULL WHERE id = 2`);
+    try {
+      const r = await cli(['verify', file, '--json', '--repair'], s.env);
+      expect(r.code).toBe(0);
+      const found = (JSON.parse(r.stdout) as { findings: Array<{ kind: string; key: Record<string, string>; blob: string }> }).findings;
+      expect(found.map((f) => [f.kind, f.key, f.blob])).toEqual(
+        expect.arrayContaining([
+          ['kept name without document', { id: '2' }, 'scans/2.dcm'],
+          ['blob extra', {}, 'scans/2.dcm'],
+        ]),
+      );
+      const [row] = await sql<{ name: string | null }>('target', s.dbs.target, `SELECT blob_name AS name FROM public.scans WHERE id = 2`);
+      expect(row!.name).toBeNull();
+      expect(await c.getBlockBlobClient('scans/2.dcm').exists()).toBe(false);
+    } finally {
+      // As it was, for the next test: the document back on the source, its blob and name by repair.
+      await sql('source', s.dbs.source, `UPDATE public.scans SET image = ${Number(scan!.oid)} WHERE id = 2`);
+      expect((await cli(['verify', file, '--repair'], s.env)).code).toBe(0);
+    }
+  });
+
   it('reads the rows two at a time and names no more than the cap, the rest left unmatched', async () => {
     const c = container(s);
     await c.deleteBlob('patients/4/3-letter-3.pdf');

@@ -43,6 +43,7 @@ const KIND: Record<Finding['kind'], string> = {
   'blob different': 'blob different (size or MD5)',
   'blob extra': 'extra blob',
   'kept name different': 'kept blob name different',
+  'kept name without document': 'kept blob name, but no document on the source',
 };
 
 export function renderVerify(r: VerifyResult): string {
