@@ -130,17 +130,34 @@ function wrong(d: SweptDocument, reason: WrongDocument['reason']): WrongDocument
   return { relation: d.relation, key: d.key, name: d.name, batchId: d.batchId, reason, uploadedAt: d.uploadedAt };
 }
 
-/** A range of the blob (its first bytes, or a range placed by its MD5) equals the source's. */
+/** The range of a document a sampled read compares: its first bytes, or a range placed by its MD5. */
+export function sampleRange(doc: { size: number; md5: string }): { offset: number; length: number } {
+  const length = Math.min(doc.size, SAMPLE_BYTES);
+  const offset = doc.size > length ? Buffer.from(doc.md5, 'base64').readUInt32BE(0) % (doc.size - length + 1) : 0;
+  return { offset, length };
+}
+
+/** The blob's bytes in the sampled range equal `source`'s (read at the same time). */
+export async function sampleMatches(
+  container: DocumentContainer,
+  doc: { name: string; size: number; md5: string },
+  source: (offset: number, length: number) => Promise<Buffer | null>,
+): Promise<boolean> {
+  const { offset, length } = sampleRange(doc);
+  const [blob, bytes] = await Promise.all([
+    length === 0 ? Buffer.alloc(0) : container.getBlobClient(doc.name).downloadToBuffer(offset, length),
+    source(offset, length),
+  ]);
+  return bytes !== null && bytes.equals(blob);
+}
+
+/** A range of the blob equals the source's (read by key on a session of the snapshot). */
 async function sameBytes(o: SweepOptions, task: TableTask, d: SweptDocument): Promise<boolean> {
-  const length = Math.min(d.size, SAMPLE_BYTES);
-  const offset = d.size > length ? Buffer.from(d.md5, 'base64').readUInt32BE(0) % (d.size - length + 1) : 0;
   const spec = task.documents!;
   const keys = task.shape.keyColumns!;
   const where = keysPredicate(keys, [d.key]);
   const describe = `${task.display} ${keys.map((k, i) => `${k.name}=${d.key[i]}`).join(', ')}`;
-  // The blob's range and the source's, asked for at once.
-  const [blob, source] = await Promise.all([
-    length === 0 ? Buffer.alloc(0) : o.container.getBlobClient(d.name).downloadToBuffer(offset, length),
+  return sampleMatches(o.container, d, (offset, length) =>
     o.content.use(async (client) => {
       if (spec.contentKind === 'bytea')
         return byteaContent(client, task.quoted, quoteIdent(spec.plan.content), where, describe).read(offset, length);
@@ -150,6 +167,5 @@ async function sameBytes(o: SweepOptions, task: TableTask, d: SweptDocument): Pr
       const oid = rows[0]?.oid;
       return oid ? largeObjectContent(client, oid, describe, spec.plan.content).read(offset, length) : null;
     }),
-  ]);
-  return source !== null && source.equals(blob);
+  );
 }

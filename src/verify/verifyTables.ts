@@ -36,6 +36,8 @@ export interface VerifyOptions {
   maxFindings?: number;
   /** Documents: source rows read at a time. */
   documentChunkRows?: number;
+  /** One in this many matching documents has a range of its bytes read back (tests: 1). */
+  documentSampleEvery?: number;
   onProgress?(message: string): void;
 }
 
@@ -104,6 +106,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
             checkExtras: !options.tables?.length && options.samplePercent === undefined,
             maxFindings: options.maxFindings ?? 1000,
             ...(options.documentChunkRows ? { chunkRows: options.documentChunkRows } : {}),
+            ...(options.documentSampleEvery ? { sampleEvery: options.documentSampleEvery } : {}),
           }),
         );
         for (const f of docs.findings) {

@@ -321,6 +321,24 @@ describe('cloudshift verify on documents', () => {
     }
   });
 
+  it('reads sampled bytes back: a blob of other bytes under the right size and Content-MD5 is found and repaired', async () => {
+    const c = container(s);
+    const name = 'patients/8/7-letter-7.pdf';
+    const blob = c.getBlockBlobClient(name);
+    const p = await blob.getProperties();
+    // A committed block list: the service stores the Content-MD5 it is given, unchecked.
+    const id = Buffer.from('forged').toString('base64');
+    await blob.stageBlock(id, Buffer.alloc(p.contentLength!, 7), p.contentLength!);
+    await blob.commitBlockList([id], { blobHTTPHeaders: { blobContentType: p.contentType, blobContentMD5: p.contentMD5 } });
+    const loaded = await loadPlan(file);
+    const found = await verifyPlan(loaded, { env: s.env, documentSampleEvery: 1 });
+    expect(found.findings.map((f) => [f.kind, f.blob])).toEqual([['blob different', name]]);
+    const repaired = await verifyPlan(loaded, { env: s.env, documentSampleEvery: 1, repair: true });
+    expect(repaired.findings.map((f) => [f.kind, f.repaired])).toEqual([['blob different', true]]);
+    expect(await blob.downloadToBuffer()).toEqual(await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 7'));
+    expect((await verifyPlan(loaded, { env: s.env, documentSampleEvery: 1 })).ok).toBe(true);
+  });
+
   it('reads the rows two at a time and names no more than the cap, the rest left unmatched', async () => {
     const c = container(s);
     await c.deleteBlob('patients/4/3-letter-3.pdf');
