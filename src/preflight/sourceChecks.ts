@@ -98,7 +98,7 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
 
   const tables = new Map<string, TableInfo>();
   for (const t of plan.tables) {
-    const info = await checkTable(client, plan, t, checks);
+    const info = await checkTable(client, plan, t, s.encoding, checks);
     if (info) tables.set(displayName(t.name), info);
   }
   for (const d of plan.documents) {
@@ -146,7 +146,7 @@ async function checkLongTransactions(client: pg.Client, checks: CheckList, longT
   );
 }
 
-async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: CheckList): Promise<TableInfo | null> {
+async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding: string, checks: CheckList): Promise<TableInfo | null> {
   const subject = displayName(t.name);
   const info = await introspectTable(client, t.name);
   if (!info) {
@@ -172,6 +172,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: C
   );
   checkKey(plan, t, info, subject, checks);
   await checkKeyOrder(client, t, info, subject, checks);
+  if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') await checkKeyEncoding(client, info, encoding, subject, checks);
   checkTypes(
     info,
     subject,
@@ -194,6 +195,26 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, checks: C
     );
   if (info.isPartition) checks.warn('table.partitions', subject, `${subject} is a partition; consider naming its parent table instead`);
   return info;
+}
+
+/**
+ * Collation "C" orders text byte by byte, in each server's encoding: a source in another encoding
+ * than the target's UTF-8 orders keys with non-ASCII characters differently, so such a row can
+ * fall in one batch's range on the source and another's on the target. Said before the copy.
+ */
+async function checkKeyEncoding(client: pg.Client, info: TableInfo, encoding: string, subject: string, checks: CheckList): Promise<void> {
+  const key = info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity);
+  if (!key) return;
+  const { rows } = await client.query<{ column: string }>(
+    `SELECT attname AS column FROM pg_attribute WHERE attrelid = $1 AND attname = ANY($2::text[]) AND attcollation <> 0 ORDER BY attnum`,
+    [info.oid, key.columns],
+  );
+  if (rows.length === 0) return;
+  checks.warn(
+    'table.key_encoding',
+    subject,
+    `the source database is ${encoding} and the target UTF-8: key column${rows.length === 1 ? '' : 's'} ${rows.map((r) => r.column).join(', ')} order${rows.length === 1 ? 's' : ''} byte by byte differently on the two where a value holds a non-ASCII character, and a batch holding such a key verifies as different (its rows are copied all the same); keys of plain ASCII are not affected`,
+  );
 }
 
 /**

@@ -249,6 +249,38 @@ copy: { batch: { rows: 100 } }
     }
   });
 
+  it('warns that a text key orders differently on a LATIN1 source than on the UTF-8 target', async () => {
+    const db = `cs_latin1_${process.pid}`;
+    await sql('source', 'postgres', `CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
+    try {
+      await sql(
+        'source',
+        db,
+        `CREATE TABLE public.codes (code text PRIMARY KEY, n int);
+         CREATE TABLE public.numbered (id bigint PRIMARY KEY, name text);`,
+      );
+      const plan = `version: 1
+name: latin1
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.codes
+  - name: public.numbered
+`;
+      const { code, report } = await dryRun(plan, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+      expect(code).toBe(0);
+      expect(check(report, 'table.key_encoding', 'public.codes')).toMatchObject({
+        status: 'warn',
+        message: expect.stringMatching(
+          /^the source database is LATIN1 and the target UTF-8: key column code orders byte by byte differently/,
+        ),
+      });
+      expect(report!.checks.filter((c) => c.id === 'table.key_encoding' && c.subject === 'public.numbered')).toEqual([]);
+    } finally {
+      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
+    }
+  });
+
   it('database that does not exist: exit 3, named', async () => {
     const url = connectionUrl('target', 'no_such_db');
     const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, TARGET_DATABASE_URL: url });
