@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { templateColumns } from '../plan/templates.js';
-import { OID_REFERENCE_TYPES, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
+import { OID_REFERENCE_TYPES, batchKey, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
 import { formatBytes, formatCount } from './format.js';
 import type { CheckList } from './types.js';
 
@@ -172,7 +172,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding:
   );
   checkKey(plan, t, info, subject, checks);
   await checkKeyOrder(client, t, info, subject, checks);
-  if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') await checkKeyEncoding(client, info, encoding, subject, checks);
+  if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') checkKeyEncoding(info, encoding, subject, checks);
   checkTypes(
     info,
     subject,
@@ -202,18 +202,13 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding:
  * than the target's UTF-8 orders keys with non-ASCII characters differently, so such a row can
  * fall in one batch's range on the source and another's on the target. Said before the copy.
  */
-async function checkKeyEncoding(client: pg.Client, info: TableInfo, encoding: string, subject: string, checks: CheckList): Promise<void> {
-  const key = info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity);
-  if (!key) return;
-  const { rows } = await client.query<{ column: string }>(
-    `SELECT attname AS column FROM pg_attribute WHERE attrelid = $1 AND attname = ANY($2::text[]) AND attcollation <> 0 ORDER BY attnum`,
-    [info.oid, key.columns],
-  );
-  if (rows.length === 0) return;
+function checkKeyEncoding(info: TableInfo, encoding: string, subject: string, checks: CheckList): void {
+  const texts = (batchKey(info)?.columns ?? []).filter((name) => info.columns.find((c) => c.name === name)?.collatable);
+  if (texts.length === 0) return;
   checks.warn(
     'table.key_encoding',
     subject,
-    `the source database is ${encoding} and the target UTF-8: key column${rows.length === 1 ? '' : 's'} ${rows.map((r) => r.column).join(', ')} order${rows.length === 1 ? 's' : ''} byte by byte differently on the two where a value holds a non-ASCII character, and a batch holding such a key verifies as different (its rows are copied all the same); keys of plain ASCII are not affected`,
+    `the source database is ${encoding} and the target UTF-8: key column${texts.length === 1 ? '' : 's'} ${texts.join(', ')} order${texts.length === 1 ? 's' : ''} byte by byte differently on the two where a value holds a non-ASCII character, and a batch holding such a key verifies as different (its rows are copied all the same); keys of plain ASCII are not affected`,
   );
 }
 
@@ -223,7 +218,7 @@ async function checkKeyEncoding(client: pg.Client, info: TableInfo, encoding: st
  * split into several reads all of it. Said before the copy, with the index that would serve.
  */
 async function checkKeyOrder(client: pg.Client, t: TablePlan, info: TableInfo, subject: string, checks: CheckList): Promise<void> {
-  const key = info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity);
+  const key = batchKey(info);
   if (!key || (info.estimatedRows !== null && info.estimatedRows <= t.batchRows)) return;
   const { rows } = await client.query<{ column: string; collation: string }>(
     `SELECT a.attname AS column, co.collname AS collation

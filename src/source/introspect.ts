@@ -46,6 +46,11 @@ export interface TableInfo {
   bytes: number;
 }
 
+/** The key batches are cut by: the primary key, else a unique index usable as replica identity; null for none. */
+export function batchKey(info: TableInfo): UniqueKey | null {
+  return info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity) ?? null;
+}
+
 /**
  * Rows of relation `r` now, as the planner estimates them: the density its statistics saw
  * (reltuples / relpages) times the pages it has now, so a table analysed small (or empty) and

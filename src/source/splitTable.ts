@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
-import type { TableInfo } from './introspect.js';
+import { batchKey, type TableInfo } from './introspect.js';
 import type { BatchRange, KeyColumn } from './ranges.js';
 
 /** Tables with fewer estimated rows than this are split exactly from their keys. */
@@ -29,7 +29,7 @@ export interface CopyShape {
 export function copyShape(info: TableInfo, omit: readonly string[] = []): CopyShape {
   const byName = new Map(info.columns.map((c) => [c.name, c]));
   const columns = info.columns.filter((c) => !c.generated && !omit.includes(c.name));
-  const unique = info.uniqueKeys.find((k) => k.primary) ?? info.uniqueKeys.find((k) => k.usableAsIdentity);
+  const unique = batchKey(info);
   const keyColumns = unique
     ? unique.columns.map((name) => {
         const c = byName.get(name)!;

@@ -131,7 +131,7 @@ function wrong(d: SweptDocument, reason: WrongDocument['reason']): WrongDocument
 }
 
 /** The range of a document a sampled read compares: its first bytes, or a range placed by its MD5. */
-export function sampleRange(doc: { size: number; md5: string }): { offset: number; length: number } {
+function sampleRange(doc: { size: number; md5: string }): { offset: number; length: number } {
   const length = Math.min(doc.size, SAMPLE_BYTES);
   const offset = doc.size > length ? Buffer.from(doc.md5, 'base64').readUInt32BE(0) % (doc.size - length + 1) : 0;
   return { offset, length };

@@ -515,6 +515,24 @@ cutover:
   # delays the slot made inside the pause, which waits for every open transaction.
   maxPause: 5s
 `;
+  /** A scenario of its own with the scans table (`tableSql`), its plan, synced; both go after `test`. */
+  async function syncedScans(
+    prefix: string,
+    tableSql: string,
+    command: string,
+    test: (r: Scenario, file: string) => Promise<void>,
+  ): Promise<void> {
+    const r = await hospitalScenario(prefix, { load: false });
+    try {
+      await sql('source', r.dbs.source, tableSql);
+      const file = r.plan(scansPlan(prefix, command));
+      expect((await cli(['run', file, '--until', 'synced'], r.env)).code).toBe(0);
+      await test(r, file);
+      await cli(['cleanup', file], r.env);
+    } finally {
+      await r.drop();
+    }
+  }
   let s: Scenario;
   afterAll(async () => s?.drop());
 
@@ -549,12 +567,9 @@ cutover:
     'a switch that fails after the fence is undone, and the command says so and where the application is',
     { timeout: 120_000 },
     async () => {
-      const r = await hospitalScenario('switchfail', { load: false });
-      try {
-        await sql('source', r.dbs.source, `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`);
-        const command = 'if [ "$CLOUDSHIFT_SIDE" = target ]; then echo no route to the target >&2; exit 7; fi';
-        const file = r.plan(scansPlan('switchfail', command));
-        expect((await cli(['run', file, '--until', 'synced'], r.env)).code).toBe(0);
+      const command = 'if [ "$CLOUDSHIFT_SIDE" = target ]; then echo no route to the target >&2; exit 7; fi';
+      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      await syncedScans('switchfail', table, command, async (r, file) => {
         const cut = await cli(['cutover', file], r.env);
         expect(cut.code).toBe(3);
         expect(cut.stderr, cut.stderr).not.toContain('internal error');
@@ -565,10 +580,7 @@ cutover:
         await sql('source', r.dbs.source, `INSERT INTO public.scans VALUES (1, 'after', NULL)`);
         const status = await cli(['status', file], r.env);
         expect(status.stdout).toMatch(/last cutover: aborted/);
-        await cli(['cleanup', file], r.env);
-      } finally {
-        await r.drop();
-      }
+      });
     },
   );
 
@@ -576,22 +588,15 @@ cutover:
     'rolls back a row edited on the target without making its large object again (only a changed document is)',
     { timeout: 120_000 },
     async () => {
-      const r = await hospitalScenario('lorollback', { load: false });
-      try {
-        await sql(
-          'source',
-          r.dbs.source,
-          `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, note text, content oid NOT NULL);
-         INSERT INTO public.scans SELECT g, 'scan-' || g || '.bin', NULL, lo_from_bytea(0, decode(repeat('cd', 500 * g), 'hex')) FROM generate_series(1, 3) g;`,
-        );
-        const file = r.plan(scansPlan('lorollback'));
+      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, note text, content oid NOT NULL);
+         INSERT INTO public.scans SELECT g, 'scan-' || g || '.bin', NULL, lo_from_bytea(0, decode(repeat('cd', 500 * g), 'hex')) FROM generate_series(1, 3) g;`;
+      await syncedScans('lorollback', table, 'true', async (r, file) => {
         const oids = async () =>
           new Map(
             (await sql<{ id: string; oid: string }>('source', r.dbs.source, `SELECT id::text, content::text AS oid FROM public.scans`)).map(
               (x) => [x.id, x.oid],
             ),
           );
-        expect((await cli(['run', file, '--until', 'synced'], r.env)).code).toBe(0);
         const before = await oids();
         const cut = await cli(['cutover', file], r.env);
         expect(cut.code, cut.stderr).toBe(0);
@@ -620,10 +625,7 @@ cutover:
           { id: '2', note: 'v2', hex: v2.toString('hex') },
           { id: '3', note: null, hex: 'cd'.repeat(1500) },
         ]);
-        await cli(['cleanup', file], r.env);
-      } finally {
-        await r.drop();
-      }
+      });
     },
   );
 });
