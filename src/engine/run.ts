@@ -21,6 +21,7 @@ import { exportSnapshot } from './snapshot.js';
 import { restoreForeignKeys, setAsideForeignKeys } from '../target/postgres/foreignKeys.js';
 import { displayName } from '../plan/names.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
+import { ensureReplicaIdentity } from '../sync/replicaIdentity.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
 import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
 import { workAsWorker } from './worker.js';
@@ -193,8 +194,16 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     //    is written); target tables must be empty (or truncated, if the plan says so); then the
     //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
     const tables = tasks.map((t) => t.name);
+    // Before the tables are published (and their schema read for the target, the reverse sync's side).
+    if (live && todo('schema')) {
+      for (const change of await ensureReplicaIdentity(source, plan, tables)) {
+        emit('warning', { message: `${change.table}: set on the source for live sync: ${change.statement}` });
+        await store.appendEvent(run.id, 'sync:identity', `${change.table}: ${change.statement}`, { table: change.table });
+      }
+    }
     for (const t of tasks.filter((x) => !x.shape.keyColumns)) {
-      const message = `${t.display} has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole; live sync will need a key or REPLICA IDENTITY FULL`;
+      // With live sync, its replica identity was seen to above.
+      const message = `${t.display} has no primary key or usable unique key: it is copied by ctid ranges and verified as a whole${live ? '' : '; live sync will need a key or REPLICA IDENTITY FULL'}`;
       emit('warning', { message });
       if (!opened.resumed) await store.appendEvent(run.id, 'table:keyless', message);
     }

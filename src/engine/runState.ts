@@ -53,14 +53,18 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: Op
       return { run: active, resumed: true, alreadyFinished: false, worker: true };
     }
     if (active.plan_fingerprint !== loaded.fingerprint) {
-      if (!options.force) {
+      // A run still in phase 'created' has copied and created nothing yet (it stopped on a
+      // precondition the plan may just have been changed to meet): it goes on with the new plan.
+      const untouched = active.phase === 'created';
+      if (!options.force && !untouched) {
         throw new StateConflictError(
           `the plan changed since run ${active.id} began on ${active.created_at.toISOString()} (phase ${active.phase}); cloudshift will not resume it with a different plan`,
           { hint: `undo the change to ${loaded.file}, or run again with --force to resume with the changed plan` },
         );
       }
       await store.updateFingerprint(active.id, loaded.fingerprint);
-      await store.appendEvent(active.id, 'run:forced', 'resumed with a changed plan (--force)', {
+      const why = untouched ? 'nothing was copied yet' : '--force';
+      await store.appendEvent(active.id, 'run:forced', `resumed with a changed plan (${why})`, {
         previous: active.plan_fingerprint,
         now: loaded.fingerprint,
       });

@@ -104,7 +104,11 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
   for (const d of plan.documents) {
     const key = displayName(d.table);
     const info = tables.get(key) ?? (await introspectTable(client, d.table));
-    if (info && !tables.has(key)) tables.set(key, info);
+    if (info && !tables.has(key)) {
+      tables.set(key, info);
+      // Published for live sync as any table: without an entry of its own, its key is checked here.
+      if (info.kind !== 'other' && plan.sync.mode === 'logical') checkKey(plan, undefined, info, key, checks);
+    }
     checkDocuments(d, info, checks);
   }
   return { versionNum, version: s.version, extensions, tables };
@@ -239,7 +243,12 @@ async function checkKeyOrder(client: pg.Client, t: TablePlan, info: TableInfo, s
   );
 }
 
-function checkKey(plan: Plan, t: TablePlan, info: TableInfo, subject: string, checks: CheckList): void {
+/**
+ * The key batches and live sync use. `t` is the table's entry (undefined for a documents table
+ * without one): its replicaIdentity is what `cloudshift run` sets on the source before
+ * publishing a table that has no primary key.
+ */
+function checkKey(plan: Plan, t: TablePlan | undefined, info: TableInfo, subject: string, checks: CheckList): void {
   const usableUnique = info.uniqueKeys.find((k) => !k.primary && k.usableAsIdentity);
   if (info.primaryKey) {
     checks.pass('table.key', subject, `primary key (${info.primaryKey.join(', ')})`);
@@ -250,15 +259,20 @@ function checkKey(plan: Plan, t: TablePlan, info: TableInfo, subject: string, ch
     checks.warn('table.key', subject, `no primary key: ${copyNote}; live sync would need a key or REPLICA IDENTITY FULL`);
     return;
   }
-  if (info.replicaIdentity === 'f' || t.replicaIdentity === 'full') {
+  if (info.replicaIdentity === 'f' || t?.replicaIdentity === 'full') {
+    const by = info.replicaIdentity === 'f' ? 'uses' : 'run sets';
     checks.warn(
       'table.key',
       subject,
-      `no primary key: ${copyNote}; live sync uses REPLICA IDENTITY FULL (every column identifies a row; slower updates)`,
+      `no primary key: ${copyNote}; live sync ${by} REPLICA IDENTITY FULL on the source (every column identifies a row; slower updates)`,
     );
-  } else if (info.replicaIdentity === 'i' || (t.replicaIdentity === 'index' && usableUnique)) {
-    checks.pass('table.key', subject, `no primary key: ${copyNote}; live sync identifies rows by a unique index`);
-  } else if (t.replicaIdentity === 'insert-only') {
+  } else if (info.replicaIdentity === 'i' || (t?.replicaIdentity === 'index' && usableUnique)) {
+    const by =
+      info.replicaIdentity === 'i'
+        ? 'a unique index'
+        : `unique index ${usableUnique!.name} (run sets it as REPLICA IDENTITY on the source)`;
+    checks.pass('table.key', subject, `no primary key: ${copyNote}; live sync identifies rows by ${by}`);
+  } else if (t?.replicaIdentity === 'insert-only') {
     checks.warn(
       'table.key',
       subject,
@@ -271,7 +285,7 @@ function checkKey(plan: Plan, t: TablePlan, info: TableInfo, subject: string, ch
     checks.fail(
       'table.key',
       subject,
-      `no primary key or replica identity: with live sync, UPDATE and DELETE on this table would fail on the source. Fix: ${fix}; or set replicaIdentity (full | index | insert-only) on tables[${t.index}]`,
+      `no primary key or replica identity: with live sync, UPDATE and DELETE on this table would fail on the source. Fix: ${fix}; or set replicaIdentity (full | index | insert-only) on ${t ? `tables[${t.index}]` : `a tables entry for ${subject}`}`,
     );
   }
 }

@@ -560,3 +560,69 @@ describe('stopping the sync', () => {
     }
   });
 });
+
+describe('tables without a primary key in live sync', () => {
+  const KEYLESS_SQL = `
+CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL);
+CREATE TABLE public.beds (ward text NOT NULL, bed int NOT NULL, occupant text, UNIQUE (ward, bed));
+INSERT INTO public.ward_log SELECT now(), 'event ' || g FROM generate_series(1, 50) g;
+INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 40) g;`;
+  const identity = async (side: 'source' | 'target', db: string) =>
+    sql<{ relname: string; relreplident: string }>(
+      side,
+      db,
+      `SELECT relname, relreplident FROM pg_class WHERE relname IN ('ward_log', 'beds') ORDER BY relname`,
+    );
+
+  it('refuses one the plan says nothing of, changing nothing; sets the identity the plan asks for, so the application can update it', async () => {
+    const s = await hospitalScenario('keyless');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL + KEYLESS_SQL);
+      const tables = (log: string, beds: string) =>
+        planText('keylesstest').replace(
+          '  - name: public.notes\n',
+          `  - name: public.notes\n  - name: public.ward_log\n${log}  - name: public.beds\n${beds}`,
+        );
+      const refused = await cli(['run', s.plan(tables('', ''))], s.env);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toContain(
+        'public.ward_log has no primary key or replica identity: with live sync, UPDATE and DELETE on it would fail on the source. Set tables[5].replicaIdentity (full | index | insert-only), or add a primary key; nothing was changed',
+      );
+      expect(await identity('source', s.dbs.source)).toEqual([
+        { relname: 'beds', relreplident: 'd' },
+        { relname: 'ward_log', relreplident: 'd' },
+      ]);
+      expect(await slots(s)).toEqual([]);
+
+      const file = s.plan(tables('    replicaIdentity: full\n', '    replicaIdentity: index\n'));
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(
+        'warning: public.beds: set on the source for live sync: ALTER TABLE "public"."beds" REPLICA IDENTITY USING INDEX "beds_ward_bed_key"',
+      );
+      for (const side of ['source', 'target'] as const)
+        expect(await identity(side, side === 'source' ? s.dbs.source : s.dbs.target)).toEqual([
+          { relname: 'beds', relreplident: 'i' },
+          { relname: 'ward_log', relreplident: 'f' },
+        ]);
+      // The application's UPDATE and DELETE work on the source, and reach the target.
+      await sql(
+        'source',
+        s.dbs.source,
+        `UPDATE public.beds SET occupant = 'patient 7' WHERE bed = 7;
+         DELETE FROM public.ward_log WHERE what = 'event 3';
+         UPDATE public.ward_log SET what = 'edited' WHERE what = 'event 4';`,
+      );
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      for (const [table, order] of [
+        ['public.beds', 'ward, bed'],
+        ['public.ward_log', 'what'],
+      ] as const) {
+        const { source, target } = await expectSameRows(s, table, order);
+        expect(target, table).toBe(source);
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * Replica identity on the source before its tables are published. A published table without a
+ * primary key and with the default identity makes the application's UPDATE and DELETE fail on
+ * the source ("cannot update table … because it does not have a replica identity and publishes
+ * updates"), so live sync may not start on one unless the plan says how its rows are identified:
+ * `replicaIdentity: full` or `index` is set on the source here (and so copied to the target with
+ * the schema, for the reverse sync); `insert-only` leaves it as it is.
+ */
+import type pg from 'pg';
+import { PreconditionError } from '../errors.js';
+import type { Plan } from '../plan/defaults.js';
+import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
+import { introspectTable } from '../source/introspect.js';
+
+/** How long the ALTER TABLE may wait for its lock before giving up (it would queue the application's queries behind it). */
+const LOCK_TIMEOUT = '5s';
+
+export interface IdentityChange {
+  table: string;
+  statement: string;
+}
+
+/**
+ * Sets the replica identity the plan asks for on each published table that needs one; returns
+ * the statements run (none when every table has a key or identity already). Refuses, before
+ * anything is changed, a table that needs one and has none in the plan.
+ */
+export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, tables: readonly QualifiedName[]): Promise<IdentityChange[]> {
+  const todo: IdentityChange[] = [];
+  for (const name of tables) {
+    const info = await introspectTable(source, name);
+    if (!info || info.primaryKey || info.replicaIdentity === 'f' || info.replicaIdentity === 'i') continue;
+    const table = displayName(name);
+    const t = plan.tables.find((x) => displayName(x.name) === table);
+    const where = t ? `tables[${t.index}].replicaIdentity` : `a tables entry for ${table} with replicaIdentity`;
+    const unique = info.uniqueKeys.find((k) => k.usableAsIdentity);
+    if (t?.replicaIdentity === 'insert-only') continue;
+    if (t?.replicaIdentity === 'full') todo.push({ table, statement: `ALTER TABLE ${quoteQualified(name)} REPLICA IDENTITY FULL` });
+    else if (t?.replicaIdentity === 'index' && unique)
+      todo.push({ table, statement: `ALTER TABLE ${quoteQualified(name)} REPLICA IDENTITY USING INDEX ${quoteIdent(unique.name)}` });
+    else if (t?.replicaIdentity === 'index')
+      throw new PreconditionError(
+        `${table} has no unique index usable as replica identity (every column NOT NULL, not partial) for replicaIdentity: index (${where}); nothing was changed`,
+      );
+    else
+      throw new PreconditionError(
+        `${table} has no primary key or replica identity: with live sync, UPDATE and DELETE on it would fail on the source. Set ${where} (full | index | insert-only), or add a primary key; nothing was changed`,
+      );
+  }
+  for (const change of todo) await alter(source, change);
+  return todo;
+}
+
+async function alter(source: pg.Client, change: IdentityChange): Promise<void> {
+  await source.query('BEGIN');
+  try {
+    await source.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
+    await source.query(change.statement);
+    await source.query('COMMIT');
+  } catch (err) {
+    await source.query('ROLLBACK').catch(() => undefined);
+    const code = (err as { code?: string }).code;
+    if (code === '55P03')
+      throw new PreconditionError(
+        `${change.table}: could not lock it within ${LOCK_TIMEOUT} to set its replica identity (a transaction holds it); run again when it is done`,
+      );
+    if (code === '42501')
+      throw new PreconditionError(
+        `${change.table}: setting its replica identity needs its owner (${change.statement}): run that as the owner, then run again`,
+      );
+    throw err;
+  }
+}
