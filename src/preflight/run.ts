@@ -7,7 +7,7 @@
 import type pg from 'pg';
 import { CloudshiftError } from '../errors.js';
 import type { LoadedPlan } from '../plan/parse.js';
-import { resolveSecrets, type Env } from '../plan/secrets.js';
+import { resolveSecrets, secretTexts, type Env } from '../plan/secrets.js';
 import { connect, describeEndpoint, endpointOf, type Role } from '../pg/connect.js';
 import { redact } from '../redact.js';
 import { checkAzure } from './azureChecks.js';
@@ -30,7 +30,7 @@ export interface PreflightOptions {
 export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions): Promise<PreflightReport> {
   const { plan } = loaded;
   const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
-  const checks = new CheckList();
+  const checks = new CheckList(secretTexts(secrets));
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   let unreachable = false;
 

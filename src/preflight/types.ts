@@ -1,4 +1,5 @@
 /** The dry run's result: every check at once, and an estimate. Stable JSON field names. */
+import { redactValues } from '../redact.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
 
@@ -27,8 +28,10 @@ export interface PreflightReport {
 
 export class CheckList {
   readonly checks: Check[] = [];
+  /** `secrets`: resolved secret values, masked wherever a message would quote them. */
+  constructor(private readonly secrets: readonly string[] = []) {}
   add(id: string, status: CheckStatus, subject: string, message: string): void {
-    this.checks.push({ id, status, subject, message });
+    this.checks.push({ id, status, subject, message: redactValues(message, this.secrets) });
   }
   pass(id: string, subject: string, message: string): void {
     this.add(id, 'pass', subject, message);

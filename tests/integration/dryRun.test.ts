@@ -311,6 +311,44 @@ tables:
     }
   });
 
+  it("connects with a generated password in a URL through a reference, and with libpq's key=value, quoting neither password", async () => {
+    const password = 'Ab/cd#?@x%2F=+';
+    await sql('source', s.dbs.source, `CREATE ROLE cs_odd_pw LOGIN SUPERUSER REPLICATION PASSWORD '${password}'`);
+    try {
+      const h = harness();
+      const plan = HOSPITAL_PLAN.replace(
+        'source: { postgres: "${env:SOURCE_DATABASE_URL}" }',
+        `source: { postgres: "postgres://cs_odd_pw:\${env:SOURCE_PW}@127.0.0.1:${h.source.port}/${s.dbs.source}" }`,
+      ).replace(
+        '  postgres: "${env:TARGET_DATABASE_URL}"',
+        '  postgres: "host=127.0.0.1 port=${env:TARGET_PORT} dbname=${env:TARGET_DB} user=postgres password=${env:TARGET_PW}"',
+      );
+      const env = {
+        ...s.env,
+        SOURCE_PW: password,
+        TARGET_PORT: String(h.target.port),
+        TARGET_DB: s.dbs.target,
+        TARGET_PW: h.target.password,
+      };
+      const ok = await dryRun(plan, env);
+      expect(check(ok.report, 'source.connect').status).toBe('pass');
+      expect(check(ok.report, 'target.connect').status).toBe('pass');
+      expect(check(ok.report, 'state.store').status).not.toBe('fail');
+      // The target unreachable: the state store (in it) is named by host, port and database, not by its string.
+      const down = await dryRun(plan, { ...env, TARGET_PORT: '1' });
+      expect(down.code).toBe(3);
+      expect(check(down.report, 'state.store').message).toBe(
+        `the state store is in the target database (127.0.0.1:1/${s.dbs.target}), which cannot be reached`,
+      );
+      for (const out of [ok.stdout, down.stdout]) {
+        expect(out).not.toContain(h.target.password);
+        expect(out).not.toContain('Ab/cd');
+      }
+    } finally {
+      await sql('source', s.dbs.source, 'DROP ROLE cs_odd_pw');
+    }
+  });
+
   it('unreachable port: connection refused, exit 3', async () => {
     const refused = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/ehr' });
     expect(refused.code).toBe(3);

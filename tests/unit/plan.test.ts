@@ -162,6 +162,13 @@ cutover:
     ]);
   });
 
+  it("refuses a literal password in a URL's query too", () => {
+    const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"postgresql://db/ehr?user=app&password=secret"');
+    expect(problems(text)).toEqual([
+      '4:13 source.postgres: contains a literal password; put the whole connection string or the password in a reference such as "${env:SOURCE_DATABASE_URL}"',
+    ]);
+  });
+
   it('applies cross-field rules', () => {
     const text = `${good}  - name: PUBLIC.Patients
 documents:
