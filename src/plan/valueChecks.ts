@@ -78,6 +78,19 @@ export function checkBlobTemplate(value: string, ctx: Ctx): void {
   } catch {
     return; // checkTemplate says why
   }
+  // Path segments of the fixed text: "." and ".." would climb out of the container in the
+  // blob's URL (into another one), and an empty one names no folder.
+  const segments = parts.map((p) => (p.kind === 'text' ? p.text : '\u0000')).join('').split('/');
+  const odd = segments.find((s) => s === '' || s === '.' || s === '..');
+  if (odd !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        odd === ''
+          ? 'has an empty path segment (a leading or trailing "/", or "//"): every "/" must have a name on both sides'
+          : `has a path segment "${odd}", which would put the blob outside its container: name the folder`,
+    });
+  }
   parts.forEach((p, i) => {
     const before = parts[i - 1];
     if (p.kind === 'text' && before?.kind === 'column' && p.text.startsWith('%')) {

@@ -122,6 +122,23 @@ cutover:
     ]);
   });
 
+  it('refuses blob names that would climb out of the container or name an empty folder', () => {
+    const text = `${good}documents:
+  - table: public.documents
+    content: content
+    blob: "../audit/{id}"
+    keep: { column: blob_path }
+`;
+    const outside = '12:11 documents[0].blob: has a path segment "..", which would put the blob outside its container: name the folder';
+    expect(problems(text)).toEqual([outside]);
+    expect(problems(text.replace('../audit/{id}', 'p/./{id}'))).toEqual([outside.replace('".."', '"."')]);
+    for (const empty of ['/p/{id}', 'p//{id}', 'p/{id}/'])
+      expect(problems(text.replace('../audit/{id}', empty)), empty).toEqual([
+        '12:11 documents[0].blob: has an empty path segment (a leading or trailing "/", or "//"): every "/" must have a name on both sides',
+      ]);
+    expect(problems(text.replace('../audit/{id}', 'p/..{id}/x.pdf')).filter((p) => p.includes('.blob:'))).toEqual([]);
+  });
+
   it('refuses two documents entries whose blob names could meet, and takes those whose fixed text keeps them apart', () => {
     const blobProblems = (a: string, b: string) => problems(entries(a, b)).filter((x) => x.includes('.blob: '));
     const entries = (a: string, b: string) => `${good}documents:

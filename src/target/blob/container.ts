@@ -127,7 +127,12 @@ export class DocumentContainer extends ContainerClient {
   private async call(c: Call): Promise<PipelineResponse> {
     const url = new URL(this.url);
     // As the SDK's getBlobClient: each segment of the name encoded, the slashes kept.
-    if (c.blob !== null) url.pathname = `${url.pathname}/${c.blob.split('/').map(encodeURIComponent).join('/')}`;
+    if (c.blob !== null) {
+      const container = url.pathname;
+      url.pathname = `${container}/${c.blob.split('/').map(encodeURIComponent).join('/')}`;
+      // "." and ".." segments would be resolved away, into another container.
+      if (!url.pathname.startsWith(`${container}/`)) throw new Error(`blob name "${c.blob}" leaves its container`);
+    }
     const query = c.query.join('&');
     const request = createPipelineRequest({
       // The SAS, if any, is already on the container's URL.
