@@ -29,13 +29,21 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     } else seen.set(key, i);
   });
 
-  const docSeen = new Map<string, number>();
+  const docSeen = new Map<string, { index: number; content: string }>();
   documents.forEach((d, i) => {
-    const key = `${displayName(parseQualifiedName(d.table))}.${d.content}`;
-    const first = docSeen.get(key);
-    if (first !== undefined) {
-      problems.push({ path: ['documents', i, 'content'], message: `documents column ${key} is listed twice (also documents[${first}])` });
-    } else docSeen.set(key, i);
+    const table = displayName(parseQualifiedName(d.table));
+    const first = docSeen.get(table);
+    if (first?.content === d.content) {
+      problems.push({
+        path: ['documents', i, 'content'],
+        message: `documents column ${table}.${d.content} is listed twice (also documents[${first.index}])`,
+      });
+    } else if (first !== undefined) {
+      problems.push({
+        path: ['documents', i, 'table'],
+        message: `${table} already has a documents entry (documents[${first.index}], column ${first.content}): this version moves one content column per table`,
+      });
+    } else docSeen.set(table, { index: i, content: d.content });
     if (d.keep.column === d.content) {
       problems.push({
         path: ['documents', i, 'keep', 'column'],

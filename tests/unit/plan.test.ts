@@ -122,6 +122,28 @@ cutover:
     ]);
   });
 
+  it('refuses a replication slot name PostgreSQL would refuse', () => {
+    for (const slot of ['"My-Slot"', 'slot$1', 'Upper', 'x'.repeat(56)])
+      expect(problems(`${good}sync: { mode: logical, slot: '${slot}' }\n`), slot).toEqual([
+        expect.stringMatching(
+          /^9:30 sync\.slot: must be 1 to 55 lower-case letters, digits and _ \(a replication slot name; rollback adds "_reverse"\), got /,
+        ),
+      ]);
+    expect(problems(`${good}sync: { mode: logical, slot: ehr_move_2 }\n`)).toEqual([]);
+  });
+
+  it('refuses a second documents entry on one table (one content column per table)', () => {
+    const entry = (content: string, folder: string) => `  - table: public.documents
+    content: ${content}
+    blob: "${folder}/{id}"
+    keep: { column: ${folder}_path }
+`;
+    const text = `${good}documents:\n${entry('letter', 'letters')}${entry('scan', 'scans')}`;
+    expect(problems(text).filter((p) => p.includes('documents['))).toEqual([
+      '14:12 documents[1].table: public.documents already has a documents entry (documents[0], column letter): this version moves one content column per table',
+    ]);
+  });
+
   it('refuses blob names that would climb out of the container or name an empty folder', () => {
     const text = `${good}documents:
   - table: public.documents
