@@ -226,8 +226,10 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       }
       const reason = `checksum mismatch: source ${digestText(copied.digest)}, target ${digestText(actual)}`;
       if (verifyAttempt >= 2) {
+        // Settled meanwhile by another process: its verdict stands.
+        if (!(await markBatchMismatch(o.store.pool, schema, batch.id, digestText(actual), reason)))
+          return finished(task.display, copied.digest.rows, copied.bytes, false);
         mismatches += 1;
-        await markBatchMismatch(o.store.pool, schema, batch.id, digestText(actual), reason);
         o.emit('batch:mismatch', {
           table: task.display,
           batchId: batch.id,
@@ -240,7 +242,8 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       o.emit('batch:retry', { table: task.display, batchId: batch.id, seq: batch.seq, attempt: verifyAttempt, reason });
-      await markBatchRetry(o.store.pool, schema, batch.id, o.workerId, reason);
+      if (!(await markBatchRetry(o.store.pool, schema, batch.id, o.workerId, reason)))
+        return finished(task.display, copied.digest.rows, copied.bytes, false);
       batch = { ...batch, status: 'claimed', attempts: batch.attempts + 1 };
       retry = true;
     }

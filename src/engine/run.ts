@@ -217,7 +217,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     );
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
     if (todo('schema')) {
-      if (!opened.resumed) await handleExistingData(target, tables, plan.target.existingData);
+      // Until the schema phase begins, the target's tables are the operator's: whoever runs this
+      // (again, after a refusal; or a process that took the run over) checks or truncates them.
+      if (phase === 'created') await handleExistingData(target, tables, plan.target.existingData);
       await enter('schema');
       await applyPreData(target, schema);
       const aside = await setAsideForeignKeys(target, state, tables);
@@ -256,6 +258,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         let result = await copyWith(snapshot.name, true);
         let leftoversChecked = false;
         for (;;) {
+          if (options.abortSignal?.aborted) result = { ...result, stoppedEarly: true };
           if (result.stoppedEarly) break;
           // Nothing of this process is in flight once copyPhase returned: a claim it still holds
           // (a batch whose claim was lost and found again) goes back, or it would wait for itself.

@@ -91,7 +91,8 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: Op
     }
     throw err;
   }
-  await store.lockRun(run);
+  // Another process found the new run between its insert and this lock, and leads it: join it.
+  if (!(await store.tryLock(`cloudshift.run:${run.id}`))) return openRun(store, loaded, options);
   await store.appendEvent(run.id, 'run:start', `run of plan ${plan.name} started`, { toolVersion, fingerprint: loaded.fingerprint });
   return { run, resumed: false, alreadyFinished: false, worker: false };
 }

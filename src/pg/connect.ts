@@ -30,6 +30,14 @@ export const PINNED_SETTINGS: ReadonlyArray<readonly [string, string]> = [
   ['standard_conforming_strings', 'on'],
 ];
 
+/**
+ * A server's idle timeouts do not apply to cloudshift's sessions: the snapshot holder waits idle
+ * in its transaction for the whole copy (its snapshot dies with it), a batch's target transaction
+ * waits idle while its documents upload, and the state store's session holds the run's lock.
+ * idle_session_timeout is PostgreSQL 14's, so both are set only where they exist.
+ */
+const NO_IDLE_TIMEOUTS = `SELECT set_config(name, '0', false) FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout', 'idle_session_timeout')`;
+
 /** Type parsers that keep every value as the server's text. */
 export const rawTypes: pg.CustomTypesConfig = {
   getTypeParser: () => (value: string) => value,
@@ -113,7 +121,7 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
   if (options.statementTimeoutMs !== undefined) settings.push(['statement_timeout', String(options.statementTimeoutMs)]);
   settings.push(...(options.settings ?? []));
   try {
-    await client.query(settings.map(([k, v]) => `SET ${k} = '${v}'`).join('; '));
+    await client.query(`${settings.map(([k, v]) => `SET ${k} = '${v}'`).join('; ')}; ${NO_IDLE_TIMEOUTS}`);
   } catch (err) {
     await client.end().catch(() => undefined);
     throw connectError(options.role, endpoint, err);

@@ -80,7 +80,10 @@ export function checkBlobTemplate(value: string, ctx: Ctx): void {
   }
   // Path segments of the fixed text: "." and ".." would climb out of the container in the
   // blob's URL (into another one), and an empty one names no folder.
-  const segments = parts.map((p) => (p.kind === 'text' ? p.text : '\u0000')).join('').split('/');
+  const segments = parts
+    .map((p) => (p.kind === 'text' ? p.text : '\u0000'))
+    .join('')
+    .split('/');
   const odd = segments.find((s) => s === '' || s === '.' || s === '..');
   if (odd !== undefined) {
     ctx.addIssue({

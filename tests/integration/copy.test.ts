@@ -146,6 +146,11 @@ describe('cloudshift run: bad starts write nothing', () => {
       expect(r.stderr).toContain('error: the target already holds rows in public.wards; nothing was written');
       const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
       expect(tables[0]!.n).toBe('1');
+      // Run again as it is: refused again (the rows are still the operator's), not taken for a resumed copy.
+      const again = await cli(['run', s.plan(TABLES_PLAN)], s.env);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toContain('error: the target already holds rows in public.wards; nothing was written');
+      expect(await sql('target', s.dbs.target, 'SELECT code, name FROM public.wards')).toEqual([{ code: 'x', name: 'y' }]);
     } finally {
       await s.drop();
     }

@@ -1,9 +1,18 @@
 import { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect } from '../../src/pg/connect.js';
+import { replicationConnection } from '../../src/sync/replication.js';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
-import { markBatchCopied, markRowsVerified, returnForDocuments, settleDocumentBatches } from '../../src/state/sql/batchStatus.js';
+import {
+  markBatchCopied,
+  markBatchMismatch,
+  markBatchRetry,
+  markBatchVerified,
+  markRowsVerified,
+  returnForDocuments,
+  settleDocumentBatches,
+} from '../../src/state/sql/batchStatus.js';
 import { documentsNamed, recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
 import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
 
@@ -132,6 +141,25 @@ describe('state store', () => {
     }
   });
 
+  it("keeps a batch's verdict from a verifier that comes late: a settled batch is not sent back, nor called a mismatch", async () => {
+    const store = await open('verdicts');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'v', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.t', seq: 0, keyLow: [0], keyHigh: [10] }]);
+      const [b] = await store.claimBatches(run.id, 'w1', 1);
+      await markBatchCopied(store.pool, 'verdicts', { id: b!.id, workerId: 'w1', rows: 2, bytes: 20, sourceChecksum: 's' });
+      expect(await markBatchVerified(store.pool, 'verdicts', b!.id, 's')).toBe(true);
+      // w1's own digest, taken after the sync changed the range, arrives now.
+      expect(await markBatchRetry(store.pool, 'verdicts', b!.id, 'w1', 'checksum mismatch')).toBe(false);
+      expect(await markBatchMismatch(store.pool, 'verdicts', b!.id, 'x', 'checksum mismatch')).toBe(false);
+      const [after] = await store.listBatches(run.id);
+      expect([after!.status, after!.attempts, after!.target_checksum]).toEqual(['verified', 1, 's']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('returns a documents batch with wrong documents to pending in one step: their records go, its row checksum too', async () => {
     const store = await open('docreturn');
     try {
@@ -170,6 +198,33 @@ describe('state store', () => {
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
     } finally {
       await store.close();
+    }
+  });
+
+  it("exempts its sessions, the replication one too, from the server's idle timeouts (the snapshot holder idles in its transaction for the whole copy)", async () => {
+    const db = dbs.source;
+    await sql('source', db, `ALTER DATABASE "${db}" SET idle_in_transaction_session_timeout = '200ms'`);
+    await sql('source', db, `ALTER DATABASE "${db}" SET idle_session_timeout = '200ms'`);
+    try {
+      const sourceUrl = connectionUrl('source', db);
+      for (const client of [
+        await connect({ role: 'source', connectionString: sourceUrl }),
+        await replicationConnection(sourceUrl, 'test'),
+      ]) {
+        try {
+          const { rows } = await client.query<{ t: string; s: string }>(
+            `SELECT current_setting('idle_in_transaction_session_timeout') AS t, current_setting('idle_session_timeout') AS s`,
+          );
+          expect(rows).toEqual([{ t: '0', s: '0' }]);
+        } finally {
+          await client.end();
+        }
+      }
+      // What the database's setting gives any other session.
+      const [other] = await sql<{ t: string }>('source', db, `SELECT current_setting('idle_in_transaction_session_timeout') AS t`);
+      expect(other!.t).toBe('200ms');
+    } finally {
+      await sql('source', db, `ALTER DATABASE "${db}" RESET ALL`);
     }
   });
 

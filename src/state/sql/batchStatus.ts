@@ -28,27 +28,45 @@ export async function markBatchCopied(
   return r.rowCount === 1;
 }
 
-export async function markBatchVerified(db: Queryable, schema: string, id: string, targetChecksum: string): Promise<void> {
-  await db.query(`UPDATE ${t(schema)} SET status = 'verified', target_checksum = $2, error = NULL WHERE id = $1`, [id, targetChecksum]);
+/*
+ * The verdicts below apply only to a batch still copied (and not yet settled): a verifier that
+ * comes late (a slow digest, while another process settled the batch and the sync moved on) must
+ * not undo what was settled. Each returns whether it applied.
+ */
+
+export async function markBatchVerified(db: Queryable, schema: string, id: string, targetChecksum: string): Promise<boolean> {
+  const r = await db.query(
+    `UPDATE ${t(schema)} SET status = 'verified', target_checksum = $2, error = NULL WHERE id = $1 AND status IN ('copied', 'verified')`,
+    [id, targetChecksum],
+  );
+  return r.rowCount === 1;
 }
 
-export async function markBatchMismatch(db: Queryable, schema: string, id: string, targetChecksum: string, error: string): Promise<void> {
-  await db.query(`UPDATE ${t(schema)} SET status = 'mismatch', target_checksum = $2, error = $3 WHERE id = $1`, [
-    id,
-    targetChecksum,
-    error,
-  ]);
+export async function markBatchMismatch(
+  db: Queryable,
+  schema: string,
+  id: string,
+  targetChecksum: string,
+  error: string,
+): Promise<boolean> {
+  const r = await db.query(
+    `UPDATE ${t(schema)} SET status = 'mismatch', target_checksum = $2, error = $3 WHERE id = $1 AND status = 'copied'`,
+    [id, targetChecksum, error],
+  );
+  return r.rowCount === 1;
 }
 
 /**
  * A batch goes to `workerId` for another attempt (after a mismatch): the worker that found it,
  * which is not always the one that copied it (a batch a dead worker committed but never verified).
  */
-export async function markBatchRetry(db: Queryable, schema: string, id: string, workerId: string, error: string): Promise<void> {
-  await db.query(
-    `UPDATE ${t(schema)} SET status = 'claimed', claimed_by = $3, claimed_at = now(), attempts = attempts + 1, error = $2, started_at = now() WHERE id = $1`,
+export async function markBatchRetry(db: Queryable, schema: string, id: string, workerId: string, error: string): Promise<boolean> {
+  const r = await db.query(
+    `UPDATE ${t(schema)} SET status = 'claimed', claimed_by = $3, claimed_at = now(), attempts = attempts + 1, error = $2, started_at = now()
+      WHERE id = $1 AND status = 'copied'`,
     [id, error, workerId],
   );
+  return r.rowCount === 1;
 }
 
 /** A full verify found a table matching (after repair): its mismatched batches are settled. */
