@@ -95,7 +95,12 @@ export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckLis
     const what = `${sw.property} of ${sw.resource}`;
     if (side === 'source') checks.pass('switch.arm', 'cutover switch', `${what} holds the source's value`);
     else if (side === 'target') checks.warn('switch.arm', 'cutover switch', `${what} already holds the target's value`);
-    else checks.warn('switch.arm', 'cutover switch', `${what} holds neither the plan's source nor its target value (not shown)`);
+    else
+      checks.fail(
+        'switch.arm',
+        'cutover switch',
+        `${what} holds neither the plan's source nor its target value (not shown): cutover would refuse to write the resource back`,
+      );
   } catch (err) {
     checks.fail('switch.arm', 'cutover switch', err instanceof CloudshiftError ? err.message : messageOf(err));
   }

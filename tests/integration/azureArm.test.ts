@@ -482,7 +482,8 @@ describe('cutover and rollback through the ARM switch', () => {
     async () => {
       let properties: Record<string, string> = { EHR_DATABASE_URL: SOURCE_VALUE, FEATURE_FLAGS: 'letters,scans' };
       const resource = () => ({ id: SETTINGS, name: 'appsettings', type: 'Microsoft.Web/sites/config', properties });
-      fake.on('GET', SETTINGS, () => ok(resource()));
+      // As App Service: the values are read through the list action; the PUT replaces them all.
+      fake.on('POST', `${SETTINGS}/list`, () => ok(resource()));
       fake.on('PUT', SETTINGS, (req) => {
         properties = (JSON.parse(req.body) as { properties: Record<string, string> }).properties;
         return ok(resource());
@@ -504,6 +505,14 @@ describe('cutover and rollback through the ARM switch', () => {
       );
       const env = { ...s.env, ...fake.env(), APP_TARGET_URL: TARGET_VALUE, APP_SOURCE_URL: SOURCE_VALUE };
       healthyAzure(fake);
+      // A setting holding neither value (a wrong property name, say): the resource is not to be written back.
+      properties = { DATABASE_URL: SOURCE_VALUE, FEATURE_FLAGS: 'letters,scans' };
+      const wrong = await spawnCli(['dry-run', file, '--format', 'json'], env);
+      expect((JSON.parse(wrong.stdout) as Report).checks.find((c) => c.id === 'switch.arm')).toMatchObject({
+        status: 'fail',
+        message: expect.stringMatching(/holds neither the plan's source nor its target value \(not shown\): cutover would refuse/),
+      });
+      properties = { EHR_DATABASE_URL: SOURCE_VALUE, FEATURE_FLAGS: 'letters,scans' };
       const dry = await spawnCli(['dry-run', file, '--format', 'json'], env);
       const armCheck = (JSON.parse(dry.stdout) as Report).checks.find((c) => c.id === 'switch.arm');
       expect(armCheck).toMatchObject({ status: 'pass', message: expect.stringMatching(/holds the source's value/) });
