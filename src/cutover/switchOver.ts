@@ -296,7 +296,9 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
   }
   await updateSwitch(store.knex, row.id, { state: 'switched' });
-  await store.updateRun(run.id, { phase: kind === 'cutover' ? 'cutover' : 'sync' });
+  const phase = kind === 'cutover' ? 'cutover' : 'sync';
+  await store.updateRun(run.id, { phase });
+  await store.appendEvent(run.id, 'run:phase', `phase ${phase}`);
   await step('switched');
 
   // 8. RESUME: the pause ends.

@@ -54,6 +54,9 @@ export async function cleanupRun(loaded: LoadedPlan, env: Env): Promise<CleanupR
     if (run.status === 'active') {
       runStatus = run.phase === 'cutover' ? 'finished' : 'aborted';
       await store.updateRun(run.id, { status: runStatus as 'finished' | 'aborted', ...(run.phase === 'cutover' ? { phase: 'done' } : {}) });
+      // The migration's end, as a run without live sync records it at its own.
+      if (runStatus === 'finished')
+        await store.appendEvent(run.id, 'run:done', 'migration finished: cut over, and the replication objects dropped');
     }
     await store.appendEvent(
       run.id,

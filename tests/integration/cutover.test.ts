@@ -562,6 +562,14 @@ cutover:
       expect(blob.toString('hex'), `scan ${id}`).toBe(row!.hex);
     }
     await cli(['cleanup', file], s.env);
+    // The migration is over: the report says when it finished, the sync phase ended at the cutover.
+    const out = join(s.dir, 'report.html');
+    expect((await cli(['report', file, '--out', out], s.env)).code).toBe(0);
+    const html = readFileSync(out, 'utf8');
+    expect(html).toMatch(/<dt>Finished at<\/dt><dd><time datetime="\d{4}-/);
+    expect(html).toMatch(
+      /<td class="nowrap">sync<\/td>.*?<td>next phase began<\/td>.*?<td class="nowrap">cutover<\/td>.*?<td>run finished<\/td>/,
+    );
   });
   it(
     'a switch that fails after the fence is undone, and the command says so and where the application is',
