@@ -26,7 +26,7 @@ import { documentSink } from '../sync/documents.js';
 import { documentsTarget } from '../sync/forward.js';
 import { formatLsn, parseLsn, type Lsn } from '../sync/lsn.js';
 import { MESSAGE_PREFIX } from '../sync/syncLoop.js';
-import { loHorizon, restartSyncAt, saveLoHorizon, startSwitch, updateSwitch, type SwitchKind } from '../state/sql/sync.js';
+import { loHorizon, restartSyncAt, saveLoHorizon, startSwitch, syncRow, updateSwitch, type SwitchKind } from '../state/sql/sync.js';
 import { delay } from '../embedded/util.js';
 import type { CatchUp } from './catchUp.js';
 import { describeSide, type SwitchContext } from './context.js';
@@ -209,7 +209,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
   try {
     // 3. Fence: the side left refuses writes that bypass the switch; then its WAL position.
     await clients[from].query(`SET lock_timeout = ${Math.max(1, Math.floor(deadline - performance.now()))}`);
-    await createWriteFence(clients[from], book, from, plan.state.schema, tables, describeSide(ctx, to));
+    await createWriteFence(clients[from], book, from, plan.state.schema, plan.name, tables, describeSide(ctx, to));
     await clients[from].query(`SET lock_timeout = 0`);
     await step('write-fenced');
     fenceLsn = await emitMessage(clients[from], MESSAGE_PREFIX, { kind: 'fence', at: Date.now(), switchId: row.id });
@@ -225,6 +225,13 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       );
     }
     await catchUp.stop();
+    // The cutover began with none (checked before); one found while catching up or draining (a
+    // change that matched no row on the target) means the target differs: it is not switched in.
+    const diverged = kind === 'cutover' ? ((await syncRow(store.knex, run.id))?.divergences ?? 0) : 0;
+    if (diverged > 0)
+      throw new Abort(
+        `live sync found ${diverged} divergence${diverged === 1 ? '' : 's'} while catching up (changes that matched no row on the target); run \`cloudshift verify --repair\`, then cut over`,
+      );
     await step('drained');
     if (behind !== null) steps[steps.length - 1]!.step = `drained (${Math.max(0, behind)} bytes of WAL behind at the fence)`;
 
@@ -261,7 +268,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     // 7. The commit point: the switch names the other side; only if writes are still held back
     //    (a PgBouncer restarted meanwhile lets them through to the side left).
     if (!(await app.stillPaused())) throw new Abort('the switch is no longer paused (PgBouncer restarted during the pause?)');
-    await liftWriteFence(clients[to], book, to, plan.state.schema);
+    await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
     details.toFenceDropped = true;
     details.pointing = true;
     await updateSwitch(store.knex, row.id, { details: { ...details } });
@@ -338,12 +345,12 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
     await work().catch((err: unknown) => failures.push(err));
   };
   if (details.toFenceDropped)
-    await attempt(() => createWriteFence(clients[to], book, to, plan.state.schema, tables, describeSide(ctx, from)));
+    await attempt(() => createWriteFence(clients[to], book, to, plan.state.schema, plan.name, tables, describeSide(ctx, from)));
   if (details.nextFrom !== undefined) {
     const slot = kind === 'cutover' ? reverseObjects(plan).slot : forwardObjects(plan).slot;
     await attempt(() => dropObject(clients[slot.side], book, slot));
   }
-  await attempt(() => liftWriteFence(clients[from], book, from, plan.state.schema));
+  await attempt(() => liftWriteFence(clients[from], book, from, plan.state.schema, plan.name));
   await attempt(() => app.release());
   if (failures.length > 0) throw failures[0];
 }

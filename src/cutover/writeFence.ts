@@ -11,21 +11,29 @@
  * EXCLUSIVE lock, which waits for every reader of the table (a nightly pg_dump) while the
  * application waits on PgBouncer. So a fence is lifted by making its function do nothing (no
  * table lock at all; every session runs the new body from its next statement), its triggers
- * stay, and fencing again only creates the triggers a table lacks (SHARE ROW EXCLUSIVE, which
- * readers do not block).
+ * stay, and fencing again only creates the triggers a table lacks. Every fence takes SHARE ROW
+ * EXCLUSIVE on each table (CREATE TRIGGER does; a table that kept its trigger is locked so):
+ * readers do not block it, and it waits for every transaction that has written to the table, so
+ * none commits after the fence position (a write made while the body did nothing would).
+ *
+ * Each plan has its own function and triggers (named after the plan): a fence or lift of one plan
+ * never touches another's tables in the same database.
  */
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import type { ObjectLedger, ReplicationObject, Side } from '../sync/objects.js';
 
-export const FENCE_TRIGGER = 'cloudshift_write_fence';
-
-export function fenceObject(side: Side): ReplicationObject {
-  return { side, kind: 'write-fence', name: FENCE_TRIGGER, direction: side === 'source' ? 'forward' : 'reverse' };
+/** The name of a plan's fence function and of its triggers. */
+export function fenceName(planName: string): string {
+  return `cloudshift_write_fence_${planName.replace(/-/g, '_')}`.slice(0, 63);
 }
 
-function fenceFunction(schema: string): string {
-  return `${quoteIdent(schema)}.${quoteIdent(FENCE_TRIGGER)}`;
+export function fenceObject(side: Side, planName: string): ReplicationObject {
+  return { side, kind: 'write-fence', name: fenceName(planName), direction: side === 'source' ? 'forward' : 'reverse' };
+}
+
+function fenceFunction(schema: string, planName: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(fenceName(planName))}`;
 }
 
 export async function createWriteFence(
@@ -33,23 +41,27 @@ export async function createWriteFence(
   ledger: ObjectLedger,
   side: Side,
   schema: string,
+  planName: string,
   tables: readonly QualifiedName[],
   otherSide: string,
 ): Promise<void> {
-  await ledger.record(fenceObject(side), 'creating');
+  const name = fenceName(planName);
+  await ledger.record(fenceObject(side, planName), 'creating');
   const where = otherSide.replace(/[^A-Za-z0-9 _.:/()-]/g, '');
   // Each table's oid, and whether it kept its trigger from an earlier fence.
   const { rows } = await client.query<{ oid: string; fenced: boolean }>(
     `SELECT x.rel::oid::text AS oid, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = x.rel AND t.tgname = $1) AS fenced
        FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i) ORDER BY x.i`,
-    [FENCE_TRIGGER, tables.map(quoteQualified)],
+    [name, tables.map(quoteQualified)],
   );
   // One statement batch, one transaction: the fence is on every table or on none.
   const statements = [
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`,
-    // Only this plan's tables refuse: a table an earlier plan fenced keeps a trigger that passes.
+    ...tables.filter((_, i) => rows[i]!.fenced).map((t) => `LOCK TABLE ${quoteQualified(t)} IN SHARE ROW EXCLUSIVE MODE`),
+    // Only these tables refuse: one this plan fenced before and no longer lists keeps a trigger that passes.
     fenceBody(
       schema,
+      planName,
       `IF TG_RELID = ANY('{${rows.map((r) => r.oid).join(',')}}'::oid[]) THEN
          RAISE EXCEPTION 'cloudshift: % is read-only: the application now writes to ${where}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
            USING ERRCODE = 'read_only_sql_transaction',
@@ -60,25 +72,26 @@ export async function createWriteFence(
     ...tables
       .filter((_, i) => !rows[i]!.fenced)
       .map(
-        (t) => `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
-         FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(schema)}()`,
+        (t) => `CREATE TRIGGER ${quoteIdent(name)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
+         FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(schema, planName)}()`,
       ),
   ];
+  // One transaction: a multi-statement simple query is one unless it says otherwise.
   await client.query(statements.join(';\n'));
-  await ledger.record(fenceObject(side), 'created');
+  await ledger.record(fenceObject(side, planName), 'created');
 }
 
 /** Lifts the fence: its function does nothing from now on (no table lock); its triggers stay. */
-export async function liftWriteFence(client: pg.Client, ledger: ObjectLedger, side: Side, schema: string): Promise<void> {
+export async function liftWriteFence(client: pg.Client, ledger: ObjectLedger, side: Side, schema: string, planName: string): Promise<void> {
   const { rows } = await client.query<{ present: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AS present`, [
-    `${fenceFunction(schema)}()`,
+    `${fenceFunction(schema, planName)}()`,
   ]);
-  if (rows[0]!.present) await client.query(fenceBody(schema, 'RETURN NULL;'));
-  await ledger.record(fenceObject(side), 'dropped');
+  if (rows[0]!.present) await client.query(fenceBody(schema, planName, 'RETURN NULL;'));
+  await ledger.record(fenceObject(side, planName), 'dropped');
 }
 
-function fenceBody(schema: string, body: string): string {
-  return `CREATE OR REPLACE FUNCTION ${fenceFunction(schema)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
+function fenceBody(schema: string, planName: string, body: string): string {
+  return `CREATE OR REPLACE FUNCTION ${fenceFunction(schema, planName)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
      BEGIN
        ${body}
      END

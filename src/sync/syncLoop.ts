@@ -145,7 +145,9 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
       );
     }
     const reader = await open(o.fromUrl, 'cloudshift sync reader', 'source');
-    const target = await open(o.toUrl, 'cloudshift apply', 'target');
+    // Its commits are acknowledged to the slot as flushed at once: they must be durable when
+    // COMMIT returns, whatever the server's synchronous_commit (off loses the last ones at a crash).
+    const target = await open(o.toUrl, 'cloudshift apply', 'target', FLUSH_SETTINGS);
     const applier = new Applier({
       target,
       source: reader,

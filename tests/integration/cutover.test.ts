@@ -592,6 +592,24 @@ cutover:
     },
   );
 
+  it('does not switch in a target the final catch-up found different (a change that matched no row)', { timeout: 120_000 }, async () => {
+    const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid);
+       INSERT INTO public.scans SELECT g, 'scan ' || g, NULL FROM generate_series(1, 1500) g;`;
+    // Row 2 is older than the newest 1,000 rows the quick check inside the pause compares.
+    await syncedScans('catchupdiverge', table, 'true', async (r, file) => {
+      // After the last sync: the target loses a row, the source changes it; only the cutover's catch-up applies that.
+      await sql('target', r.dbs.target, `DELETE FROM public.scans WHERE id = 2`);
+      await sql('source', r.dbs.source, `UPDATE public.scans SET filename = 'b2' WHERE id = 2`);
+      const cut = await cli(['cutover', file, '--json'], r.env);
+      expect(cut.code, cut.stderr).toBe(1);
+      const json = JSON.parse(cut.stdout) as { switched: boolean; reason: string };
+      expect(json.switched).toBe(false);
+      expect(json.reason).toMatch(/^live sync found 1 divergence while catching up \(changes that matched no row on the target\)/);
+      // Still on the source, which takes writes.
+      await sql('source', r.dbs.source, `INSERT INTO public.scans VALUES (3000, 'c', NULL)`);
+    });
+  });
+
   it(
     'rolls back a row edited on the target without making its large object again (only a changed document is)',
     { timeout: 120_000 },
