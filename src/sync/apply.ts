@@ -121,6 +121,8 @@ export interface ApplyStats {
 export class Applier {
   private readonly byName: Map<string, TableTask>;
   private readonly relations = new Map<number, Relation>();
+  /** Tables the stream described that the plan does not migrate (a partition of a published root): relid → name. */
+  private readonly unmapped = new Map<number, string>();
   private applied: Lsn = 0n;
   private inTx = false;
   private skipping = false;
@@ -177,7 +179,16 @@ export class Applier {
       }
       case 'relation':
         await this.flushInserts();
-        this.relations.set(m.relid, await this.mapRelation(m));
+        // A partition's description also comes before its root's changes (the publication
+        // sends them as the root's): a table the plan does not migrate stops the sync only
+        // when a change of its own arrives.
+        if (this.byName.has(`${m.schema}.${m.name}`)) {
+          this.relations.set(m.relid, await this.mapRelation(m));
+          this.unmapped.delete(m.relid);
+        } else {
+          this.relations.delete(m.relid);
+          this.unmapped.set(m.relid, `${m.schema}.${m.name}`);
+        }
         return null;
       case 'insert':
         if (this.skipping) return null;
@@ -248,20 +259,19 @@ export class Applier {
   }
 
   private rel(relid: number): Relation {
+    const unmapped = this.unmapped.get(relid);
+    if (unmapped !== undefined)
+      throw new SyncStoppedError(
+        `the publication sends changes of ${unmapped}, which the plan does not migrate`,
+        'run `cloudshift cleanup` and start again, or add the table to the plan',
+      );
     const r = this.relations.get(relid);
     if (!r) throw new Error(`pgoutput: change for relation ${relid} before its description`);
     return r;
   }
 
   private async mapRelation(m: Extract<PgOutputMessage, { tag: 'relation' }>): Promise<Relation> {
-    const task = this.byName.get(`${m.schema}.${m.name}`);
-    const display = `${m.schema}.${m.name}`;
-    if (!task) {
-      throw new SyncStoppedError(
-        `the publication sends changes of ${display}, which the plan does not migrate`,
-        'run `cloudshift cleanup` and start again, or add the table to the plan',
-      );
-    }
+    const task = this.byName.get(`${m.schema}.${m.name}`)!;
     const { rows } = await this.o.target.query<{ name: string; type: string; generated: boolean }>(
       `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated
          FROM pg_attribute a

@@ -31,8 +31,15 @@ export async function ensurePublication(
   const list = tables.map(quoteQualified).join(', ');
   await ledger.record(obj, 'creating');
   const { rows } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [obj.name]);
-  if (rows.length > 0) await client.query(`ALTER PUBLICATION ${quoteIdent(obj.name)} SET TABLE ${list}`);
-  else await client.query(`CREATE PUBLICATION ${quoteIdent(obj.name)} FOR TABLE ${list}`);
+  // A partitioned table's changes are published as the plan's table, not as the partition a row
+  // is in (which the plan does not name); the option is PostgreSQL 13's.
+  const version = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
+  const viaRoot = version >= 130000 ? ' (publish_via_partition_root = true)' : '';
+  const name = quoteIdent(obj.name);
+  if (rows.length > 0) {
+    await client.query(`ALTER PUBLICATION ${name} SET TABLE ${list}`);
+    if (viaRoot) await client.query(`ALTER PUBLICATION ${name} SET${viaRoot}`);
+  } else await client.query(`CREATE PUBLICATION ${name} FOR TABLE ${list}${viaRoot ? ` WITH${viaRoot}` : ''}`);
   await ledger.record(obj, 'created');
 }
 

@@ -626,3 +626,41 @@ INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 4
     }
   });
 });
+
+describe('a partitioned table in live sync', () => {
+  it("streams its changes as the plan's table, whatever partition a row is in", async () => {
+    const s = await hospitalScenario('syncparts');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `${NOTES_SQL}
+         CREATE TABLE public.readings (id bigint NOT NULL, taken date NOT NULL, value int, PRIMARY KEY (id, taken)) PARTITION BY RANGE (taken);
+         CREATE TABLE public.readings_2025 PARTITION OF public.readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+         CREATE TABLE public.readings_2026 PARTITION OF public.readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         INSERT INTO public.readings SELECT g, date '2025-06-01' + g, g FROM generate_series(1, 400) g;`,
+      );
+      const file = s.plan(
+        planText('syncpartstest').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.readings\n'),
+      );
+      const first = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(first.stderr).toBe('');
+      expect(first.code).toBe(0);
+      await sql(
+        'source',
+        s.dbs.source,
+        `INSERT INTO public.readings VALUES (1000, '2025-02-02', 1), (1001, '2026-03-03', 2);
+         UPDATE public.readings SET value = -1 WHERE id = 5;
+         DELETE FROM public.readings WHERE id = 300;`,
+      );
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const { source, target } = await expectSameRows(s, 'public.readings', 'id, taken');
+      expect(target).toBe(source);
+      expect(source).toContain('(1001,2026-03-03,2)');
+    } finally {
+      await s.drop();
+    }
+  });
+});
