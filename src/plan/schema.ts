@@ -241,7 +241,7 @@ export const planSchema = z
       .describe('Where the data goes. Required.'),
     state: z
       .strictObject({
-        postgres: connection('State store database', 'Optional; default target.postgres.').optional(),
+        postgres: connection('State store database', 'Not with live sync. Optional; default target.postgres.').optional(),
         schema: identifier('state.schema').optional().describe('Schema of the state store. Optional; default cloudshift.'),
       })
       .optional()

@@ -92,6 +92,16 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     });
   }
 
+  // The forward sync commits its position with the changes it applies, in the target database.
+  const statePg = plan.state?.postgres;
+  if (plan.sync?.mode === 'logical' && statePg !== undefined && statePg !== plan.target.postgres) {
+    problems.push({
+      path: ['state', 'postgres'],
+      message:
+        'live sync keeps its position in the target database, with the changes it applies in the same transaction: with `sync.mode: logical` the state store is the target database (remove state.postgres)',
+    });
+  }
+
   const sw = plan.cutover?.switch;
   if (sw?.pgbouncer && plan.sync?.mode !== 'logical') {
     problems.push({

@@ -122,6 +122,14 @@ cutover:
     ]);
   });
 
+  it('keeps the state store in the target database with live sync', () => {
+    const text = `${good}state: { postgres: "\${env:STATE_DATABASE_URL}" }\nsync: { mode: logical }\n`;
+    expect(problems(text)).toEqual([
+      '9:20 state.postgres: live sync keeps its position in the target database, with the changes it applies in the same transaction: with `sync.mode: logical` the state store is the target database (remove state.postgres)',
+    ]);
+    expect(problems(text.replace('sync: { mode: logical }', 'sync: { mode: none }'))).toEqual([]);
+  });
+
   it('refuses a replication slot name PostgreSQL would refuse', () => {
     for (const slot of ['"My-Slot"', 'slot$1', 'Upper', 'x'.repeat(56)])
       expect(problems(`${good}sync: { mode: logical, slot: '${slot}' }\n`), slot).toEqual([
