@@ -182,7 +182,11 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
 /** Finishes or undoes an interrupted cutover or rollback, if there is one (`cloudshift run` calls it first). */
 export async function recoverPendingSwitch(loaded: LoadedPlan, o: OpenContextOptions): Promise<RecoveryOutcome | null> {
   if (loaded.plan.sync.mode !== 'logical' || !loaded.plan.cutover.switch) return null;
-  const peek = await peekRun(loaded, o).catch(() => null);
+  // No active run: nothing to recover. Any other failure (the state store unreachable) is not "nothing".
+  const peek = await peekRun(loaded, o).catch((err: unknown) => {
+    if (err instanceof PreconditionError) return null;
+    throw err;
+  });
   if (!peek?.unfinishedSwitch) return null;
   const ctx = await openSwitchContext(loaded, o);
   try {

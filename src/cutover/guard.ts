@@ -20,6 +20,11 @@ import { recoverPendingSwitch } from './commands.js';
 export interface Guard {
   /** The switch ended (done or aborted): the guard exits without doing anything. */
   release(): void;
+  /**
+   * The switch failed and is not settled (an error after PAUSE, an undo that did not finish): the
+   * guard finishes or undoes it once this process's switch lock is gone, as after a crash.
+   */
+  leave(): void;
 }
 
 const DONE = 'done\n';
@@ -41,7 +46,7 @@ function executable(): string | null {
 export function startGuard(planFile: string, env: Env): Guard {
   const bin = executable();
   // CLOUDSHIFT_NO_GUARD: the crash tests' way to lose the guard with its parent.
-  if (!bin || env.CLOUDSHIFT_NO_GUARD) return { release: () => undefined };
+  if (!bin || env.CLOUDSHIFT_NO_GUARD) return { release: () => undefined, leave: () => undefined };
   let child: ChildProcess | null = spawn(process.execPath, [bin, 'switch-guard', planFile], {
     env: env as NodeJS.ProcessEnv,
     stdio: ['pipe', 'ignore', 'ignore'],
@@ -52,8 +57,11 @@ export function startGuard(planFile: string, env: Env): Guard {
   child.unref();
   return {
     release() {
-      if (!child) return;
-      child.stdin?.end(DONE);
+      child?.stdin?.end(DONE);
+      child = null;
+    },
+    leave() {
+      child?.stdin?.end();
       child = null;
     },
   };
@@ -75,7 +83,8 @@ export async function runGuard(planFile: string, env: Env, input: NodeJS.Readabl
     try {
       return (await recoverPendingSwitch(loaded, { env })) ? 'recovered' : 'nothing';
     } catch (err) {
-      if (!isCloudshiftError(err) || err.exitCode !== 4) throw err;
+      // The lock still held (4), or the state store out of reach for a moment (3): again.
+      if (!isCloudshiftError(err) || (err.exitCode !== 4 && err.exitCode !== 3)) throw err;
       await delay(500);
     }
   }

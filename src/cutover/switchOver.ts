@@ -26,7 +26,16 @@ import { documentSink } from '../sync/documents.js';
 import { documentsTarget } from '../sync/forward.js';
 import { formatLsn, parseLsn, type Lsn } from '../sync/lsn.js';
 import { MESSAGE_PREFIX } from '../sync/syncLoop.js';
-import { loHorizon, restartSyncAt, saveLoHorizon, startSwitch, syncRow, updateSwitch, type SwitchKind } from '../state/sql/sync.js';
+import {
+  latestSwitch,
+  loHorizon,
+  restartSyncAt,
+  saveLoHorizon,
+  startSwitch,
+  syncRow,
+  updateSwitch,
+  type SwitchKind,
+} from '../state/sql/sync.js';
 import { delay } from '../embedded/util.js';
 import type { CatchUp } from './catchUp.js';
 import { describeSide, type SwitchContext } from './context.js';
@@ -161,10 +170,23 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
   // 2. The pause.
   ctx.say(`pausing writes (${app.kind})`);
   const guard = startGuard(ctx.loaded.file, ctx.env);
+  let settled = false;
   try {
-    return await paused(ctx, kind, catchUp, { row, details, step, steps, result, abandon, from, to, lo, sink, horizon });
+    const out = await paused(ctx, kind, catchUp, { row, details, step, steps, result, abandon, from, to, lo, sink, horizon });
+    settled = true;
+    return out;
+  } catch (err) {
+    // Settled if it was undone and recorded so; otherwise (a failure after the commit point, an
+    // undo left unfinished) PgBouncer may still be paused or a side fenced: the guard sees to it.
+    const state = await latestSwitch(store.knex, run.id).then(
+      (s) => (s?.id === row.id ? s.state : null),
+      () => null,
+    );
+    settled = state === 'done' || state === 'aborted';
+    throw err;
   } finally {
-    guard.release();
+    if (settled) guard.release();
+    else guard.leave();
   }
 }
 

@@ -13,7 +13,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, spawnCli } from '../harness/cli.js';
-import { cutover } from '../../src/cutover/commands.js';
+import { cutover, rollback } from '../../src/cutover/commands.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { forwardObjects } from '../../src/sync/forward.js';
 import { CleanupRegistry } from '../../src/embedded/cleanup.js';
@@ -305,6 +305,40 @@ ${b.cutoverYaml()}`);
       // And the next cutover goes through.
       await switchWith('cutover');
       expect(await routedTo()).toBe('target');
+    },
+  );
+
+  it(
+    'leaves an error after the commit point to the guard, which finishes the switch: PgBouncer is not left paused',
+    { timeout: 60_000 },
+    async () => {
+      // The last test left the application on the target. The state store fails (as in a
+      // failover) once the rollback has named the source, before RESUME.
+      const loaded = await loadPlan(file);
+      const back = rollback(loaded, {
+        env,
+        hooks: { cutoverStep: (step) => (step === 'switched' ? Promise.reject(new Error('store blip')) : Promise.resolve()) },
+      });
+      await expect(back).rejects.toThrow('store blip');
+      // The guard, once this process's switch lock went with its session, resumes PgBouncer.
+      const admin = new pg.Client({ connectionString: b.adminUrl });
+      await admin.connect();
+      try {
+        const started = Date.now();
+        for (;;) {
+          const { rows } = await admin.query<{ name: string; port: number; paused: number }>('SHOW DATABASES');
+          const row = rows.find((r) => r.name === APP_DATABASE)!;
+          if (Number(row.paused) === 0) break;
+          expect(Date.now() - started, 'PgBouncer is left paused').toBeLessThan(30_000);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        await admin.end();
+      }
+      expect(await routedTo()).toBe('source');
+      const status = await cli(['status', file, '--json'], env);
+      expect(status.stdout).not.toContain('unfinished');
+      await switchWith('cutover');
     },
   );
 
