@@ -209,7 +209,6 @@ export class Applier {
         await this.flushInserts();
         await this.truncate(
           m.relids.map((id) => this.rel(id)),
-          m.cascade,
           m.restartIdentity,
         );
         return null;
@@ -562,15 +561,28 @@ export class Applier {
     }
   }
 
-  private async truncate(rels: Relation[], cascade: boolean, restart: boolean): Promise<void> {
+  /**
+   * Never CASCADE, as PostgreSQL's own apply does not: the message already lists every published
+   * table the side it came from truncated (cascaded ones too), and on this side CASCADE would
+   * also empty tables the plan does not migrate (on the source, at rollback). A table outside
+   * the plan that references one of them makes the TRUNCATE fail, and the sync stops naming it.
+   */
+  private async truncate(rels: Relation[], restart: boolean): Promise<void> {
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
       if (keep && this.o.documents) await this.blobs.truncate(rel.task.quoted, quoteIdent(keep));
     }
     // One TRUNCATE message covers several tables (foreign keys between them): one statement.
-    await this.o.target.query(
-      `TRUNCATE ${rels.map((r) => r.task.quoted).join(', ')}${restart ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''}`,
-    );
+    try {
+      await this.o.target.query(`TRUNCATE ${rels.map((r) => r.task.quoted).join(', ')}${restart ? ' RESTART IDENTITY' : ''}`);
+    } catch (err) {
+      const e = err as { code?: string; message?: string; detail?: string };
+      if (e.code !== '0A000') throw err;
+      throw new SyncStoppedError(
+        `TRUNCATE of ${rels.map((r) => r.task.display).join(', ')} from the stream: ${e.message}${e.detail ? ` (${e.detail})` : ''}; live sync stopped`,
+        'a table the plan does not migrate refers to them: drop its foreign key (or add the table to the plan), then `cloudshift run` resumes the sync',
+      );
+    }
     this.stats.changes += rels.length;
   }
 

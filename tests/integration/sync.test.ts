@@ -664,3 +664,27 @@ describe('a partitioned table in live sync', () => {
     }
   });
 });
+
+describe('a TRUNCATE … CASCADE in the sync', () => {
+  it('empties the tables the source emptied, and never a table outside the plan that refers to them', async () => {
+    await inSyncedScenario('synccascade', async (s, file) => {
+      // On the target only: a table the plan does not migrate, referring to the patients.
+      await sql(
+        'target',
+        s.dbs.target,
+        `CREATE TABLE public.portal_accounts (patient_id bigint REFERENCES public.patients (id)); INSERT INTO public.portal_accounts VALUES (1)`,
+      );
+      await sql('source', s.dbs.source, `TRUNCATE public.patients CASCADE`);
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/portal_accounts/);
+      expect(await sql('target', s.dbs.target, 'SELECT patient_id FROM public.portal_accounts')).toEqual([{ patient_id: '1' }]);
+      // Once it no longer refers to them, the sync goes on and the tables are emptied as on the source.
+      await sql('target', s.dbs.target, `DROP TABLE public.portal_accounts`);
+      const again = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(again.code, again.stderr).toBe(0);
+      for (const table of ['patients', 'encounters', 'observations', 'medications', 'documents'])
+        expect(await sql('target', s.dbs.target, `SELECT count(*)::int AS n FROM public.${table}`), table).toEqual([{ n: 0 }]);
+    });
+  });
+});
