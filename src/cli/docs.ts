@@ -11,7 +11,15 @@ export const DOCUMENTED_COMMANDS: ReadonlyArray<readonly string[]> = [
   ['plan', 'schema'],
   ['plan', 'reference'],
   ['dry-run'],
+  ['run'],
+  ['status'],
+  ['verify'],
+  ['report'],
+  ['cutover'],
+  ['rollback'],
+  ['cleanup'],
   ['provision'],
+  ['demo'],
 ];
 
 async function help(path: readonly string[]): Promise<string> {
