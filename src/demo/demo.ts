@@ -4,7 +4,7 @@
  * uses. Servers and data live in temporary folders and are removed at the end.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -92,6 +92,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const servers = await startLocalServers({ azurite: true });
   let bouncer: AppBouncer | null = null;
   let app: AppSimulator | null = null;
+  // The plan's folder: removed with the servers, as nothing else can use the plan after them.
+  let dir: string | null = null;
   try {
     await exec(servers.url('source', 'postgres'), 'CREATE DATABASE ehr');
     await exec(servers.url('target', 'postgres'), 'CREATE DATABASE ehr');
@@ -133,7 +135,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     } else {
       options.onStep('pgbouncer is not installed: the cutover runs a command instead, and no application writes meanwhile');
     }
-    const dir = mkdtempSync(join(tmpdir(), 'cloudshift-demo-'));
+    dir = mkdtempSync(join(tmpdir(), 'cloudshift-demo-'));
     const planFile = join(dir, 'demo.yaml');
     writeFileSync(
       planFile,
@@ -172,5 +174,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     await bouncer?.bouncer.stop().catch(() => undefined);
     options.onStep('stopping the local servers');
     await servers.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -122,6 +122,13 @@ export class CleanupRegistry {
  */
 const watchers = new Map<CleanupSignal, { registries: Set<CleanupRegistry>; listener: () => void }>();
 
+const ALL_SIGNALS: readonly CleanupSignal[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** The ending signals nothing else handles: a registry cleans up on them (and re-raises). */
+export function unhandledSignals(): CleanupSignal[] {
+  return ALL_SIGNALS.filter((signal) => !othersListen(signal));
+}
+
 /** Whether something other than our own clean-up listens to `signal`. */
 export function othersListen(signal: CleanupSignal): boolean {
   const ours = watchers.get(signal)?.listener;

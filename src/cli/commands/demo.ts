@@ -20,13 +20,17 @@ export async function demoCommand(io: CliIO, flags: { scale: number; jobs: numbe
       io.stdout.write(`» ${m}\n`);
     },
     onEvent: (e) => renderer.onEvent(e),
-    onPreflight: (report, planFile) => io.stdout.write(renderReport(report, 'text', planFile).split('\n').slice(-3).join('\n')),
+    // Its verdict, or every check when it failed (the demo stops there).
+    onPreflight: (report, planFile) => {
+      const text = renderReport(report, 'text', planFile);
+      io.stdout.write(report.ok ? text.split('\n').slice(-3).join('\n') : text);
+    },
     ...(io.signal ? { abortSignal: io.signal } : {}),
   }).finally(() => {
     if (!stopped) renderer.stop();
   });
   if (!result.run) return ExitCode.failed;
-  io.stdout.write(renderRunSummary(result.run, result.planFile));
+  io.stdout.write(renderRunSummary(result.run, result.planFile, false));
   if (result.run.interrupted) return ExitCode.interrupted;
   if (result.run.mismatches > 0) return ExitCode.failed;
   const c = result.cutover;

@@ -2,8 +2,10 @@
 import type { RunResult } from '../../engine/run.js';
 import { formatBytes, formatCount, formatSeconds } from '../../preflight/format.js';
 
-export function renderRunSummary(result: RunResult, planFile: string): string {
+/** `advice`: the next command to run (none for the demo, whose servers are gone when it prints). */
+export function renderRunSummary(result: RunResult, planFile: string, advice = true): string {
   const lines: string[] = [];
+  const next = (text: string) => (advice ? `. ${text}` : '');
   if (result.cutOver && result.alreadyFinished) {
     lines.push(
       `run ${result.runId}: the application runs on the target since its cutover; \`cloudshift rollback ${planFile}\` switches back, \`cloudshift cleanup ${planFile}\` ends the migration`,
@@ -24,11 +26,11 @@ export function renderRunSummary(result: RunResult, planFile: string): string {
     const div = sync.divergences ? `, ${sync.divergences} DIVERGENCES (run cloudshift verify ${planFile} --repair)` : '';
     const did = `${formatCount(sync.transactions)} transactions, ${formatCount(sync.changes)} row changes applied${div}`;
     if (sync.reason === 'synced')
-      lines.push(`in sync: applied up to ${sync.applied}, ${lag}; ${did}. Next: cloudshift cutover ${planFile}`);
+      lines.push(`in sync: applied up to ${sync.applied}, ${lag}; ${did}${next(`Next: cloudshift cutover ${planFile}`)}`);
     else if (sync.reason === 'switched') lines.push(`sync ended at ${sync.applied}: the application was switched to the target; ${did}`);
-    else lines.push(`sync stopped at ${sync.applied} (${lag}); ${did}. Resume with: cloudshift run ${planFile}`);
+    else lines.push(`sync stopped at ${sync.applied} (${lag}); ${did}${next(`Resume with: cloudshift run ${planFile}`)}`);
   } else if (result.interrupted) {
-    lines.push(`stopped at a safe point: run ${result.runId}. Resume with: cloudshift run ${planFile}`);
+    lines.push(`stopped at a safe point: run ${result.runId}${next(`Resume with: cloudshift run ${planFile}`)}`);
   } else if (result.worker) {
     lines.push(
       `worked on run ${result.runId} as a worker: copied ${formatCount(result.worker.batches)} batches; the leader builds the indexes and finishes the run`,
