@@ -5,6 +5,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, UsageError } from '../errors.js';
 import { isDuration } from '../plan/units.js';
+import { isQualifiedName } from '../plan/names.js';
+import { MAX_SCALE } from '../demo/dataset.js';
 import { toolVersion } from '../version.js';
 import { demoCommand } from './commands/demo.js';
 import { dryRunCommand } from './commands/dryRun.js';
@@ -189,7 +191,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .command('verify')
     .description('compare source and target by checksums over key ranges; name differing rows by primary key; --repair re-copies them')
     .argument('<plan>', 'plan file (YAML)')
-    .option('--table <name>', 'only this table (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--table <name>', 'only this table (repeatable)', (v: string, all: string[]) => [...all, tableArg(v)], [] as string[])
     .option('--sample <percent>', "check this percentage of each table's key ranges, chosen at random", percentArg)
     .option('--repair', 're-copy exactly the differing rows, then check again (writes to the target)', false)
     .option('--jobs <n>', "ranges checked at once (default: the plan's copy.jobs)", positiveInt)
@@ -236,7 +238,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
   program
     .command('demo')
     .description('run a whole migration on local PostgreSQL 15 and 17 servers with a generated hospital record')
-    .option('--scale <n>', 'dataset scale (1 = about 1,000,000 observations, 300 MB)', positiveNumber, 0.02)
+    .option('--scale <n>', `dataset scale (1 = about 1,000,000 observations, 300 MB; at most ${MAX_SCALE})`, scaleArg, 0.02)
     .option('--jobs <n>', 'batches copied at once', positiveInt, 4)
     .exitOverride()
     .action(async (opts: { scale: number; jobs: number }) => {
@@ -260,6 +262,17 @@ function positiveNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number greater than 0');
   return n;
+}
+
+function scaleArg(value: string): number {
+  const n = positiveNumber(value);
+  if (n > MAX_SCALE) throw new InvalidArgumentError(`expected at most ${MAX_SCALE}`);
+  return n;
+}
+
+function tableArg(value: string): string {
+  if (!isQualifiedName(value)) throw new InvalidArgumentError('expected a table name, schema.table or table');
+  return value;
 }
 
 function untilArg(value: string): 'synced' {

@@ -5,7 +5,7 @@
  * to the migrated tables. Results go to the state store's event log.
  */
 import PQueue from 'p-queue';
-import { PreconditionError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { displayName, parseQualifiedName } from '../plan/names.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env } from '../plan/secrets.js';
@@ -81,7 +81,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
       const wanted = options.tables.map((t) => displayName(parseQualifiedName(t)));
       const unknown = wanted.filter((w) => !tasks.some((t) => t.display === w));
       if (unknown.length)
-        throw new PreconditionError(`--table ${unknown.join(', ')}: not a table of the plan (${tasks.map((t) => t.display).join(', ')})`);
+        throw new UsageError(`--table ${unknown.join(', ')}: not a table of the plan (${tasks.map((t) => t.display).join(', ')})`);
       tasks = tasks.filter((t) => wanted.includes(t.display));
     }
   } finally {

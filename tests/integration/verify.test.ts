@@ -141,8 +141,11 @@ describe('cloudshift verify', () => {
     expect(result.tables[0]).toMatchObject({ ranges: 3, rangesChecked: 2 });
     expect(result.sampled).toBe(true);
     const bad = await cli(['verify', file, '--table', 'public.nope'], s.env);
-    expect(bad.code).toBe(3);
+    expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--table public.nope: not a table of the plan');
+    const malformed = await cli(['verify', file, '--table', 'a.b.c'], s.env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toContain("option '--table <name>' argument 'a.b.c' is invalid. expected a table name, schema.table or table");
   });
 
   it('--repair of a row other tables reference: its children are kept, no foreign key or trigger fires', async () => {

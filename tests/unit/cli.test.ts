@@ -62,6 +62,10 @@ describe('cloudshift plan validate', () => {
   it('usage errors exit 2', async () => {
     expect((await cli(['plan', 'validat'])).code).toBe(2);
     expect((await cli(['plan', 'validate', 'plans/ppm.yaml', '--format', 'xml'])).code).toBe(2);
+    // Before any server starts.
+    const big = await cli(['demo', '--scale', '5000']);
+    expect([big.code, big.stdout]).toEqual([2, '']);
+    expect(big.stderr).toMatch(/option '--scale <n>' argument '5000' is invalid\. expected at most \d+/);
     expect((await cli(['--help'])).code).toBe(0);
   });
 });

@@ -7,6 +7,7 @@ import { resolveReferences } from '../../src/plan/refs.js';
 import { parseTemplate } from '../../src/plan/templates.js';
 import { parseDurationMs, parseSizeBytes } from '../../src/plan/units.js';
 import { redact, redactDeep } from '../../src/redact.js';
+import { formatSeconds } from '../../src/preflight/format.js';
 
 describe('identifiers', () => {
   it('folds plain names and keeps quoted ones literally', () => {
@@ -87,5 +88,11 @@ describe('redaction', () => {
     expect(redact('https://a.blob.core.windows.net/c?sv=2024&sig=abc%2Fdef&se=1')).toBe(
       'https://a.blob.core.windows.net/c?sv=2024&sig=***&se=1',
     );
+  });
+});
+
+describe('durations for people', () => {
+  it('rounds the whole before splitting it into units', () => {
+    expect([45.2, 119.6, 3599.6, 7199, 5430].map(formatSeconds)).toEqual(['46 s', '2 min 0 s', '1 h 0 min', '2 h 0 min', '1 h 31 min']);
   });
 });
