@@ -27,8 +27,8 @@ export class PgBouncerAdmin {
     private client: pg.Client,
   ) {}
 
-  static async open(url: string): Promise<PgBouncerAdmin> {
-    return new PgBouncerAdmin(url, await openConsole(url));
+  static async open(url: string, connectTimeoutMs?: number): Promise<PgBouncerAdmin> {
+    return new PgBouncerAdmin(url, await openConsole(url, connectTimeoutMs));
   }
 
   /**
@@ -115,8 +115,14 @@ export class PgBouncerAdmin {
   }
 }
 
-async function openConsole(url: string): Promise<pg.Client> {
-  return connect({ role: 'PgBouncer admin', connectionString: url, plain: true, applicationName: 'cloudshift cutover' });
+async function openConsole(url: string, connectTimeoutMs?: number): Promise<pg.Client> {
+  return connect({
+    role: 'PgBouncer admin',
+    connectionString: url,
+    plain: true,
+    applicationName: 'cloudshift cutover',
+    ...(connectTimeoutMs === undefined ? {} : { connectTimeoutMs }),
+  });
 }
 
 async function serverConnections(client: pg.Client): Promise<ServerConnection[]> {

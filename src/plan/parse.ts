@@ -94,7 +94,10 @@ export function validatePlanText(text: string): ValidationResult {
           });
         }
       } else {
-        problems.push({ path: formatPath(path), ...at(valueOffset(doc, path)), message: describeIssue(issue, data, path) });
+        // A bad mapping key is pointed at where the key is written.
+        const offset =
+          issue.code === 'invalid_key' ? keyOffset(doc, path.slice(0, -1), String(path[path.length - 1])) : valueOffset(doc, path);
+        problems.push({ path: formatPath(path), ...at(offset), message: describeIssue(issue, data, path) });
       }
     }
   } else {
@@ -170,7 +173,8 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: Path): stri
   switch (issue.code) {
     case 'invalid_type': {
       if (value === undefined) return 'is required';
-      const expected = issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`;
+      const named: Record<string, string> = { array: 'a list', object: 'a mapping', int: 'a whole number', number: 'a number' };
+      const expected = named[issue.expected] ?? `a ${issue.expected}`;
       return `expected ${expected}, got ${describe(value)}`;
     }
     case 'invalid_value':
@@ -181,6 +185,9 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: Path): stri
       return `must be at most ${String(issue.maximum)}, got ${describe(value)}`;
     case 'invalid_format':
       return issue.format === 'url' ? `must be a URL, got ${describe(value)}` : `${issue.message}, got ${describe(value)}`;
+    case 'invalid_key':
+      // A mapping's key (a metadata or tag name): what is wrong with it, from its own check.
+      return issue.issues[0]?.message ?? issue.message;
     default:
       return issue.code === 'custom' && issue.params?.['showValue'] === true ? `${issue.message}, got ${describe(value)}` : issue.message;
   }

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { isIdentifier, isQualifiedName } from './names.js';
-import { isDuration, isSize } from './units.js';
+import { isDuration, isSize, parseDurationMs } from './units.js';
 import {
   FLEXIBLE_SERVER,
   GUID,
@@ -112,9 +112,27 @@ const document = z
     contentType: template
       .optional()
       .describe('Content type, fixed or a template such as "{mime_type}". Optional; default application/octet-stream.'),
-    metadata: z.record(z.string(), template).optional().describe('Blob metadata: name → template. Optional.'),
+    metadata: z
+      .record(
+        z
+          .string()
+          .regex(
+            /^[A-Za-z_][A-Za-z0-9_]*$/,
+            'a metadata name is letters, digits and _, not starting with a digit (Azure: a C# identifier)',
+          ),
+        template,
+      )
+      .optional()
+      .describe('Blob metadata: name (letters, digits, _) → template. Optional.'),
     tier: z.enum(['Hot', 'Cool', 'Cold', 'Archive']).optional().describe("Access tier. Optional; default the account's default tier."),
-    tags: z.record(z.string(), template).optional().describe('Blob index tags: name → template. Optional.'),
+    tags: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9 +\-./:=_]{1,128}$/, 'a tag name is 1 to 128 letters, digits, spaces and + - . / : = _'),
+        template,
+      )
+      .refine((t) => Object.keys(t).length <= 10, { message: 'a blob has at most 10 tags' })
+      .optional()
+      .describe('Blob index tags: name → template. Optional.'),
     keep: z
       .strictObject({
         column: identifier('keep.column').describe(
@@ -265,9 +283,11 @@ export const planSchema = z
             'Most `cloudshift run` processes sharing the run at once (the leader included); more are refused. Optional; default no limit.',
           ),
         workerTimeout: duration
+          // Workers beat every 5 s: a shorter timeout would take live ones for gone.
+          .refine((d) => !isDuration(d) || parseDurationMs(d) >= 10_000, { message: 'must be at least 10s (workers beat every 5 s)' })
           .optional()
           .describe(
-            'A worker whose heartbeat is older than this is gone: its claimed batches go back to the others. Optional; default 20s.',
+            'A worker whose heartbeat is older than this is gone: its claimed batches go back to the others; at least 10s. Optional; default 20s.',
           ),
       })
       .optional()

@@ -5,7 +5,8 @@
  * cannot be reached is a failed check, not an exception, so the other checks still run.
  */
 import type pg from 'pg';
-import { CloudshiftError } from '../errors.js';
+import { CloudshiftError, messageOf } from '../errors.js';
+import { isConnectionLost } from '../pg/transient.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, secretTexts, type Env } from '../plan/secrets.js';
 import { connect, describeEndpoint, endpointOf, type Role } from '../pg/connect.js';
@@ -29,7 +30,17 @@ export interface PreflightOptions {
 
 export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions): Promise<PreflightReport> {
   const { plan } = loaded;
-  const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
+  // Every secret the checks use, the switch's too: a missing one is named before anything connects (exit 2).
+  const secrets = resolveSecrets(loaded, options.env, [
+    'source',
+    'target',
+    'state',
+    'blobConnectionString',
+    'blobSas',
+    'pgbouncerAdmin',
+    'armTarget',
+    'armSource',
+  ]);
   const checks = new CheckList(secretTexts(secrets));
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   let unreachable = false;
@@ -45,17 +56,35 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     }
   };
 
+  // A statement a group's checks could not run (a permission, a timeout, the server gone) fails
+  // that group's check, named; the report keeps every other.
+  const group = async <T>(id: string, subject: string, work: () => Promise<T>): Promise<T | null> => {
+    try {
+      return await work();
+    } catch (err) {
+      if (isConnectionLost(err)) unreachable = true;
+      const code = (err as { code?: string }).code;
+      checks.fail(
+        id,
+        subject,
+        `${subject} checks stopped: ${redact(messageOf(err))}${code && /^[0-9A-Z]{5}$/.test(code) ? ` (SQLSTATE ${code})` : ''}`,
+      );
+      return null;
+    }
+  };
+
   let facts: SourceFacts | null = null;
   const source = await open('source', 'source.connect', secrets.source);
   try {
-    if (source) facts = await checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000);
+    if (source)
+      facts = await group('source.checks', 'source', () => checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000));
   } finally {
     await source?.end().catch(() => undefined);
   }
 
   const target = await open('target', 'target.connect', secrets.target);
   try {
-    if (target) await checkTarget(target, plan, facts, checks);
+    if (target) await group('target.checks', 'target', () => checkTarget(target, plan, facts, checks));
   } finally {
     await target?.end().catch(() => undefined);
   }
@@ -63,7 +92,7 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
   const sameAsTarget = secrets.state === secrets.target;
   const state = sameAsTarget && !target ? null : await open('state store', 'state.connect', secrets.state);
   try {
-    if (state) await checkState(state, loaded, checks);
+    if (state) await group('state.store', 'state store', () => checkState(state, loaded, checks));
     else if (sameAsTarget)
       checks.fail(
         'state.store',
@@ -88,7 +117,7 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     if (!(await checkAzure(plan, plan.azure, facts, estimated, checks, azureOptions))) unreachable = true;
   }
 
-  await checkSwitch(loaded, options.env, checks);
+  if (!(await checkSwitch(loaded, options.env, checks, timeoutMs))) unreachable = true;
 
   const report: PreflightReport = {
     ok: checks.checks.every((c) => c.status !== 'fail'),

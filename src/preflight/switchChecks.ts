@@ -8,28 +8,28 @@ import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env } from '../plan/secrets.js';
-import { CloudshiftError, messageOf } from '../errors.js';
+import { CloudshiftError, ConnectError, messageOf } from '../errors.js';
+import { AzureError } from '../azure/errors.js';
 import { redact } from '../redact.js';
 import { openSwitch, routesOf } from '../cutover/appSwitch.js';
 import { readRoute, sameRoute } from '../cutover/databasesIni.js';
 import { PgBouncerAdmin } from '../cutover/pgbouncerAdmin.js';
 import type { CheckList } from './types.js';
 
-export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckList): Promise<void> {
+/**
+ * Returns false when the switch's service could not be reached (the dry run then exits 3, as for
+ * a server). Its secrets are resolved with the others before anything connects (a missing one
+ * is a usage error).
+ */
+export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckList, connectTimeoutMs: number): Promise<boolean> {
   const sw = loaded.plan.cutover.switch;
-  if (!sw) return;
-  let secrets;
-  try {
-    secrets = resolveSecrets(loaded, env, ['source', 'target', 'pgbouncerAdmin', 'armTarget', 'armSource']);
-  } catch (err) {
-    checks.fail('switch.secrets', 'cutover switch', err instanceof CloudshiftError ? err.message : messageOf(err));
-    return;
-  }
+  if (!sw) return true;
+  const secrets = resolveSecrets(loaded, env, ['source', 'target', 'pgbouncerAdmin', 'armTarget', 'armSource']);
   const routes = routesOf(secrets);
   const source = `${routes.source.host}:${routes.source.port}/${routes.source.dbname}`;
   if (sw.kind === 'command') {
     checks.pass('switch.command', 'cutover switch', `cutover runs \`${sw.run}\` with CLOUDSHIFT_SIDE=target (not run by the dry run)`);
-    return;
+    return true;
   }
   if (sw.kind === 'pgbouncer') {
     const file = path.resolve(loaded.dir, sw.config);
@@ -61,11 +61,11 @@ export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckLis
     }
     let admin: PgBouncerAdmin | null = null;
     try {
-      admin = await PgBouncerAdmin.open(secrets.pgbouncerAdmin!);
+      admin = await PgBouncerAdmin.open(secrets.pgbouncerAdmin!, connectTimeoutMs);
       const route = await admin.route(sw.database);
       if (!route) {
         checks.fail('switch.pgbouncer.admin', 'PgBouncer', `PgBouncer has no database "${sw.database}" (SHOW DATABASES)`);
-        return;
+        return true;
       }
       const config = await admin.config();
       const mode = config.get('pool_mode') ?? '?';
@@ -84,10 +84,11 @@ export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckLis
       else checks.pass('switch.pgbouncer.admin', 'PgBouncer', base);
     } catch (err) {
       checks.fail('switch.pgbouncer.admin', 'PgBouncer', redact(err instanceof CloudshiftError ? err.message : messageOf(err)));
+      return !(err instanceof ConnectError);
     } finally {
       await admin?.close();
     }
-    return;
+    return true;
   }
   try {
     const app = await openSwitch(sw, { routes, secrets, azure: loaded.plan.azure, env });
@@ -103,5 +104,7 @@ export async function checkSwitch(loaded: LoadedPlan, env: Env, checks: CheckLis
       );
   } catch (err) {
     checks.fail('switch.arm', 'cutover switch', err instanceof CloudshiftError ? err.message : messageOf(err));
+    return !(err instanceof AzureError && err.failure === 'unreachable');
   }
+  return true;
 }

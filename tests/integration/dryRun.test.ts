@@ -349,6 +349,24 @@ tables:
     }
   });
 
+  it('a check group that cannot run is a failed check naming why; the rest of the report stays', async () => {
+    // A state schema that is not cloudshift's: its migrations table has other columns.
+    const plan = HOSPITAL_PLAN.replace('sync: { mode: logical }', 'sync: { mode: logical }\nstate: { schema: not_ours }');
+    await sql('target', s.dbs.target, 'CREATE SCHEMA not_ours; CREATE TABLE not_ours.knex_migrations (x int)');
+    try {
+      const { code, report } = await dryRun(plan);
+      expect(code).toBe(1);
+      expect(check(report, 'state.store')).toMatchObject({
+        status: 'fail',
+        message: expect.stringMatching(/^state store checks stopped: column "name" does not exist \(SQLSTATE 42703\)/),
+      });
+      expect(check(report, 'source.wal_level').status).toBe('pass');
+      expect(check(report, 'target.connect').status).toBe('pass');
+    } finally {
+      await sql('target', s.dbs.target, 'DROP SCHEMA not_ours CASCADE');
+    }
+  });
+
   it('unreachable port: connection refused, exit 3', async () => {
     const refused = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/ehr' });
     expect(refused.code).toBe(3);

@@ -31,7 +31,7 @@ target: { postgres: "\${env:TARGET_DATABASE_URL}" }
 tables:
   - name: public.readings
   - name: public.wards
-copy: { jobs: 1, batch: { rows: 400 }, workerTimeout: 5s }
+copy: { jobs: 1, batch: { rows: 400 }, workerTimeout: 10s }
 sync: { mode: ${sync} }
 `;
 }

@@ -76,8 +76,8 @@ describe('cloudshift dry-run before connecting', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('source.postgres: environment variable SOURCE_DATABASE_URL is not set');
     expect(r.stderr).toContain('target.blob.connectionString: environment variable AZURE_STORAGE_CONNECTION_STRING is not set');
-    // The dry run does not use PgBouncer's admin console, so it does not ask for its secret.
-    expect(r.stderr).not.toContain('PGBOUNCER_ADMIN_URL');
+    // The switch's too: the dry run asks PgBouncer's admin console.
+    expect(r.stderr).toContain('cutover.switch.pgbouncer.admin: environment variable PGBOUNCER_ADMIN_URL is not set');
     expect(r.stderr + r.stdout).not.toContain('topsecret');
   });
 

@@ -130,6 +130,13 @@ cutover:
     expect(problems(text.replace('sync: { mode: logical }', 'sync: { mode: none }'))).toEqual([]);
   });
 
+  it('refuses a worker timeout shorter than two heartbeats, and says what a whole number is', () => {
+    expect(problems(`${good}copy: { workerTimeout: 1ms, jobs: 1.5 }\n`)).toEqual([
+      '9:24 copy.workerTimeout: must be at least 10s (workers beat every 5 s)',
+      '9:35 copy.jobs: expected a whole number, got number 1.5',
+    ]);
+  });
+
   it('refuses a replication slot name PostgreSQL would refuse', () => {
     for (const slot of ['"My-Slot"', 'slot$1', 'Upper', 'x'.repeat(56)])
       expect(problems(`${good}sync: { mode: logical, slot: '${slot}' }\n`), slot).toEqual([
@@ -149,6 +156,21 @@ cutover:
     const text = `${good}documents:\n${entry('letter', 'letters')}${entry('scan', 'scans')}`;
     expect(problems(text).filter((p) => p.includes('documents['))).toEqual([
       '14:12 documents[1].table: public.documents already has a documents entry (documents[0], column letter): this version moves one content column per table',
+    ]);
+  });
+
+  it('refuses metadata and tag names Azure refuses, where they are written', () => {
+    const text = `${good}documents:
+  - table: public.documents
+    content: content
+    blob: "d/{id}"
+    metadata: { "patient id": "{patient_id}", ok_name: "x" }
+    tags: { "a&b": "{id}" }
+    keep: { column: blob_path }
+`;
+    expect(problems(text).filter((p) => p.includes('documents['))).toEqual([
+      expect.stringMatching(/^13:17 documents\[0\]\.metadata\.patient id: a metadata name is letters, digits and _/),
+      expect.stringMatching(/^14:13 documents\[0\]\.tags\.a&b: a tag name is 1 to 128 letters/),
     ]);
   });
 
