@@ -92,6 +92,23 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     });
   }
 
+  // The state store's schema in the target database must not be one the migrated tables go to:
+  // its tables (runs, batches, documents, events…) would meet theirs.
+  if (plan.state?.postgres === undefined) {
+    const stateSchema = plan.state?.schema === undefined ? 'cloudshift' : parseQualifiedName(`${plan.state.schema}.x`).schema;
+    const named: Array<{ path: Array<string | number>; table: string }> = [
+      ...tables.map((t, i) => ({ path: ['tables', i, 'name'], table: t.name })),
+      ...documents.map((d, i) => ({ path: ['documents', i, 'table'], table: d.table })),
+    ];
+    const clash = named.find((n) => parseQualifiedName(n.table).schema === stateSchema);
+    if (clash) {
+      problems.push({
+        path: plan.state?.schema === undefined ? clash.path : ['state', 'schema'],
+        message: `the state store's schema "${stateSchema}" is in the target database, where ${displayName(parseQualifiedName(clash.table))} goes too: set state.schema to a schema no migrated table uses`,
+      });
+    }
+  }
+
   // The forward sync commits its position with the changes it applies, in the target database.
   const statePg = plan.state?.postgres;
   if (plan.sync?.mode === 'logical' && statePg !== undefined && statePg !== plan.target.postgres) {

@@ -122,6 +122,16 @@ cutover:
     ]);
   });
 
+  it("keeps the state store's schema apart from the migrated tables' in the target", () => {
+    expect(problems(`${good}state: { schema: public }\n`)).toEqual([
+      '9:18 state.schema: the state store\'s schema "public" is in the target database, where public.patients goes too: set state.schema to a schema no migrated table uses',
+    ]);
+    expect(problems(`${good}  - name: cloudshift.runs\n`)).toEqual([
+      '9:11 tables[1].name: the state store\'s schema "cloudshift" is in the target database, where cloudshift.runs goes too: set state.schema to a schema no migrated table uses',
+    ]);
+    expect(problems(`${good}state: { schema: migration_state }\n`)).toEqual([]);
+  });
+
   it('keeps the state store in the target database with live sync', () => {
     const text = `${good}state: { postgres: "\${env:STATE_DATABASE_URL}" }\nsync: { mode: logical }\n`;
     expect(problems(text)).toEqual([
