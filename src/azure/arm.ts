@@ -26,19 +26,24 @@ export interface ArmClients {
   endpoint: string;
   /** `x-ms-request-id` of the last ARM answer, for errors the clients report without it (failed long-running operations). */
   lastRequestId(): string | undefined;
+  /** The body of the last ARM answer, if it was an error: the newer clients keep only its first message. */
+  lastErrorBody(): string | undefined;
 }
 
 type PipelinePolicy = Parameters<ResourceManagementClient['pipeline']['addPolicy']>[0];
 
-function requestIdTracker(): { policy: PipelinePolicy; last(): string | undefined } {
+function requestIdTracker(): { policy: PipelinePolicy; last(): string | undefined; lastErrorBody(): string | undefined } {
   let last: string | undefined;
+  let errorBody: string | undefined;
   return {
     last: () => last,
+    lastErrorBody: () => errorBody,
     policy: {
       name: 'cloudshiftRequestIds',
       sendRequest: async (request, next) => {
         const response = await next(request);
         last = response.headers.get('x-ms-request-id') ?? last;
+        errorBody = response.status >= 400 ? (response.bodyAsText ?? undefined) : undefined;
         return response;
       },
     },
@@ -58,6 +63,7 @@ export function createArmClients(azure: AzurePlan, credential: TokenCredential, 
   const clients: ArmClients = {
     endpoint,
     lastRequestId: tracker.last,
+    lastErrorBody: tracker.lastErrorBody,
     resourceManager: new ResourceManagementClient(credential, azure.subscriptionId, {
       endpoint,
       credentialScopes: scopes,

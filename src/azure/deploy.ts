@@ -158,7 +158,7 @@ export async function whatIfDeployment(loaded: LoadedPlan, options: ProvisionOpt
     poller.onProgress((s) => options.onProgress?.({ deployment: p.name, status: s.status, elapsedMs: Date.now() - started }));
     result = await poller;
   } catch (err) {
-    throw azureError(err, doing, p.arm.endpoint);
+    throw azureError(err, doing, p.arm.endpoint, p.arm.lastErrorBody());
   }
   if (result.status !== undefined && result.status !== 'Succeeded') {
     const code = result.error?.code;
@@ -202,7 +202,8 @@ export async function deployTemplate(loaded: LoadedPlan, options: ProvisionOptio
     options.onProgress?.({ deployment: p.name, status: 'submitted', elapsedMs: Date.now() - started });
     deployment = await poller;
   } catch (err) {
-    if (options.abortSignal?.aborted || (err instanceof Error && err.name === 'RestError')) throw azureError(err, doing, p.arm.endpoint);
+    if (options.abortSignal?.aborted || (err instanceof Error && err.name === 'RestError'))
+      throw azureError(err, doing, p.arm.endpoint, p.arm.lastErrorBody());
     // The poller says only that the operation failed: the deployment itself says why.
     throw await deploymentFailure(p, doing, err);
   }
@@ -226,7 +227,7 @@ async function deploymentFailure(p: Prepared, doing: string, cause: unknown): Pr
   try {
     props = (await p.arm.deployments.deployments.get(p.azure.resourceGroup, p.name)).properties;
   } catch (err) {
-    return azureError(err, `${doing} failed, and reading the deployment failed too`, p.arm.endpoint);
+    return azureError(err, `${doing} failed, and reading the deployment failed too`, p.arm.endpoint, p.arm.lastErrorBody());
   }
   const code = props?.error?.code;
   const requestId = p.arm.lastRequestId();

@@ -102,20 +102,46 @@ function firstLine(s: string): string {
 }
 
 /** The service's message and code from an ARM error body, when the client did not parse them. */
-function armBody(err: RestErrorLike): { code?: string; message?: string } {
+function armBody(err: RestErrorLike, errorBody: string | undefined): { code?: string; message?: string } {
   try {
-    const body = JSON.parse(err.response?.bodyAsText ?? '') as { error?: { code?: string; message?: string } };
+    const body = JSON.parse(err.response?.bodyAsText ?? errorBody ?? '') as { error?: { code?: string; message?: string } };
     return body.error ?? {};
   } catch {
     return {};
   }
 }
 
+interface ErrorBody {
+  code?: string;
+  message?: string;
+  details?: ErrorBody[];
+  error?: ErrorBody;
+}
+
+/** ARM's nested `details` (any depth), as "code: first line" each, at most five. */
+function innerErrors(err: RestErrorLike, errorBody: string | undefined): string[] {
+  const out: string[] = [];
+  const walk = (e: ErrorBody | undefined, depth: number) => {
+    for (const d of e?.details ?? []) {
+      if (d.message || d.code) out.push(`${d.code ?? '?'}: ${firstLine(d.message ?? '')}`.trim());
+      if (depth < 5) walk(d, depth + 1);
+    }
+  };
+  let parsed: ErrorBody | undefined;
+  try {
+    parsed = JSON.parse(err.response?.bodyAsText ?? errorBody ?? '') as ErrorBody;
+  } catch {
+    parsed = (err as { details?: ErrorBody }).details;
+  }
+  walk(parsed?.error ?? parsed, 0);
+  return [...new Set(out)].slice(0, 5);
+}
+
 /**
  * Turns anything an Azure client threw into an AzureError. `doing` says what was attempted, e.g.
  * "reading resource group rg-ehr"; `endpoint` names the service for unreachable errors.
  */
-export function azureError(err: unknown, doing: string, endpoint: string): AzureError {
+export function azureError(err: unknown, doing: string, endpoint: string, errorBody?: string): AzureError {
   if (err instanceof AzureError) return err;
   const identity = identityError(err, doing);
   if (identity) return identity;
@@ -131,15 +157,17 @@ export function azureError(err: unknown, doing: string, endpoint: string): Azure
         { cause: err },
       );
     }
-    const body = armBody(err);
+    const body = armBody(err, errorBody);
     const code = err.code && err.code !== 'REQUEST_SEND_ERROR' ? err.code : body.code;
     const message = firstLine(body.message ?? err.message) || `HTTP ${err.statusCode}`;
+    // "See inner errors for details": ARM's reason (a template's validation, a name taken) is there.
+    const inner = innerErrors(err, errorBody);
     return new AzureError(
       failureOfStatus(err.statusCode),
       code,
       err.statusCode,
       requestId,
-      `${doing}: ${redact(message)}${azureDetail('ARM', code, err.statusCode, requestId)}`,
+      `${doing}: ${redact(message)}${inner.length ? ` (${redact(inner.join('; '))})` : ''}${azureDetail('ARM', code, err.statusCode, requestId)}`,
       { cause: err },
     );
   }
@@ -151,14 +179,16 @@ export function azureError(err: unknown, doing: string, endpoint: string): Azure
 function identityError(err: unknown, doing: string): AzureError | null {
   if (err instanceof AggregateAuthenticationError) {
     // DefaultAzureCredential tried every credential; the first real refusal says most.
-    const inner = (err.errors as unknown[]).find((e) => e instanceof AuthenticationError) ?? err.errors[0];
+    const inner = (err.errors as unknown[]).find((e) => e instanceof AuthenticationError);
     if (inner instanceof AuthenticationError) return identityError(inner, doing);
+    // None refused: each was unavailable, and each says why (`az login` expired, no managed identity…).
+    const reasons = (err.errors as unknown[]).map((e) => firstLine(messageOf(e))).filter((m) => m.length > 0);
     return new AzureError(
       'credential',
       'CredentialUnavailable',
       undefined,
       undefined,
-      `${doing}: no Azure credential is available: ${redact(firstLine(messageOf(inner ?? err)))}`,
+      `${doing}: no Azure credential is available: ${redact(reasons.length ? reasons.join('; ') : firstLine(messageOf(err)))}`,
       { cause: err },
     );
   }

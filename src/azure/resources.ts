@@ -66,7 +66,7 @@ export async function getResourceGroup(arm: ArmClients, name: string, options: R
     const rg = await arm.resourceManager.resourceGroups.get(name, options);
     return { name: rg.name ?? name, location: rg.location, provisioningState: rg.properties?.provisioningState };
   } catch (err) {
-    throw azureError(err, `reading resource group ${name}`, arm.endpoint);
+    throw azureError(err, `reading resource group ${name}`, arm.endpoint, arm.lastErrorBody());
   }
 }
 
@@ -76,7 +76,7 @@ async function getById(arm: ArmClients, id: string, apiVersion: string, what: st
     const r = await arm.resourceManager.resources.getById(id.replace(/^\/+/, ''), apiVersion, options);
     return { ...(r.properties ?? {}), $location: r.location };
   } catch (err) {
-    throw azureError(err, `reading ${what}`, arm.endpoint);
+    throw azureError(err, `reading ${what}`, arm.endpoint, arm.lastErrorBody());
   }
 }
 

@@ -56,7 +56,7 @@ export function armSwitch(sw: ArmSwitchPlan, azure: AzurePlan | undefined, value
     try {
       return LISTED.test(id) ? await readByList(arm, id, sw.apiVersion) : await arm.resourceManager.resources.getById(id, sw.apiVersion);
     } catch (err) {
-      throw azureError(err, `reading ${sw.resource}`, arm.endpoint);
+      throw azureError(err, `reading ${sw.resource}`, arm.endpoint, arm.lastErrorBody());
     }
   };
   const valueOf = (r: GenericResource): unknown =>
@@ -90,7 +90,7 @@ export function armSwitch(sw: ArmSwitchPlan, azure: AzurePlan | undefined, value
       try {
         await arm.resourceManager.resources.beginCreateOrUpdateByIdAndWait(id, sw.apiVersion, r, { updateIntervalInMs: 500 });
       } catch (err) {
-        throw azureError(err, `setting ${sw.property} of ${sw.resource}`, arm.endpoint);
+        throw azureError(err, `setting ${sw.property} of ${sw.resource}`, arm.endpoint, arm.lastErrorBody());
       }
     },
     resume: () => Promise.resolve(),

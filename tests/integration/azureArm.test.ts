@@ -437,6 +437,24 @@ describe('cloudshift provision', () => {
     );
   });
 
+  it("a template ARM's validation refuses: its inner errors are shown, not just 'see inner errors'", async () => {
+    fake.on('PUT', `${DEPLOYMENTS}/${name}`, {
+      status: 400,
+      body: {
+        error: {
+          code: 'InvalidTemplateDeployment',
+          message: `The template deployment '${name}' is not valid according to the validation procedure. See inner errors for details.`,
+          details: [{ code: 'StorageAccountAlreadyTaken', message: 'The storage account named ehrdocs is already taken.' }],
+        },
+      },
+    });
+    const r = await provision([]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      'See inner errors for details. (StorageAccountAlreadyTaken: The storage account named ehrdocs is already taken.) (ARM error InvalidTemplateDeployment, HTTP 400',
+    );
+  });
+
   it('a deployment that ends Failed: exit 1, with the deployment error, its details, and a request id', async () => {
     const op = `${fake.url}/operations/deploy-2?api-version=2025-04-01`;
     fake.on('PUT', `${DEPLOYMENTS}/${name}`, {

@@ -228,6 +228,26 @@ describe('Azure errors name the code, the HTTP status and the request id', () =>
     expect(e.message).toBe('reading y: Not there. (ARM error ResourceNotFound, HTTP 404, request id rid-2)');
   });
 
+  it("brings ARM's inner errors up when its message points to them", () => {
+    const body = {
+      error: {
+        code: 'InvalidTemplateDeployment',
+        message: "The template deployment 'd' is not valid according to the validation procedure. See inner errors for details.",
+        details: [
+          {
+            code: 'PreflightValidationCheckFailed',
+            message: 'Preflight validation failed.',
+            details: [{ code: 'StorageAccountAlreadyTaken', message: 'The storage account named ehrdocs is already taken.' }],
+          },
+        ],
+      },
+    };
+    const e = azureError(restError('x', { statusCode: 400, requestId: 'rid-3', body: JSON.stringify(body) }), 'deploying', 'https://arm');
+    expect(e.message).toBe(
+      "deploying: The template deployment 'd' is not valid according to the validation procedure. See inner errors for details. (PreflightValidationCheckFailed: Preflight validation failed.; StorageAccountAlreadyTaken: The storage account named ehrdocs is already taken.) (ARM error InvalidTemplateDeployment, HTTP 400, request id rid-3)",
+    );
+  });
+
   it('no answer at all: unreachable, with the endpoint', () => {
     const e = azureError(restError('connect ECONNREFUSED 127.0.0.1:1', { code: 'ECONNREFUSED' }), 'reading z', 'https://127.0.0.1:1');
     expect(e.message).toBe(
@@ -256,8 +276,17 @@ describe('Azure errors name the code, the HTTP status and the request id', () =>
     expect(azureError(direct, 'x', 'y').message).toBe(
       'x: Microsoft Entra ID refused the credentials: AADSTS700016: Application not found. (Entra ID error unauthorized_client, HTTP 401, trace id t-2)',
     );
-    const none = new AggregateAuthenticationError([new CredentialUnavailableError('EnvironmentCredential is unavailable.')], 'all failed');
-    expect(azureError(none, 'x', 'y').message).toBe('x: no Azure credential is available: EnvironmentCredential is unavailable.');
+    const none = new AggregateAuthenticationError(
+      [
+        new CredentialUnavailableError('EnvironmentCredential is unavailable.'),
+        new CredentialUnavailableError("AzureCliCredential: Please run 'az login' to set up an account."),
+      ],
+      'all failed',
+    );
+    // Each says why it could not: the one that matters (an expired `az login`) among them.
+    expect(azureError(none, 'x', 'y').message).toBe(
+      "x: no Azure credential is available: EnvironmentCredential is unavailable.; AzureCliCredential: Please run 'az login' to set up an account.",
+    );
   });
 });
 
