@@ -3,7 +3,7 @@ import { CloudshiftError, ConnectError, ExitCode, messageOf } from '../errors.js
 import { isConnectionLost } from '../pg/transient.js';
 import { PlanInvalidError } from '../plan/parse.js';
 import { redact } from '../redact.js';
-import type { CliIO, Format } from './io.js';
+import { githubEscape, type CliIO, type Format } from './io.js';
 import { renderProblems } from './render/problems.js';
 
 /** Class 42 SQLSTATEs that are the servers' state, not our SQL: insufficient privilege, a table gone. */
@@ -19,7 +19,8 @@ export function reportError(io: CliIO, err: unknown, format: Format = 'text'): n
     if (format === 'json') {
       io.stdout.write(`${JSON.stringify({ error: { code: err.code, message: redact(err.message), hint: err.hint ?? null } })}\n`);
     } else if (format === 'github') {
-      io.stdout.write(`::error title=cloudshift ${err.code}::${redact(err.message).replace(/\n/g, '%0A')}\n`);
+      const text = `${redact(err.message)}${err.hint ? `\nhint: ${err.hint}` : ''}`;
+      io.stdout.write(`::error title=${githubEscape(`cloudshift ${err.code}`, true)}::${githubEscape(text)}\n`);
     } else {
       io.stderr.write(`error: ${redact(err.message)}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
     }

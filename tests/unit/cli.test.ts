@@ -81,6 +81,17 @@ describe('cloudshift dry-run before connecting', () => {
     expect(r.stderr + r.stdout).not.toContain('topsecret');
   });
 
+  it('github format: the error as one annotation, escaped, with its hint', async () => {
+    const r = await cli(['dry-run', 'plans/ppm.yaml', '--format', 'github'], { SOURCE_DATABASE_URL: 'postgres://u@127.0.0.1:1/x' });
+    expect(r.code).toBe(2);
+    expect(r.stdout.split('\n')).toEqual([
+      expect.stringMatching(
+        /^::error title=cloudshift CS_USAGE::target\.postgres: environment variable TARGET_DATABASE_URL is not set%0A.*%0Ahint: export TARGET_DATABASE_URL=\.\.\. before running cloudshift/,
+      ),
+      '',
+    ]);
+  });
+
   it('an invalid plan exits 2 with its problems', async () => {
     const r = await cli(['dry-run', planFile(bad), '--format', 'json']);
     expect(r.code).toBe(2);
