@@ -2,6 +2,7 @@ import { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect } from '../../src/pg/connect.js';
 import { replicationConnection } from '../../src/sync/replication.js';
+import { throughputBuckets } from '../../src/state/sql/throughputBuckets.js';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
 import {
@@ -196,6 +197,38 @@ describe('state store', () => {
       const again = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("spreads a batch's rows over the time buckets its copy spans, not all into the one it committed in", async () => {
+    const store = await open('buckets');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'b', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await store.addBatches(run.id, [
+        { kind: 'table' as const, relation: 'public.t', seq: 0, keyLow: [0], keyHigh: [10] },
+        { kind: 'table' as const, relation: 'public.t', seq: 1, keyLow: [10], keyHigh: [20] },
+      ]);
+      // Batch 0 copies 1,000 rows over the first second; batch 1, 100 rows within 100 ms after.
+      await sql(
+        'target',
+        dbs.target,
+        `UPDATE buckets.batches SET status = 'verified',
+            claimed_at = timestamptz '2026-01-01 00:00:00' + (CASE seq WHEN 0 THEN 0 ELSE 1000 END) * interval '1 ms',
+            finished_at = timestamptz '2026-01-01 00:00:00' + (CASE seq WHEN 0 THEN 1000 ELSE 1100 END) * interval '1 ms',
+            rows = CASE seq WHEN 0 THEN 1000 ELSE 100 END, bytes = CASE seq WHEN 0 THEN 4000 ELSE 400 END
+          WHERE run_id = $1`,
+        [run.id],
+      );
+      expect(await throughputBuckets(store.knex, run.id, 250)).toEqual([
+        { bucket: 0, batches: 0, rows: 250, bytes: 1000 },
+        { bucket: 1, batches: 0, rows: 250, bytes: 1000 },
+        { bucket: 2, batches: 0, rows: 250, bytes: 1000 },
+        { bucket: 3, batches: 0, rows: 250, bytes: 1000 },
+        { bucket: 4, batches: 2, rows: 100, bytes: 400 },
+      ]);
     } finally {
       await store.close();
     }

@@ -13,7 +13,7 @@ export interface CopySpan {
 /** First and last moments of the run's copy, over the batches that were copied. */
 export async function copySpan(knex: Knex, runId: string): Promise<CopySpan> {
   const { rows } = await knex.raw<{ rows: CopySpan[] }>(
-    `SELECT min(coalesce(claimed_at, finished_at)) AS first, max(finished_at) AS last, count(*)::int AS batches
+    `SELECT min(least(coalesce(greatest(started_at, claimed_at), finished_at), finished_at)) AS first, max(finished_at) AS last, count(*)::int AS batches
        FROM batches
       WHERE run_id = :runId AND ${COPIED}`,
     { runId },
@@ -30,24 +30,39 @@ export interface ThroughputBucketRow {
 }
 
 /**
- * Rows, bytes and batches copied per time bucket, by the time each batch's copy committed,
- * aggregated by the server (a run can have 100,000 batches; this returns at most a few hundred
- * rows). Empty buckets are not returned.
+ * Rows, bytes and batches copied per time bucket, aggregated by the server (a run can have
+ * 100,000 batches; this returns at most a few hundred rows). A batch's rows and bytes are spread
+ * over the buckets its copy spans (from its start to its commit), in proportion to the time in
+ * each, so a bucket shorter than a batch does not show the whole batch as one spike; a batch is
+ * counted in the bucket where it committed. Empty buckets are not returned.
  */
 export async function throughputBuckets(knex: Knex, runId: string, bucketMs: number): Promise<ThroughputBucketRow[]> {
   const { rows } = await knex.raw<{ rows: ThroughputBucketRow[] }>(
     `WITH copied AS (
-       SELECT coalesce(claimed_at, finished_at) AS began, finished_at, rows, bytes
+       SELECT coalesce(greatest(started_at, claimed_at), finished_at) AS began, finished_at, rows, bytes
          FROM batches
         WHERE run_id = :runId AND ${COPIED}
      ), origin AS (
-       SELECT min(began) AS first FROM copied
+       SELECT min(least(began, finished_at)) AS first FROM copied
+     ), spans AS (
+       SELECT extract(epoch FROM (least(c.began, c.finished_at) - o.first)) * 1000 AS b0,
+              extract(epoch FROM (c.finished_at - o.first)) * 1000 AS b1,
+              c.rows, c.bytes
+         FROM copied c CROSS JOIN origin o
+     ), pieces AS (
+       SELECT n AS bucket,
+              CASE WHEN s.b1 = s.b0 THEN 1
+                   ELSE (least(s.b1, (n + 1) * :bucketMs::float8) - greatest(s.b0, n * :bucketMs::float8)) / (s.b1 - s.b0) END AS share,
+              floor(s.b1 / :bucketMs)::int = n AS committed_here,
+              s.rows, s.bytes
+         FROM spans s
+         CROSS JOIN LATERAL generate_series(floor(s.b0 / :bucketMs)::int, floor(s.b1 / :bucketMs)::int) AS n
      )
-     SELECT floor(extract(epoch FROM (c.finished_at - o.first)) * 1000 / :bucketMs)::int AS bucket,
-            count(*)::int AS batches,
-            coalesce(sum(c.rows), 0)::float8 AS rows,
-            coalesce(sum(c.bytes), 0)::float8 AS bytes
-       FROM copied c CROSS JOIN origin o
+     SELECT bucket,
+            count(*) FILTER (WHERE committed_here)::int AS batches,
+            coalesce(sum(rows * share), 0)::float8 AS rows,
+            coalesce(sum(bytes * share), 0)::float8 AS bytes
+       FROM pieces
       GROUP BY 1
       ORDER BY 1`,
     { runId, bucketMs },
