@@ -290,8 +290,11 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     // 7. The commit point: the switch names the other side; only if writes are still held back
     //    (a PgBouncer restarted meanwhile lets them through to the side left).
     if (!(await app.stillPaused())) throw new Abort('the switch is no longer paused (PgBouncer restarted during the pause?)');
-    await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
+    // Recorded before the lift: an undo after a crash in between fences `to` again (which is
+    // harmless if the lift never happened), rather than leave it open.
     details.toFenceDropped = true;
+    await updateSwitch(store.knex, row.id, { details: { ...details } });
+    await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
     details.pointing = true;
     await updateSwitch(store.knex, row.id, { details: { ...details } });
     ctx.say(`pointing the application at ${describeSide(ctx, to)}`);
