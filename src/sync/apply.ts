@@ -118,6 +118,9 @@ export interface ApplyStats {
   divergences: number;
 }
 
+/** Column types (format_type) whose `=` is missing or not equality of the value. */
+const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$/;
+
 export class Applier {
   private readonly byName: Map<string, TableTask>;
   private readonly relations = new Map<number, Relation>();
@@ -471,6 +474,8 @@ export class Applier {
         const c = rel.columns[i];
         if (!c) return null;
         params.push(textOf(v));
+        // Types without a proper equality (json, xml, point; box and circle compare areas) by their text.
+        if (NO_EQUALITY.test(c.type)) return `${quoteIdent(c.name)}::text IS NOT DISTINCT FROM $${params.length}::${c.type}::text`;
         return `${quoteIdent(c.name)} IS NOT DISTINCT FROM $${params.length}::${c.type}`;
       })
       .filter((x): x is string => x !== null);

@@ -563,9 +563,9 @@ describe('stopping the sync', () => {
 
 describe('tables without a primary key in live sync', () => {
   const KEYLESS_SQL = `
-CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL);
+CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL, extra json, spot point);
 CREATE TABLE public.beds (ward text NOT NULL, bed int NOT NULL, occupant text, UNIQUE (ward, bed));
-INSERT INTO public.ward_log SELECT now(), 'event ' || g FROM generate_series(1, 50) g;
+INSERT INTO public.ward_log SELECT now(), 'event ' || g, json_build_object('n', g), point(g, g) FROM generate_series(1, 50) g;
 INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 40) g;`;
   const identity = async (side: 'source' | 'target', db: string) =>
     sql<{ relname: string; relreplident: string }>(
