@@ -197,6 +197,34 @@ copy: { batch: { rows: ${rows} } }
 }
 
 describe('cloudshift run: sources as they come', () => {
+  it('copies rows older than a NOT VALID check (of the table or of a domain), which the target then has too, still not validated', async () => {
+    await copyOneTable(
+      'notvalid',
+      () => `CREATE DOMAIN public.score AS int;
+        CREATE TABLE public.vitals (id int PRIMARY KEY, height_m numeric, score public.score);
+        INSERT INTO public.vitals VALUES (1, 1.8, 5), (2, 7.5, -3);
+        ALTER TABLE public.vitals ADD CONSTRAINT vitals_height CHECK (height_m BETWEEN 0.3 AND 3.0) NOT VALID;
+        ALTER DOMAIN public.score ADD CONSTRAINT score_positive CHECK (VALUE > 0) NOT VALID;`,
+      'public.vitals',
+      1000,
+      'id',
+      undefined,
+      async (s) => {
+        const checks = await sql<{ conname: string; convalidated: boolean }>(
+          'target',
+          s.dbs.target,
+          `SELECT conname, convalidated FROM pg_constraint WHERE conname IN ('vitals_height', 'score_positive') ORDER BY conname`,
+        );
+        expect(checks).toEqual([
+          { conname: 'score_positive', convalidated: false },
+          { conname: 'vitals_height', convalidated: false },
+        ]);
+        // New rows are checked on the target as on the source.
+        await expect(sql('target', s.dbs.target, `INSERT INTO public.vitals VALUES (3, 9, 1)`)).rejects.toMatchObject({ code: '23514' });
+      },
+    );
+  });
+
   it('a table analysed empty and loaded since is split by its size now, not copied as one batch', async () => {
     const batches = await copyOneTable(
       'copystale',

@@ -82,12 +82,12 @@ export function createType(t: TypeDef): string[] {
       if (t.collation) sql += ` COLLATE ${t.collation}`;
       if (t.default !== null) sql += ` DEFAULT ${t.default}`;
       if (t.notNull) sql += ' NOT NULL';
+      // NOT VALID constraints come after the data (laterCheck): new values, the copied ones too, must pass them.
       for (const c of t.constraints.filter((c) => c.validated)) sql += ` CONSTRAINT ${q(c.name)} ${c.definition}`;
       return [
         sql,
-        ...t.constraints.filter((c) => !c.validated).map((c) => `ALTER DOMAIN ${name} ADD CONSTRAINT ${q(c.name)} ${c.definition}`),
         ...comment('DOMAIN', name, t.comment),
-        ...t.constraints.flatMap((c) => comment('CONSTRAINT', `${q(c.name)} ON DOMAIN ${name}`, c.comment)),
+        ...t.constraints.filter((c) => c.validated).flatMap((c) => comment('CONSTRAINT', `${q(c.name)} ON DOMAIN ${name}`, c.comment)),
       ];
     }
   }
@@ -162,14 +162,33 @@ export function createTable(t: TableDef, parent: TableDef | undefined): string[]
     ];
     out.push(`CREATE ${persistence}TABLE ${name} (${items.length > 0 ? `\n  ${items.join(',\n  ')}\n` : ''})${tail}`);
   }
-  for (const c of t.constraints.filter((c) => !c.validated)) out.push(`ALTER TABLE ${name} ADD CONSTRAINT ${q(c.name)} ${c.definition}`);
   for (const c of t.columns) out.push(...columnSettings(name, c));
   if (t.replicaIdentity === 'f') out.push(`ALTER TABLE ${name} REPLICA IDENTITY FULL`);
   if (t.replicaIdentity === 'n') out.push(`ALTER TABLE ${name} REPLICA IDENTITY NOTHING`);
   out.push(...comment('TABLE', name, t.comment));
   for (const c of t.columns) out.push(...comment('COLUMN', `${name}.${q(c.name)}`, c.comment));
-  for (const c of t.constraints) out.push(...constraintComment(c));
+  for (const c of t.constraints.filter((c) => c.validated)) out.push(...constraintComment(c));
   return out;
+}
+
+/**
+ * A NOT VALID check constraint (of a table, or of a domain), added after the data: NOT VALID spares
+ * the rows already there, not new ones, and the copied rows are new on the target (the source's
+ * old rows that break it would stop the copy).
+ */
+export function laterCheck(
+  on: { table: QualifiedName } | { domain: QualifiedName },
+  c: { name: string; definition: string; comment: string | null },
+): string[] {
+  if ('table' in on)
+    return [
+      `ALTER TABLE ${qq(on.table)} ADD CONSTRAINT ${q(c.name)} ${c.definition}`,
+      ...comment('CONSTRAINT', `${q(c.name)} ON ${qq(on.table)}`, c.comment),
+    ];
+  return [
+    `ALTER DOMAIN ${qq(on.domain)} ADD CONSTRAINT ${q(c.name)} ${c.definition}`,
+    ...comment('CONSTRAINT', `${q(c.name)} ON DOMAIN ${qq(on.domain)}`, c.comment),
+  ];
 }
 
 export function constraintComment(c: ConstraintDef): string[] {

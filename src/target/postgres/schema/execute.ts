@@ -44,6 +44,8 @@ const PROBES: Record<ProbeKind, string> = {
               WHERE n.nspname = $1 AND p.proname = $2 AND pg_get_function_identity_arguments(p.oid) = $3`,
   constraint: `SELECT 1 FROM pg_constraint x JOIN pg_class c ON c.oid = x.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = $1 AND c.relname = $2 AND x.conname = $3`,
+  domainConstraint: `SELECT 1 FROM pg_constraint x JOIN pg_type t ON t.oid = x.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
+                      WHERE n.nspname = $1 AND t.typname = $2 AND x.conname = $3`,
   trigger: `SELECT 1 FROM pg_trigger x JOIN pg_class c ON c.oid = x.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND x.tgname = $3`,
   rowSecurity: `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

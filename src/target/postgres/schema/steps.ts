@@ -15,12 +15,23 @@ import * as ddl from './ddl.js';
 import type { ConstraintDef, IndexDef, SourceSchema, TableDef } from './model.js';
 
 export type ProbeKind =
-  'schema' | 'extension' | 'type' | 'relation' | 'function' | 'constraint' | 'trigger' | 'policy' | 'statistics' | 'rowSecurity';
+  | 'schema'
+  | 'extension'
+  | 'type'
+  | 'relation'
+  | 'function'
+  | 'constraint'
+  | 'domainConstraint'
+  | 'trigger'
+  | 'policy'
+  | 'statistics'
+  | 'rowSecurity';
 
 export interface Probe {
   kind: ProbeKind;
   /** schema/extension: [name]; type/relation/statistics: [schema, name]; function: [schema, name, identity args];
-   * constraint/trigger/policy: [table schema, table name, name]; rowSecurity: [schema, table, forced]. */
+   * constraint/trigger/policy: [table schema, table name, name]; domainConstraint: [domain schema, domain name, name];
+   * rowSecurity: [schema, table, forced]. */
   args: string[];
 }
 
@@ -147,8 +158,38 @@ export function postDataStages(s: SourceSchema): Stages {
       (c) => c.table,
     ).map(constraintUnit),
     ...constraintIndexSettings(s),
+    ...laterChecks(s),
   ];
   return [partitionedKeys, largestFirst(second, (x) => x.table).map((x) => x.unit), third].filter((stage) => stage.length > 0);
+}
+
+/** NOT VALID check constraints of tables and domains, after the data (see ddl.laterCheck). */
+function laterChecks(s: SourceSchema): Step[][] {
+  const tables = s.tables.flatMap((t) =>
+    t.constraints
+      .filter((c) => !c.validated)
+      .map((c): Step[] => [
+        {
+          label: `check ${c.name} on ${displayName(t.name)} (NOT VALID)`,
+          probe: { kind: 'constraint', args: on(t.name, c.name) },
+          sql: ddl.laterCheck({ table: t.name }, c),
+        },
+      ]),
+  );
+  const domains = s.preDataObjects.flatMap((o) =>
+    'type' in o && o.type.kind === 'domain'
+      ? o.type.constraints
+          .filter((c) => !c.validated)
+          .map((c): Step[] => [
+            {
+              label: `check ${c.name} on domain ${displayName(o.type.name)} (NOT VALID)`,
+              probe: { kind: 'domainConstraint', args: [...qn(o.type.name), c.name] },
+              sql: ddl.laterCheck({ domain: o.type.name }, c),
+            },
+          ])
+      : [],
+  );
+  return [...tables, ...domains];
 }
 
 function constraintIndexSettings(s: SourceSchema): Step[][] {
