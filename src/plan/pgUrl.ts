@@ -15,67 +15,91 @@ const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 /** Resolves a connection value's references, encoding those in a URL's user information. */
 export function resolvePostgres(raw: string, ctx: ResolveContext): string {
   const parts = parseReferences(raw);
-  // The literal text with each reference as one character that is none of the URL's delimiters.
+  const values = parts.map((p) => (p.kind === 'ref' ? resolveReferences(p.raw, ctx) : p.text));
+  // Written wholly by references: the value is what they give, as written there.
+  if (parts.every((p) => p.kind === 'ref')) return postgresUrl(values.join(''), ctx.where);
+  // The written text with each reference as one character that is none of the delimiters.
   const shape = parts.map((p) => (p.kind === 'text' ? p.text : '\u0000')).join('');
   const scheme = SCHEME.exec(shape);
-  let userinfoEnd = -1;
   if (scheme) {
     const authority = shape.slice(scheme[0].length).split(/[/?#]/)[0]!;
-    userinfoEnd = authority.lastIndexOf('@') < 0 ? -1 : scheme[0].length + authority.lastIndexOf('@');
+    const userinfoEnd = authority.lastIndexOf('@') < 0 ? -1 : scheme[0].length + authority.lastIndexOf('@');
+    let at = 0;
+    const out = parts.map((p, i) => {
+      const start = at;
+      at += p.kind === 'text' ? p.text.length : 1;
+      return p.kind === 'ref' && start < userinfoEnd ? encodeURIComponent(values[i]!) : values[i]!;
+    });
+    return postgresUrl(out.join(''), ctx.where);
   }
-  let at = 0;
-  const out = parts.map((p) => {
-    const start = at;
-    at += p.kind === 'text' ? p.text.length : 1;
-    if (p.kind === 'text') return p.text;
-    const value = resolveReferences(p.raw, ctx);
-    return start < userinfoEnd ? encodeURIComponent(value) : value;
-  });
-  return postgresUrl(out.join(''), ctx.where);
+  // key=value: the pairs are read from the written text, each reference standing for its whole
+  // value, so a referenced password with spaces, quotes or backslashes is taken as it is.
+  const token = (i: number) => `\u0000${i}\u0000`;
+  const pairs = parseKeyValue(parts.map((p, i) => (p.kind === 'text' ? p.text : token(i))).join(''));
+  if (!pairs) throw notPostgres(ctx.where);
+  for (const [k, v] of pairs)
+    pairs.set(
+      k,
+      v.replace(/\u0000(\d+)\u0000/g, (_, i: string) => values[Number(i)]!),
+    );
+  return urlOfPairs(pairs, ctx.where);
 }
+
+function invalid(where: string, why: string): UsageError {
+  return new UsageError(`${where}: ${why}`, {
+    hint: 'give a URL (postgres://user:password@host:5432/database) or libpq key=value pairs (host=... dbname=... user=...)',
+  });
+}
+
+const notPostgres = (where: string) =>
+  invalid(where, "neither a connection URL nor key=value pairs (a value with spaces is quoted: key='a b')");
 
 /** A URL as it is (once checked), or key=value turned into a URL. */
 export function postgresUrl(value: string, where: string): string {
-  const invalid = (why: string) =>
-    new UsageError(`${where}: ${why}`, {
-      hint: 'give a URL (postgres://user:password@host:5432/database) or libpq key=value pairs (host=... dbname=... user=...)',
-    });
   if (SCHEME.test(value)) {
-    if (!/^postgres(ql)?:\/\//i.test(value)) throw invalid('a connection URL must start with postgres:// or postgresql://');
+    if (!/^postgres(ql)?:\/\//i.test(value)) throw invalid(where, 'a connection URL must start with postgres:// or postgresql://');
     try {
       new URL(value);
     } catch {
       throw invalid(
+        where,
         'not a valid connection URL; a user name or password written into it (not through a reference) must be percent-encoded',
       );
     }
     return value;
   }
   const pairs = parseKeyValue(value);
-  if (!pairs) throw invalid("neither a connection URL nor key=value pairs (a value with spaces is quoted: key='a b')");
+  if (!pairs) throw notPostgres(where);
+  return urlOfPairs(pairs, where);
+}
+
+function urlOfPairs(pairs: Map<string, string>, where: string): string {
   const take = (key: string) => {
     const v = pairs.get(key);
     pairs.delete(key);
     return v;
   };
-  const host = take('host') ?? take('hostaddr');
+  // node-postgres connects by name: hostaddr stands in only where no host is given.
+  const host = take('host') ?? pairs.get('hostaddr');
   pairs.delete('hostaddr');
-  if (host?.includes(',')) throw invalid('more than one host is not supported; name one');
+  if (host?.includes(',')) throw invalid(where, 'more than one host is not supported; name one');
   const port = take('port');
-  if (port !== undefined && !/^\d+$/.test(port)) throw invalid('port must be a number');
+  if (port !== undefined && !/^\d+$/.test(port)) throw invalid(where, 'port must be a number');
   const user = take('user');
   const password = take('password');
   const dbname = take('dbname');
   const query = new URLSearchParams();
-  // A Unix socket directory goes in the query, as node-postgres reads it there.
+  // A Unix socket directory (or no host at all) leaves the URL without an authority: the socket
+  // and the port go in the query, as node-postgres reads them there.
   const socket = host?.startsWith('/') ? host : undefined;
+  const authority = socket || host === undefined ? '' : `${host.includes(':') ? `[${host}]` : host}${port ? `:${port}` : ''}`;
   if (socket) query.set('host', socket);
+  if (!authority && port) query.set('port', port);
   for (const [k, v] of pairs) query.set(k, v);
   const userinfo =
     user === undefined && password === undefined
       ? ''
       : `${encodeURIComponent(user ?? '')}${password === undefined ? '' : `:${encodeURIComponent(password)}`}@`;
-  const authority = socket || host === undefined ? '' : `${host.includes(':') ? `[${host}]` : host}${port ? `:${port}` : ''}`;
   const search = query.size > 0 ? `?${query.toString()}` : '';
   return `postgresql://${userinfo}${authority}/${encodeURIComponent(dbname ?? '')}${search}`;
 }

@@ -300,11 +300,13 @@ export const planSchema = z
         slot: z
           .string()
           .regex(
-            /^[a-z0-9_]{1,55}$/,
-            'must be 1 to 55 lower-case letters, digits and _ (a replication slot name; rollback adds "_reverse")',
+            /^[a-z_][a-z0-9_]{0,54}$/,
+            'must be 1 to 55 lower-case letters, digits and _, not starting with a digit (a replication slot name; rollback adds "_reverse")',
           )
           .optional()
-          .describe('Replication slot name: lower-case letters, digits and _, at most 55. Optional; default cloudshift_<name>.'),
+          .describe(
+            'Replication slot name: lower-case letters, digits and _, not starting with a digit, at most 55. Optional; default cloudshift_<name>.',
+          ),
         publication: identifier('sync.publication').optional().describe('Publication name. Optional; default cloudshift_<name>.'),
         warnRetainedWal: size.optional().describe('Warn when the slot retains more WAL than this on the source. Optional; default 10GB.'),
       })

@@ -94,7 +94,7 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
 
   // The state store's schema in the target database must not be one the migrated tables go to:
   // its tables (runs, batches, documents, events…) would meet theirs.
-  if (plan.state?.postgres === undefined) {
+  if (plan.state?.postgres === undefined || plan.state.postgres === plan.target.postgres) {
     const stateSchema = plan.state?.schema === undefined ? 'cloudshift' : parseQualifiedName(`${plan.state.schema}.x`).schema;
     const named: Array<{ path: Array<string | number>; table: string }> = [
       ...tables.map((t, i) => ({ path: ['tables', i, 'name'], table: t.name })),

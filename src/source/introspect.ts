@@ -25,7 +25,7 @@ export interface UniqueKey {
   name: string;
   columns: string[];
   primary: boolean;
-  /** Every column NOT NULL and the index not partial: usable as REPLICA IDENTITY USING INDEX. */
+  /** Every column NOT NULL, the index not partial nor deferrable: usable as REPLICA IDENTITY USING INDEX. */
   usableAsIdentity: boolean;
 }
 
@@ -113,8 +113,15 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     [t.oid],
   );
 
-  const keys = await client.query<{ name: string; primary: boolean; partial: boolean; columns: string[]; all_not_null: boolean }>(
-    `SELECT ic.relname AS name, i.indisprimary AS primary, i.indpred IS NOT NULL AS partial,
+  const keys = await client.query<{
+    name: string;
+    primary: boolean;
+    partial: boolean;
+    immediate: boolean;
+    columns: string[];
+    all_not_null: boolean;
+  }>(
+    `SELECT ic.relname AS name, i.indisprimary AS primary, i.indpred IS NOT NULL AS partial, i.indimmediate AS immediate,
             array_agg(a.attname::text ORDER BY k.ord) AS columns,
             bool_and(a.attnotnull) AS all_not_null
        FROM pg_index i
@@ -122,7 +129,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
       WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indexprs IS NULL
-      GROUP BY ic.relname, i.indisprimary, i.indpred
+      GROUP BY ic.relname, i.indisprimary, i.indpred, i.indimmediate
       ORDER BY i.indisprimary DESC, ic.relname`,
     [t.oid],
   );
@@ -130,7 +137,8 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     name: k.name,
     columns: k.columns,
     primary: k.primary,
-    usableAsIdentity: !k.partial && k.all_not_null,
+    // As PostgreSQL requires of REPLICA IDENTITY USING INDEX: not partial, every column NOT NULL, not deferrable.
+    usableAsIdentity: !k.partial && k.all_not_null && k.immediate,
   }));
   const pk = uniqueKeys.find((k) => k.primary);
 

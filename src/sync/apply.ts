@@ -479,7 +479,8 @@ export class Applier {
         return `${quoteIdent(c.name)} IS NOT DISTINCT FROM $${params.length}::${c.type}`;
       })
       .filter((x): x is string => x !== null);
-    return `ctid = (SELECT ctid FROM ${rel.task.quoted} WHERE ${conds.join(' AND ')} LIMIT 1)`;
+    // With tableoid: in a partitioned table, a ctid names a row in each partition.
+    return `(tableoid, ctid) = (SELECT tableoid, ctid FROM ${rel.task.quoted} WHERE ${conds.join(' AND ')} LIMIT 1)`;
   }
 
   private async update(rel: Relation, oldIdent: Tuple | null, row: Tuple): Promise<void> {

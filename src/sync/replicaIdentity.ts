@@ -29,13 +29,24 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
   const todo: IdentityChange[] = [];
   for (const name of tables) {
     const info = await introspectTable(source, name);
-    if (!info || info.primaryKey || info.replicaIdentity === 'f' || info.replicaIdentity === 'i') continue;
+    if (!info || info.primaryKey) continue;
+    // A partitioned table's rows are changed in its partitions, each with an identity of its own
+    // (ALTER TABLE … REPLICA IDENTITY does not recurse): every one must have it.
+    const leaves = info.kind === 'partitioned' ? await leafIdentities(source, info.oid) : [];
+    const identified = (r: string) => r === 'f' || r === 'i';
+    if (identified(info.replicaIdentity) && leaves.every((l) => identified(l.replident))) continue;
     const table = displayName(name);
     const t = plan.tables.find((x) => displayName(x.name) === table);
     const where = t ? `tables[${t.index}].replicaIdentity` : `a tables entry for ${table} with replicaIdentity`;
     const unique = info.uniqueKeys.find((k) => k.usableAsIdentity);
     if (t?.replicaIdentity === 'insert-only') continue;
-    if (t?.replicaIdentity === 'full') todo.push({ table, statement: `ALTER TABLE ${quoteQualified(name)} REPLICA IDENTITY FULL` });
+    if (t?.replicaIdentity === 'full') {
+      for (const rel of [quoteQualified(name), ...leaves.filter((l) => l.replident !== 'f').map((l) => l.quoted)])
+        todo.push({ table, statement: `ALTER TABLE ${rel} REPLICA IDENTITY FULL` });
+    } else if (t?.replicaIdentity === 'index' && leaves.length > 0)
+      throw new PreconditionError(
+        `${table} is partitioned: replicaIdentity: index would have to name an index of each partition; use full, or add a primary key (${where}); nothing was changed`,
+      );
     else if (t?.replicaIdentity === 'index' && unique)
       todo.push({ table, statement: `ALTER TABLE ${quoteQualified(name)} REPLICA IDENTITY USING INDEX ${quoteIdent(unique.name)}` });
     else if (t?.replicaIdentity === 'index')
@@ -49,6 +60,19 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
   }
   for (const change of todo) await alter(source, change);
   return todo;
+}
+
+/** The leaf partitions of a partitioned table, quoted, with their replica identity. */
+async function leafIdentities(source: pg.Client, oid: number): Promise<Array<{ quoted: string; replident: string }>> {
+  const { rows } = await source.query<{ schema: string; name: string; replident: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident
+       FROM pg_partition_tree($1::regclass) t
+       JOIN pg_class c ON c.oid = t.relid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE t.isleaf`,
+    [oid],
+  );
+  return rows.map((r) => ({ quoted: quoteQualified({ schema: r.schema, name: r.name }), replident: r.replident }));
 }
 
 async function alter(source: pg.Client, change: IdentityChange): Promise<void> {

@@ -566,7 +566,11 @@ describe('tables without a primary key in live sync', () => {
 CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL, extra json, spot point);
 CREATE TABLE public.beds (ward text NOT NULL, bed int NOT NULL, occupant text, UNIQUE (ward, bed));
 INSERT INTO public.ward_log SELECT now(), 'event ' || g, json_build_object('n', g), point(g, g) FROM generate_series(1, 50) g;
-INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 40) g;`;
+INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 40) g;
+CREATE TABLE public.bed_moves (at date NOT NULL, bed int NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE public.bed_moves_2025 PARTITION OF public.bed_moves FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE public.bed_moves_2026 PARTITION OF public.bed_moves FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_series(1, 100) g;`;
   const identity = async (side: 'source' | 'target', db: string) =>
     sql<{ relname: string; relreplident: string }>(
       side,
@@ -581,7 +585,7 @@ INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 4
       const tables = (log: string, beds: string) =>
         planText('keylesstest').replace(
           '  - name: public.notes\n',
-          `  - name: public.notes\n  - name: public.ward_log\n${log}  - name: public.beds\n${beds}`,
+          `  - name: public.notes\n  - name: public.ward_log\n${log}  - name: public.beds\n${beds}  - name: public.bed_moves\n${log}`,
         );
       const refused = await cli(['run', s.plan(tables('', ''))], s.env);
       expect(refused.code).toBe(3);
@@ -605,11 +609,20 @@ INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 4
           { relname: 'beds', relreplident: 'i' },
           { relname: 'ward_log', relreplident: 'f' },
         ]);
+      // A partitioned table's partitions, where its rows are changed, have it too.
+      const leaves = await sql<{ relname: string; relreplident: string }>(
+        'source',
+        s.dbs.source,
+        `SELECT relname, relreplident FROM pg_class WHERE relname LIKE 'bed_moves%' ORDER BY relname`,
+      );
+      expect(leaves.map((l) => `${l.relname} ${l.relreplident}`)).toEqual(['bed_moves f', 'bed_moves_2025 f', 'bed_moves_2026 f']);
       // The application's UPDATE and DELETE work on the source, and reach the target.
       await sql(
         'source',
         s.dbs.source,
-        `UPDATE public.beds SET occupant = 'patient 7' WHERE bed = 7;
+        `UPDATE public.bed_moves SET bed = -1 WHERE bed = 90;
+         DELETE FROM public.bed_moves WHERE bed = 70;
+         UPDATE public.beds SET occupant = 'patient 7' WHERE bed = 7;
          DELETE FROM public.ward_log WHERE what = 'event 3';
          UPDATE public.ward_log SET what = 'edited' WHERE what = 'event 4';`,
       );
@@ -617,6 +630,7 @@ INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 4
       for (const [table, order] of [
         ['public.beds', 'ward, bed'],
         ['public.ward_log', 'what'],
+        ['public.bed_moves', 'at, bed'],
       ] as const) {
         const { source, target } = await expectSameRows(s, table, order);
         expect(target, table).toBe(source);

@@ -43,6 +43,16 @@ describe('PostgreSQL connection values', () => {
     });
   });
 
+  it('keeps the port of a socket, and takes a referenced key=value password as it is (spaces, quotes, backslashes)', () => {
+    expect(read(postgresUrl('host=/var/run/postgresql port=5433 dbname=ehr user=app', where))).toMatchObject({
+      host: '/var/run/postgresql',
+      port: 5433,
+    });
+    const password = "a b\\c'd";
+    const url = resolvePostgres('host=db dbname=ehr user=app password=${env:PW}', { env: { PW: password }, baseDir: '.', where });
+    expect(read(url)).toMatchObject({ host: 'db', database: 'ehr', user: 'app', password });
+  });
+
   it('names the field and never the value of one it cannot read', () => {
     const bad = (value: string) => {
       try {

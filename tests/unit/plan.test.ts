@@ -130,6 +130,8 @@ cutover:
       '9:11 tables[1].name: the state store\'s schema "cloudshift" is in the target database, where cloudshift.runs goes too: set state.schema to a schema no migrated table uses',
     ]);
     expect(problems(`${good}state: { schema: migration_state }\n`)).toEqual([]);
+    // The target's own connection string named again is the same database.
+    expect(problems(`${good}state: { postgres: "\${env:TARGET_DATABASE_URL}", schema: public }\n`)).toHaveLength(1);
   });
 
   it('keeps the state store in the target database with live sync', () => {
@@ -148,10 +150,10 @@ cutover:
   });
 
   it('refuses a replication slot name PostgreSQL would refuse', () => {
-    for (const slot of ['"My-Slot"', 'slot$1', 'Upper', 'x'.repeat(56)])
+    for (const slot of ['"My-Slot"', 'slot$1', 'Upper', 'x'.repeat(56), '2024_ehr'])
       expect(problems(`${good}sync: { mode: logical, slot: '${slot}' }\n`), slot).toEqual([
         expect.stringMatching(
-          /^9:30 sync\.slot: must be 1 to 55 lower-case letters, digits and _ \(a replication slot name; rollback adds "_reverse"\), got /,
+          /^9:30 sync\.slot: must be 1 to 55 lower-case letters, digits and _, not starting with a digit \(a replication slot name; rollback adds "_reverse"\), got /,
         ),
       ]);
     expect(problems(`${good}sync: { mode: logical, slot: ehr_move_2 }\n`)).toEqual([]);
