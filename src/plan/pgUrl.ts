@@ -34,13 +34,14 @@ export function resolvePostgres(raw: string, ctx: ResolveContext): string {
   }
   // key=value: the pairs are read from the written text, each reference standing for its whole
   // value, so a referenced password with spaces, quotes or backslashes is taken as it is.
-  const token = (i: number) => `\u0000${i}\u0000`;
+  // Private-use characters: no delimiter, quote or escape of libpq's syntax, nor of a plan's text.
+  const token = (i: number) => `\uE000${i}\uE001`;
   const pairs = parseKeyValue(parts.map((p, i) => (p.kind === 'text' ? p.text : token(i))).join(''));
   if (!pairs) throw notPostgres(ctx.where);
   for (const [k, v] of pairs)
     pairs.set(
       k,
-      v.replace(/\u0000(\d+)\u0000/g, (_, i: string) => values[Number(i)]!),
+      v.replace(/\uE000(\d+)\uE001/g, (_, i: string) => values[Number(i)]!),
     );
   return urlOfPairs(pairs, ctx.where);
 }
