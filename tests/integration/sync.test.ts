@@ -642,7 +642,7 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
 });
 
 describe('a partitioned table in live sync', () => {
-  it("streams its changes as the plan's table, whatever partition a row is in", async () => {
+  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's", async () => {
     const s = await hospitalScenario('syncparts');
     try {
       await sql(
@@ -652,10 +652,15 @@ describe('a partitioned table in live sync', () => {
          CREATE TABLE public.readings (id bigint NOT NULL, taken date NOT NULL, value int, PRIMARY KEY (id, taken)) PARTITION BY RANGE (taken);
          CREATE TABLE public.readings_2025 PARTITION OF public.readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
          CREATE TABLE public.readings_2026 PARTITION OF public.readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
-         INSERT INTO public.readings SELECT g, date '2025-06-01' + g, g FROM generate_series(1, 400) g;`,
+         INSERT INTO public.readings SELECT g, date '2025-06-01' + g, g FROM generate_series(1, 400) g;
+         CREATE TABLE public.alerts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, msg text);
+         INSERT INTO public.alerts (msg) SELECT 'alert ' || g FROM generate_series(1, 10) g;`,
       );
       const file = s.plan(
-        planText('syncpartstest').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.readings\n'),
+        planText('syncpartstest').replace(
+          '  - name: public.notes\n',
+          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n',
+        ),
       );
       const first = await cli(['run', file, '--until', 'synced'], s.env);
       expect(first.stderr).toBe('');
@@ -665,7 +670,10 @@ describe('a partitioned table in live sync', () => {
         s.dbs.source,
         `INSERT INTO public.readings VALUES (1000, '2025-02-02', 1), (1001, '2026-03-03', 2);
          UPDATE public.readings SET value = -1 WHERE id = 5;
-         DELETE FROM public.readings WHERE id = 300;`,
+         DELETE FROM public.readings WHERE id = 300;
+         INSERT INTO public.alerts (msg) VALUES ('new');
+         UPDATE public.alerts SET msg = 'edited' WHERE id = 3;
+         DELETE FROM public.alerts WHERE id = 4;`,
       );
       const r = await cli(['run', file, '--until', 'synced'], s.env);
       expect(r.stderr).toBe('');
@@ -673,6 +681,10 @@ describe('a partitioned table in live sync', () => {
       const { source, target } = await expectSameRows(s, 'public.readings', 'id, taken');
       expect(target).toBe(source);
       expect(source).toContain('(1001,2026-03-03,2)');
+      // A GENERATED ALWAYS identity takes the source's values.
+      const alerts = await expectSameRows(s, 'public.alerts', 'id');
+      expect(alerts.target).toBe(alerts.source);
+      expect(alerts.source).toContain('(11,new)');
     } finally {
       await s.drop();
     }
