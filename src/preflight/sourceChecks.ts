@@ -250,11 +250,17 @@ async function checkKeyOrder(client: pg.Client, t: TablePlan, info: TableInfo, s
  */
 function checkKey(plan: Plan, t: TablePlan | undefined, info: TableInfo, subject: string, checks: CheckList): void {
   const usableUnique = info.uniqueKeys.find((k) => !k.primary && k.usableAsIdentity);
-  if (info.primaryKey) {
+  const pk = info.uniqueKeys.find((k) => k.primary);
+  // A DEFERRABLE primary key still cuts batches, but is no replica identity for live sync.
+  if (info.primaryKey && (pk?.usableAsIdentity || plan.sync.mode !== 'logical')) {
     checks.pass('table.key', subject, `primary key (${info.primaryKey.join(', ')})`);
     return;
   }
-  const copyNote = usableUnique ? `batches use unique index ${usableUnique.name}` : 'copied by ctid ranges';
+  const copyNote = info.primaryKey
+    ? `its primary key is DEFERRABLE, which cuts batches but is no replica identity`
+    : usableUnique
+      ? `batches use unique index ${usableUnique.name}`
+      : 'copied by ctid ranges';
   if (plan.sync.mode !== 'logical') {
     checks.warn('table.key', subject, `no primary key: ${copyNote}; live sync would need a key or REPLICA IDENTITY FULL`);
     return;

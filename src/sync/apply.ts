@@ -101,6 +101,10 @@ interface Relation {
   insertValues: Array<readonly [string, string]>;
   /** Target columns GENERATED ALWAYS AS IDENTITY: inserted with OVERRIDING SYSTEM VALUE, never SET. */
   alwaysIdentity: ReadonlySet<string>;
+  /** The inserted columns, in order. */
+  insertColumns: string[];
+  /** A deferrable key (no ON CONFLICT arbiter): rows are deleted by key first; where the key is among the inserted values, and its types. */
+  deleteFirst: { keyAt: number[]; types: string[] } | null;
 }
 
 /** A statement parameter: text, or bytes (a reverse document's, sent as binary bytea). */
@@ -320,11 +324,16 @@ export class Applier {
     const extra = !reverse && keep ? keep : null;
     const targetCols = [...written.map((c) => c.name), ...(extra ? [extra] : [])];
     const nonKey = targetCols.filter((c) => !keyNames?.includes(c));
-    const conflict = keyNames
-      ? ` ON CONFLICT (${keyNames.map(quoteIdent).join(', ')}) DO ${
-          nonKey.length ? `UPDATE SET ${nonKey.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}` : 'NOTHING'
-        }`
-      : '';
+    // ON CONFLICT takes no deferrable key as its arbiter: such a table's rows are deleted by key
+    // before they are inserted (the same end state as the upsert).
+    const deferrable = keyNames !== null && !(await this.immediateKey(task, keyNames));
+    const keyAt = deferrable ? keyNames.map((k) => targetCols.indexOf(k)) : [];
+    const conflict =
+      keyNames && !deferrable
+        ? ` ON CONFLICT (${keyNames.map(quoteIdent).join(', ')}) DO ${
+            nonKey.length ? `UPDATE SET ${nonKey.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}` : 'NOTHING'
+          }`
+        : '';
     return {
       task,
       columns,
@@ -338,7 +347,22 @@ export class Applier {
       insertWidth: targetCols.length,
       insertValues: [...written.map((c) => c.around), ...(extra ? [column(extra, 'text', false).around] : [])],
       alwaysIdentity: always,
+      insertColumns: targetCols,
+      deleteFirst: deferrable ? { keyAt, types: keyAt.map((i) => written[i]!.type) } : null,
     };
+  }
+
+  /** The target has an immediate (not deferrable) unique index on exactly these columns. */
+  private async immediateKey(task: TableTask, keyNames: string[]): Promise<boolean> {
+    const { rows } = await this.o.target.query(
+      `SELECT 1 FROM pg_index i
+        WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indimmediate AND i.indpred IS NULL
+          AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+                WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k)
+          AND i.indnkeyatts = cardinality($2::text[])`,
+      [task.quoted, keyNames],
+    );
+    return rows.length > 0;
   }
 
   private async sourceTypes(columns: ReadonlyArray<{ typeOid: number; typeMod: number }>): Promise<string[]> {
@@ -464,6 +488,13 @@ export class Applier {
       params.push(...r);
       return `(${r.map((_, i) => `${around[i]![0]}$${start + i + 1}${around[i]![1]}`).join(', ')})`;
     });
+    const d = p.rel.deleteFirst;
+    if (d) {
+      const keys: Param[] = [];
+      const rows = p.rows.map((r) => `(${d.keyAt.map((at, k) => `$${keys.push(r[at]!)}::${d.types[k]}`).join(', ')})`);
+      const cols = d.keyAt.map((at) => p.rel.insertColumns[at]!).map(quoteIdent);
+      await this.o.target.query(`DELETE FROM ${p.rel.task.quoted} WHERE (${cols.join(', ')}) IN (VALUES ${rows.join(', ')})`, keys);
+    }
     await this.o.target.query(`${p.rel.insertPrefix}${tuples.join(', ')}${p.rel.insertSuffix}`, params);
   }
 

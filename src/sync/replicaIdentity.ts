@@ -29,7 +29,9 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
   const todo: IdentityChange[] = [];
   for (const name of tables) {
     const info = await introspectTable(source, name);
-    if (!info || info.primaryKey) continue;
+    // A DEFERRABLE primary key is no replica identity (PostgreSQL refuses it as one).
+    const pk = info?.uniqueKeys.find((k) => k.primary);
+    if (!info || pk?.usableAsIdentity) continue;
     // A partitioned table's rows are changed in its partitions, each with an identity of its own
     // (ALTER TABLE … REPLICA IDENTITY does not recurse): every one must have it.
     const leaves = info.kind === 'partitioned' ? await leafIdentities(source, info.oid) : [];
@@ -55,7 +57,7 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
       );
     else
       throw new PreconditionError(
-        `${table} has no primary key or replica identity: with live sync, UPDATE and DELETE on it would fail on the source. Set ${where} (full | index | insert-only), or add a primary key; nothing was changed`,
+        `${table} has no ${pk ? 'primary key usable as replica identity (its primary key is DEFERRABLE)' : 'primary key'} or replica identity: with live sync, UPDATE and DELETE on it would fail on the source. Set ${where} (full | index | insert-only), or add a primary key; nothing was changed`,
       );
   }
   for (const change of todo) await alter(source, change);

@@ -642,7 +642,7 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
 });
 
 describe('a partitioned table in live sync', () => {
-  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's", async () => {
+  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, and a DEFERRABLE key's", async () => {
     const s = await hospitalScenario('syncparts');
     try {
       await sql(
@@ -654,12 +654,14 @@ describe('a partitioned table in live sync', () => {
          CREATE TABLE public.readings_2026 PARTITION OF public.readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
          INSERT INTO public.readings SELECT g, date '2025-06-01' + g, g FROM generate_series(1, 400) g;
          CREATE TABLE public.alerts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, msg text);
-         INSERT INTO public.alerts (msg) SELECT 'alert ' || g FROM generate_series(1, 10) g;`,
+         INSERT INTO public.alerts (msg) SELECT 'alert ' || g FROM generate_series(1, 10) g;
+         CREATE TABLE public.rota (id int PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, shift text);
+         INSERT INTO public.rota SELECT g, 'day' FROM generate_series(1, 10) g;`,
       );
       const file = s.plan(
         planText('syncpartstest').replace(
           '  - name: public.notes\n',
-          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n',
+          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n  - name: public.rota\n    replicaIdentity: full\n',
         ),
       );
       const first = await cli(['run', file, '--until', 'synced'], s.env);
@@ -673,7 +675,9 @@ describe('a partitioned table in live sync', () => {
          DELETE FROM public.readings WHERE id = 300;
          INSERT INTO public.alerts (msg) VALUES ('new');
          UPDATE public.alerts SET msg = 'edited' WHERE id = 3;
-         DELETE FROM public.alerts WHERE id = 4;`,
+         DELETE FROM public.alerts WHERE id = 4;
+         INSERT INTO public.rota VALUES (11, 'night');
+         UPDATE public.rota SET shift = 'late' WHERE id = 2;`,
       );
       const r = await cli(['run', file, '--until', 'synced'], s.env);
       expect(r.stderr).toBe('');
@@ -685,6 +689,10 @@ describe('a partitioned table in live sync', () => {
       const alerts = await expectSameRows(s, 'public.alerts', 'id');
       expect(alerts.target).toBe(alerts.source);
       expect(alerts.source).toContain('(11,new)');
+      // A DEFERRABLE primary key (no ON CONFLICT arbiter).
+      const rota = await expectSameRows(s, 'public.rota', 'id');
+      expect(rota.target).toBe(rota.source);
+      expect(rota.source).toContain('(11,night)');
     } finally {
       await s.drop();
     }
