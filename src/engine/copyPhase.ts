@@ -112,12 +112,19 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       applicationName: 'cloudshift copy',
       settings: COPY_SESSION,
     });
-    slot.target ??= await connect({
-      role: 'target',
-      connectionString: o.targetUrl,
-      applicationName: 'cloudshift copy',
-      settings: COPY_SESSION,
-    });
+    if (!slot.target) {
+      slot.target = await connect({
+        role: 'target',
+        connectionString: o.targetUrl,
+        applicationName: 'cloudshift copy',
+        settings: COPY_SESSION,
+      });
+      // The rows as they are on the source: a target table made by an earlier run (existingData:
+      // truncate) has its triggers already, which must not fire for copied rows (an audit
+      // trigger would add rows, an updated_at trigger change them). As the applier does; a role
+      // that may not set it (not a superuser, no SET grant) copies with the triggers on.
+      await slot.target.query('SET session_replication_role = replica').catch(() => undefined);
+    }
     return { source: slot.source, target: slot.target };
   };
   const reset = async (slot: Slot) => {

@@ -278,8 +278,15 @@ describe('cloudshift run: a target that already has the schema', () => {
   it('sets aside its foreign keys for the parallel copy and puts them back validated; existingData: truncate empties it first', async () => {
     const s = await hospitalScenario('copyfks');
     try {
-      // The target has the schema, foreign keys included, and rows of its own (random, not the source's).
+      // The target has the schema, foreign keys included, and rows of its own (random, not the source's);
+      // and a trigger of an earlier run's schema, which must not touch the copied rows.
       await sql('target', s.dbs.target, HOSPITAL_SQL);
+      await sql(
+        'target',
+        s.dbs.target,
+        `CREATE FUNCTION public.shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.family_name := upper(NEW.family_name); RETURN NEW; END $$;
+         CREATE TRIGGER patients_shout BEFORE INSERT ON public.patients FOR EACH ROW EXECUTE FUNCTION public.shout();`,
+      );
       const plan = `version: 1
 name: existing
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
