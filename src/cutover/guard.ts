@@ -79,7 +79,8 @@ export async function runGuard(planFile: string, env: Env, input: NodeJS.Readabl
   if (said === DONE) return 'released';
   const loaded = await loadPlan(planFile);
   // The parent's switch lock goes with its database session, a moment after the process.
-  for (let attempt = 0; attempt < 60; attempt++) {
+  // Up to five minutes: a state store failing over (Azure's high availability) takes one or two.
+  for (let attempt = 0; attempt < 600; attempt++) {
     try {
       return (await recoverPendingSwitch(loaded, { env })) ? 'recovered' : 'nothing';
     } catch (err) {

@@ -25,8 +25,12 @@ import type { ObjectLedger, ReplicationObject, Side } from '../sync/objects.js';
 
 /** The name of a plan's fence function and of its triggers. */
 export function fenceName(planName: string): string {
-  return `cloudshift_write_fence_${planName.replace(/-/g, '_')}`.slice(0, 63);
+  // The plan's name as it is (a quoted identifier may hold '-'), so no two plans share one.
+  return `cloudshift_write_fence_${planName}`.slice(0, 63);
 }
+
+/** The one function and trigger name of cloudshift before fences were per plan. */
+const LEGACY_FENCE = 'cloudshift_write_fence';
 
 export function fenceObject(side: Side, planName: string): ReplicationObject {
   return { side, kind: 'write-fence', name: fenceName(planName), direction: side === 'source' ? 'forward' : 'reverse' };
@@ -87,6 +91,11 @@ export async function liftWriteFence(client: pg.Client, ledger: ObjectLedger, si
     `${fenceFunction(schema, planName)}()`,
   ]);
   if (rows[0]!.present) await client.query(fenceBody(schema, planName, 'RETURN NULL;'));
+  // A fence an earlier cloudshift put up (one function for every plan) is lifted too.
+  const legacy = `${quoteIdent(schema)}.${quoteIdent(LEGACY_FENCE)}`;
+  const { rows: old } = await client.query<{ present: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AS present`, [`${legacy}()`]);
+  if (old[0]!.present)
+    await client.query(`CREATE OR REPLACE FUNCTION ${legacy}() RETURNS trigger LANGUAGE plpgsql AS $fence$ BEGIN RETURN NULL; END $fence$`);
   await ledger.record(fenceObject(side, planName), 'dropped');
 }
 

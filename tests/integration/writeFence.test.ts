@@ -55,6 +55,18 @@ describe('write fences', () => {
     await liftWriteFence(client, book, 'source', 'cloudshift', 'ehr');
   });
 
+  it('lifted, also lift the one function an earlier cloudshift fenced every plan with', async () => {
+    await sql(
+      'source',
+      dbs.source,
+      `CREATE FUNCTION cloudshift.cloudshift_write_fence() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'fenced' USING ERRCODE = 'read_only_sql_transaction'; END $$;
+       CREATE TRIGGER cloudshift_write_fence BEFORE INSERT ON public.b FOR EACH STATEMENT EXECUTE FUNCTION cloudshift.cloudshift_write_fence();`,
+    );
+    expect(await writable('b')).toBe(false);
+    await liftWriteFence(client, book, 'source', 'cloudshift', 'ehr');
+    expect(await writable('b')).toBe(true);
+  });
+
   it("of one plan leave another plan's fence as it is", async () => {
     await createWriteFence(client, book, 'source', 'cloudshift', 'ehr', [table('a')], 'the target');
     await createWriteFence(client, book, 'source', 'cloudshift', 'pharmacy', [table('b')], 'the target');
