@@ -385,7 +385,9 @@ describe('cloudshift run: faults', () => {
               'target',
               s.dbs.target,
               `CREATE FUNCTION public.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '!'; RETURN NEW; END $$;
-               CREATE TRIGGER corrupt BEFORE INSERT ON public.wards FOR EACH ROW EXECUTE FUNCTION public.corrupt();`,
+               CREATE TRIGGER corrupt BEFORE INSERT ON public.wards FOR EACH ROW EXECUTE FUNCTION public.corrupt();
+               -- Fires in replica mode too, as the copy's sessions write.
+               ALTER TABLE public.wards ENABLE ALWAYS TRIGGER corrupt;`,
             );
           },
         },
