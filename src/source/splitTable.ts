@@ -26,6 +26,9 @@ export interface CopyShape {
   bytes: number;
 }
 
+/** Catalog references whose text (a name) resolves on the target, unlike their OID. */
+const NAMED_BY_TEXT = new Set(['regclass', 'regtype', 'regrole', 'regnamespace']);
+
 export function copyShape(info: TableInfo, omit: readonly string[] = []): CopyShape {
   const byName = new Map(info.columns.map((c) => [c.name, c]));
   const columns = info.columns.filter((c) => !c.generated && !omit.includes(c.name));
@@ -36,7 +39,19 @@ export function copyShape(info: TableInfo, omit: readonly string[] = []): CopySh
         return { name, type: c.type, collate: c.collatable };
       })
     : null;
-  const builtin = columns.every((c) => c.typeSchema === 'pg_catalog' && c.typtype !== 'c' && c.typtype !== 'd' && c.typtype !== 'e');
+  // Binary COPY carries a value as the server holds it: equal values can differ in bytes (an array
+  // keeps a null bitmap after its last NULL is gone, and the target's copy has none), and a reg*
+  // value travels as the OID of a catalog object, which names another object (or none) on the
+  // target. Their text is exact on both sides: such tables are copied as text.
+  const builtin = columns.every(
+    (c) =>
+      c.typeSchema === 'pg_catalog' &&
+      c.typtype !== 'c' &&
+      c.typtype !== 'd' &&
+      c.typtype !== 'e' &&
+      !c.typeName.startsWith('_') &&
+      !NAMED_BY_TEXT.has(c.typeName),
+  );
   return {
     columns: columns.map((c) => c.name),
     keyColumns,

@@ -197,6 +197,24 @@ copy: { batch: { rows: ${rows} } }
 }
 
 describe('cloudshift run: sources as they come', () => {
+  it('copies an array that once held a NULL, and a regclass by the name it resolves to on the target', async () => {
+    await copyOneTable(
+      'arraysreg',
+      () => `CREATE TABLE public.marks (id int PRIMARY KEY, a int[], r regclass);
+        INSERT INTO public.marks VALUES (1, '{NULL,2}', 'public.marks'), (2, '{3,4}', NULL);
+        -- The array keeps its null bitmap, with no NULL left in it.
+        UPDATE public.marks SET a[1] = 1 WHERE id = 1;`,
+      'public.marks',
+      1000,
+      'id',
+      undefined,
+      async (s) => {
+        const [row] = await sql<{ r: string }>('target', s.dbs.target, `SELECT r::text AS r FROM public.marks WHERE id = 1`);
+        expect(row!.r).toBe('marks');
+      },
+    );
+  });
+
   it('copies rows older than a NOT VALID check (of the table or of a domain), which the target then has too, still not validated', async () => {
     await copyOneTable(
       'notvalid',
