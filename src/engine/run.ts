@@ -29,7 +29,7 @@ import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
 import { summarize, type RunSummary } from './summary.js';
 import { PreconditionError } from '../errors.js';
-import { SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
+import { readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
 /** How often every process sharing a run records that it is alive. */
 const HEARTBEAT_MS = 5_000;
@@ -118,7 +118,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     beat.unref();
     emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name, ...(opened.worker ? { worker: true } : {}) });
     source = await connect({ role: 'source', connectionString: secrets.source });
-    if (plan.documents.length > 0) await refuseSqlAscii(source);
+    if (readsSourceText(plan)) await refuseSqlAscii(source);
     target = await connect({ role: 'target', connectionString: secrets.target });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
@@ -431,7 +431,7 @@ function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | unde
   };
 }
 
-/** As the dry run's source.encoding: a documents table's rows are read as UTF-8 text, which SQL_ASCII does not promise. */
+/** As the dry run's source.encoding: documents rows and live sync's changes are read as UTF-8 text, which SQL_ASCII does not promise. */
 async function refuseSqlAscii(source: pg.Client): Promise<void> {
   const { rows } = await source.query<{ e: string }>(`SELECT current_setting('server_encoding') AS e`);
   if (rows[0]?.e === 'SQL_ASCII') {

@@ -90,7 +90,9 @@ const table = z
       .string()
       .min(1)
       .optional()
-      .describe('SQL condition selecting the rows to copy (trusted input: it is run as written). Optional; default all rows.'),
+      .describe(
+        'SQL condition selecting the rows to copy (trusted input: it is run as written). Not with `sync.mode: logical`, which replays every change of the table. Optional; default all rows.',
+      ),
     replicaIdentity: z
       .enum(['full', 'index', 'insert-only'])
       .optional()

@@ -109,6 +109,18 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     }
   }
 
+  // Live sync streams every row's changes: a table copied with a row filter would take rows the
+  // filter leaves out, and its verification would call them extra.
+  if (plan.sync?.mode === 'logical') {
+    tables.forEach((t, i) => {
+      if (t.where !== undefined)
+        problems.push({
+          path: ['tables', i, 'where'],
+          message: 'a row filter cannot be kept by live sync (it replays every change of the table): remove it, or set sync.mode: none',
+        });
+    });
+  }
+
   // The forward sync commits its position with the changes it applies, in the target database.
   const statePg = plan.state?.postgres;
   if (plan.sync?.mode === 'logical' && statePg !== undefined && statePg !== plan.target.postgres) {

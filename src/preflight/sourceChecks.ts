@@ -19,9 +19,14 @@ export interface SourceFacts {
 
 /** Why documents tables cannot come from a SQL_ASCII source, and what to do (the dry run's check and the run's refusal). */
 export const SQL_ASCII_SOURCE = {
-  message: 'the source database is SQL_ASCII (its text has no declared encoding), and documents tables are read as UTF-8',
-  hint: 'convert the database to UTF8 first, or copy these tables as plain tables (no documents entry)',
+  message: 'the source database is SQL_ASCII (its text has no declared encoding), and documents tables and live sync read it as UTF-8',
+  hint: 'convert the database to UTF8 first, or copy its tables as plain tables (no documents entry) without live sync',
 };
+
+/** Where a SQL_ASCII source's text would be read as UTF-8 (and bytes that are not would be replaced without a word). */
+export function readsSourceText(plan: Plan): boolean {
+  return plan.documents.length > 0 || plan.sync.mode === 'logical';
+}
 
 export async function checkSourceServer(client: pg.Client, plan: Plan, checks: CheckList, longTransactionMs: number): Promise<SourceFacts> {
   const { rows } = await client.query<{
@@ -88,8 +93,9 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
 
   // SQL_ASCII declares no encoding: the server passes its bytes on unconverted. A plain table's
   // rows go to the target as bytes (which refuses what is not UTF-8); a documents table's rows are
-  // read as text to fill the templates, where such bytes would be replaced without a word.
-  if (plan.documents.length > 0 && s.encoding === 'SQL_ASCII')
+  // read as text to fill the templates, and live sync's changes come as text: there such bytes
+  // would be replaced without a word.
+  if (readsSourceText(plan) && s.encoding === 'SQL_ASCII')
     checks.fail('source.encoding', subject, `${SQL_ASCII_SOURCE.message}: ${SQL_ASCII_SOURCE.hint}`);
 
   const extensions = (

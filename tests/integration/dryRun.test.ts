@@ -202,6 +202,12 @@ describe('cloudshift dry-run', () => {
       expect(code).toBe(1);
       expect(check(report, 'source.encoding')).toMatchObject({ status: 'fail', subject: 'source' });
       expect(check(report, 'source.encoding').message).toContain('the source database is SQL_ASCII');
+      // Live sync reads the changes as text too; plain tables copied once travel as bytes.
+      const tablesOnly = HOSPITAL_PLAN.replace(/documents:[\s\S]*?(?=sync:)/, '');
+      const asciiEnv = { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) };
+      expect(check((await dryRun(tablesOnly, asciiEnv)).report, 'source.encoding').status).toBe('fail');
+      const once = await dryRun(tablesOnly.replace('sync: { mode: logical }', 'sync: { mode: none }'), asciiEnv);
+      expect(once.report?.checks.filter((c) => c.id === 'source.encoding')).toEqual([]);
       // run refuses it too, before writing anything to the target
       const run = await cli(['run', s.plan(HOSPITAL_PLAN, 'ascii.yaml')], { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
       expect(run.code).toBe(3);

@@ -134,6 +134,14 @@ cutover:
     expect(problems(`${good}state: { postgres: "\${env:TARGET_DATABASE_URL}", schema: public }\n`)).toHaveLength(1);
   });
 
+  it('refuses a row filter with live sync, which replays every change of the table', () => {
+    const filtered = good.replace('  - name: public.patients\n', '  - name: public.patients\n    where: "id > 10"\n');
+    expect(problems(`${filtered}sync: { mode: logical }\n`)).toEqual([
+      '9:12 tables[0].where: a row filter cannot be kept by live sync (it replays every change of the table): remove it, or set sync.mode: none',
+    ]);
+    expect(problems(`${filtered}sync: { mode: none }\n`)).toEqual([]);
+  });
+
   it('keeps the state store in the target database with live sync', () => {
     const text = `${good}state: { postgres: "\${env:STATE_DATABASE_URL}" }\nsync: { mode: logical }\n`;
     expect(problems(text)).toEqual([
