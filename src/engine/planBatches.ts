@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
 import type { DocumentPlan, Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
-import { introspectTable, OID_REFERENCE_TYPES } from '../source/introspect.js';
+import { inheritanceProblem, introspectTable, OID_REFERENCE_TYPES, type TableInfo } from '../source/introspect.js';
 import { copyShape, splitTable } from '../source/splitTable.js';
 import type { StateStore } from '../state/store.js';
 import type { NewBatch } from '../state/types.js';
@@ -19,6 +19,7 @@ export async function tableTasks(source: pg.Client, plan: Plan): Promise<TableTa
     if (!info || info.kind === 'other') {
       throw new PreconditionError(`table ${name} does not exist on the source (plan tables[${t.index}]); nothing was copied`);
     }
+    refuseInheritance(info, name);
     const bad = info.columns.find((c) => OID_REFERENCE_TYPES.has(c.typeName.replace(/^_/, '')));
     if (bad) {
       throw new PreconditionError(
@@ -56,6 +57,7 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
   const info = await introspectTable(source, d.table);
   if (!info || info.kind === 'other')
     throw new PreconditionError(`table ${name} does not exist on the source (${where}.table); nothing was copied`);
+  refuseInheritance(info, name);
   const column = info.columns.find((c) => c.name === d.content);
   if (!column) throw new PreconditionError(`column "${d.content}" does not exist in ${name} (${where}.content); nothing was copied`);
   if (column.typeName !== 'bytea' && column.typeName !== 'oid') {
@@ -71,4 +73,9 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
     ...tableTask(d.table, { ...shape, format: 'text' }, table?.where, table?.batchRows ?? plan.copy.batchRows),
     documents: { plan: d, contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid' },
   };
+}
+
+function refuseInheritance(info: TableInfo, name: string): void {
+  const problem = inheritanceProblem(info, name);
+  if (problem) throw new PreconditionError(`${problem.message}; nothing was copied`, { hint: problem.hint });
 }

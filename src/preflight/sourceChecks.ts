@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { templateColumns } from '../plan/templates.js';
-import { OID_REFERENCE_TYPES, batchKey, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
+import { OID_REFERENCE_TYPES, batchKey, inheritanceProblem, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
 import { formatBytes, formatCount } from './format.js';
 import type { CheckList } from './types.js';
 
@@ -114,6 +114,7 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
       tables.set(key, info);
       // Published for live sync as any table: without an entry of its own, its key is checked here.
       if (info.kind !== 'other' && plan.sync.mode === 'logical') checkKey(plan, undefined, info, key, checks);
+      if (info.kind !== 'other') checkInheritance(info, key, checks);
     }
     checkDocuments(d, info, checks);
   }
@@ -180,6 +181,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding:
     subject,
     `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (not analysed since it was loaded)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
   );
+  checkInheritance(info, subject, checks);
   checkKey(plan, t, info, subject, checks);
   await checkKeyOrder(client, t, info, subject, checks);
   if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') checkKeyEncoding(info, encoding, subject, checks);
@@ -205,6 +207,18 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding:
     );
   if (info.isPartition) checks.warn('table.partitions', subject, `${subject} is a partition; consider naming its parent table instead`);
   return info;
+}
+
+/** A parent of table inheritance cannot be copied (see inheritanceProblem); a child is, standing alone. */
+function checkInheritance(info: TableInfo, subject: string, checks: CheckList): void {
+  const problem = inheritanceProblem(info, subject);
+  if (problem) checks.fail('table.inheritance', subject, `${problem.message}: ${problem.hint}`);
+  else if (info.inherits.length > 0)
+    checks.warn(
+      'table.inheritance',
+      subject,
+      `${subject} inherits from ${info.inherits.join(', ')}: it is copied as a standalone table (on the target it inherits from nothing)`,
+    );
 }
 
 /**

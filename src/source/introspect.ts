@@ -35,6 +35,9 @@ export interface TableInfo {
   relkind: string;
   isPartition: boolean;
   partitionCount: number;
+  /** Table inheritance (INHERITS, not partitioning): the tables it inherits from, and those inheriting from it. */
+  inherits: string[];
+  inheritedBy: string[];
   /** d default (primary key), n nothing, f full, i index. */
   replicaIdentity: 'd' | 'n' | 'f' | 'i';
   canSelect: boolean;
@@ -73,6 +76,8 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     reltuples: number | null;
     bytes: string;
     partitions: number;
+    inherits: string[] | null;
+    inherited_by: string[] | null;
   }>(
     `SELECT c.oid::int AS oid, c.relkind::text AS relkind, c.relispartition, c.relreplident::text AS relreplident,
             has_table_privilege(c.oid, 'SELECT') AS can_select,
@@ -83,7 +88,11 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
             CASE WHEN c.relkind = 'p'
                  THEN coalesce((SELECT sum(pg_table_size(t.relid)) FROM pg_partition_tree(c.oid) t WHERE t.isleaf), 0)
                  ELSE pg_table_size(c.oid) END::text AS bytes,
-            (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)::int AS partitions
+            (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)::int AS partitions,
+            CASE WHEN NOT c.relispartition THEN
+              (SELECT array_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i WHERE i.inhrelid = c.oid) END AS inherits,
+            CASE WHEN c.relkind = 'r' THEN
+              (SELECT array_agg(i.inhrelid::regclass::text ORDER BY i.inhrelid::regclass::text) FROM pg_inherits i WHERE i.inhparent = c.oid) END AS inherited_by
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2`,
     [name.schema, name.name],
@@ -148,6 +157,8 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     relkind: t.relkind,
     isPartition: t.relispartition,
     partitionCount: t.partitions,
+    inherits: t.inherits ?? [],
+    inheritedBy: t.inherited_by ?? [],
     replicaIdentity: t.relreplident as TableInfo['replicaIdentity'],
     canSelect: t.can_select,
     columns: columns.rows.map((c) => ({
@@ -165,6 +176,20 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     uniqueKeys,
     estimatedRows: t.reltuples === null ? null : Math.round(t.reltuples),
     bytes: Number(t.bytes),
+  };
+}
+
+/**
+ * Why a table in an inheritance hierarchy (INHERITS) cannot be copied: a SELECT from the parent
+ * reads its children's rows too, and the target would get them twice (in the parent and in each
+ * child) or, with only the parent planned, a table holding rows the source keeps elsewhere. Null
+ * for tables outside one; a child alone is copied as a standalone table (see `inherits`).
+ */
+export function inheritanceProblem(info: TableInfo, subject: string): { message: string; hint: string } | null {
+  if (info.inheritedBy.length === 0) return null;
+  return {
+    message: `${subject} has tables inheriting from it (${info.inheritedBy.join(', ')}): a copy of it would hold their rows too, and the target does not recreate the hierarchy`,
+    hint: 'convert the hierarchy to declarative partitioning (PARTITION BY) first; a child table without children of its own is copied as a standalone table',
   };
 }
 

@@ -31,6 +31,37 @@ function check(report: Report | undefined, id: string, subject?: string) {
   return found[0]!;
 }
 
+/** A source database of this test's own (`options` for CREATE DATABASE), with `schema` loaded; dropped after `body`. */
+async function withSourceDatabase(tag: string, options: string, schema: string, body: (env: Record<string, string>) => Promise<void>) {
+  const db = `cs_${tag}_${process.pid}`;
+  await sql('source', 'postgres', `CREATE DATABASE ${db} ${options} TEMPLATE template0`);
+  try {
+    await sql('source', db, schema);
+    await body({ ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+  } finally {
+    await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
+  }
+}
+
+/** A plan copying `tables` once, without documents or live sync. */
+function tablesPlan(tables: string[], extra = ''): string {
+  return `version: 1
+name: tables
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+${tables.map((t) => `  - name: ${t}\n`).join('')}${extra}`;
+}
+
+/** `cloudshift run` refuses the plan (exit 3) before writing anything to the target. */
+async function expectRunRefused(plan: string, env: Record<string, string>, error: string) {
+  const run = await cli(['run', s.plan(plan, 'refused.yaml')], env);
+  expect(run.code).toBe(3);
+  expect(run.stderr).toContain(error);
+  const [tables] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
+  expect(tables!.n).toBe('0');
+}
+
 /**
  * Everything a dry run could conceivably create, on every side: in this scenario's databases and
  * its container (other test files create slots and containers of their own meanwhile).
@@ -194,54 +225,28 @@ describe('cloudshift dry-run', () => {
   });
 
   it('refuses documents tables on a SQL_ASCII source, whose text has no declared encoding', async () => {
-    const db = `cs_sqlascii_${process.pid}`;
-    await sql('source', 'postgres', `CREATE DATABASE ${db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
-    try {
-      await sql('source', db, HOSPITAL_SQL);
-      const { code, report } = await dryRun(HOSPITAL_PLAN, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+    await withSourceDatabase('sqlascii', `ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'`, HOSPITAL_SQL, async (env) => {
+      const { code, report } = await dryRun(HOSPITAL_PLAN, env);
       expect(code).toBe(1);
       expect(check(report, 'source.encoding')).toMatchObject({ status: 'fail', subject: 'source' });
       expect(check(report, 'source.encoding').message).toContain('the source database is SQL_ASCII');
       // Live sync reads the changes as text too; plain tables copied once travel as bytes.
       const tablesOnly = HOSPITAL_PLAN.replace(/documents:[\s\S]*?(?=sync:)/, '');
-      const asciiEnv = { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) };
-      expect(check((await dryRun(tablesOnly, asciiEnv)).report, 'source.encoding').status).toBe('fail');
-      const once = await dryRun(tablesOnly.replace('sync: { mode: logical }', 'sync: { mode: none }'), asciiEnv);
+      expect(check((await dryRun(tablesOnly, env)).report, 'source.encoding').status).toBe('fail');
+      const once = await dryRun(tablesOnly.replace('sync: { mode: logical }', 'sync: { mode: none }'), env);
       expect(once.report?.checks.filter((c) => c.id === 'source.encoding')).toEqual([]);
-      // run refuses it too, before writing anything to the target
-      const run = await cli(['run', s.plan(HOSPITAL_PLAN, 'ascii.yaml')], { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
-      expect(run.code).toBe(3);
-      expect(run.stderr).toContain('error: the source database is SQL_ASCII');
-      const [tables] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
-      expect(tables!.n).toBe('0');
-    } finally {
-      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
-    }
+      await expectRunRefused(HOSPITAL_PLAN, env, 'error: the source database is SQL_ASCII');
+    });
   });
 
   it('warns when a text key is indexed in an order its batches cannot use, naming the index that would serve', async () => {
-    const db = `cs_keyorder_${process.pid}`;
-    await sql('source', 'postgres', `CREATE DATABASE ${db} TEMPLATE template0`);
-    try {
-      await sql(
-        'source',
-        db,
-        `CREATE TABLE public.codes (code text COLLATE "ucs_basic" PRIMARY KEY, n int);
-         CREATE TABLE public.plain (code text COLLATE "C" PRIMARY KEY, n int);
-         INSERT INTO public.codes SELECT 'c' || g, g FROM generate_series(1, 300) g;
-         INSERT INTO public.plain SELECT 'c' || g, g FROM generate_series(1, 300) g;
-         ANALYZE;`,
-      );
-      const plan = `version: 1
-name: keyorder
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
-tables:
-  - name: public.codes
-  - name: public.plain
-copy: { batch: { rows: 100 } }
-`;
-      const { code, report } = await dryRun(plan, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+    const schema = `CREATE TABLE public.codes (code text COLLATE "ucs_basic" PRIMARY KEY, n int);
+       CREATE TABLE public.plain (code text COLLATE "C" PRIMARY KEY, n int);
+       INSERT INTO public.codes SELECT 'c' || g, g FROM generate_series(1, 300) g;
+       INSERT INTO public.plain SELECT 'c' || g, g FROM generate_series(1, 300) g;
+       ANALYZE;`;
+    await withSourceDatabase('keyorder', '', schema, async (env) => {
+      const { code, report } = await dryRun(tablesPlan(['public.codes', 'public.plain'], 'copy: { batch: { rows: 100 } }\n'), env);
       expect(code).toBe(0);
       expect(check(report, 'table.key_order', 'public.codes')).toMatchObject({
         status: 'warn',
@@ -250,30 +255,38 @@ copy: { batch: { rows: 100 } }
         ),
       });
       expect(report!.checks.filter((c) => c.id === 'table.key_order' && c.subject === 'public.plain')).toEqual([]);
-    } finally {
-      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
-    }
+    });
+  });
+
+  it('refuses an inheritance parent, whose rows would include its children, and copies a child alone', async () => {
+    const schema = `CREATE TABLE public.letters (id bigint PRIMARY KEY, body text);
+       CREATE TABLE public.referrals (urgent boolean) INHERITS (public.letters);
+       CREATE TABLE public.discharges () INHERITS (public.letters);
+       INSERT INTO public.letters VALUES (1, 'a');
+       INSERT INTO public.referrals VALUES (2, 'b', true);`;
+    await withSourceDatabase('inherits', '', schema, async (env) => {
+      const plan = tablesPlan(['public.letters', 'public.referrals']);
+      const { code, report } = await dryRun(plan, env);
+      expect(code).toBe(1);
+      expect(check(report, 'table.inheritance', 'public.letters')).toMatchObject({
+        status: 'fail',
+        message: expect.stringContaining(
+          'public.letters has tables inheriting from it (discharges, referrals): a copy of it would hold their rows too',
+        ),
+      });
+      expect(check(report, 'table.inheritance', 'public.referrals')).toMatchObject({
+        status: 'warn',
+        message: 'public.referrals inherits from letters: it is copied as a standalone table (on the target it inherits from nothing)',
+      });
+      await expectRunRefused(plan, env, 'error: public.letters has tables inheriting from it');
+    });
   });
 
   it('warns that a text key orders differently on a LATIN1 source than on the UTF-8 target', async () => {
-    const db = `cs_latin1_${process.pid}`;
-    await sql('source', 'postgres', `CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
-    try {
-      await sql(
-        'source',
-        db,
-        `CREATE TABLE public.codes (code text PRIMARY KEY, n int);
-         CREATE TABLE public.numbered (id bigint PRIMARY KEY, name text);`,
-      );
-      const plan = `version: 1
-name: latin1
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
-tables:
-  - name: public.codes
-  - name: public.numbered
-`;
-      const { code, report } = await dryRun(plan, { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', db) });
+    const schema = `CREATE TABLE public.codes (code text PRIMARY KEY, n int);
+       CREATE TABLE public.numbered (id bigint PRIMARY KEY, name text);`;
+    await withSourceDatabase('latin1', `ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'`, schema, async (env) => {
+      const { code, report } = await dryRun(tablesPlan(['public.codes', 'public.numbered']), env);
       expect(code).toBe(0);
       expect(check(report, 'table.key_encoding', 'public.codes')).toMatchObject({
         status: 'warn',
@@ -282,9 +295,7 @@ tables:
         ),
       });
       expect(report!.checks.filter((c) => c.id === 'table.key_encoding' && c.subject === 'public.numbered')).toEqual([]);
-    } finally {
-      await sql('source', 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
-    }
+    });
   });
 
   it('database that does not exist: exit 3, named', async () => {
