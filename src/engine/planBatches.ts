@@ -5,6 +5,7 @@ import type { DocumentPlan, Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
 import { inheritanceProblem, introspectTable, OID_REFERENCE_TYPES, type TableInfo } from '../source/introspect.js';
 import { copyShape, splitTable } from '../source/splitTable.js';
+import { copiedColumns } from '../target/postgres/existingShape.js';
 import type { StateStore } from '../state/store.js';
 import type { NewBatch } from '../state/types.js';
 import { rangeBounds, tableTask, type TableTask } from './tableTask.js';
@@ -29,7 +30,7 @@ export async function tableTasks(source: pg.Client, plan: Plan): Promise<TableTa
         },
       );
     }
-    tasks.push(tableTask(t.name, copyShape(info), t.where, t.batchRows));
+    tasks.push(tableTask(t.name, copyShape(info), copiedColumns(info), t.where, t.batchRows));
   }
   return tasks.sort((a, b) => b.shape.bytes - a.shape.bytes);
 }
@@ -70,7 +71,13 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
     throw new PreconditionError(`${name} has no primary key or unique key: documents need one to name and resume them (${where})`);
   const table = plan.tables.find((t) => displayName(t.name) === name);
   return {
-    ...tableTask(d.table, { ...shape, format: 'text' }, table?.where, table?.batchRows ?? plan.copy.batchRows),
+    ...tableTask(
+      d.table,
+      { ...shape, format: 'text' },
+      copiedColumns(info, [d.content], [d.keepColumn]),
+      table?.where,
+      table?.batchRows ?? plan.copy.batchRows,
+    ),
     documents: { plan: d, contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid' },
   };
 }

@@ -219,7 +219,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     if (todo('schema')) {
       // Until the schema phase begins, the target's tables are the operator's: whoever runs this
       // (again, after a refusal; or a process that took the run over) checks or truncates them.
-      if (phase === 'created') await handleExistingData(target, tables, plan.target.existingData);
+      if (phase === 'created') await handleExistingData(target, tasks, plan.target.existingData);
       await enter('schema');
       await applyPreData(target, schema);
       const aside = await setAsideForeignKeys(target, state, tables);

@@ -3,6 +3,7 @@ import type { DocumentPlan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
 import type { BatchRange } from '../source/ranges.js';
 import type { CopyShape } from '../source/splitTable.js';
+import type { CopiedColumn } from '../target/postgres/existingShape.js';
 import type { BatchRow } from '../state/types.js';
 
 export interface DocumentsSpec {
@@ -18,12 +19,20 @@ export interface TableTask {
   shape: CopyShape;
   where: string | undefined;
   batchRows: number;
+  /** The target columns the copy writes, with their types: an existing target table must have them. */
+  copied: CopiedColumn[];
   /** Set for a documents table: its content goes to Blob Storage, the row keeps the blob name. */
   documents?: DocumentsSpec;
 }
 
-export function tableTask(name: QualifiedName, shape: CopyShape, where: string | undefined, batchRows: number): TableTask {
-  return { name, display: displayName(name), quoted: quoteQualified(name), shape, where, batchRows };
+export function tableTask(
+  name: QualifiedName,
+  shape: CopyShape,
+  copied: CopiedColumn[],
+  where: string | undefined,
+  batchRows: number,
+): TableTask {
+  return { name, display: displayName(name), quoted: quoteQualified(name), shape, copied, where, batchRows };
 }
 
 export function rangeOf(task: TableTask, batch: Pick<BatchRow, 'key_low' | 'key_high'>): BatchRange {

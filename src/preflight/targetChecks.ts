@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
+import { copiedColumns, shapeProblems, SHAPE_HINT, type CopiedColumn } from '../target/postgres/existingShape.js';
 import { foreignKeysOn } from '../target/postgres/foreignKeys.js';
 import type { SourceFacts } from './sourceChecks.js';
 import type { CheckList } from './types.js';
@@ -42,7 +43,11 @@ export async function checkTarget(client: pg.Client, plan: Plan, source: SourceF
     const subject = displayName(name);
     if (seen.has(subject)) continue;
     seen.add(subject);
-    await checkTargetTable(client, plan, name, subject, checks);
+    // What the copy writes into it, when the source could tell.
+    const info = source?.tables.get(subject);
+    const doc = plan.documents.find((d) => displayName(d.table) === subject);
+    const copied = info && info.kind !== 'other' ? copiedColumns(info, doc ? [doc.content] : [], doc ? [doc.keepColumn] : []) : null;
+    await checkTargetTable(client, plan, name, subject, copied, checks);
   }
   for (const k of await foreignKeysOn(client, names)) {
     checks.warn(
@@ -53,7 +58,14 @@ export async function checkTarget(client: pg.Client, plan: Plan, source: SourceF
   }
 }
 
-async function checkTargetTable(client: pg.Client, plan: Plan, name: QualifiedName, subject: string, checks: CheckList): Promise<void> {
+async function checkTargetTable(
+  client: pg.Client,
+  plan: Plan,
+  name: QualifiedName,
+  subject: string,
+  copied: CopiedColumn[] | null,
+  checks: CheckList,
+): Promise<void> {
   const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [quoteQualified(name)]);
   if (!rows[0]?.exists) {
     checks.pass('target.table', subject, 'absent on the target: cloudshift run will create it');
@@ -65,6 +77,17 @@ async function checkTargetTable(client: pg.Client, plan: Plan, name: QualifiedNa
   } catch (err) {
     checks.fail('target.table', subject, `exists on the target but cannot be read: ${(err as Error).message}`);
     return;
+  }
+  if (copied) {
+    const problems = await shapeProblems(client, name, copied);
+    if (problems.length > 0)
+      checks.fail(
+        'target.columns',
+        subject,
+        `exists on the target with other columns than the source's: ${problems.join('; ')}: ${SHAPE_HINT}`,
+      );
+    else
+      checks.pass('target.columns', subject, `exists on the target with the ${copied.length} columns the copy writes, of the same types`);
   }
   if (!hasRows) checks.pass('target.table', subject, 'exists on the target and is empty');
   else if (plan.target.existingData === 'truncate')

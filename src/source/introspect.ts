@@ -14,6 +14,8 @@ export interface ColumnInfo {
   typtype: string;
   /** Schema of the type (extension and user types live outside pg_catalog). */
   typeSchema: string;
+  /** atttypmod: a length, precision or the like; -1 for none. */
+  typmod: number;
   notNull: boolean;
   /** The type has a collation (text-like): key ranges compare it with COLLATE "C". */
   collatable: boolean;
@@ -47,6 +49,11 @@ export interface TableInfo {
   /** From the statistics, scaled to the table's size now (rowsNow); null when they cannot tell. */
   estimatedRows: number | null;
   bytes: number;
+}
+
+/** The source columns the copy writes: all but generated ones (computed by the target) and `omit`. */
+export function writtenColumns(info: TableInfo, omit: readonly string[] = []): ColumnInfo[] {
+  return info.columns.filter((c) => !c.generated && !omit.includes(c.name));
 }
 
 /** The key batches are cut by: the primary key, else a unique index usable as replica identity; null for none. */
@@ -106,6 +113,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     type_name: string;
     typtype: string;
     type_schema: string;
+    typmod: number;
     notnull: boolean;
     collatable: boolean;
     generated: string;
@@ -113,7 +121,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ty.typname AS type_name,
             CASE WHEN ty.typcategory = 'A' THEN (SELECT e.typtype::text FROM pg_type e WHERE e.oid = ty.typelem) ELSE ty.typtype::text END AS typtype,
-            tn.nspname AS type_schema, a.attnotnull AS notnull, ty.typcollation <> 0 AS collatable, a.attgenerated::text AS generated, a.attidentity::text AS identity
+            tn.nspname AS type_schema, a.atttypmod AS typmod, a.attnotnull AS notnull, ty.typcollation <> 0 AS collatable, a.attgenerated::text AS generated, a.attidentity::text AS identity
        FROM pg_attribute a
        JOIN pg_type ty ON ty.oid = a.atttypid
        JOIN pg_namespace tn ON tn.oid = ty.typnamespace
@@ -167,6 +175,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
       typeName: c.type_name,
       typtype: c.typtype,
       typeSchema: c.type_schema,
+      typmod: c.typmod,
       notNull: c.notnull,
       collatable: c.collatable,
       generated: c.generated !== '',

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
-import { batchKey, type TableInfo } from './introspect.js';
+import { batchKey, writtenColumns, type TableInfo } from './introspect.js';
 import type { BatchRange, KeyColumn } from './ranges.js';
 
 /** Tables with fewer estimated rows than this are split exactly from their keys. */
@@ -31,7 +31,7 @@ const NAMED_BY_TEXT = new Set(['regclass', 'regtype', 'regrole', 'regnamespace']
 
 export function copyShape(info: TableInfo, omit: readonly string[] = []): CopyShape {
   const byName = new Map(info.columns.map((c) => [c.name, c]));
-  const columns = info.columns.filter((c) => !c.generated && !omit.includes(c.name));
+  const columns = writtenColumns(info, omit);
   const unique = batchKey(info);
   const keyColumns = unique
     ? unique.columns.map((name) => {

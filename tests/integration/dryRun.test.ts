@@ -193,20 +193,20 @@ describe('cloudshift dry-run', () => {
   });
 
   it('warns that foreign keys already on a target table are set aside for the copy', async () => {
-    await sql(
-      'target',
-      s.dbs.target,
-      `CREATE TABLE public.patients (id bigint primary key);
-       CREATE TABLE public.encounters (id bigint primary key, patient_id bigint CONSTRAINT enc_patient REFERENCES public.patients (id))`,
-    );
+    const schema = `CREATE TABLE public.patients (id bigint primary key);
+       CREATE TABLE public.encounters (id bigint primary key, patient_id bigint CONSTRAINT enc_patient REFERENCES public.patients (id))`;
+    await sql('target', s.dbs.target, schema);
     try {
-      const { code, report } = await dryRun(HOSPITAL_PLAN);
-      expect(code).toBe(0);
-      const c = check(report, 'target.foreign_key', 'public.encounters');
-      expect(c.status).toBe('warn');
-      expect(c.message).toBe(
-        'has foreign key enc_patient on the target: cloudshift run sets it aside for the copy (batches of a table can commit before the rows they name) and puts it back after the data',
-      );
+      await withSourceDatabase('fk', '', schema, async (env) => {
+        const { code, report } = await dryRun(tablesPlan(['public.patients', 'public.encounters']), env);
+        expect(code).toBe(0);
+        const c = check(report, 'target.foreign_key', 'public.encounters');
+        expect(c.status).toBe('warn');
+        expect(c.message).toBe(
+          'has foreign key enc_patient on the target: cloudshift run sets it aside for the copy (batches of a table can commit before the rows they name) and puts it back after the data',
+        );
+        expect(check(report, 'target.columns', 'public.encounters').status).toBe('pass');
+      });
     } finally {
       await sql('target', s.dbs.target, 'DROP TABLE public.encounters, public.patients');
     }
@@ -280,6 +280,43 @@ describe('cloudshift dry-run', () => {
       });
       await expectRunRefused(plan, env, 'error: public.letters has tables inheriting from it');
     });
+  });
+
+  it('refuses an existing target table whose columns differ from what the copy writes', async () => {
+    const schema = `CREATE SCHEMA wards;
+       CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), total int GENERATED ALWAYS AS (reading * 2) STORED);
+       INSERT INTO wards.vitals VALUES (1, 70, 'ok');`;
+    await sql('target', s.dbs.target, `CREATE SCHEMA wards`);
+    try {
+      await withSourceDatabase('shape', '', schema, async (env) => {
+        const plan = tablesPlan(['wards.vitals']);
+        // As the copy would write it (the generated column is the target's own business): fits.
+        await sql('target', s.dbs.target, `CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), total int)`);
+        expect(check((await dryRun(plan, env)).report, 'target.columns', 'wards.vitals')).toMatchObject({ status: 'pass' });
+        // An integer's four bytes would read as a real under binary COPY.
+        await sql(
+          'target',
+          s.dbs.target,
+          `DROP TABLE wards.vitals; CREATE TABLE wards.vitals (id int PRIMARY KEY, reading real, note varchar(20), ward text NOT NULL)`,
+        );
+        const { code, report } = await dryRun(plan, env);
+        expect(code).toBe(1);
+        expect(check(report, 'target.columns', 'wards.vitals')).toMatchObject({
+          status: 'fail',
+          message:
+            'exists on the target with other columns than the source\'s: column "reading" is real on the target and integer on the source; column "note" is character varying(20) on the target and character varying(40) on the source; column "ward" is NOT NULL without a default, and the copy does not write it: drop the target table and let cloudshift run create it, or alter it to match the source',
+        });
+        const run = await cli(['run', s.plan(plan, 'shape.yaml')], env);
+        expect(run.code).toBe(3);
+        expect(run.stderr).toContain(
+          'error: wards.vitals already exists on the target with other columns than the source\'s: column "reading" is real',
+        );
+        const rows = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM wards.vitals`);
+        expect(rows[0]!.n).toBe('0');
+      });
+    } finally {
+      await sql('target', s.dbs.target, `DROP SCHEMA wards CASCADE`);
+    }
   });
 
   it('warns that a text key orders differently on a LATIN1 source than on the UTF-8 target', async () => {

@@ -1,10 +1,12 @@
 /**
- * Before a new run writes anything: target tables that already hold rows stop it (exit 3),
- * unless the plan says `target.existingData: truncate`.
+ * Before a new run writes anything: target tables whose columns do not fit the copy stop it
+ * (exit 3), and so do those that already hold rows, unless the plan says
+ * `target.existingData: truncate`.
  */
 import type pg from 'pg';
 import { PreconditionError } from '../../errors.js';
 import { displayName, quoteQualified, type QualifiedName } from '../../plan/names.js';
+import { shapeProblems, SHAPE_HINT, type CopiedColumn } from './existingShape.js';
 
 export async function tablesWithRows(target: pg.Client, tables: QualifiedName[]): Promise<QualifiedName[]> {
   const found: QualifiedName[] = [];
@@ -19,10 +21,21 @@ export async function tablesWithRows(target: pg.Client, tables: QualifiedName[])
 
 export async function handleExistingData(
   target: pg.Client,
-  tables: QualifiedName[],
+  tables: Array<{ name: QualifiedName; copied: CopiedColumn[] }>,
   policy: 'refuse' | 'truncate',
 ): Promise<QualifiedName[]> {
-  const full = await tablesWithRows(target, tables);
+  for (const t of tables) {
+    const problems = await shapeProblems(target, t.name, t.copied);
+    if (problems.length > 0)
+      throw new PreconditionError(
+        `${displayName(t.name)} already exists on the target with other columns than the source's: ${problems.join('; ')}; nothing was written`,
+        { hint: SHAPE_HINT },
+      );
+  }
+  const full = await tablesWithRows(
+    target,
+    tables.map((t) => t.name),
+  );
   if (full.length === 0) return [];
   if (policy === 'refuse') {
     throw new PreconditionError(`the target already holds rows in ${full.map(displayName).join(', ')}; nothing was written`, {
