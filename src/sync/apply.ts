@@ -92,7 +92,14 @@ interface Relation {
   task: TableTask;
   /** Relation column index → target column (null: the document content column, not copied). */
   columns: Array<ColumnMap | null>;
+  /** The table's key (batches, documents, insert conflicts), by relation column index. */
   keyIdx: number[];
+  /**
+   * The replica identity, which UPDATE and DELETE find their row by: the columns an old-key tuple
+   * carries (the others are left out). The key itself when it is the identity or the identity is
+   * FULL; empty for a keyless FULL table (found by all its values).
+   */
+  identIdx: number[];
   contentIdx: number;
   insertPrefix: string;
   insertSuffix: string;
@@ -323,7 +330,8 @@ export class Applier {
     const written = columns.filter((c): c is ColumnMap => c !== null);
     const extra = !reverse && keep ? keep : null;
     const targetCols = [...written.map((c) => c.name), ...(extra ? [extra] : [])];
-    const nonKey = targetCols.filter((c) => !keyNames?.includes(c));
+    // An ALWAYS identity can be SET only to DEFAULT: a row applied again keeps its value anyway.
+    const nonKey = targetCols.filter((c) => !keyNames?.includes(c) && !always.has(c));
     // ON CONFLICT takes no deferrable key as its arbiter: such a table's rows are deleted by key
     // before they are inserted (the same end state as the upsert).
     const deferrable = keyNames !== null && !(await this.immediateKey(task, keyNames));
@@ -334,10 +342,14 @@ export class Applier {
             nonKey.length ? `UPDATE SET ${nonKey.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}` : 'NOTHING'
           }`
         : '';
+    // pgoutput flags the identity's columns: all of them for FULL, none for NOTHING.
+    const flagged = m.columns.flatMap((c, i) => (c.key ? [i] : []));
+    const identIdx = flagged.length === 0 || flagged.length === m.columns.length ? keyIdx : flagged;
     return {
       task,
       columns,
       keyIdx,
+      identIdx,
       contentIdx: content && !reverse ? sourceNames.indexOf(content) : -1,
       // The source's identity values are the rows' own: an ALWAYS identity takes them only so.
       insertPrefix: `INSERT INTO ${task.quoted} (${targetCols.map(quoteIdent).join(', ')})${
@@ -377,9 +389,9 @@ export class Applier {
     return rel.keyIdx.map((i) => textOf(t[i]!) ?? '');
   }
 
-  private describe(rel: Relation, key: string[]): string {
-    const names = rel.task.shape.keyColumns?.map((k) => k.name) ?? [];
-    return names.map((n, i) => `${n}=${key[i]}`).join(', ');
+  /** The identity a change names its row by, e.g. `id=5`. */
+  private describe(rel: Relation, ident: Tuple): string {
+    return rel.identIdx.map((i) => `${rel.columns[i]?.name ?? '?'}=${textOf(ident[i]) ?? ''}`).join(', ');
   }
 
   /**
@@ -499,8 +511,8 @@ export class Applier {
   }
 
   private where(rel: Relation, ident: Tuple, params: Param[]): string {
-    if (rel.keyIdx.length) {
-      return rel.keyIdx
+    if (rel.identIdx.length) {
+      return rel.identIdx
         .map((i) => {
           params.push(textOf(ident[i]!) as string);
           return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
@@ -602,16 +614,23 @@ export class Applier {
     const params: Param[] = [];
     // Forward only: the table applied to keeps blob names (in reverse it holds the bytes).
     const keep = this.o.documents ? rel.task.documents?.plan.keepColumn : undefined;
-    const returning = keep ? ` RETURNING ${quoteIdent(keep)} AS blob` : '';
-    const res = await this.o.target.query<{ blob: string | null }>(
+    // The row's key from the row itself: an identity other than the key leaves it out of the change.
+    const keyCols = rel.keyIdx.map((i, k) => `${quoteIdent(rel.columns[i]!.name)}::text AS k${k}`);
+    const returning = keep ? ` RETURNING ${[`${quoteIdent(keep)} AS blob`, ...keyCols].join(', ')}` : '';
+    const res = await this.o.target.query<Record<string, string | null>>(
       `DELETE FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}${returning}`,
       params,
     );
     this.stats.changes += 1;
     if (res.rowCount === 0) return this.diverged(rel, 'DELETE', ident);
     if (keep && this.o.documents) {
-      for (const r of res.rows) if (r.blob) this.blobs.release(r.blob);
-      await this.o.documents.forget(rel.task, this.keyOf(rel, ident));
+      for (const r of res.rows) {
+        if (r.blob) this.blobs.release(r.blob);
+        await this.o.documents.forget(
+          rel.task,
+          rel.keyIdx.map((_, k) => r[`k${k}`] ?? ''),
+        );
+      }
     }
   }
 
@@ -646,7 +665,7 @@ export class Applier {
     await this.o.onDivergence({
       table: rel.task.display,
       operation,
-      key: rel.keyIdx.length ? this.describe(rel, this.keyOf(rel, ident)) : '(whole row, no key)',
+      key: rel.identIdx.length ? this.describe(rel, ident) : '(whole row, no key)',
       lsn: this.txLsn,
     });
   }

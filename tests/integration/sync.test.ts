@@ -642,7 +642,7 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
 });
 
 describe('a partitioned table in live sync', () => {
-  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, and a DEFERRABLE key's", async () => {
+  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, a DEFERRABLE key's, and rows found by a replica identity that is not the key", async () => {
     const s = await hospitalScenario('syncparts');
     try {
       await sql(
@@ -656,12 +656,19 @@ describe('a partitioned table in live sync', () => {
          CREATE TABLE public.alerts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, msg text);
          INSERT INTO public.alerts (msg) SELECT 'alert ' || g FROM generate_series(1, 10) g;
          CREATE TABLE public.rota (id int PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, shift text);
-         INSERT INTO public.rota SELECT g, 'day' FROM generate_series(1, 10) g;`,
+         INSERT INTO public.rota SELECT g, 'day' FROM generate_series(1, 10) g;
+         CREATE TABLE public.tickets (id int PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, note text);
+         INSERT INTO public.tickets (id, note) SELECT g, 'n' FROM generate_series(1, 10) g;
+         CREATE TABLE public.shifts (id int PRIMARY KEY DEFERRABLE, code text NOT NULL UNIQUE, who text);
+         INSERT INTO public.shifts SELECT g, 's' || g, 'a' FROM generate_series(1, 10) g;
+         CREATE TABLE public.wards (id int PRIMARY KEY, code text NOT NULL UNIQUE, name text);
+         INSERT INTO public.wards SELECT g, 'w' || g, 'ward' FROM generate_series(1, 10) g;
+         ALTER TABLE public.wards REPLICA IDENTITY USING INDEX wards_code_key;`,
       );
       const file = s.plan(
         planText('syncpartstest').replace(
           '  - name: public.notes\n',
-          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n  - name: public.rota\n    replicaIdentity: full\n',
+          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n  - name: public.rota\n    replicaIdentity: full\n  - name: public.tickets\n  - name: public.shifts\n    replicaIdentity: index\n  - name: public.wards\n',
         ),
       );
       const first = await cli(['run', file, '--until', 'synced'], s.env);
@@ -677,7 +684,15 @@ describe('a partitioned table in live sync', () => {
          UPDATE public.alerts SET msg = 'edited' WHERE id = 3;
          DELETE FROM public.alerts WHERE id = 4;
          INSERT INTO public.rota VALUES (11, 'night');
-         UPDATE public.rota SET shift = 'late' WHERE id = 2;`,
+         UPDATE public.rota SET shift = 'late' WHERE id = 2;
+         INSERT INTO public.tickets (id, note) VALUES (100, 'new');
+         UPDATE public.tickets SET note = 'seen' WHERE id = 2;
+         UPDATE public.shifts SET code = 'zz' WHERE id = 3;
+         DELETE FROM public.shifts WHERE id = 4;
+         UPDATE public.shifts SET who = 'b' WHERE id = 5;
+         DELETE FROM public.wards WHERE id = 3;
+         UPDATE public.wards SET code = 'w-new' WHERE id = 4;
+         UPDATE public.wards SET id = 50, name = 'moved' WHERE id = 5;`,
       );
       const r = await cli(['run', file, '--until', 'synced'], s.env);
       expect(r.stderr).toBe('');
@@ -693,6 +708,16 @@ describe('a partitioned table in live sync', () => {
       const rota = await expectSameRows(s, 'public.rota', 'id');
       expect(rota.target).toBe(rota.source);
       expect(rota.source).toContain('(11,night)');
+      // A GENERATED ALWAYS identity that is not the key: inserted with the source's value, never SET.
+      const tickets = await expectSameRows(s, 'public.tickets', 'id');
+      expect(tickets.target).toBe(tickets.source);
+      expect(tickets.source).toContain('(100,11,new)');
+      // Rows found by their replica identity (a unique index), not by a primary key the stream leaves out.
+      for (const table of ['public.shifts', 'public.wards']) {
+        const rows = await expectSameRows(s, table, 'id');
+        expect(rows.target, table).toBe(rows.source);
+      }
+      expect((await expectSameRows(s, 'public.wards', 'id')).source).toContain('(50,w5,moved)');
     } finally {
       await s.drop();
     }
