@@ -224,7 +224,7 @@ export class Applier {
         if (this.skipping) return null;
         await this.flushInserts();
         await this.truncate(
-          m.relids.map((id) => this.rel(id)),
+          m.relids.map((id) => this.rel(id)).filter((rel) => !this.inNewerCopy(rel)),
           m.restartIdentity,
         );
         return null;
@@ -262,6 +262,7 @@ export class Applier {
   /** One row's change; a value too long for text stops the sync with its table named. */
   private async change(relid: number, apply: (rel: Relation) => Promise<void>): Promise<void> {
     const rel = this.rel(relid);
+    if (this.inNewerCopy(rel)) return;
     try {
       await apply(rel);
     } catch (err) {
@@ -271,6 +272,19 @@ export class Applier {
         'live sync cannot apply such a value (every rerun meets it again): move this column to Blob Storage with a documents entry, whose bytes never become text, and migrate this table again',
       );
     }
+  }
+
+  /** Before the newest snapshot the copy was resumed from: rows may already show this change. */
+  private get tolerating(): boolean {
+    return this.o.tolerateUntil !== null && this.txLsn < this.o.tolerateUntil;
+  }
+
+  /**
+   * A keyless table's change that its copy already holds: such a table is copied again whole
+   * from a resumed copy's snapshot, whose consistent point is exact (see recopyKeyless).
+   */
+  private inNewerCopy(rel: Relation): boolean {
+    return rel.keyIdx.length === 0 && this.tolerating;
   }
 
   private rel(relid: number): Relation {
@@ -580,13 +594,40 @@ export class Applier {
     }
     this.stats.changes += 1;
     if (sets.length === 0) return;
+    if (this.tolerating && oldIdent && rel.keyIdx.length) await this.clearNewKey(rel, oldIdent, row);
     const { rowCount } = await this.o.target.query(
       `UPDATE ${rel.task.quoted} SET ${sets.join(', ')} WHERE ${this.where(rel, ident, params)}`,
       params,
     );
-    if (rowCount === 0) return this.diverged(rel, 'UPDATE', ident);
+    if (rowCount === 0) {
+      // Gone under its old key in the newer copy, and not there under its new one (its range was
+      // copied before): the whole row is in the change, which puts it there.
+      if (this.tolerating && row.every((v) => v.kind !== 'unchanged')) {
+        this.stats.changes -= 1;
+        return this.insert(rel, row);
+      }
+      // Without the row's unchanged TOASTed values it cannot be put there: said, not passed over.
+      return this.diverged(rel, 'UPDATE', ident, true);
+    }
     if (typeof name === 'string') this.blobs.take(name);
     if (priorName !== null && priorName !== name) this.blobs.release(priorName);
+  }
+
+  /**
+   * A key-changing UPDATE replayed over a resumed copy: the newer snapshot may hold the row under
+   * its new key already (that range was copied after the change) while the old row is still here
+   * (its range was copied before). The copy under the new key goes; the update makes it again.
+   */
+  private async clearNewKey(rel: Relation, oldIdent: Tuple, row: Tuple): Promise<void> {
+    const params: Param[] = [];
+    const newKey = rel.keyIdx.map((i) => {
+      params.push(textOf(row[i]!));
+      return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
+    });
+    await this.o.target.query(
+      `DELETE FROM ${rel.task.quoted} WHERE ${newKey.join(' AND ')} AND NOT (${this.where(rel, oldIdent, params)})`,
+      params,
+    );
   }
 
   /** The applied-to row's document column already holds the named blob's bytes (by their MD5). */
@@ -641,6 +682,7 @@ export class Applier {
    * the plan that references one of them makes the TRUNCATE fail, and the sync stops naming it.
    */
   private async truncate(rels: Relation[], restart: boolean): Promise<void> {
+    if (rels.length === 0) return;
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
       if (keep && this.o.documents) await this.blobs.truncate(rel.task.quoted, quoteIdent(keep));
@@ -659,8 +701,8 @@ export class Applier {
     this.stats.changes += rels.length;
   }
 
-  private async diverged(rel: Relation, operation: 'UPDATE' | 'DELETE', ident: Tuple): Promise<void> {
-    if (this.o.tolerateUntil !== null && this.txLsn < this.o.tolerateUntil) return;
+  private async diverged(rel: Relation, operation: 'UPDATE' | 'DELETE', ident: Tuple, evenTolerating = false): Promise<void> {
+    if (this.tolerating && !evenTolerating) return;
     this.stats.divergences += 1;
     await this.o.onDivergence({
       table: rel.task.display,

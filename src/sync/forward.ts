@@ -9,6 +9,7 @@ import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { StateStore } from '../state/store.js';
 import { forgetDocuments, recordDocuments } from '../state/sql/documents.js';
+import { resetTableBatches } from '../state/sql/batchStatus.js';
 import {
   countDivergence,
   loHorizon,
@@ -21,9 +22,9 @@ import {
 } from '../state/sql/sync.js';
 import { createContainerClient } from '../target/blob/client.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { exportSnapshot, type SnapshotHolder } from '../engine/snapshot.js';
+import type { SnapshotHolder } from '../engine/snapshot.js';
 import { formatLsn, type Lsn } from './lsn.js';
-import { currentWalLsn, ensurePublication, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
+import { ensurePublication, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
 import { stateProgress } from './progress.js';
 import { createSlot, replicationConnection } from './replication.js';
 import { syncLoop, type StopReason, type SyncLoopResult, type SyncStats } from './syncLoop.js';
@@ -68,40 +69,89 @@ export async function prepareForwardSync(
   const existing = await slotState(source, plan.sync.slot);
   if (!existing.exists) {
     const horizon = await takeHorizon(source);
-    const holder = await replicationConnection(sourceUrl, 'cloudshift snapshot');
-    try {
-      await book.record(objs.slot, 'creating');
-      const created = await createSlot(holder, plan.sync.slot, true, SLOT_CREATE_TIMEOUT_MS);
-      await book.record(objs.slot, 'created');
-      await store.updateRun(runId, { consistent_lsn: formatLsn(created.consistentPoint) });
-      await startSyncAt(store.knex, runId, created.consistentPoint);
-      await saveLoHorizon(store.knex, runId, horizon);
-      await store.appendEvent(runId, 'sync:slot', `replication slot ${plan.sync.slot} created at ${formatLsn(created.consistentPoint)}`, {
-        slot: plan.sync.slot,
-        publication: plan.sync.publication,
-        consistentPoint: formatLsn(created.consistentPoint),
-      });
-      // Nothing else is sent on `holder` until it is released: that keeps the snapshot valid.
-      return { name: created.snapshotName!, fresh: true, release: () => holder.end().catch(() => undefined) };
-    } catch (err) {
-      await holder.end().catch(() => undefined);
-      throw err;
-    }
+    const created = await snapshotSlot(
+      sourceUrl,
+      plan.sync.slot,
+      false,
+      async (at) => {
+        await book.record(objs.slot, 'created');
+        await store.updateRun(runId, { consistent_lsn: formatLsn(at) });
+        await startSyncAt(store.knex, runId, at);
+        await saveLoHorizon(store.knex, runId, horizon);
+        await store.appendEvent(runId, 'sync:slot', `replication slot ${plan.sync.slot} created at ${formatLsn(at)}`, {
+          slot: plan.sync.slot,
+          publication: plan.sync.publication,
+          consistentPoint: formatLsn(at),
+        });
+      },
+      () => book.record(objs.slot, 'creating'),
+    );
+    return { ...created, fresh: true };
   }
   await book.record(objs.slot, 'created');
   if (!(await syncRow(store.knex, runId))) await startSyncAt(store.knex, runId, existing.confirmedFlush ?? 0n);
   // Unknown since when large objects may have changed: from the beginning (every one is checked).
   if ((await loHorizon(store.knex, runId)) === null) await saveLoHorizon(store.knex, runId, '3');
-  const snapshot = await exportSnapshot(sourceUrl);
-  const after = await currentWalLsn(source);
-  await tolerateUntil(store.knex, runId, after);
-  await store.appendEvent(
-    runId,
-    'sync:resnapshot',
-    `the slot's snapshot is gone (restart): the remaining batches are copied from a newer snapshot; changes before ${formatLsn(after)} may find their rows already changed`,
-    { tolerateUntil: formatLsn(after) },
-  );
-  return { ...snapshot, fresh: false };
+  // The newer snapshot comes from a temporary slot: its consistent point is exact (a transaction
+  // that committed before it is in the snapshot, one after is not), which a keyless table needs.
+  return {
+    ...(await snapshotSlot(sourceUrl, `${plan.sync.slot.slice(0, 52)}_${process.pid}`, true, async (at) => {
+      await tolerateUntil(store.knex, runId, at);
+      const recopied = await recopyKeyless(store, runId, tables);
+      await store.appendEvent(
+        runId,
+        'sync:resnapshot',
+        `the slot's snapshot is gone (restart): the remaining batches are copied from a newer snapshot; changes before ${formatLsn(at)} may find their rows already changed${
+          recopied.length ? `; tables without a key are copied again whole (${recopied.join(', ')})` : ''
+        }`,
+        { tolerateUntil: formatLsn(at), recopied },
+      );
+    })),
+    fresh: false,
+  };
+}
+
+/**
+ * A logical slot created with an exported snapshot, held open (idle) for the copy: `created`
+ * runs once the slot exists, with its consistent point, before the snapshot is handed out.
+ */
+async function snapshotSlot(
+  sourceUrl: string,
+  slot: string,
+  temporary: boolean,
+  created: (consistentPoint: Lsn) => Promise<void>,
+  creating?: () => Promise<void>,
+): Promise<SnapshotHolder> {
+  const holder = await replicationConnection(sourceUrl, 'cloudshift snapshot');
+  try {
+    await creating?.();
+    const slotMade = await createSlot(holder, slot, true, SLOT_CREATE_TIMEOUT_MS, temporary);
+    await created(slotMade.consistentPoint);
+    // Nothing else is sent on `holder` until it is released: that keeps the snapshot valid.
+    return { name: slotMade.snapshotName!, release: () => holder.end().catch(() => undefined) };
+  } catch (err) {
+    await holder.end().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Rows of a table without a key cannot be told apart: a change the stream replays over a newer
+ * snapshot's copy would insert a row twice, or delete one of two equal rows. Such a table is
+ * copied again whole from the newer snapshot (its target rows emptied with its batches sent back,
+ * in one transaction), and apply skips its changes before that snapshot's consistent point.
+ */
+async function recopyKeyless(store: StateStore, runId: string, tables: readonly TableTask[]): Promise<string[]> {
+  const recopied: string[] = [];
+  for (const t of tables.filter((x) => !x.shape.keyColumns)) {
+    const reset = await store.knex.transaction(async (trx) => {
+      const n = await resetTableBatches(trx, runId, t.display);
+      if (n > 0) await trx.raw(`TRUNCATE ${t.quoted}`);
+      return n;
+    });
+    if (reset > 0) recopied.push(t.display);
+  }
+  return recopied;
 }
 
 export interface ForwardSyncOptions {

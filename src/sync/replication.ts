@@ -34,8 +34,15 @@ export interface CreatedSlot {
  * bound that wait, so the caller's preflight names long transactions, and `timeoutMs` bounds it
  * here (the connection is closed and the slot, if half-made, is not recorded as created).
  */
-export async function createSlot(holder: pg.Client, slot: string, exportSnapshot: boolean, timeoutMs: number): Promise<CreatedSlot> {
-  const sql = `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput${exportSnapshot ? " (SNAPSHOT 'export')" : " (SNAPSHOT 'nothing')"}`;
+export async function createSlot(
+  holder: pg.Client,
+  slot: string,
+  exportSnapshot: boolean,
+  timeoutMs: number,
+  /** Dropped by the server when `holder` ends. */
+  temporary = false,
+): Promise<CreatedSlot> {
+  const sql = `CREATE_REPLICATION_SLOT ${quoteIdent(slot)}${temporary ? ' TEMPORARY' : ''} LOGICAL pgoutput${exportSnapshot ? " (SNAPSHOT 'export')" : " (SNAPSHOT 'nothing')"}`;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {

@@ -324,6 +324,78 @@ describe('live sync faults', () => {
     expect(events).toHaveLength(1);
   });
 
+  it('resumed twice from newer snapshots: keeps a row whose key moved across batches, and a table without a key exactly once', async () => {
+    const moves = await hospitalScenario('syncmoves');
+    try {
+      // Beds: sparse keys (10, 20, …, 5000), five batches of 100, padded so it is the largest
+      // table and copied first. Cots: no key at all, copied after it in ctid ranges.
+      await sql(
+        'source',
+        moves.dbs.source,
+        `CREATE TABLE public.beds (id int PRIMARY KEY, label text);
+         INSERT INTO public.beds SELECT g * 10, 'bed ' || g || repeat('.', 300) FROM generate_series(1, 500) g;
+         CREATE TABLE public.cots (label text, n int);
+         INSERT INTO public.cots SELECT 'cot ' || g || repeat('-', 60), g FROM generate_series(1, 300) g;
+         ANALYZE;`,
+      );
+      const file = moves.plan(`version: 1
+name: syncmoves
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.beds
+  - name: public.cots
+    replicaIdentity: full
+copy: { jobs: 1, batch: { rows: 100 } }
+sync: { mode: logical }
+cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
+`);
+      // One batch at a time, in order: killed once beds' first two batches are in.
+      const first = await spawnCli(['run', file, '--until', 'synced'], { ...moves.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
+      expect(first.signal, first.out).toBe('SIGKILL');
+      await sql(
+        'source',
+        moves.dbs.source,
+        // Into a copied range from one not yet copied (the newer snapshot no longer has it there),
+        // and the other way (the newer snapshot has it under its new key, the old row is still here).
+        `UPDATE public.beds SET id = 15 WHERE id = 4500;
+         UPDATE public.beds SET id = 4505, label = 'moved' WHERE id = 20;
+         INSERT INTO public.cots VALUES ('first', 1001);
+         DELETE FROM public.cots WHERE n = 3;
+         UPDATE public.cots SET label = 'changed' WHERE n = 4;`,
+      );
+      // Killed again once the rest of beds and the first of cots' batches are in (from the newer snapshot).
+      const second = await spawnCli(['run', file, '--until', 'synced'], { ...moves.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:4' });
+      expect(second.signal, second.out).toBe('SIGKILL');
+      await sql(
+        'source',
+        moves.dbs.source,
+        `INSERT INTO public.cots VALUES ('second', 1002), ('second', 1002);
+         UPDATE public.cots SET label = 'again' WHERE n = 5;
+         INSERT INTO public.beds VALUES (7, 'new');`,
+      );
+      const resumed = await cli(['run', file, '--until', 'synced'], moves.env);
+      expect(resumed.stderr).toBe('');
+      expect(resumed.code).toBe(0);
+      expect(resumed.stdout).not.toContain('DIVERGENCES');
+      const beds = await expectSameRows(moves, 'public.beds', 'id');
+      expect(beds.target).toBe(beds.source);
+      expect(beds.source).toContain('(15,');
+      expect(beds.source).toContain('(4505,moved)');
+      const cots = await expectSameRows(moves, 'public.cots', 'n, label');
+      expect(cots.target).toBe(cots.source);
+      const events = await sql<{ message: string }>(
+        'target',
+        moves.dbs.target,
+        `SELECT message FROM cloudshift.events WHERE kind = 'sync:resnapshot' ORDER BY id`,
+      );
+      expect(events).toHaveLength(2);
+      expect(events[1]!.message).toContain('tables without a key are copied again whole (public.cots)');
+    } finally {
+      await moves.drop();
+    }
+  });
+
   it('reconnects when the walsender and the apply session are terminated', async () => {
     const file = s.plan(planText('syncfaulttest'));
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);

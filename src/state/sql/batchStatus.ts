@@ -3,6 +3,7 @@
  * can commit in the same target transaction as the batch's rows when the state store lives in
  * the target database (the default): a batch is then never counted done without its rows.
  */
+import type { Knex } from 'knex';
 import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
 import { forgetRecord } from './documents.js';
@@ -141,4 +142,19 @@ export async function returnForDocuments(
   } finally {
     client.release();
   }
+}
+
+/** Every batch of a table not pending back to pending, as never copied (the table is copied again whole). */
+export async function resetTableBatches(knex: Knex, runId: string, relation: string): Promise<number> {
+  return knex('batches').where({ run_id: runId, relation }).whereNot({ status: 'pending' }).update({
+    status: 'pending',
+    claimed_by: null,
+    claimed_at: null,
+    rows: null,
+    bytes: null,
+    source_checksum: null,
+    target_checksum: null,
+    finished_at: null,
+    error: null,
+  });
 }
