@@ -131,9 +131,6 @@ export interface ApplyStats {
   divergences: number;
 }
 
-/** Column types (format_type) whose `=` is missing or not equality of the value. */
-const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$/;
-
 export class Applier {
   private readonly byName: Map<string, TableTask>;
   private readonly relations = new Map<number, Relation>();
@@ -539,9 +536,10 @@ export class Applier {
         const c = rel.columns[i];
         if (!c) return null;
         params.push(textOf(v));
-        // Types without a proper equality (json, xml, point; box and circle compare areas) by their text.
-        if (NO_EQUALITY.test(c.type)) return `${quoteIdent(c.name)}::text IS NOT DISTINCT FROM $${params.length}::${c.type}::text`;
-        return `${quoteIdent(c.name)} IS NOT DISTINCT FROM $${params.length}::${c.type}`;
+        // By their text, as the target prints them: a type's equality is looser than sameness
+        // (numeric 1.0 = 1.00, interval '1 day' = '24 hours', citext, box compares areas), and
+        // some types have none at all (json, xml, point, a domain or composite over them).
+        return `${quoteIdent(c.name)}::text IS NOT DISTINCT FROM ($${params.length}::${c.type})::text`;
       })
       .filter((x): x is string => x !== null);
     // With tableoid: in a partitioned table, a ctid names a row in each partition.

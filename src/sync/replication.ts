@@ -75,10 +75,12 @@ const PG_EPOCH_US = BigInt(Date.UTC(2000, 0, 1)) * 1000n;
 /**
  * CopyData frames one by one. Reading the stream with read() (as `for await` does) would join
  * the frames, and pgoutput messages carry no length of their own; in flowing mode each 'data'
- * event is one frame. Flow control: the stream pauses while frames wait to be applied.
+ * event is one frame. Flow control: the stream pauses while frames wait to be applied, by count
+ * and by bytes (a row of a 50 MB document is one frame: 256 of them would not fit in memory).
  */
-async function* frames(stream: Duplex, highWater = 256): AsyncGenerator<Buffer> {
+export async function* frames(stream: Duplex, highWater = 256, highBytes = 64 * 1024 * 1024): AsyncGenerator<Buffer> {
   const queue: Buffer[] = [];
+  let queued = 0;
   let done = false;
   let failure: unknown = null;
   let wake: (() => void) | null = null;
@@ -89,7 +91,8 @@ async function* frames(stream: Duplex, highWater = 256): AsyncGenerator<Buffer> 
   };
   stream.on('data', (chunk: Buffer) => {
     queue.push(chunk);
-    if (queue.length >= highWater) stream.pause();
+    queued += chunk.length;
+    if (queue.length >= highWater || queued >= highBytes) stream.pause();
     notify();
   });
   stream.on('end', () => {
@@ -107,7 +110,8 @@ async function* frames(stream: Duplex, highWater = 256): AsyncGenerator<Buffer> 
   for (;;) {
     if (queue.length > 0) {
       const next = queue.shift()!;
-      if (queue.length < highWater / 2 && stream.isPaused()) stream.resume();
+      queued -= next.length;
+      if (queue.length < highWater / 2 && queued < highBytes / 2 && stream.isPaused()) stream.resume();
       yield next;
       continue;
     }

@@ -635,9 +635,10 @@ describe('stopping the sync', () => {
 
 describe('tables without a primary key in live sync', () => {
   const KEYLESS_SQL = `
-CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL, extra json, spot point);
+CREATE TABLE public.ward_log (at timestamptz NOT NULL, what text NOT NULL, extra json, spot point, dose numeric);
 CREATE TABLE public.beds (ward text NOT NULL, bed int NOT NULL, occupant text, UNIQUE (ward, bed));
 INSERT INTO public.ward_log SELECT now(), 'event ' || g, json_build_object('n', g), point(g, g) FROM generate_series(1, 50) g;
+INSERT INTO public.ward_log VALUES (now(), 'dose', NULL, NULL, 1.0), (now(), 'dose', NULL, NULL, 1.00);
 INSERT INTO public.beds SELECT 'W' || (g % 5), g, NULL FROM generate_series(1, 40) g;
 CREATE TABLE public.bed_moves (at date NOT NULL, bed int NOT NULL) PARTITION BY RANGE (at);
 CREATE TABLE public.bed_moves_2025 PARTITION OF public.bed_moves FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
@@ -696,12 +697,14 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
          DELETE FROM public.bed_moves WHERE bed = 70;
          UPDATE public.beds SET occupant = 'patient 7' WHERE bed = 7;
          DELETE FROM public.ward_log WHERE what = 'event 3';
-         UPDATE public.ward_log SET what = 'edited' WHERE what = 'event 4';`,
+         UPDATE public.ward_log SET what = 'edited' WHERE what = 'event 4';
+         -- equal to 1.0 by numeric's =, and yet another value: the row deleted is the one with 1.00
+         DELETE FROM public.ward_log WHERE dose::text = '1.00';`,
       );
       expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
       for (const [table, order] of [
         ['public.beds', 'ward, bed'],
-        ['public.ward_log', 'what'],
+        ['public.ward_log', 'what, dose::text'],
         ['public.bed_moves', 'at, bed'],
       ] as const) {
         const { source, target } = await expectSameRows(s, table, order);
