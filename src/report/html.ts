@@ -95,6 +95,14 @@ export function verdict(o: Overview): { level: 'ok' | 'warn' | 'fail'; title: st
       detail: `${formatCount(t.mismatched)} of ${formatCount(t.batches)} batches do not match the source; see Verification.`,
     };
   }
+  const unverified = t.batches - t.verified;
+  if ((run.status === 'finished' || (run.status === 'active' && run.phase === 'cutover')) && unverified > 0) {
+    return {
+      level: 'warn',
+      title: `Copy finished; ${formatCount(unverified)} of ${formatCount(t.batches)} batches not verified.`,
+      detail: '`cloudshift verify` compares them with the source.',
+    };
+  }
   if (run.status === 'finished') {
     return {
       level: 'ok',
@@ -115,8 +123,15 @@ export function verdict(o: Overview): { level: 'ok' | 'warn' | 'fail'; title: st
   return {
     level: 'warn',
     title: 'Run not finished.',
-    detail: `Phase ${run.phase}; ${formatCount(t.done)} of ${formatCount(t.batches)} batches copied${run.processActive ? '; a cloudshift process is working on it' : '; no cloudshift process is working on it'}.`,
+    detail: `Phase ${run.phase}; ${formatCount(t.done)} of ${formatCount(t.batches)} batches copied; ${processState(run)}.`,
   };
+}
+
+function processState(run: NonNullable<Overview['run']>): string {
+  if (run.processActive) return 'a cloudshift process is working on it';
+  const p = run.processStalled;
+  if (p) return `its process (pid ${p.pid} on ${p.host}) holds it but has not reported since ${p.lastSeen}`;
+  return 'no cloudshift process is working on it';
 }
 
 function renderSummary({ overview, history, plan, generatedAt }: ReportInput): string {
@@ -125,10 +140,7 @@ function renderSummary({ overview, history, plan, generatedAt }: ReportInput): s
   if (run) {
     const end = runEnd(history);
     rows.push(['Run id', code(run.id)]);
-    rows.push([
-      'Status',
-      `${text(run.status)}, phase ${text(run.phase)}${run.processActive ? ' (a cloudshift process is working on it)' : ''}`,
-    ]);
+    rows.push(['Status', `${text(run.status)}, phase ${text(run.phase)}${run.status === 'active' ? ` (${text(processState(run))})` : ''}`]);
     rows.push(['Started by', text(run.createdBy)]);
     rows.push(['Started at', time(run.startedAt)]);
     rows.push(['Finished at', end ? time(end) : 'not finished']);

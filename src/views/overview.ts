@@ -87,8 +87,13 @@ export interface Overview {
     updatedAt: string;
     createdBy: string;
     toolVersion: string;
-    /** A cloudshift process holds the run's lock right now. */
+    /** A cloudshift process holds the run's lock right now, and (when it is a run's) reports alive. */
     processActive: boolean;
+    /**
+     * The process leading the run holds its lock but has not reported for longer than
+     * copy.workerTimeout: hung, stopped (SIGSTOP) or cut off from the state store.
+     */
+    processStalled: { host: string; pid: number; lastSeen: string } | null;
     planChanged: boolean;
   } | null;
   tables: TableOverview[];
@@ -98,6 +103,8 @@ export interface Overview {
     batches: number;
     done: number;
     mismatched: number;
+    /** Batches whose target rows were checksum-compared with the source and matched. */
+    verified: number;
     rowsPerSecond: number;
     etaSeconds: number | null;
   };
@@ -138,11 +145,16 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
 
   const lock = await store.db.query<{ held: boolean }>(
     `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)) AS held`,
     [`cloudshift.run:${run.id}`],
   );
+  const workers = await listWorkers(store.knex, run.id, loaded.plan.copy.workerTimeoutMs);
+  // A lock alone does not say the process works: a hung one keeps it. A run's leader also reports
+  // (a heartbeat every 5 s); a cutover holding the lock is no worker and is taken at its word.
+  const stalled = workers.find((w) => w.leader && !w.alive);
   const progress = await tableProgress(store.knex, run.id, THROUGHPUT_WINDOW_SECONDS);
-  const active = lock.rows[0]?.held === true;
+  const active = lock.rows[0]?.held === true && !stalled;
   const tables = progress.map((p): TableOverview => {
     const done = p.verified + p.mismatched + p.copied;
     const remaining = p.total - done;
@@ -183,12 +195,13 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     createdBy: run.created_by,
     toolVersion: run.tool_version,
     processActive: active,
+    processStalled: stalled ? { host: stalled.host, pid: stalled.pid, lastSeen: stalled.last_seen.toISOString() } : null,
     planChanged: run.plan_fingerprint !== loaded.fingerprint,
   };
   return {
     ...base,
     sync: await syncOf(run, status.applied),
-    workers: (await listWorkers(store.knex, run.id, loaded.plan.copy.workerTimeoutMs)).map((w) => ({
+    workers: workers.map((w) => ({
       id: w.id,
       host: w.host,
       pid: w.pid,
@@ -206,6 +219,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       batches: tables.reduce((n, t) => n + t.batches.total, 0),
       done: tables.reduce((n, t) => n + t.batches.done, 0),
       mismatched: tables.reduce((n, t) => n + t.batches.mismatched, 0),
+      verified: tables.reduce((n, t) => n + t.batches.verified, 0),
       rowsPerSecond,
       etaSeconds: totalEta,
     },
@@ -215,16 +229,19 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
 }
 
 function emptyTotals(): Overview['totals'] {
-  return { rows: 0, bytes: 0, batches: 0, done: 0, mismatched: 0, rowsPerSecond: 0, etaSeconds: null };
+  return { rows: 0, bytes: 0, batches: 0, done: 0, mismatched: 0, verified: 0, rowsPerSecond: 0, etaSeconds: null };
 }
 
 function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[]): string {
   const file = loaded.file;
   if (!run) return `no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``;
   const mismatched = tables.reduce((n, t) => n + t.batches.mismatched, 0);
+  const unverified = tables.reduce((n, t) => n + t.batches.total - t.batches.verified - t.batches.mismatched, 0);
   if (run.status === 'finished') {
     if (mismatched > 0)
       return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
+    if (unverified > 0)
+      return `copy finished, but ${unverified} batch${unverified === 1 ? ' was' : 'es were'} not verified: compare them with \`cloudshift verify ${file}\``;
     return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
   }
   if (run.status === 'aborted') {
@@ -233,6 +250,10 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
   if (run.planChanged) return `the plan changed since this run began: undo the change, or resume with \`cloudshift run ${file} --force\``;
   if (run.status === 'active' && run.phase === 'cutover') {
     return `cut over: the application uses the target. To switch back, \`cloudshift rollback ${file}\`; once sure, end the migration with \`cloudshift cleanup ${file}\` (drops the reverse slot kept for rollback)`;
+  }
+  if (run.status === 'active' && run.processStalled) {
+    const p = run.processStalled;
+    return `the process leading run ${run.id} (pid ${p.pid} on ${p.host}) holds it but has not reported since ${p.lastSeen}: it may be hung or cut off from the state store. Check it; if it is stuck, end it (kill ${p.pid} on ${p.host}) and resume with \`cloudshift run ${file}\``;
   }
   if (run.status === 'active' && run.phase === 'sync' && !run.processActive) {
     return `live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;

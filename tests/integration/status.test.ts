@@ -31,6 +31,31 @@ async function status(): Promise<Overview> {
   return JSON.parse(r.stdout) as Overview;
 }
 
+/**
+ * `read` while the run's process seems to have stopped reporting: its heartbeat is backdated an
+ * hour and held there (a trigger keeps the old value) until `read` is done, then reported again.
+ */
+async function whileHeartbeatStopped<T>(read: () => Promise<T>): Promise<T> {
+  await sql(
+    'target',
+    s.dbs.target,
+    `CREATE FUNCTION cloudshift.keep_last_seen() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.last_seen := OLD.last_seen; RETURN NEW; END';
+     CREATE TRIGGER keep_last_seen BEFORE UPDATE ON cloudshift.workers FOR EACH ROW EXECUTE FUNCTION cloudshift.keep_last_seen();
+     SET session_replication_role = replica;
+     UPDATE cloudshift.workers SET last_seen = now() - interval '1 hour';`,
+  );
+  try {
+    return await read();
+  } finally {
+    // And it reports again.
+    await sql(
+      'target',
+      s.dbs.target,
+      `DROP TRIGGER keep_last_seen ON cloudshift.workers; DROP FUNCTION cloudshift.keep_last_seen(); UPDATE cloudshift.workers SET last_seen = now()`,
+    );
+  }
+}
+
 describe('cloudshift status', () => {
   it('before any run: says so, suggests the dry run, and creates nothing', async () => {
     const text = await cli(['status', file], s.env);
@@ -47,6 +72,7 @@ describe('cloudshift status', () => {
 
   it('while a run is going: phase, batches done, a process working on it; then stopped: how to resume', async () => {
     const seen: Overview[] = [];
+    let hung: Overview | undefined;
     const controller = new AbortController();
     const result = await runMigration(await loadPlan(file), {
       env: s.env,
@@ -54,6 +80,7 @@ describe('cloudshift status', () => {
       hooks: {
         afterBatchCommit: async () => {
           seen.push(await status());
+          if (seen.length === 2) hung = await whileHeartbeatStopped(status);
           if (seen.length === 4) controller.abort();
         },
       },
@@ -74,8 +101,18 @@ describe('cloudshift status', () => {
       `run in progress (phase copy, started by ${during.run!.createdBy}); follow it with \`cloudshift status ${file} --watch\``,
     );
 
+    // Holding the run's lock without reporting (hung, or cut off from the state store): said, with who to look at.
+    expect(hung!.run).toMatchObject({ processActive: false, processStalled: { pid: process.pid } });
+    expect(hung!.totals.etaSeconds).toBeNull();
+    expect(hung!.next).toMatch(
+      new RegExp(
+        `^the process leading run ${hung!.run!.id} \\(pid ${process.pid} on .+\\) holds it but has not reported since .+: it may be hung`,
+      ),
+    );
+
     const after = await status();
     expect(after.run?.processActive).toBe(false);
+    expect(after.run?.processStalled).toBeNull();
     // Nothing copies: no time is promised, though batches finished a moment ago.
     expect(after.totals.etaSeconds).toBeNull();
     expect(after.tables.find((t) => t.table === 'public.observations')!.etaSeconds).toBeNull();

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { reportError } from '../../src/cli/errors.js';
 import type { CliIO } from '../../src/cli/io.js';
 import { progressRenderer } from '../../src/cli/render/progress.js';
@@ -124,6 +124,31 @@ describe('run progress', () => {
     progress.onEvent({ type: 'table:done', at, table: 'public.docs', rows: 19, bytes: 1900, mismatches: 0 });
     progress.stop();
     expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows, 1\.9 kB,/);
+  });
+});
+
+describe('run progress rates', () => {
+  afterEach(() => void vi.useRealTimers());
+
+  it("measures a table's rate from its own first batch, not from when every table was planned", () => {
+    vi.useFakeTimers({ now: 0 });
+    const lines: string[] = [];
+    const out = { write: (t: string) => void lines.push(t) };
+    const progress = progressRenderer('plain', out, out);
+    const at = new Date().toISOString();
+    for (const table of ['public.first', 'public.second'])
+      progress.onEvent({ type: 'table:planned', at, table, batches: 2, done: 0, estimatedRows: 10, bytes: 0, key: 'id', copiedRows: 0 });
+    // The second table's batches begin a minute in, once the first table is done.
+    const copied = (table: string, batchId: string, now: number) => {
+      vi.setSystemTime(now);
+      progress.onEvent({ type: 'batch:copied', at, table, batchId, seq: 1, rows: 100, bytes: 1000, ms: 10_000 });
+    };
+    copied('public.second', '3', 70_000);
+    copied('public.second', '4', 80_000);
+    progress.onEvent({ type: 'table:done', at, table: 'public.second', rows: 200, bytes: 2000, mismatches: 0 });
+    progress.stop();
+    // 200 rows over the 20 s since its first batch began (not 80 s).
+    expect(lines.at(-1)).toMatch(/^public\.second: 2\/2 batches, 200 rows, 2\.0 kB, 10 rows\/s, 0\.0 MB\/s, done\n$/);
   });
 });
 

@@ -58,10 +58,11 @@ function overview(mismatched = 1): Overview {
       createdBy: 'alice@db-admin-01',
       toolVersion: '0.1.0',
       processActive: false,
+      processStalled: null,
       planChanged: false,
     },
     tables,
-    totals: { rows: 60, bytes: 6000, batches: 6, done: 6, mismatched, rowsPerSecond: 0, etaSeconds: 0 },
+    totals: { rows: 60, bytes: 6000, batches: 6, done: 6, mismatched, verified: 6 - mismatched, rowsPerSecond: 0, etaSeconds: 0 },
     sync: null,
     workers: [],
     events: [],
@@ -302,6 +303,9 @@ describe('verdict', () => {
     const o = overview(0);
     expect(verdict({ ...o, run: { ...o.run!, status: 'active' } }).level).toBe('warn');
     expect(verdict({ ...o, run: null }).level).toBe('warn');
+    // Finished, and yet a batch was never compared: not called verified.
+    const unsettled = verdict({ ...o, totals: { ...o.totals, verified: 5 } });
+    expect(unsettled).toMatchObject({ level: 'warn', title: 'Copy finished; 1 of 6 batches not verified.' });
   });
 });
 

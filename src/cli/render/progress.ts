@@ -15,10 +15,11 @@ interface TableLine {
   done: number;
   rows: number;
   bytes: number;
-  estimatedRows: number;
   startRows: number;
   startBytes: number;
-  startedAt: number;
+  startDone: number;
+  /** When this process began copying the table (its first batch's start); null before. */
+  startedAt: number | null;
   finished: boolean;
   mismatches: number;
 }
@@ -40,11 +41,13 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
   let lastDraw = 0;
 
   const line = (name: string, t: TableLine): string => {
-    const secs = Math.max((Date.now() - t.startedAt) / 1000, 0.001);
-    const rowsPerSec = (t.rows - t.startRows) / secs;
-    const mbPerSec = (t.bytes - t.startBytes) / secs / 1024 / 1024;
-    const left = Math.max(t.estimatedRows - t.rows, 0);
-    const eta = t.finished ? 'done' : rowsPerSec > 0 ? `ETA ${formatSeconds(left / rowsPerSec)}` : 'ETA …';
+    // Rates over the time this process has copied the table (tables are copied one after another,
+    // not all from the start); the ETA from its batches left, which the statistics cannot misjudge.
+    const secs = t.startedAt === null ? 0 : Math.max((Date.now() - t.startedAt) / 1000, 0.001);
+    const rowsPerSec = secs ? (t.rows - t.startRows) / secs : 0;
+    const mbPerSec = secs ? (t.bytes - t.startBytes) / secs / 1024 / 1024 : 0;
+    const batchesPerSec = secs ? (t.done - t.startDone) / secs : 0;
+    const eta = t.finished ? 'done' : batchesPerSec > 0 ? `ETA ${formatSeconds((t.batches - t.done) / batchesPerSec)}` : 'ETA …';
     const mism = t.mismatches ? `, ${t.mismatches} MISMATCHED` : '';
     return `${name}: ${t.done}/${t.batches} batches, ${formatCount(t.rows)} rows, ${formatBytes(t.bytes)}, ${formatCount(Math.round(rowsPerSec))} rows/s, ${mbPerSec.toFixed(1)} MB/s, ${eta}${mism}`;
   };
@@ -78,10 +81,10 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
             done: e.done,
             rows: e.copiedRows,
             bytes: 0,
-            estimatedRows: e.estimatedRows,
             startRows: e.copiedRows,
             startBytes: 0,
-            startedAt: Date.now(),
+            startDone: e.done,
+            startedAt: null,
             finished: e.done === e.batches,
             mismatches: 0,
           });
@@ -93,6 +96,7 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
         case 'batch:copied': {
           const t = tables.get(e.table);
           if (!t) break;
+          t.startedAt ??= Date.now() - e.ms;
           // A batch copied again (a retry) replaces its earlier figures instead of adding to them.
           const before = copied.get(e.batchId);
           if (before) {

@@ -8,7 +8,8 @@ export function renderStatus(o: Overview): string {
     lines.push(`plan ${o.plan}: no run yet`);
   } else {
     const r = o.run;
-    lines.push(`plan ${o.plan}, run ${r.id}: phase ${r.phase}, ${r.status}${r.processActive ? ', a process is working on it' : ''}`);
+    const process = r.processActive ? ', a process is working on it' : r.processStalled ? ', its process is NOT RESPONDING' : '';
+    lines.push(`plan ${o.plan}, run ${r.id}: phase ${r.phase}, ${r.status}${process}`);
     lines.push(`started ${r.startedAt} by ${r.createdBy} (cloudshift ${r.toolVersion}), last change ${r.updatedAt}`);
   }
   if (o.tables.length > 0) {
