@@ -139,6 +139,8 @@ export class Applier {
   private applied: Lsn = 0n;
   private inTx = false;
   private skipping = false;
+  /** The target transaction of the source's current one has begun (at its first change). */
+  private opened = false;
   private txLsn: Lsn = 0n;
   private pending: { rel: Relation; rows: Param[][]; keys: Set<string>; text: number } | null = null;
   private readonly blobs: BlobRelease;
@@ -171,11 +173,14 @@ export class Applier {
         this.inTx = true;
         this.txLsn = m.finalLsn;
         this.skipping = m.finalLsn < this.applied;
-        if (!this.skipping) await this.o.target.query('BEGIN');
+        this.opened = false;
         return null;
       case 'commit': {
         this.inTx = false;
-        if (this.skipping) return null;
+        // Nothing of it was for the plan's tables (before PostgreSQL 15, pgoutput sends every
+        // transaction, empty or not): no target commit; heartbeats carry the position past it.
+        if (this.skipping || !this.opened) return null;
+        this.opened = false;
         try {
           await this.flushInserts();
           await this.o.progress.save(this.o.target, m.endLsn, m.commitTime);
@@ -250,8 +255,9 @@ export class Applier {
 
   /** Abandons an open transaction (the stream broke or a stop was asked): nothing of it is kept. */
   async abandon(): Promise<void> {
-    if (this.inTx && !this.skipping) await this.o.target.query('ROLLBACK').catch(() => undefined);
+    if (this.inTx && this.opened) await this.o.target.query('ROLLBACK').catch(() => undefined);
     this.inTx = false;
+    this.opened = false;
     this.pending = null;
     this.blobs.forget();
   }
@@ -260,6 +266,7 @@ export class Applier {
   private async change(relid: number, apply: (rel: Relation) => Promise<void>): Promise<void> {
     const rel = this.rel(relid);
     if (this.inNewerCopy(rel)) return;
+    await this.open();
     try {
       await apply(rel);
     } catch (err) {
@@ -269,6 +276,13 @@ export class Applier {
         'live sync cannot apply such a value (every rerun meets it again): move this column to Blob Storage with a documents entry, whose bytes never become text, and migrate this table again',
       );
     }
+  }
+
+  /** Begins the target transaction at the source transaction's first change for the plan. */
+  private async open(): Promise<void> {
+    if (this.opened) return;
+    await this.o.target.query('BEGIN');
+    this.opened = true;
   }
 
   /** Before the newest snapshot the copy was resumed from: rows may already show this change. */
@@ -681,6 +695,7 @@ export class Applier {
    */
   private async truncate(rels: Relation[], restart: boolean): Promise<void> {
     if (rels.length === 0) return;
+    await this.open();
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
       if (keep && this.o.documents) await this.blobs.truncate(rel.task.quoted, quoteIdent(keep));
