@@ -27,6 +27,7 @@ import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadCla
 import { workAsWorker } from './worker.js';
 import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
+import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
 import { PreconditionError } from '../errors.js';
 import { readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
@@ -291,8 +292,56 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       }
     }
 
+    /**
+     * A copy resumed from a newer snapshot holds rows of two moments until the stream has passed
+     * that snapshot: a row whose key moved between ranges copied at each is there twice, a row
+     * copied later can name a parent copied earlier. Constraints are built once it has passed
+     * (the sync applies by primary key, which the tables have from the start). Returns the
+     * run's result when stopped on request.
+     */
+    let caughtUpDivergences = 0;
+    async function catchUpResumedCopy(): Promise<RunResult | null> {
+      const row = await syncRow(store.knex, run.id);
+      const until = row?.tolerateUntil ?? null;
+      if (until === null || row!.lsn >= until) return null;
+      emit('warning', {
+        message: `the copy resumed from a newer snapshot: catching up to ${formatLsn(until)} before building constraints`,
+      });
+      const result = await runForwardSync({
+        store,
+        runId: run.id,
+        plan,
+        secrets,
+        tasks,
+        workerId: me,
+        untilFence: until,
+        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
+        onWarning: (message) => emit('warning', { message }),
+      });
+      if (result.reason === 'stopped') {
+        emit('run:stopping', { runId: run.id, reason: 'interrupted' });
+        await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
+        return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
+      }
+      caughtUpDivergences = result.stats.divergences;
+      await store.appendEvent(
+        run.id,
+        'sync:caught-up',
+        `caught up past the resumed copy's snapshot (${formatLsn(until)}) before building constraints`,
+        {
+          applied: formatLsn(result.stats.applied),
+        },
+      );
+      return null;
+    }
+
     // 5. Indexes and constraints, built in parallel after the data, then validated.
     if (todo('indexes')) {
+      if (live) {
+        const caught = await catchUpResumedCopy();
+        if (caught) return caught;
+      }
       await options.hooks?.beforePostData?.();
       await enter('indexes');
       await applyPostData(
@@ -355,7 +404,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         lagMs: s.lagMs,
         transactions: s.transactions,
         changes: s.changes,
-        divergences: s.divergences,
+        divergences: s.divergences + caughtUpDivergences,
       };
       await store.appendEvent(run.id, `sync:${reason}`, syncStopMessage(reason, sync.applied, s.lagMs), sync);
       emit('sync:stop', { runId: run.id, ...sync });

@@ -63,7 +63,13 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
       );
 
     const freeSlots = Number(s.slots) - Number(s.used_slots);
-    if (freeSlots >= 1) checks.pass('source.replication_slots', subject, `${freeSlots} of ${s.slots} replication slots free`);
+    if (freeSlots >= 2) checks.pass('source.replication_slots', subject, `${freeSlots} of ${s.slots} replication slots free`);
+    else if (freeSlots === 1)
+      checks.warn(
+        'source.replication_slots',
+        subject,
+        `1 of ${s.slots} replication slots free: enough to start, but a copy resumed after a crash takes its newer snapshot from a second, temporary slot; raise max_replication_slots or drop an unused slot`,
+      );
     else
       checks.fail(
         'source.replication_slots',

@@ -369,7 +369,9 @@ export class Applier {
         : '';
     // pgoutput flags the identity's columns: all of them for FULL, none for NOTHING.
     const flagged = m.columns.flatMap((c, i) => (c.key ? [i] : []));
-    const identIdx = flagged.length === 0 || flagged.length === m.columns.length ? keyIdx : flagged;
+    // FULL with a DEFERRABLE key: one statement can shift keys (id = id + 1), leaving two rows
+    // under one key inside the transaction, so rows are found by all their old values instead.
+    const identIdx = flagged.length === 0 ? keyIdx : flagged.length === m.columns.length ? (deferrable ? [] : keyIdx) : flagged;
     return {
       task,
       columns,
@@ -535,15 +537,18 @@ export class Applier {
     await this.o.target.query(`${p.rel.insertPrefix}${tuples.join(', ')}${p.rel.insertSuffix}`, params);
   }
 
+  /** `c1 = $n AND …` over the columns at `at` (the key by default) with the tuple's values. */
+  private keyWhere(rel: Relation, t: Tuple, params: Param[], at: number[] = rel.keyIdx): string {
+    return at
+      .map((i) => {
+        params.push(textOf(t[i]!));
+        return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
+      })
+      .join(' AND ');
+  }
+
   private where(rel: Relation, ident: Tuple, params: Param[]): string {
-    if (rel.identIdx.length) {
-      return rel.identIdx
-        .map((i) => {
-          params.push(textOf(ident[i]!) as string);
-          return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
-        })
-        .join(' AND ');
-    }
+    if (rel.identIdx.length) return this.keyWhere(rel, ident, params, rel.identIdx);
     // REPLICA IDENTITY FULL without a key: the first row equal in every column.
     const conds = ident
       .map((v, i) => {
@@ -618,11 +623,25 @@ export class Applier {
         this.stats.changes -= 1;
         return this.insert(rel, row);
       }
-      // Without the row's unchanged TOASTed values it cannot be put there: said, not passed over.
-      return this.diverged(rel, 'UPDATE', ident, true);
+      // Without the row's unchanged TOASTed values it cannot be put there: said, not passed over,
+      // unless the row is gone from the source too (a later change removes or moves it).
+      return this.diverged(rel, 'UPDATE', ident, this.tolerating && (await this.lost(rel, row)));
     }
     if (typeof name === 'string') this.blobs.take(name);
     if (priorName !== null && priorName !== name) this.blobs.release(priorName);
+  }
+
+  /**
+   * Under a resumed copy's tolerance, an update found no row: it is lost only when the target has
+   * no row under its new key (a newer copy would hold it) and the source still has one.
+   */
+  private async lost(rel: Relation, row: Tuple): Promise<boolean> {
+    if (rel.keyIdx.length === 0) return true;
+    const params: Param[] = [];
+    const byKey = this.keyWhere(rel, row, params);
+    const exists = async (client: pg.Client) =>
+      (await client.query(`SELECT 1 FROM ${rel.task.quoted} WHERE ${byKey}`, params)).rows.length > 0;
+    return !(await exists(this.o.target)) && (await exists(this.o.source));
   }
 
   /**
@@ -632,12 +651,14 @@ export class Applier {
    */
   private async clearNewKey(rel: Relation, oldIdent: Tuple, row: Tuple): Promise<void> {
     const params: Param[] = [];
-    const newKey = rel.keyIdx.map((i) => {
-      params.push(textOf(row[i]!));
-      return `${quoteIdent(rel.columns[i]!.name)} = $${params.length}::${rel.columns[i]!.type}`;
-    });
+    const newKey = this.keyWhere(rel, row, params);
+    // Only while the old row is here: otherwise the row under the new key is the one this change
+    // made (both ranges copied after it), or the key did not change at all (an identity that is
+    // not the key changed), and it stays.
+    const old = this.where(rel, oldIdent, params);
     await this.o.target.query(
-      `DELETE FROM ${rel.task.quoted} WHERE ${newKey.join(' AND ')} AND NOT (${this.where(rel, oldIdent, params)})`,
+      `DELETE FROM ${rel.task.quoted} WHERE ${newKey} AND NOT (${old})
+          AND EXISTS (SELECT 1 FROM ${rel.task.quoted} WHERE ${old})`,
       params,
     );
   }

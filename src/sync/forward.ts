@@ -3,6 +3,7 @@
  * slot, exported snapshot), and streaming it after the copy, for `cloudshift run` and for a
  * cutover that catches up itself.
  */
+import { randomBytes } from 'node:crypto';
 import type { DocumentContainer } from '../target/blob/container.js';
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
@@ -95,7 +96,7 @@ export async function prepareForwardSync(
   // The newer snapshot comes from a temporary slot: its consistent point is exact (a transaction
   // that committed before it is in the snapshot, one after is not), which a keyless table needs.
   return {
-    ...(await snapshotSlot(sourceUrl, `${plan.sync.slot.slice(0, 52)}_${process.pid}`, true, async (at) => {
+    ...(await snapshotSlot(sourceUrl, `${plan.sync.slot.slice(0, 50)}_${randomBytes(4).toString('hex')}`, true, async (at) => {
       await tolerateUntil(store.knex, runId, at);
       const recopied = await recopyKeyless(store, runId, tables);
       await store.appendEvent(

@@ -332,10 +332,12 @@ describe('live sync faults', () => {
       await sql(
         'source',
         moves.dbs.source,
-        `CREATE TABLE public.beds (id int PRIMARY KEY, label text);
-         INSERT INTO public.beds SELECT g * 10, 'bed ' || g || repeat('.', 300) FROM generate_series(1, 500) g;
+        `CREATE TABLE public.beds (id int PRIMARY KEY, label text, code text UNIQUE, chart text);
+         INSERT INTO public.beds SELECT g * 10, 'bed ' || g || repeat('.', 300), 'c' || g FROM generate_series(1, 500) g;
+         UPDATE public.beds SET chart = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1250) i) WHERE id = 4010;
          CREATE TABLE public.cots (label text, n int);
          INSERT INTO public.cots SELECT 'cot ' || g || repeat('-', 60), g FROM generate_series(1, 300) g;
+         CREATE TABLE public.bed_notes (id int PRIMARY KEY, bed_id int REFERENCES public.beds (id));
          ANALYZE;`,
       );
       const file = moves.plan(`version: 1
@@ -346,6 +348,7 @@ tables:
   - name: public.beds
   - name: public.cots
     replicaIdentity: full
+  - name: public.bed_notes
 copy: { jobs: 1, batch: { rows: 100 } }
 sync: { mode: logical }
 cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
@@ -358,8 +361,16 @@ cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
         moves.dbs.source,
         // Into a copied range from one not yet copied (the newer snapshot no longer has it there),
         // and the other way (the newer snapshot has it under its new key, the old row is still here).
+        // Until the stream has passed the newer snapshot, the target holds the second row twice
+        // (UNIQUE code), and a note copied later names a bed not yet there (FOREIGN KEY): no
+        // constraint is built before.
         `UPDATE public.beds SET id = 15 WHERE id = 4500;
          UPDATE public.beds SET id = 4505, label = 'moved' WHERE id = 20;
+         INSERT INTO public.beds VALUES (25, 'new bed', 'c-new');
+         -- between two ranges both copied after it: the newer copy has it right, its TOASTed chart
+         -- is not in the change
+         UPDATE public.beds SET id = 3015 WHERE id = 4010;
+         INSERT INTO public.bed_notes VALUES (1, 25);
          INSERT INTO public.cots VALUES ('first', 1001);
          DELETE FROM public.cots WHERE n = 3;
          UPDATE public.cots SET label = 'changed' WHERE n = 4;`,
@@ -381,7 +392,15 @@ cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
       const beds = await expectSameRows(moves, 'public.beds', 'id');
       expect(beds.target).toBe(beds.source);
       expect(beds.source).toContain('(15,');
-      expect(beds.source).toContain('(4505,moved)');
+      expect(beds.source).toContain('(4505,moved,c2,)');
+      const notes = await expectSameRows(moves, 'public.bed_notes', 'id');
+      expect(notes.target).toBe(notes.source);
+      const constraints = await sql<{ conname: string }>(
+        'target',
+        moves.dbs.target,
+        `SELECT conname FROM pg_constraint WHERE conrelid IN ('public.beds'::regclass, 'public.bed_notes'::regclass) AND contype IN ('u', 'f') AND convalidated ORDER BY 1`,
+      );
+      expect(constraints.map((c) => c.conname)).toEqual(['bed_notes_bed_id_fkey', 'beds_code_key']);
       const cots = await expectSameRows(moves, 'public.cots', 'n, label');
       expect(cots.target).toBe(cots.source);
       const events = await sql<{ message: string }>(
