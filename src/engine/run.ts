@@ -283,9 +283,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         if (result.stoppedEarly) {
           // A batch cut short (its uploads aborted) goes back to pending now, not when this process is gone.
           await releaseClaimsOf(store.knex, run.id, me);
-          emit('run:stopping', { runId: run.id, reason: 'interrupted' });
-          await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
-          return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
+          return await interrupted();
         }
       } finally {
         await snapshot.release();
@@ -299,6 +297,28 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
      * (the sync applies by primary key, which the tables have from the start). Returns the
      * run's result when stopped on request.
      */
+    /** What every forward sync of this run is given. */
+    function syncOptions() {
+      return {
+        store,
+        runId: run.id,
+        plan,
+        secrets,
+        tasks,
+        workerId: me,
+        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
+        onWarning: (message: string) => emit('warning', { message }),
+      };
+    }
+
+    /** Stopped on request at a safe point: said, recorded, and the run's figures so far. */
+    async function interrupted(): Promise<RunResult> {
+      emit('run:stopping', { runId: run.id, reason: 'interrupted' });
+      await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
+      return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
+    }
+
     let caughtUpDivergences = 0;
     async function catchUpResumedCopy(): Promise<RunResult | null> {
       const row = await syncRow(store.knex, run.id);
@@ -307,23 +327,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       emit('warning', {
         message: `the copy resumed from a newer snapshot: catching up to ${formatLsn(until)} before building constraints`,
       });
-      const result = await runForwardSync({
-        store,
-        runId: run.id,
-        plan,
-        secrets,
-        tasks,
-        workerId: me,
-        untilFence: until,
-        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
-        onWarning: (message) => emit('warning', { message }),
-      });
-      if (result.reason === 'stopped') {
-        emit('run:stopping', { runId: run.id, reason: 'interrupted' });
-        await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
-        return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
-      }
+      const result = await runForwardSync({ ...syncOptions(), untilFence: until });
+      if (result.reason === 'stopped') return interrupted();
       caughtUpDivergences = result.stats.divergences;
       await store.appendEvent(
         run.id,
@@ -377,22 +382,14 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       if (phase !== 'sync') await enter('sync');
       emit('sync:start', { runId: run.id, slot: plan.sync.slot });
       const result = await runForwardSync({
-        store,
-        runId: run.id,
-        plan,
-        secrets,
-        tasks,
-        workerId: me,
+        ...syncOptions(),
         ...(options.until === 'synced' ? { untilLagMs: plan.cutover.maxLagMs } : {}),
-        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
         // A cutover switched (phase), or a rollback before cutover ended the run (status).
         shouldStop: async () => {
           const now = await store.getRun(run.id);
           return now?.phase === 'cutover' || now?.status !== 'active';
         },
         onStats: (s) => emit('sync:stats', { applied: formatLsn(s.applied), lagMs: s.lagMs, lagBytes: s.lagBytes, changes: s.changes }),
-        onWarning: (message) => emit('warning', { message }),
         ...(options.hooks?.afterSyncCommit ? { afterCommit: options.hooks.afterSyncCommit } : {}),
       });
       const s = result.stats;
