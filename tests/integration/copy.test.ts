@@ -483,6 +483,43 @@ describe('cloudshift run: faults', () => {
     });
   }
 
+  it('a row moved between batches while the copy was stopped breaks a unique constraint: run says how to mend it, verify --repair does', async () => {
+    const s = await hospitalScenario('movedrow');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE TABLE public.beds (id int PRIMARY KEY, code text NOT NULL UNIQUE);
+         INSERT INTO public.beds SELECT g * 10, 'c' || g FROM generate_series(1, 500) g;
+         ANALYZE;`,
+      );
+      const file = s.plan(`version: 1
+name: movedrow
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.beds
+copy: { jobs: 1, batch: { rows: 100 } }
+`);
+      const killed = await spawnRun(s, file, { CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
+      expect(killed.signal).toBe('SIGKILL');
+      // From the first batch (copied) into the last (not yet): the newer snapshot has it there too.
+      await sql('source', s.dbs.source, `UPDATE public.beds SET id = 4505 WHERE id = 20`);
+      const stuck = await cli(['run', file], s.env);
+      expect(stuck.code).toBe(3);
+      expect(stuck.stderr).toContain('cannot create');
+      expect(stuck.stderr).toContain('`cloudshift verify <plan> --repair` mends those rows, then `cloudshift run` goes on');
+      const repaired = await cli(['verify', file, '--repair'], s.env);
+      expect(repaired.code, repaired.stdout + repaired.stderr).toBe(0);
+      const done = await cli(['run', file], s.env);
+      expect(done.code, done.stderr).toBe(0);
+      const { source, target } = await expectSameRows(s, 'public.beds', 'id');
+      expect(target).toBe(source);
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a real SIGINT stops the process at a safe point: run id, the command to resume, exit 130', async () => {
     const s = await scenario('copysigint');
     try {

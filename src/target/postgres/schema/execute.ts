@@ -16,19 +16,28 @@ import { DEPARSE_SETTINGS } from './catalog.js';
 import type { Probe, ProbeKind, Stages, Step } from './steps.js';
 
 /** The target could not take a schema statement. */
+const CONSTRAINT_VIOLATIONS = new Set(['23505', '23503', '23514', '23P01']);
+
+const ROWS_BREAK_IT =
+  'rows on the target break it: a copy stopped and resumed without live sync takes the rest from a newer snapshot, where a row that moved between batches meanwhile is twice or not at all; `cloudshift verify <plan> --repair` mends those rows, then `cloudshift run` goes on';
+
 export class SchemaApplyError extends CloudshiftError {
   readonly step: string;
   readonly statement: string | null;
   /** SQLSTATE of the server's error, when there was one. */
   readonly sqlState: string | undefined;
   constructor(step: string, statement: string | null, cause: unknown) {
+    const code = (cause as { code?: string } | null)?.code;
+    const shown = statement ? `the statement was: ${redact(statement.length > 500 ? `${statement.slice(0, 500)}...` : statement)}` : null;
+    // Unique, foreign key, check or exclusion: the constraint is right, rows on the target are not.
+    const rows = code && CONSTRAINT_VIOLATIONS.has(code) ? ROWS_BREAK_IT : null;
     super('CS_SCHEMA', ExitCode.precondition, `cannot create ${step} on the target: ${redact(messageOf(cause))}`, {
       cause,
-      hint: statement ? `the statement was: ${redact(statement.length > 500 ? `${statement.slice(0, 500)}...` : statement)}` : undefined,
+      hint: [rows, shown].filter((x) => x !== null).join('; ') || undefined,
     });
     this.step = step;
     this.statement = statement;
-    this.sqlState = (cause as { code?: string } | null)?.code;
+    this.sqlState = code;
   }
 }
 
