@@ -138,6 +138,21 @@ describe('cloudshift status', () => {
     const text = await cli(['status', file], s.env);
     expect(text.stdout).toMatch(/public\.observations\s+8\/8\s+3,000\s+.*\s+done\s+verified/);
     expect(text.stdout).toContain('live sync: not started');
+
+    // A batch sent back for another attempt keeps its last figures until copied again: not counted.
+    const [back] = await sql<{ id: string; rows: string }>(
+      'target',
+      s.dbs.target,
+      `UPDATE cloudshift.batches SET status = 'pending' WHERE id = (SELECT min(id) FROM cloudshift.batches WHERE relation = 'public.observations') RETURNING id::text, rows::text`,
+    );
+    try {
+      const o2 = await status();
+      expect(o2.tables[0]).toMatchObject({ table: 'public.observations', rows: 3000 - Number(back!.rows) });
+      expect(o2.tables[0]!.batches).toMatchObject({ done: 7, pending: 1 });
+      expect(o2.totals.verified).toBe(8);
+    } finally {
+      await sql('target', s.dbs.target, `UPDATE cloudshift.batches SET status = 'verified' WHERE id = ${back!.id}`);
+    }
   });
 
   it('a mismatched batch points the operator at verify --repair', async () => {

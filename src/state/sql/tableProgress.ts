@@ -27,6 +27,12 @@ export interface TableProgressRow {
 }
 
 /**
+ * Batches whose rows are on the target now. One sent back for another attempt keeps its last
+ * figures until it is copied again: they are not counted meanwhile.
+ */
+const DONE = `status IN ('copied', 'verified', 'mismatch')`;
+
+/**
  * Per-table totals of a run, aggregated by the server in one pass over the run's batches (index
  * on run_id): `status` must answer in well under a second on a run with 100,000 batches.
  */
@@ -40,11 +46,11 @@ export async function tableProgress(knex: Knex, runId: string, windowSeconds: nu
             count(*) FILTER (WHERE status = 'verified')::int AS verified,
             count(*) FILTER (WHERE status = 'mismatch')::int AS mismatched,
             count(*) FILTER (WHERE status = 'failed')::int AS failed,
-            coalesce(sum(rows), 0)::float8 AS rows,
-            coalesce(sum(bytes), 0)::float8 AS bytes,
-            coalesce(sum(rows) FILTER (WHERE finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_rows,
-            coalesce(sum(bytes) FILTER (WHERE finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_bytes,
-            count(*) FILTER (WHERE finished_at > now() - make_interval(secs => :window))::int AS recent_batches,
+            coalesce(sum(rows) FILTER (WHERE ${DONE}), 0)::float8 AS rows,
+            coalesce(sum(bytes) FILTER (WHERE ${DONE}), 0)::float8 AS bytes,
+            coalesce(sum(rows) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_rows,
+            coalesce(sum(bytes) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_bytes,
+            count(*) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window))::int AS recent_batches,
             least(:window, greatest(1, extract(epoch FROM now() - min(claimed_at)
               FILTER (WHERE finished_at > now() - make_interval(secs => :window) OR status = 'claimed'))))::float8 AS recent_seconds,
             min(claimed_at) AS first_started,
