@@ -44,6 +44,17 @@ export async function hospitalScenario(prefix: string, options: { load?: boolean
   };
 }
 
+/** A hospital scenario of one test's own, with `sourceSql` run on its source; dropped after `body`. */
+export async function inScenario(prefix: string, sourceSql: string, body: (s: Scenario) => Promise<void>): Promise<void> {
+  const s = await hospitalScenario(prefix);
+  try {
+    await sql('source', s.dbs.source, sourceSql);
+    await body(s);
+  } finally {
+    await s.drop();
+  }
+}
+
 /** The hospital plan with documents to Blob and live sync, as tests start from. */
 export const HOSPITAL_PLAN = `version: 1
 name: hospital

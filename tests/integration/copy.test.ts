@@ -6,7 +6,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
-import { HOSPITAL_SQL, hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
 
@@ -484,15 +484,10 @@ describe('cloudshift run: faults', () => {
   }
 
   it('a row moved between batches while the copy was stopped breaks a unique constraint: run says how to mend it, verify --repair does', async () => {
-    const s = await hospitalScenario('movedrow');
-    try {
-      await sql(
-        'source',
-        s.dbs.source,
-        `CREATE TABLE public.beds (id int PRIMARY KEY, code text NOT NULL UNIQUE);
+    const schema = `CREATE TABLE public.beds (id int PRIMARY KEY, code text NOT NULL UNIQUE);
          INSERT INTO public.beds SELECT g * 10, 'c' || g FROM generate_series(1, 500) g;
-         ANALYZE;`,
-      );
+         ANALYZE;`;
+    await inScenario('movedrow', schema, async (s) => {
       const file = s.plan(`version: 1
 name: movedrow
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
@@ -515,9 +510,7 @@ copy: { jobs: 1, batch: { rows: 100 } }
       expect(done.code, done.stderr).toBe(0);
       const { source, target } = await expectSameRows(s, 'public.beds', 'id');
       expect(target).toBe(source);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 
   it('a real SIGINT stops the process at a safe point: run id, the command to resume, exit 130', async () => {

@@ -5,7 +5,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
-import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ORDER: Record<string, string> = {
   'public.patients': 'id',
@@ -325,21 +325,16 @@ describe('live sync faults', () => {
   });
 
   it('resumed twice from newer snapshots: keeps a row whose key moved across batches, and a table without a key exactly once', async () => {
-    const moves = await hospitalScenario('syncmoves');
-    try {
-      // Beds: sparse keys (10, 20, …, 5000), five batches of 100, padded so it is the largest
-      // table and copied first. Cots: no key at all, copied after it in ctid ranges.
-      await sql(
-        'source',
-        moves.dbs.source,
-        `CREATE TABLE public.beds (id int PRIMARY KEY, label text, code text UNIQUE, chart text);
+    // Beds: sparse keys (10, 20, …, 5000), five batches of 100, padded so it is the largest
+    // table and copied first. Cots: no key at all, copied after it in ctid ranges.
+    const schema = `CREATE TABLE public.beds (id int PRIMARY KEY, label text, code text UNIQUE, chart text);
          INSERT INTO public.beds SELECT g * 10, 'bed ' || g || repeat('.', 300), 'c' || g FROM generate_series(1, 500) g;
          UPDATE public.beds SET chart = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1250) i) WHERE id = 4010;
          CREATE TABLE public.cots (label text, n int);
          INSERT INTO public.cots SELECT 'cot ' || g || repeat('-', 60), g FROM generate_series(1, 300) g;
          CREATE TABLE public.bed_notes (id int PRIMARY KEY, bed_id int REFERENCES public.beds (id));
-         ANALYZE;`,
-      );
+         ANALYZE;`;
+    await inScenario('syncmoves', schema, async (moves) => {
       const file = moves.plan(`version: 1
 name: syncmoves
 source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
@@ -410,9 +405,7 @@ cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
       );
       expect(events).toHaveLength(2);
       expect(events[1]!.message).toContain('tables without a key are copied again whole (public.cots)');
-    } finally {
-      await moves.drop();
-    }
+    });
   });
 
   it('reconnects when the walsender and the apply session are terminated', async () => {
