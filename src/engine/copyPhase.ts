@@ -367,18 +367,22 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     const { target } = await ensure(slot);
     const actual = await digestRange(target, task, null);
     const ok = digestEquals(actual, expected);
+    // A verdict counts only where it applied: another process may have settled the batches (and
+    // live sync moved the table on) while this digest was read.
+    let marked = false;
     for (const b of batches) {
       if (ok) await markBatchVerified(o.store.pool, o.store.schema, b.id, `table:${digestText(actual)}`);
       else
-        await markBatchMismatch(
-          o.store.pool,
-          o.store.schema,
-          b.id,
-          `table:${digestText(actual)}`,
-          `table checksum mismatch: source ${digestText(expected)}, target ${digestText(actual)}`,
-        );
+        marked =
+          (await markBatchMismatch(
+            o.store.pool,
+            o.store.schema,
+            b.id,
+            `table:${digestText(actual)}`,
+            `table checksum mismatch: source ${digestText(expected)}, target ${digestText(actual)}`,
+          )) || marked;
     }
-    if (!ok) {
+    if (!ok && marked) {
       mismatches += 1;
       o.emit('batch:mismatch', {
         table: task.display,

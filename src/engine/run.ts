@@ -244,7 +244,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
 
     // 4. Copy: batches in parallel inside one snapshot, each verified. Ctrl-C stops at a safe
     //    point; `cloudshift run` resumes with the batches not yet done.
-    if (todo('copy')) {
+    // A rerun that finds every batch settled (stopped after the copy, before the indexes) takes no
+    // new snapshot: under live sync it would re-copy keyless tables and widen the tolerance.
+    const left = await openBatches(store.knex, run.id);
+    const copyDone = left.pending + left.claimed + left.copied === 0 && (!live || run.consistent_lsn !== null);
+    if (todo('copy') && !copyDone) {
       await enter('copy');
       await releaseDeadClaims(store.knex, run.id, staleMs);
       const snapshot = live

@@ -146,9 +146,12 @@ async function recopyKeyless(store: StateStore, runId: string, tables: readonly 
   const recopied: string[] = [];
   for (const t of tables.filter((x) => !x.shape.keyColumns)) {
     const reset = await store.knex.transaction(async (trx) => {
-      const n = await resetTableBatches(trx, runId, t.display);
-      if (n > 0) await trx.raw(`TRUNCATE ${t.quoted}`);
-      return n;
+      if ((await trx('batches').where({ run_id: runId, relation: t.display }).whereNot({ status: 'pending' }).first('id')) === undefined)
+        return 0;
+      // The table first: a batch a worker is still committing gets in before (its mark too), and
+      // is then sent back with the others, with no lock taken in the opposite order.
+      await trx.raw(`TRUNCATE ${t.quoted}`);
+      return resetTableBatches(trx, runId, t.display);
     });
     if (reset > 0) recopied.push(t.display);
   }

@@ -408,6 +408,45 @@ cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
     });
   });
 
+  it('killed after the copy, before the indexes: the rerun takes no newer snapshot and copies nothing again', async () => {
+    const schema = `CREATE TABLE public.beds (id int PRIMARY KEY, label text);
+       INSERT INTO public.beds SELECT g, 'bed ' || g FROM generate_series(1, 300) g;
+       CREATE TABLE public.cots (label text, n int);
+       INSERT INTO public.cots SELECT 'cot ' || g, g FROM generate_series(1, 300) g;`;
+    await inScenario('syncafter', schema, async (after) => {
+      const file = after.plan(`version: 1
+name: syncafter
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.beds
+  - name: public.cots
+    replicaIdentity: full
+copy: { batch: { rows: 100 } }
+sync: { mode: logical }
+cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
+`);
+      const killed = await spawnCli(['run', file, '--until', 'synced'], { ...after.env, CLOUDSHIFT_FAULT: 'beforePostData:1' });
+      expect(killed.signal, killed.out).toBe('SIGKILL');
+      await sql(
+        'source',
+        after.dbs.source,
+        `INSERT INTO public.cots VALUES ('late', 1000); UPDATE public.beds SET label = 'x' WHERE id = 5`,
+      );
+      const resumed = await cli(['run', file, '--until', 'synced'], after.env);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      const kinds = await sql<{ kind: string }>('target', after.dbs.target, `SELECT kind FROM cloudshift.events WHERE kind LIKE 'sync:%'`);
+      expect(kinds.map((k) => k.kind)).not.toContain('sync:resnapshot');
+      for (const [table, order] of [
+        ['public.beds', 'id'],
+        ['public.cots', 'n, label'],
+      ] as const) {
+        const rows = await expectSameRows(after, table, order);
+        expect(rows.target, table).toBe(rows.source);
+      }
+    });
+  });
+
   it('reconnects when the walsender and the apply session are terminated', async () => {
     const file = s.plan(planText('syncfaulttest'));
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);

@@ -77,15 +77,16 @@ export async function releaseDeadClaims(knex: Knex, runId: string, staleMs: numb
   return rowCount ?? 0;
 }
 
-/** Batches still to copy or being copied. */
-export async function openBatches(knex: Knex, runId: string): Promise<{ pending: number; claimed: number }> {
+/** Batches still to copy, being copied, or copied and not yet verified. */
+export async function openBatches(knex: Knex, runId: string): Promise<{ pending: number; claimed: number; copied: number }> {
   const r = await knex('batches')
     .where({ run_id: runId })
-    .whereIn('status', ['pending', 'claimed'])
+    .whereIn('status', ['pending', 'claimed', 'copied'])
     .select(
       knex.raw(`count(*) FILTER (WHERE status = 'pending')::int AS pending`),
       knex.raw(`count(*) FILTER (WHERE status = 'claimed')::int AS claimed`),
+      knex.raw(`count(*) FILTER (WHERE status = 'copied')::int AS copied`),
     )
-    .first<{ pending: number; claimed: number }>();
-  return r ?? { pending: 0, claimed: 0 };
+    .first<{ pending: number; claimed: number; copied: number }>();
+  return r ?? { pending: 0, claimed: 0, copied: 0 };
 }
