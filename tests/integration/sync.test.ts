@@ -49,6 +49,22 @@ cutover:
 ${extra}`;
 }
 
+/** Beds (keyed) and cots (no key) under live sync, in batches of 100 rows. */
+function bedsPlan(name: string, moreTables = '', copy = ''): string {
+  return `version: 1
+name: ${name}
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+tables:
+  - name: public.beds
+  - name: public.cots
+    replicaIdentity: full
+${moreTables}copy: { ${copy}batch: { rows: 100 } }
+sync: { mode: logical }
+cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
+`;
+}
+
 async function expectConverged(s: Scenario): Promise<void> {
   for (const [table, order] of Object.entries(ORDER)) {
     const { source, target } = await expectSameRows(s, table, order);
@@ -335,19 +351,7 @@ describe('live sync faults', () => {
          CREATE TABLE public.bed_notes (id int PRIMARY KEY, bed_id int REFERENCES public.beds (id));
          ANALYZE;`;
     await inScenario('syncmoves', schema, async (moves) => {
-      const file = moves.plan(`version: 1
-name: syncmoves
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
-tables:
-  - name: public.beds
-  - name: public.cots
-    replicaIdentity: full
-  - name: public.bed_notes
-copy: { jobs: 1, batch: { rows: 100 } }
-sync: { mode: logical }
-cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
-`);
+      const file = moves.plan(bedsPlan('syncmoves', '  - name: public.bed_notes\n', 'jobs: 1, '));
       // One batch at a time, in order: killed once beds' first two batches are in.
       const first = await spawnCli(['run', file, '--until', 'synced'], { ...moves.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
       expect(first.signal, first.out).toBe('SIGKILL');
@@ -414,18 +418,7 @@ cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
        CREATE TABLE public.cots (label text, n int);
        INSERT INTO public.cots SELECT 'cot ' || g, g FROM generate_series(1, 300) g;`;
     await inScenario('syncafter', schema, async (after) => {
-      const file = after.plan(`version: 1
-name: syncafter
-source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
-target: { postgres: "\${env:TARGET_DATABASE_URL}" }
-tables:
-  - name: public.beds
-  - name: public.cots
-    replicaIdentity: full
-copy: { batch: { rows: 100 } }
-sync: { mode: logical }
-cutover: { maxLag: 2s, switch: { command: { run: "true" } } }
-`);
+      const file = after.plan(bedsPlan('syncafter'));
       const killed = await spawnCli(['run', file, '--until', 'synced'], { ...after.env, CLOUDSHIFT_FAULT: 'beforePostData:1' });
       expect(killed.signal, killed.out).toBe('SIGKILL');
       await sql(
