@@ -105,8 +105,12 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
           rows: written.digest.rows,
           bytes: written.bytes,
           sourceChecksum: digestText(written.digest),
+          snapshot: ctx.snapshot,
         });
-        if (!marked) throw new ClaimLostError(`batch ${batch.id} of ${task.display} is no longer claimed by this worker`);
+        if (!marked)
+          throw new ClaimLostError(
+            `batch ${batch.id} of ${task.display} is no longer this worker's (claimed by another, or the run resumed from a newer snapshot)`,
+          );
       }
       await ctx.target.query('COMMIT');
       failed = false;

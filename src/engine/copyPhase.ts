@@ -204,6 +204,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
           rows: copied.digest.rows,
           bytes: copied.bytes,
           sourceChecksum: digestText(copied.digest),
+          snapshot: o.snapshot,
         });
       }
       o.emit('batch:copied', {
@@ -262,7 +263,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         await run();
       } catch (err) {
         await reset(slot);
-        if (err instanceof ClaimLostError) o.emit('warning', { message: `${err.message}: another worker copies it` });
+        if (err instanceof ClaimLostError) o.emit('warning', { message: `${err.message}: it is copied again there` });
         // Ctrl-C cut the batch's uploads short: its transaction rolled back and the documents it
         // uploaded are recorded, so the next run copies it again, skipping them. A stop, not a failure.
         else if (!(o.abortSignal?.aborted && (err as { name?: unknown }).name === 'AbortError')) failure ??= err;

@@ -93,6 +93,8 @@ export async function prepareForwardSync(
   if (!(await syncRow(store.knex, runId))) await startSyncAt(store.knex, runId, existing.confirmedFlush ?? 0n);
   // Unknown since when large objects may have changed: from the beginning (every one is checked).
   if ((await loHorizon(store.knex, runId)) === null) await saveLoHorizon(store.knex, runId, '3');
+  // No batch of the old snapshot is marked from here on (a process that still holds it unknowingly).
+  await store.updateRun(runId, { snapshot_name: null });
   // The newer snapshot comes from a temporary slot: its consistent point is exact (a transaction
   // that committed before it is in the snapshot, one after is not), which a keyless table needs.
   return {

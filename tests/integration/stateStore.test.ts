@@ -142,14 +142,18 @@ describe('state store', () => {
     }
   });
 
-  it("keeps a batch's verdict from a verifier that comes late: a settled batch is not sent back, nor called a mismatch", async () => {
+  it("marks a batch copied only in the run's current snapshot, and keeps its verdict from a verifier that comes late: a settled batch is not sent back, nor called a mismatch", async () => {
     const store = await open('verdicts');
     try {
       await store.migrate();
       const run = await store.createRun({ planName: 'v', planFingerprint: 'f', toolVersion: '0.1.0' });
       await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.t', seq: 0, keyLow: [0], keyHigh: [10] }]);
       const [b] = await store.claimBatches(run.id, 'w1', 1);
-      await markBatchCopied(store.pool, 'verdicts', { id: b!.id, workerId: 'w1', rows: 2, bytes: 20, sourceChecksum: 's' });
+      // Read in a snapshot the run has moved on from (a new leader resumed): not marked.
+      await store.updateRun(run.id, { snapshot_name: 'S2' });
+      const copied = { id: b!.id, workerId: 'w1', rows: 2, bytes: 20, sourceChecksum: 's' };
+      expect(await markBatchCopied(store.pool, 'verdicts', { ...copied, snapshot: 'S1' })).toBe(false);
+      expect(await markBatchCopied(store.pool, 'verdicts', { ...copied, snapshot: 'S2' })).toBe(true);
       expect(await markBatchVerified(store.pool, 'verdicts', b!.id, 's')).toBe(true);
       // w1's own digest, taken after the sync changed the range, arrives now.
       expect(await markBatchRetry(store.pool, 'verdicts', b!.id, 'w1', 'checksum mismatch')).toBe(false);
@@ -169,9 +173,16 @@ describe('state store', () => {
       await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
       const copy = async () => {
         const [b] = await store.claimBatches(run.id, 'w', 1);
-        expect(await markBatchCopied(store.pool, 'docreturn', { id: b!.id, workerId: 'w', rows: 2, bytes: 20, sourceChecksum: 's' })).toBe(
-          true,
-        );
+        expect(
+          await markBatchCopied(store.pool, 'docreturn', {
+            id: b!.id,
+            workerId: 'w',
+            rows: 2,
+            bytes: 20,
+            sourceChecksum: 's',
+            snapshot: null,
+          }),
+        ).toBe(true);
         await markRowsVerified(store.pool, 'docreturn', b!.id, 't');
         const doc = (id: string) => ({ key: [id], name: `d/${id}`, size: 10, md5: 'm', sha256: 'h' });
         await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], b!.id);
