@@ -21,6 +21,7 @@ import { exportSnapshot } from './snapshot.js';
 import { restoreForeignKeys, setAsideForeignKeys } from '../target/postgres/foreignKeys.js';
 import { displayName } from '../plan/names.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
+import type { SyncLoopResult } from '../sync/syncLoop.js';
 import { ensureReplicaIdentity } from '../sync/replicaIdentity.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
 import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
@@ -313,6 +314,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
         ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
         onWarning: (message: string) => emit('warning', { message }),
+        // A cutover switched (phase), or a rollback before cutover ended the run (status).
+        shouldStop: async () => {
+          const now = await store.getRun(run.id);
+          return now?.phase === 'cutover' || now?.status !== 'active';
+        },
       };
     }
 
@@ -321,6 +327,31 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       emit('run:stopping', { runId: run.id, reason: 'interrupted' });
       await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
       return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
+    }
+
+    /** A forward sync of this run has ended: why, where, and the run's result. */
+    async function syncEnded(result: SyncLoopResult): Promise<RunResult> {
+      const s = result.stats;
+      const reason: StopReason =
+        result.reason === 'switched' && (await store.getRun(run.id))?.status === 'aborted' ? 'aborted' : result.reason;
+      const sync = {
+        reason,
+        applied: formatLsn(s.applied),
+        lagMs: s.lagMs,
+        transactions: s.transactions,
+        changes: s.changes,
+        divergences: s.divergences + caughtUpDivergences,
+      };
+      await store.appendEvent(run.id, `sync:${reason}`, syncStopMessage(reason, sync.applied, s.lagMs), sync);
+      emit('sync:stop', { runId: run.id, ...sync });
+      return {
+        runId: run.id,
+        interrupted: result.reason === 'stopped',
+        alreadyFinished: false,
+        sync,
+        ...(reason === 'switched' ? { cutOver: true } : {}),
+        ...(await summarize(store, run.id, started)),
+      };
     }
 
     let caughtUpDivergences = 0;
@@ -332,7 +363,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         message: `the copy resumed from a newer snapshot: catching up to ${formatLsn(until)} before building constraints`,
       });
       const result = await runForwardSync({ ...syncOptions(), untilFence: until });
-      if (result.reason === 'stopped') return interrupted();
+      // Stopped on request, or a rollback ended the run meanwhile.
+      if (result.reason !== 'fence') return syncEnded(result);
       caughtUpDivergences = result.stats.divergences;
       await store.appendEvent(
         run.id,
@@ -388,35 +420,10 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       const result = await runForwardSync({
         ...syncOptions(),
         ...(options.until === 'synced' ? { untilLagMs: plan.cutover.maxLagMs } : {}),
-        // A cutover switched (phase), or a rollback before cutover ended the run (status).
-        shouldStop: async () => {
-          const now = await store.getRun(run.id);
-          return now?.phase === 'cutover' || now?.status !== 'active';
-        },
         onStats: (s) => emit('sync:stats', { applied: formatLsn(s.applied), lagMs: s.lagMs, lagBytes: s.lagBytes, changes: s.changes }),
         ...(options.hooks?.afterSyncCommit ? { afterCommit: options.hooks.afterSyncCommit } : {}),
       });
-      const s = result.stats;
-      const reason: StopReason =
-        result.reason === 'switched' && (await store.getRun(run.id))?.status === 'aborted' ? 'aborted' : result.reason;
-      const sync = {
-        reason,
-        applied: formatLsn(s.applied),
-        lagMs: s.lagMs,
-        transactions: s.transactions,
-        changes: s.changes,
-        divergences: s.divergences + caughtUpDivergences,
-      };
-      await store.appendEvent(run.id, `sync:${reason}`, syncStopMessage(reason, sync.applied, s.lagMs), sync);
-      emit('sync:stop', { runId: run.id, ...sync });
-      return {
-        runId: run.id,
-        interrupted: result.reason === 'stopped',
-        alreadyFinished: false,
-        sync,
-        ...(reason === 'switched' ? { cutOver: true } : {}),
-        ...(await summarize(store, run.id, started)),
-      };
+      return await syncEnded(result);
     }
 
     await enter('done');
