@@ -192,4 +192,37 @@ describe('cloudshift status', () => {
     expect(code).toBe(0);
     expect(out.match(/^plan statustest, run /gm)).toHaveLength(3);
   });
+
+  it('--watch says when the state store cannot be read, and draws again once it can', async () => {
+    // The runs table gone for a moment, as a state store failing over would be.
+    await sql('target', s.dbs.target, `ALTER TABLE cloudshift.runs RENAME TO runs_away`);
+    const controller = new AbortController();
+    let out = '';
+    let err = '';
+    let back: Promise<unknown> | null = null;
+    const { runCli } = await import('../../src/cli/main.js');
+    const code = await runCli(['status', file, '--watch', '--interval', '10ms'], {
+      stdout: {
+        write: (t: string) => {
+          out += t;
+          if (t.includes('next:')) controller.abort();
+          return true;
+        },
+      },
+      stderr: {
+        write: (t: string) => {
+          err += t;
+          back ??= sql('target', s.dbs.target, `ALTER TABLE cloudshift.runs_away RENAME TO runs`);
+          return true;
+        },
+      },
+      env: s.env,
+      cwd: process.cwd(),
+      signal: controller.signal,
+    });
+    await back;
+    expect(code).toBe(0);
+    expect(err).toMatch(/^cannot read the state store \(.*runs.* does not exist\); trying again$/m);
+    expect(out).toMatch(/^plan statustest, run /m);
+  });
 });

@@ -1,6 +1,7 @@
 /** `cloudshift status`: read-only view of a migration, once or redrawn with --watch. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ExitCode } from '../../errors.js';
+import { ExitCode, messageOf } from '../../errors.js';
+import { redactValues } from '../../redact.js';
 import { loadPlan } from '../../plan/parse.js';
 import { resolveSecrets } from '../../plan/secrets.js';
 import { StateStore } from '../../state/store.js';
@@ -20,9 +21,14 @@ export async function statusCommand(io: CliIO, file: string, flags: StatusFlags)
   const store = await StateStore.open({ connectionString: secrets.state, schema: loaded.plan.state.schema, readOnly: true });
   try {
     for (;;) {
-      const overview = await readOverview(store, loaded);
-      if (flags.json) io.stdout.write(`${JSON.stringify(overview, null, flags.watch ? 0 : 2)}\n`);
-      else {
+      const overview = await readOverview(store, loaded).catch((err: unknown) => {
+        // Watching, a state store that fails over for a moment is said and tried again.
+        if (!flags.watch) throw err;
+        io.stderr.write(`cannot read the state store (${redactValues(messageOf(err), [secrets.state])}); trying again\n`);
+        return null;
+      });
+      if (overview && flags.json) io.stdout.write(`${JSON.stringify(overview, null, flags.watch ? 0 : 2)}\n`);
+      else if (overview) {
         // On a terminal --watch redraws in place; elsewhere each refresh follows the last.
         if (flags.watch && io.stdout.isTTY) io.stdout.write('\x1b[H\x1b[2J');
         io.stdout.write(renderStatus(overview));
