@@ -4,7 +4,7 @@ import type { EngineEvent } from '../../src/engine/events.js';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
-import { expectSameRows } from '../harness/compare.js';
+import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
 import { HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
@@ -40,10 +40,7 @@ const ORDER: Record<string, string> = {
 };
 
 async function expectIdentical(s: Scenario) {
-  for (const [table, order] of Object.entries(ORDER)) {
-    const { source, target } = await expectSameRows(s, table, order);
-    expect(target, table).toBe(source);
-  }
+  await expectTablesMatch(s, ORDER);
 }
 
 async function scenario(prefix: string) {
@@ -508,8 +505,7 @@ copy: { jobs: 1, batch: { rows: 100 } }
       expect(repaired.code, repaired.stdout + repaired.stderr).toBe(0);
       const done = await cli(['run', file], s.env);
       expect(done.code, done.stderr).toBe(0);
-      const { source, target } = await expectSameRows(s, 'public.beds', 'id');
-      expect(target).toBe(source);
+      await expectTablesMatch(s, { 'public.beds': 'id' });
     });
   });
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VerifyResult } from '../../src/verify/verifyTables.js';
 import { cli } from '../harness/cli.js';
-import { expectSameRows } from '../harness/compare.js';
+import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
 
@@ -111,15 +111,12 @@ describe('cloudshift verify', () => {
     expect(code).toBe(0);
     expect(result.findings.every((f) => f.repaired)).toBe(true);
     expect(result.findings).toHaveLength(5);
-    for (const [table, order] of [
-      ['public.observations', 'id'],
-      ['public.patients', 'id'],
-      ['public.medications', 'patient_id, prescribed_at, drug'],
-      ['public.wards', 'code'],
-    ] as const) {
-      const { source, target } = await expectSameRows(s, table, order);
-      expect(target, table).toBe(source);
-    }
+    await expectTablesMatch(s, {
+      'public.observations': 'id',
+      'public.patients': 'id',
+      'public.medications': 'patient_id, prescribed_at, drug',
+      'public.wards': 'code',
+    });
     const after = await verify('--table', 'public.observations');
     expect(after.code).toBe(0);
     const events = await sql<{ message: string }>(

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
-import { expectSameRows } from '../harness/compare.js';
+import { expectTablesMatch } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
 
@@ -69,13 +69,7 @@ async function waitForWorkers(s: Scenario, n: number): Promise<void> {
 }
 
 async function expectEqual(s: Scenario): Promise<void> {
-  for (const [table, order] of [
-    ['public.readings', 'id'],
-    ['public.wards', 'code'],
-  ] as const) {
-    const { source, target } = await expectSameRows(s, table, order);
-    expect(target, table).toBe(source);
-  }
+  await expectTablesMatch(s, { 'public.readings': 'id', 'public.wards': 'code' });
 }
 
 async function batchesBy(s: Scenario): Promise<Map<string, number>> {
