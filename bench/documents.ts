@@ -11,6 +11,7 @@ import pg from 'pg';
 import { createHash } from 'node:crypto';
 import { copyRows } from '../src/pg/copyBinary.js';
 import { copyPhaseSeconds, runCloudshift } from './child.js';
+import type { CpuMeter, CpuSeconds } from './cpu.js';
 
 export interface DocumentsMeasure {
   documents: number;
@@ -19,14 +20,17 @@ export interface DocumentsMeasure {
   documentsPerSecond: number;
   mbPerSecond: number;
   peakRssMb?: number;
+  /** CPU seconds of each party during the timed part. */
+  cpu: CpuSeconds;
 }
 
-function measure(started: bigint, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
-  return sized(Number(process.hrtime.bigint() - started) / 1e9, documents, bytes, peakRssMb);
+function measure(started: bigint, meter: CpuMeter, documents: number, bytes: number): DocumentsMeasure {
+  return sized(Number(process.hrtime.bigint() - started) / 1e9, meter.stop(), documents, bytes);
 }
 
-function sized(seconds: number, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
+function sized(seconds: number, cpu: CpuSeconds, documents: number, bytes: number, peakRssMb?: number): DocumentsMeasure {
   return {
+    cpu,
     documents,
     bytes,
     seconds,
@@ -41,7 +45,12 @@ function sized(seconds: number, documents: number, bytes: number, peakRssMb?: nu
  * up first (its code is compiled on first use: a cold start costs a third of the throughput), and
  * the baseline's blobs are deleted after, so cloudshift finds Azurite as the baseline did.
  */
-export async function measureBaseline(sourceUrl: string, connectionString: string, concurrency: number): Promise<DocumentsMeasure> {
+export async function measureBaseline(
+  sourceUrl: string,
+  connectionString: string,
+  concurrency: number,
+  meter: CpuMeter,
+): Promise<DocumentsMeasure> {
   const c = new pg.Client({ connectionString: sourceUrl });
   await c.connect();
   const docs: Array<{ name: string; body: Buffer }> = [];
@@ -66,9 +75,10 @@ export async function measureBaseline(sourceUrl: string, connectionString: strin
   };
   await (await upload('warmup', docs.slice(0, 500))).delete();
   const bytes = docs.reduce((n, d) => n + d.body.length, 0);
+  meter.start();
   const started = process.hrtime.bigint();
   const container = await upload('baseline', docs);
-  const result = measure(started, docs.length, bytes);
+  const result = measure(started, meter, docs.length, bytes);
   await container.delete();
   return result;
 }
@@ -80,12 +90,18 @@ export async function measureBaseline(sourceUrl: string, connectionString: strin
  * baseline it shows what reading from PostgreSQL and hashing cost on this machine; against it,
  * cloudshift's ratio shows what the rows, the bookkeeping and the verification cost.
  */
-export async function measureDocumentsFloor(sourceUrl: string, connectionString: string, concurrency: number): Promise<DocumentsMeasure> {
+export async function measureDocumentsFloor(
+  sourceUrl: string,
+  connectionString: string,
+  concurrency: number,
+  meter: CpuMeter,
+): Promise<DocumentsMeasure> {
   const c = new pg.Client({ connectionString: sourceUrl });
   await c.connect();
   const container = BlobServiceClient.fromConnectionString(connectionString).getContainerClient('floor');
   let documents = 0;
   let bytes = 0;
+  meter.start();
   const started = process.hrtime.bigint();
   try {
     await container.createIfNotExists();
@@ -112,7 +128,7 @@ export async function measureDocumentsFloor(sourceUrl: string, connectionString:
       }
     });
     await Promise.all(uploads);
-    return measure(started, documents, bytes);
+    return measure(started, meter, documents, bytes);
   } finally {
     await c.end();
     await container.deleteIfExists();
@@ -128,15 +144,18 @@ export async function measureCloudshiftDocuments(
   concurrency: number,
   documents: number,
   bytes: number,
+  meter: CpuMeter,
 ): Promise<DocumentsMeasure> {
   const plan = writeDocumentsPlan(dir);
+  meter.start(); // the whole child: its CPU is known only once it has been waited for
   const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
+  const cpu = meter.stop();
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
   // As the baseline and the floor: the next measurement finds Azurite without these blobs.
   await BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING!)
     .getContainerClient(DOCUMENTS_CONTAINER)
     .deleteIfExists();
-  return sized(copyPhaseSeconds(r.stdout), documents, bytes, r.peakRssMb);
+  return sized(copyPhaseSeconds(r.stdout), cpu, documents, bytes, r.peakRssMb);
 }
 
 /** The documents benchmark's plan (also run by several workers). */

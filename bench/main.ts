@@ -6,6 +6,8 @@
  *   --jobs 4         cloudshift --jobs
  *   --rate 200       transactions/s of the application during the cutover benchmark
  *   --rounds 3       documents: rounds of baseline, floor and cloudshift (the ratio is their median)
+ *   --service-core   Azurite on the last core, everything else on the others (Linux, taskset), as a
+ *                    blob service elsewhere has its own CPU; by default all share every core
  *   --skip-tables, --skip-documents, --skip-cutover, --skip-workers
  */
 import { execFileSync } from 'node:child_process';
@@ -15,6 +17,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
+import { CpuMeter, pinService } from './cpu.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize, writeTablesPlan } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
 import {
@@ -44,6 +47,8 @@ const scales = arg('scales', arg('scale', '1')).split(',').map(Number);
 const jobs = Number(arg('jobs', '4'));
 const psql = findPsql();
 const servers = await startLocalServers({ azurite: true });
+const serviceCore = process.argv.includes('--service-core');
+if (serviceCore) pinService(servers);
 const skipTables = process.argv.includes('--skip-tables');
 const skipDocuments = process.argv.includes('--skip-documents');
 const skipWorkers = process.argv.includes('--skip-workers');
@@ -132,23 +137,24 @@ try {
     // The machine's speed drifts by a third from one minute to the next: each round measures all
     // three, in a rotating order so none always goes first or last, and the ratio is the median
     // of the rounds' ratios (each taken between measurements minutes apart at most).
+    const meter = new CpuMeter(servers);
     const contenders = {
-      baseline: () => measureBaseline(src, az, 8),
-      floor: () => measureDocumentsFloor(src, az, 8),
+      baseline: () => measureBaseline(src, az, 8, meter),
+      floor: () => measureDocumentsFloor(src, az, 8, meter),
       cloudshift: async () => {
         await createDatabase(servers, 'target', 'docs');
-        return measureCloudshiftDocuments(dir, env, 8, documents, bytes);
+        return measureCloudshiftDocuments(dir, env, 8, documents, bytes, meter);
       },
     };
     const order = ['baseline', 'floor', 'cloudshift'] as const;
     const rounds: Array<Record<(typeof order)[number], DocumentsMeasure>> = [];
     for (let r = 0; r < documentRounds; r += 1) {
-      const round: Partial<Record<(typeof order)[number], DocumentsMeasure>> = {};
+      const round: Partial<(typeof rounds)[number]> = {};
       for (let k = 0; k < order.length; k += 1) {
         const name = order[(r + k) % order.length]!;
         round[name] = await contenders[name]();
       }
-      rounds.push(round as Record<(typeof order)[number], DocumentsMeasure>);
+      rounds.push(round as (typeof rounds)[number]);
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const ratio = median(rounds.map((x) => x.cloudshift.mbPerSecond / x.baseline.mbPerSecond));
@@ -156,12 +162,20 @@ try {
     console.log(
       `\ndocuments: ${documents.toLocaleString('en-GB')} documents, ${(bytes / 1024 / 1024).toFixed(0)} MB, sizes 1 KB to 4 MB, ${rounds.length} rounds`,
     );
+    if (serviceCore) console.log('  Azurite on its own core (--service-core); the rest on the others');
     console.log('  baseline: @azure/storage-blob upload from memory, 8 at a time');
     console.log('  floor: one COPY from PostgreSQL, MD5 and SHA-256, upload; nothing recorded or verified');
     console.log('  cloudshift: streamed from PostgreSQL, recorded, verified, --blob-concurrency 8');
+    console.log('  CPU seconds: of Azurite, each PostgreSQL server and the client while each ran (cloudshift: start to exit)');
     rounds.forEach((x, i) => {
       const line = order.map((n) => `${n} ${x[n].seconds.toFixed(1)} s (${x[n].mbPerSecond.toFixed(1)} MB/s)`).join(', ');
       console.log(`  round ${i + 1}: ${line}; ratio ${(x.cloudshift.mbPerSecond / x.baseline.mbPerSecond).toFixed(2)}`);
+      for (const n of order) {
+        const cpu = Object.entries(x[n].cpu)
+          .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+          .join(', ');
+        console.log(`    ${n} CPU seconds: ${cpu}`);
+      }
     });
     const best = (n: (typeof order)[number]) => rounds.map((x) => x[n]).reduce((a, b) => (b.seconds < a.seconds ? b : a));
     console.log(
@@ -170,7 +184,7 @@ try {
     console.log(
       `    floor / baseline (median): ${floorRatio.toFixed(2)}   peak RSS: ${Math.max(...rounds.map((x) => x.cloudshift.peakRssMb ?? 0)).toFixed(0)} MB`,
     );
-    results.push({ documents: { rounds, ratio, floorRatio } });
+    results.push({ documents: { serviceCore, rounds, ratio, floorRatio } });
     if (!skipWorkers) {
       const docScaling: WorkersMeasure[] = [];
       for (const n of [1, 2, 4]) {
@@ -202,6 +216,7 @@ try {
       8,
       11,
       hugeMb * 1024 * 1024,
+      new CpuMeter(servers),
     );
     console.log(`  with one ${hugeMb} MB document: ${huge.seconds.toFixed(1)} s, peak RSS ${huge.peakRssMb?.toFixed(0)} MB`);
     results.push({ hugeDocument: huge });
