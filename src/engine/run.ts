@@ -30,7 +30,7 @@ import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
 import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
-import { PreconditionError } from '../errors.js';
+import { ConnectError, PreconditionError } from '../errors.js';
 import { readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
 /** How often every process sharing a run records that it is alive. */
@@ -87,6 +87,21 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
   let beat: NodeJS.Timeout | undefined;
+  // The run's and this worker's locks live on the store's session: if it is dropped, another
+  // process may lead the run now. This one then stops at its next safe point (as on Ctrl-C) and
+  // says why (exit 3), rather than carry on without its lock.
+  const lockLost = new AbortController();
+  const abortSignal = options.abortSignal ? AbortSignal.any([options.abortSignal, lockLost.signal]) : lockLost.signal;
+  store.onSessionLost((why) => {
+    emit('warning', { message: `the state store session holding this process's locks ended (${why}): stopping at a safe point` });
+    lockLost.abort(why);
+  });
+  /** Thrown where the run would return as interrupted, when it stopped because its locks were lost. */
+  const lockLostError = () =>
+    new ConnectError(
+      `the state store session holding this process's locks ended (${String(lockLost.signal.reason)}): another process may lead the run now, so this one stopped at a safe point`,
+      { hint: 'check that the state store answers, then run the same command again: it resumes the run, or joins the process leading it' },
+    );
   try {
     // 1. State store: migrate, finish or undo an interrupted cutover or rollback, open or resume
     //    the run, take its lock. A second process is refused.
@@ -116,7 +131,10 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     const doing = (what: string) => {
       doingNow = what;
     };
-    beat = setInterval(() => void heartbeat(store.knex, me, doingNow).catch(() => undefined), HEARTBEAT_MS);
+    beat = setInterval(() => {
+      void heartbeat(store.knex, me, doingNow).catch(() => undefined);
+      void store.pingSession();
+    }, HEARTBEAT_MS);
     beat.unref();
     emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name, ...(opened.worker ? { worker: true } : {}) });
     source = await connect({ role: 'source', connectionString: secrets.source });
@@ -142,7 +160,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         workerId: me,
         hooks: options.hooks ?? {},
         emit,
-        abortSignal: options.abortSignal,
+        abortSignal,
         verifyLeftovers: leftovers,
         ...(options.transientAttempts === undefined ? {} : { transientAttempts: options.transientAttempts }),
         ...(options.sampleEvery === undefined ? {} : { sampleEvery: options.sampleEvery }),
@@ -161,8 +179,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         copy: (snapshot) => copyWith(snapshot, false),
         doing,
         releaseMine: () => releaseClaimsOf(store.knex, run.id, me),
-        abortSignal: options.abortSignal,
+        abortSignal,
       });
+      if (out.kind === 'interrupted' && lockLost.signal.aborted) throw lockLostError();
       if (out.kind !== 'lead') {
         const mine = (await store.listBatches(run.id)).filter((b) => b.claimed_by === me && b.status !== 'pending').length;
         await store.appendEvent(run.id, 'worker:leave', `worker ${me} left the run after copying ${mine} batches`, {
@@ -264,7 +283,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         let result = await copyWith(snapshot.name, true);
         let leftoversChecked = false;
         for (;;) {
-          if (options.abortSignal?.aborted) result = { ...result, stoppedEarly: true };
+          if (abortSignal.aborted) result = { ...result, stoppedEarly: true };
           if (result.stoppedEarly) break;
           // Nothing of this process is in flight once copyPhase returned: a claim it still holds
           // (a batch whose claim was lost and found again) goes back, or it would wait for itself.
@@ -312,7 +331,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         tasks,
         workerId: me,
         ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-        ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}),
+        abortSignal,
         onWarning: (message: string) => emit('warning', { message }),
         // A cutover switched (phase), or a rollback before cutover ended the run (status).
         shouldStop: async () => {
@@ -324,6 +343,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
 
     /** Stopped on request at a safe point: said, recorded, and the run's figures so far. */
     async function interrupted(): Promise<RunResult> {
+      if (lockLost.signal.aborted) throw lockLostError();
       emit('run:stopping', { runId: run.id, reason: 'interrupted' });
       await store.appendEvent(run.id, 'run:interrupted', 'stopped at a safe point on request');
       return { runId: run.id, interrupted: true, alreadyFinished: false, ...(await summarize(store, run.id, started)) };
@@ -344,6 +364,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       };
       await store.appendEvent(run.id, `sync:${reason}`, syncStopMessage(reason, sync.applied, s.lagMs), sync);
       emit('sync:stop', { runId: run.id, ...sync });
+      if (result.reason === 'stopped' && lockLost.signal.aborted) throw lockLostError();
       return {
         runId: run.id,
         interrupted: result.reason === 'stopped',

@@ -8,7 +8,8 @@
  */
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
-import { StateConflictError } from '../errors.js';
+import { messageOf, StateConflictError } from '../errors.js';
+import { isConnectionLost } from '../pg/transient.js';
 import { pgAuthOf, pgConnectionString, pgPoolConfig } from '../azure/pgToken.js';
 import { connect, KEEPALIVE } from '../pg/connect.js';
 import { redact, redactDeep } from '../redact.js';
@@ -32,6 +33,10 @@ export interface CreateRunOptions {
 }
 
 export class StateStore {
+  private closing = false;
+  private lost: string | null = null;
+  private readonly lostListeners = new Set<(why: string) => void>();
+
   private constructor(
     readonly knex: Knex,
     private readonly session: pg.Client,
@@ -39,7 +44,39 @@ export class StateStore {
     readonly pool: pg.Pool,
     readonly schema: string,
     private readonly who: Who,
-  ) {}
+  ) {
+    session.on('error', (err: Error) => this.sessionLost(messageOf(err)));
+    session.on('end', () => this.sessionLost('the connection closed'));
+  }
+
+  /**
+   * Calls `listener` once if the session holding this process's locks ends other than by
+   * close(): the server or the network dropped it, PostgreSQL released its locks, and another
+   * process may take them. At once if it has already ended.
+   */
+  onSessionLost(listener: (why: string) => void): void {
+    if (this.lost !== null) listener(this.lost);
+    else this.lostListeners.add(listener);
+  }
+
+  private sessionLost(why: string): void {
+    if (this.closing || this.lost !== null) return;
+    this.lost = why;
+    for (const listener of this.lostListeners) listener(why);
+    this.lostListeners.clear();
+  }
+
+  /**
+   * One round trip on the locks' session: a connection that died without a word (a half-open
+   * socket, a failover) fails here, and its loss is reported to onSessionLost's listeners.
+   */
+  async pingSession(): Promise<void> {
+    try {
+      await this.session.query('SELECT 1');
+    } catch (err) {
+      if (isConnectionLost(err)) this.sessionLost(messageOf(err));
+    }
+  }
 
   /** Connects (bounded, with a clear error) without creating or changing anything. */
   static async open(options: OpenStateStoreOptions): Promise<StateStore> {
@@ -210,6 +247,7 @@ export class StateStore {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.allSettled([this.knex.destroy(), this.session.end(), this.pool.end()]);
   }
 }

@@ -6,7 +6,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
-import { HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
+import { cutRunLockSession, HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
 
@@ -555,6 +555,53 @@ copy: { jobs: 1, batch: { rows: 100 } }
       expect((err as Error).message).toMatch(/^the copy stopped after repeated connection failures: /);
       const resumed = await cli(['run', file], s.env);
       expect(resumed.code).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('a run whose state store session (the one holding its lock) is cut stops at a safe point (exit 3) instead of going on unlocked; the rerun finishes', async () => {
+    const s = await scenario('copylock');
+    try {
+      const file = s.plan(TABLES_PLAN.replace('jobs: 3', 'jobs: 1'));
+      let noticed!: () => void;
+      const warned = new Promise<void>((resolve) => (noticed = resolve));
+      let cut = false;
+      const err = await runMigration(await loadPlan(file), {
+        env: s.env,
+        onEvent: (e: EngineEvent) => {
+          if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
+        },
+        hooks: {
+          afterBatchCommit: async () => {
+            if (cut) return;
+            cut = true;
+            // What a failover or a dropped connection does: PostgreSQL releases the run's lock.
+            expect(await cutRunLockSession(s)).toBe(1);
+            await warned;
+          },
+        },
+      }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({
+        exitCode: 3,
+        hint: 'check that the state store answers, then run the same command again: it resumes the run, or joins the process leading it',
+      });
+      expect((err as Error).message).toMatch(/^the state store session holding this process's locks ended \(.*terminating connection/);
+      const state = await sql<{ phase: string; left: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT r.phase, (SELECT count(*) FROM cloudshift.batches b WHERE b.run_id = r.id AND b.status <> 'verified') AS left
+           FROM cloudshift.runs r`,
+      );
+      expect(state).toHaveLength(1);
+      expect(state[0]!.phase).toBe('copy');
+      expect(Number(state[0]!.left)).toBeGreaterThan(0);
+      const rerun = await cli(['run', file], s.env);
+      expect(rerun.code).toBe(0);
       await expectIdentical(s);
     } finally {
       await s.drop();

@@ -5,7 +5,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectTablesMatch } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
-import { hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
+import { cutRunLockSession, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ORDER: Record<string, string> = {
   'public.patients': 'id',
@@ -631,6 +631,15 @@ describe('a big document in the sync', () => {
   });
 });
 
+/** The sync stopped has let its slot go; a change made meanwhile arrives with the next run. */
+async function expectStoppedThenResumed(s: Scenario, file: string, slot: string) {
+  const active = await sql('source', 'postgres', `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [slot]);
+  expect(active).toEqual([]);
+  await sql('source', s.dbs.source, `INSERT INTO public.notes (id, title, body) VALUES (500, 'while stopped', 'b')`);
+  expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+  await expectConverged(s);
+}
+
 describe('stopping the sync', () => {
   it('stops cleanly on Ctrl-C (abort), resumable', async () => {
     const s = await hospitalScenario('syncstop');
@@ -648,15 +657,34 @@ describe('stopping the sync', () => {
       });
       expect(result.interrupted).toBe(true);
       expect(result.sync?.reason).toBe('stopped');
-      const active = await sql(
-        'source',
-        'postgres',
-        `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'cloudshift_syncstoptest' AND active`,
+      await expectStoppedThenResumed(s, file, 'cloudshift_syncstoptest');
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('stops at a safe point with exit 3 when the session holding its lock is cut, and no longer streams', async () => {
+    const s = await hospitalScenario('synclock');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('synclocktest'));
+      let cut = false;
+      const err = await runMigration(await loadPlan(file), {
+        env: s.env,
+        heartbeatMs: 100,
+        onEvent: (e) => {
+          if (e.type !== 'sync:stats' || cut) return;
+          cut = true;
+          void cutRunLockSession(s);
+        },
+      }).then(
+        () => null,
+        (e: unknown) => e,
       );
-      expect(active).toEqual([]);
-      await sql('source', s.dbs.source, `INSERT INTO public.notes (id, title, body) VALUES (500, 'after stop', 'b')`);
-      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
-      await expectConverged(s);
+      expect(cut).toBe(true);
+      expect(err).toMatchObject({ exitCode: 3 });
+      expect((err as Error).message).toMatch(/^the state store session holding this process's locks ended/);
+      await expectStoppedThenResumed(s, file, 'cloudshift_synclocktest');
     } finally {
       await s.drop();
     }
