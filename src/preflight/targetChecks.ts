@@ -2,7 +2,7 @@
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
-import { copiedColumns, shapeProblems, SHAPE_HINT, type CopiedColumn } from '../target/postgres/existingShape.js';
+import { copiedColumns, existingShape, SHAPE_HINT, type CopiedColumn } from '../target/postgres/existingShape.js';
 import { foreignKeysOn } from '../target/postgres/foreignKeys.js';
 import type { SourceFacts } from './sourceChecks.js';
 import type { CheckList } from './types.js';
@@ -79,15 +79,26 @@ async function checkTargetTable(
     return;
   }
   if (copied) {
-    const problems = await shapeProblems(client, name, copied);
+    const { problems, wider } = await existingShape(client, name, copied);
     if (problems.length > 0)
       checks.fail(
         'target.columns',
         subject,
         `exists on the target with other columns than the source's: ${problems.join('; ')}: ${SHAPE_HINT}`,
       );
+    else if (wider.length > 0 && plan.sync.mode === 'logical')
+      // After cutover the application writes to the target; a rollback puts its writes back on the source.
+      checks.warn(
+        'target.columns',
+        subject,
+        `exists on the target with wider columns than the source's: ${wider.join(', ')}: after cutover the application can write values there that a rollback cannot put back on the source`,
+      );
     else
-      checks.pass('target.columns', subject, `exists on the target with the ${copied.length} columns the copy writes, of the same types`);
+      checks.pass(
+        'target.columns',
+        subject,
+        `exists on the target with the ${copied.length} columns the copy writes, of the same types${wider.length > 0 ? ` or wider (${wider.join(', ')})` : ''}`,
+      );
   }
   if (!hasRows) checks.pass('target.table', subject, 'exists on the target and is empty');
   else if (plan.target.existingData === 'truncate')

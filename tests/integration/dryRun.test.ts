@@ -282,37 +282,70 @@ describe('cloudshift dry-run', () => {
     });
   });
 
-  it('refuses an existing target table whose columns differ from what the copy writes', async () => {
+  it('refuses an existing target table whose columns differ from what the copy writes; copies into wider ones', async () => {
     const schema = `CREATE SCHEMA wards;
-       CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), total int GENERATED ALWAYS AS (reading * 2) STORED);
-       INSERT INTO wards.vitals VALUES (1, 70, 'ok');`;
+       CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), dose numeric(6,2), at timestamp(3),
+                                  total int GENERATED ALWAYS AS (reading * 2) STORED);
+       INSERT INTO wards.vitals VALUES (1, 70, 'ok', 1.50, '2026-11-24 10:00:00.125'), (2, NULL, repeat('n', 40), 9999.99, NULL);`;
     await sql('target', s.dbs.target, `CREATE SCHEMA wards`);
     try {
       await withSourceDatabase('shape', '', schema, async (env) => {
         const plan = tablesPlan(['wards.vitals']);
         // As the copy would write it (the generated column is the target's own business): fits.
-        await sql('target', s.dbs.target, `CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), total int)`);
-        expect(check((await dryRun(plan, env)).report, 'target.columns', 'wards.vitals')).toMatchObject({ status: 'pass' });
-        // An integer's four bytes would read as a real under binary COPY.
         await sql(
           'target',
           s.dbs.target,
-          `DROP TABLE wards.vitals; CREATE TABLE wards.vitals (id int PRIMARY KEY, reading real, note varchar(20), ward text NOT NULL)`,
+          `CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note varchar(40), dose numeric(6,2), at timestamp(3), total int)`,
+        );
+        expect(check((await dryRun(plan, env)).report, 'target.columns', 'wards.vitals')).toMatchObject({ status: 'pass' });
+        // Wider modifiers of the same types, and text for varchar, hold every value as it is: copied and verified.
+        await sql(
+          'target',
+          s.dbs.target,
+          `DROP TABLE wards.vitals;
+           CREATE TABLE wards.vitals (id int PRIMARY KEY, reading int, note text, dose numeric(9,2), at timestamp, total int)`,
+        );
+        const wider = `${plan}state: { schema: widened }\n`;
+        expect(check((await dryRun(wider, env)).report, 'target.columns', 'wards.vitals')).toMatchObject({
+          status: 'pass',
+          message:
+            'exists on the target with the 5 columns the copy writes, of the same types or wider (note (text; character varying(40) on the source), dose (numeric(9,2); numeric(6,2) on the source), at (timestamp without time zone; timestamp(3) without time zone on the source))',
+        });
+        // With live sync, a rollback would bring the application's writes back into the narrower columns.
+        expect(check((await dryRun(`${wider}sync: { mode: logical }\n`, env)).report, 'target.columns', 'wards.vitals')).toMatchObject({
+          status: 'warn',
+          message: expect.stringMatching(
+            /^exists on the target with wider columns than the source's: note .*: after cutover the application can write values there that a rollback cannot put back on the source$/,
+          ),
+        });
+        expect((await cli(['run', s.plan(wider, 'wider.yaml')], env)).code).toBe(0);
+        const rows = `SELECT id, reading, note::text, dose::text, at::text FROM wards.vitals ORDER BY id`;
+        expect(await sql('target', s.dbs.target, rows)).toEqual(
+          await sql('source', new URL(env.SOURCE_DATABASE_URL!).pathname.slice(1), rows),
+        );
+        await sql('target', s.dbs.target, `DROP SCHEMA widened CASCADE`);
+        // An integer's four bytes would read as a real under binary COPY; a narrower varchar or
+        // another numeric scale would change or refuse values.
+        await sql(
+          'target',
+          s.dbs.target,
+          `DROP TABLE wards.vitals;
+           CREATE TABLE wards.vitals (id int PRIMARY KEY, reading real, note varchar(20), dose numeric(8,3), at timestamp(3), ward text NOT NULL)`,
         );
         const { code, report } = await dryRun(plan, env);
         expect(code).toBe(1);
         expect(check(report, 'target.columns', 'wards.vitals')).toMatchObject({
           status: 'fail',
           message:
-            'exists on the target with other columns than the source\'s: column "reading" is real on the target and integer on the source; column "note" is character varying(20) on the target and character varying(40) on the source; column "ward" is NOT NULL without a default, and the copy does not write it: drop the target table and let cloudshift run create it, or alter it to match the source',
+            'exists on the target with other columns than the source\'s: column "reading" is real on the target and integer on the source; column "note" is character varying(20) on the target and character varying(40) on the source; column "dose" is numeric(8,3) on the target and numeric(6,2) on the source; column "ward" is NOT NULL without a default, and the copy does not write it: drop the target table and let cloudshift run create it, or alter it to match the source',
         });
         const run = await cli(['run', s.plan(plan, 'shape.yaml')], env);
         expect(run.code).toBe(3);
         expect(run.stderr).toContain(
           'error: wards.vitals already exists on the target with other columns than the source\'s: column "reading" is real',
         );
-        const rows = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM wards.vitals`);
-        expect(rows[0]!.n).toBe('0');
+        const left = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM wards.vitals`);
+        expect(left[0]!.n).toBe('0');
       });
     } finally {
       await sql('target', s.dbs.target, `DROP SCHEMA wards CASCADE`);

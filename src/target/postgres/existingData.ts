@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import { PreconditionError } from '../../errors.js';
 import { displayName, quoteQualified, type QualifiedName } from '../../plan/names.js';
-import { shapeProblems, SHAPE_HINT, type CopiedColumn } from './existingShape.js';
+import { existingShape, SHAPE_HINT, type CopiedColumn } from './existingShape.js';
 
 export async function tablesWithRows(target: pg.Client, tables: QualifiedName[]): Promise<QualifiedName[]> {
   const found: QualifiedName[] = [];
@@ -25,7 +25,7 @@ export async function handleExistingData(
   policy: 'refuse' | 'truncate',
 ): Promise<QualifiedName[]> {
   for (const t of tables) {
-    const problems = await shapeProblems(target, t.name, t.copied);
+    const { problems } = await existingShape(target, t.name, t.copied);
     if (problems.length > 0)
       throw new PreconditionError(
         `${displayName(t.name)} already exists on the target with other columns than the source's: ${problems.join('; ')}; nothing was written`,

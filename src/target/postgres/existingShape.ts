@@ -4,7 +4,8 @@
  * holds them: a column of another type refuses them, or worse takes them as its own (an integer's
  * four bytes read as a real). So before anything is written, the existing table's columns are
  * compared with those the copy writes: same names, same types (schema, name and modifier, whatever
- * the search_path), nothing the copy leaves empty that must not be.
+ * the search_path) or a wider modifier of the same type that holds every value unchanged (WIDER),
+ * nothing the copy leaves empty that must not be.
  */
 import type pg from 'pg';
 import { quoteQualified, type QualifiedName } from '../../plan/names.js';
@@ -14,23 +15,66 @@ export interface CopiedColumn {
   name: string;
   /** format_type, as said to the operator. */
   type: string;
-  /** Schema, type name and modifier: equal on both servers exactly when the types are. */
+  /** Schema and name of the type: equal on both servers exactly when the types are. */
   typeKey: string;
+  /** The type's modifier (atttypmod), -1 for none. */
+  typmod: number;
 }
 
 /** The columns the copy writes to the target: non-generated source columns but `omit`, then `add` (type text). */
 export function copiedColumns(info: TableInfo, omit: readonly string[] = [], add: readonly string[] = []): CopiedColumn[] {
   return [
-    ...writtenColumns(info, omit).map((c) => ({ name: c.name, type: c.type, typeKey: `${c.typeSchema}.${c.typeName}(${c.typmod})` })),
-    ...add.map((name) => ({ name, type: 'text', typeKey: 'pg_catalog.text(-1)' })),
+    ...writtenColumns(info, omit).map((c) => ({ name: c.name, type: c.type, typeKey: `${c.typeSchema}.${c.typeName}`, typmod: c.typmod })),
+    ...add.map((name) => ({ name, type: 'text', typeKey: 'pg_catalog.text', typmod: -1 })),
   ];
 }
 
-/** How an existing target table differs from what the copy writes into it; [] when it is absent or fits. */
-export async function shapeProblems(target: pg.Client, table: QualifiedName, copied: CopiedColumn[]): Promise<string[]> {
-  const { rows } = await target.query<{ name: string; type: string; type_key: string; required: boolean; generated: boolean }>(
+/**
+ * Types whose modifier only limits the values (the values and their binary form are the same
+ * whatever it is): a target column of the type without a modifier, or with one that admits every
+ * value the source's admits, holds each value as it is. Not char(n), which pads to its length.
+ */
+const WIDER: Record<string, (source: number, target: number) => boolean> = {
+  // length + 4
+  'pg_catalog.varchar': (s, t) => t >= s,
+  'pg_catalog.varbit': (s, t) => t >= s,
+  // ((precision << 16) | scale) + 4: the same scale, at least the precision
+  'pg_catalog.numeric': (s, t) => ((t - 4) & 0xffff) === ((s - 4) & 0xffff) && (t - 4) >> 16 >= (s - 4) >> 16,
+  // fractional digits of the seconds
+  'pg_catalog.timestamp': (s, t) => t >= s,
+  'pg_catalog.timestamptz': (s, t) => t >= s,
+  'pg_catalog.time': (s, t) => t >= s,
+  'pg_catalog.timetz': (s, t) => t >= s,
+};
+
+/** A target column of type `typeKey(typmod)` holds every value of the copied column unchanged. */
+function holds(c: CopiedColumn, typeKey: string, typmod: number): boolean {
+  if (typeKey === c.typeKey && typmod === c.typmod) return true;
+  // varchar(n) into text: the same values, the same binary form.
+  if (typeKey === 'pg_catalog.text' && c.typeKey === 'pg_catalog.varchar') return true;
+  const wider = WIDER[c.typeKey];
+  if (typeKey !== c.typeKey || wider === undefined) return false;
+  return typmod === -1 || (c.typmod !== -1 && wider(c.typmod, typmod));
+}
+
+export interface TableShape {
+  /** How an existing target table differs from what the copy writes into it; [] when it is absent or fits. */
+  problems: string[];
+  /** Columns that fit but are wider on the target, e.g. `note (text; character varying(40) on the source)`. */
+  wider: string[];
+}
+
+export async function existingShape(target: pg.Client, table: QualifiedName, copied: CopiedColumn[]): Promise<TableShape> {
+  const { rows } = await target.query<{
+    name: string;
+    type: string;
+    type_key: string;
+    typmod: number;
+    required: boolean;
+    generated: boolean;
+  }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
-            tn.nspname || '.' || ty.typname || '(' || a.atttypmod || ')' AS type_key,
+            tn.nspname || '.' || ty.typname AS type_key, a.atttypmod AS typmod,
             a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '' AS required,
             a.attgenerated <> '' AS generated
        FROM pg_attribute a
@@ -40,20 +84,22 @@ export async function shapeProblems(target: pg.Client, table: QualifiedName, cop
       ORDER BY a.attnum`,
     [quoteQualified(table)],
   );
-  if (rows.length === 0) return [];
+  if (rows.length === 0) return { problems: [], wider: [] };
   const onTarget = new Map(rows.map((r) => [r.name, r]));
   const written = new Set(copied.map((c) => c.name));
   const problems: string[] = [];
+  const wider: string[] = [];
   for (const c of copied) {
     const t = onTarget.get(c.name);
     if (!t) problems.push(`column "${c.name}" (${c.type}) is missing`);
     else if (t.generated) problems.push(`column "${c.name}" is generated on the target, and the copy writes it`);
-    else if (t.type_key !== c.typeKey) problems.push(`column "${c.name}" is ${t.type} on the target and ${c.type} on the source`);
+    else if (!holds(c, t.type_key, t.typmod)) problems.push(`column "${c.name}" is ${t.type} on the target and ${c.type} on the source`);
+    else if (t.type !== c.type) wider.push(`${c.name} (${t.type}; ${c.type} on the source)`);
   }
   for (const r of rows)
     if (r.required && !written.has(r.name))
       problems.push(`column "${r.name}" is NOT NULL without a default, and the copy does not write it`);
-  return problems;
+  return { problems, wider };
 }
 
 export const SHAPE_HINT = 'drop the target table and let cloudshift run create it, or alter it to match the source';
