@@ -52,7 +52,11 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .addOption(formatOption())
     .exitOverride()
     .action(async (file: string, opts: { format: Format }) => {
-      setExit(await validateCommand(io, file, opts.format));
+      try {
+        setExit(await validateCommand(io, file, opts.format));
+      } catch (err) {
+        setExit(reportError(io, err, opts.format));
+      }
     });
   plan
     .command('schema')

@@ -82,10 +82,30 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 30_000 } as const;
 
 /** Host, port, database and user a connection string points at (no secrets). */
-export function endpointOf(connectionString: string): Endpoint {
-  const c = new pg.Client({ connectionString });
+export function endpointOf(connectionString: string, role?: Role): Endpoint {
+  const c = clientFor({ connectionString }, role);
   const user = c.user ?? '';
   return { host: c.host, port: c.port, database: c.database ?? user, user };
+}
+
+/**
+ * A client for the settings. Its constructor reads the files the connection string names
+ * (sslrootcert, sslcert, sslkey) at once: one that cannot be read is said plainly, named.
+ */
+function clientFor(config: pg.ClientConfig, role?: Role): pg.Client {
+  try {
+    return new pg.Client(config);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.path !== 'string') throw err;
+    throw new ConnectError(
+      `${role ? `the ${role} connection string` : 'a connection string'} names ${e.path}, which cannot be read (${e.code ?? 'error'})`,
+      {
+        hint: 'check the sslrootcert, sslcert and sslkey paths in the connection string',
+        cause: err,
+      },
+    );
+  }
 }
 
 export function describeEndpoint(e: Endpoint): string {
@@ -98,8 +118,8 @@ export async function connect(options: ConnectOptions): Promise<pg.Client> {
     credential: options.credential,
     abortSignal: AbortSignal.timeout(timeoutMs),
   });
-  const endpoint = endpointOf(connectionString);
-  const client = new pg.Client({
+  const endpoint = endpointOf(connectionString, options.role);
+  const client = clientFor({
     connectionString,
     connectionTimeoutMillis: timeoutMs,
     ...KEEPALIVE,

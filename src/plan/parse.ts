@@ -9,11 +9,15 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, isMap, isNode, isPair, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
-import { CloudshiftError, ExitCode, UsageError } from '../errors.js';
+import { CloudshiftError, ExitCode, messageOf, UsageError } from '../errors.js';
+import { redact } from '../redact.js';
 import { applyDefaults, type Plan } from './defaults.js';
 import { planSchema, type PlanInput } from './schema.js';
 import { checkSemantics } from './semantics.js';
 import { closest } from './suggest.js';
+
+/** Uses of anchored values a plan may make (the yaml library counts the nodes each expands to). */
+const MAX_ALIAS_COUNT = 10_000;
 
 export interface PlanProblem {
   /** YAML path, e.g. `tables[0].batch.rows`; empty for the document itself. */
@@ -73,7 +77,14 @@ export function validatePlanText(text: string): ValidationResult {
     };
   }
 
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    // The yaml library's guard against alias bombs (a few aliases expanding to millions of nodes).
+    const message = `YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} uses of anchored values): ${firstLine(messageOf(err))}`;
+    return { valid: false, input: undefined, problems: [{ path: '', line: 1, column: 1, message }] };
+  }
   if (data === null || data === undefined) {
     return { valid: false, input: undefined, problems: [{ path: '', line: 1, column: 1, message: 'the plan is empty' }] };
   }
@@ -164,7 +175,11 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === 'string') {
+    // A literal connection string put where a mapping belongs must not be echoed with its password.
+    const shown = redact(value);
+    return `the string ${JSON.stringify(shown.length > 40 ? `${shown.slice(0, 40)}…` : shown)}`;
+  }
   return `${typeof value} ${String(value)}`;
 }
 
@@ -180,7 +195,8 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: Path): stri
     case 'invalid_value':
       return `must be ${issue.values.map((v) => JSON.stringify(v)).join(' or ')}, got ${describe(value)}`;
     case 'too_small':
-      return issue.origin === 'string' ? 'must not be empty' : `must be at least ${String(issue.minimum)}, got ${describe(value)}`;
+      if (issue.origin === 'string') return 'must not be empty';
+      return `must be ${issue.inclusive === false ? 'greater than' : 'at least'} ${String(issue.minimum)}, got ${describe(value)}`;
     case 'too_big':
       return `must be at most ${String(issue.maximum)}, got ${describe(value)}`;
     case 'invalid_format':

@@ -5,7 +5,7 @@
  * defaults themselves live in defaults.ts and are applied after validation, never here.
  */
 import { z } from 'zod';
-import { isIdentifier, isQualifiedName } from './names.js';
+import { isIdentifier, isQualifiedName, parseIdentifier } from './names.js';
 import { isDuration, isSize, parseDurationMs } from './units.js';
 import {
   FLEXIBLE_SERVER,
@@ -124,8 +124,18 @@ const document = z
           ),
         template,
       )
+      .superRefine((metadata, ctx) => {
+        // Azure metadata names are case-insensitive (HTTP headers): two would become one.
+        const seen = new Map<string, string>();
+        for (const name of Object.keys(metadata)) {
+          const other = seen.get(name.toLowerCase());
+          if (other !== undefined)
+            ctx.addIssue({ code: 'custom', path: [name], message: `metadata names are case-insensitive: "${name}" is the same as "${other}"` });
+          else seen.set(name.toLowerCase(), name);
+        }
+      })
       .optional()
-      .describe('Blob metadata: name (letters, digits, _) → template. Optional.'),
+      .describe('Blob metadata: name (letters, digits, _; case-insensitive) → template. Optional.'),
     tier: z.enum(['Hot', 'Cool', 'Cold', 'Archive']).optional().describe("Access tier. Optional; default the account's default tier."),
     tags: z
       .record(
@@ -262,7 +272,13 @@ export const planSchema = z
     state: z
       .strictObject({
         postgres: connection('State store database', 'Not with live sync. Optional; default target.postgres.').optional(),
-        schema: identifier('state.schema').optional().describe('Schema of the state store. Optional; default cloudshift.'),
+        schema: identifier('state.schema')
+          .refine((name) => !isIdentifier(name) || !parseIdentifier(name).startsWith('pg_'), {
+            params: { showValue: true },
+            message: 'state.schema must not begin with pg_, which PostgreSQL reserves for its own schemas',
+          })
+          .optional()
+          .describe('Schema of the state store. Optional; default cloudshift.'),
       })
       .optional()
       .describe('Where cloudshift records runs, batches and events. Optional; default schema cloudshift in the target database.'),

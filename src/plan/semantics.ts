@@ -137,6 +137,12 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
       path: ['cutover', 'switch', 'pgbouncer'],
       message: 'a PgBouncer cutover keeps writes flowing and needs live sync: set `sync.mode: logical`',
     });
+  } else if (sw && plan.sync?.mode !== 'logical') {
+    const kind = Object.keys(sw)[0] ?? 'switch';
+    problems.push({
+      path: ['cutover', 'switch', kind],
+      message: 'cutover and rollback need live sync (the target caught up, then the source fed from it): set `sync.mode: logical`',
+    });
   }
   if (sw?.arm && !plan.azure) {
     problems.push({

@@ -97,7 +97,7 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
       checks.fail(
         'state.store',
         'state store',
-        `the state store is in the target database (${describeEndpoint(endpointOf(secrets.target))}), which cannot be reached`,
+        `the state store is in the target database${whereIs(secrets.target)}, which cannot be reached`,
       );
   } finally {
     await state?.end().catch(() => undefined);
@@ -126,4 +126,13 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     unreachable,
   };
   return report;
+}
+
+/** " (host:port/database)" of a connection string, or nothing when it cannot even be parsed (target.connect says why). */
+function whereIs(connectionString: string): string {
+  try {
+    return ` (${describeEndpoint(endpointOf(connectionString))})`;
+  } catch {
+    return '';
+  }
 }

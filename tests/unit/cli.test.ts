@@ -57,6 +57,12 @@ describe('cloudshift plan validate', () => {
     const r = await cli(['plan', 'validate', 'plans/nope.yaml']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('cannot read plan plans/nope.yaml (ENOENT)');
+    // In the format asked for, for CI.
+    const json = await cli(['plan', 'validate', 'plans/nope.yaml', '--format', 'json']);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stdout)).toEqual({
+      error: { code: 'CS_USAGE', message: 'cannot read plan plans/nope.yaml (ENOENT)', hint: null },
+    });
   });
 
   it('usage errors exit 2', async () => {

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { connect } from '../../src/pg/connect.js';
 import { postgresUrl, resolvePostgres } from '../../src/plan/pgUrl.js';
 
 const where = 'source.postgres';
@@ -70,5 +71,17 @@ describe('PostgreSQL connection values', () => {
       "source.postgres: neither a connection URL nor key=value pairs (a value with spaces is quoted: key='a b')",
     );
     expect(bad('host=a,b dbname=x')).toBe('source.postgres: more than one host is not supported; name one');
+  });
+
+  it('names a certificate file the connection string points at that cannot be read (exit 3), not an internal error', async () => {
+    const err = await connect({
+      role: 'source',
+      connectionString: 'postgres://u:pw@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem',
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      exitCode: 3,
+      message: 'the source connection string names /nonexistent/ca.pem, which cannot be read (ENOENT)',
+      hint: 'check the sslrootcert, sslcert and sslkey paths in the connection string',
+    });
   });
 });

@@ -280,6 +280,50 @@ cutover:
     );
   });
 
+  it('never echoes a literal password put where a mapping belongs', () => {
+    const text = good
+      .replace('postgres: "${env:SOURCE_DATABASE_URL}"', 'postgres://admin:Secr3t@db.example.com/ehr')
+      .replace('source:\n  ', 'source: ');
+    const found = problems(text);
+    expect(found).toEqual(['3:9 source: expected a mapping, got the string "postgres://admin:***@db.example.com/ehr"']);
+    expect(found.join('')).not.toContain('Secr3t');
+  });
+
+  it('takes many uses of an anchor, and refuses an alias bomb with a located problem', () => {
+    const tables = Array.from({ length: 300 }, (_, i) => `  - { name: public.t${i}, batch: *b }`).join('\n');
+    const many = `${good.replace(/tables:[\s\S]*/, '')}copy: { batch: &b { rows: 5000 } }\ntables:\n${tables}\n`;
+    expect(problems(many)).toEqual([]);
+    const bomb = `${good}x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n${Array.from({ length: 8 }, (_, i) => `x${i + 1}: &a${i + 1} [${Array(10).fill(`*a${i}`).join(', ')}]`).join('\n')}\n`;
+    expect(problems(bomb)).toEqual([
+      expect.stringMatching(/^1:1 : YAML aliases expand too far \(more than 10000 uses of anchored values\)/),
+    ]);
+  });
+
+  it('refuses a state schema PostgreSQL reserves, zero rows per batch, and metadata names that differ only in case', () => {
+    const text = `${good}    batch: { rows: 0 }
+state: { schema: pg_cloudshift }
+documents:
+  - table: public.documents
+    content: content
+    blob: "d/{id}"
+    metadata: { Kind: "{kind}", kind: "{kind}" }
+    keep: { column: blob_path }
+`;
+    expect(problems(text)).toEqual([
+      '9:20 tables[0].batch.rows: must be greater than 0, got number 0',
+      '10:18 state.schema: state.schema must not begin with pg_, which PostgreSQL reserves for its own schemas, got the string "pg_cloudshift"',
+      '15:39 documents[0].metadata.kind: metadata names are case-insensitive: "kind" is the same as "Kind"',
+    ]);
+  });
+
+  it('refuses any cutover switch without live sync, which cutover and rollback need', () => {
+    const text = `${good}cutover:\n  switch:\n    command: { run: ./switch.sh }\n`;
+    expect(problems(text)).toEqual([
+      '11:14 cutover.switch.command: cutover and rollback need live sync (the target caught up, then the source fed from it): set `sync.mode: logical`',
+    ]);
+    expect(problems(`${text}sync: { mode: logical }\n`)).toEqual([]);
+  });
+
   it('treats quoted identifiers literally and never as SQL', () => {
     const result = validatePlanText(good.replace('public.patients', `'public."x""; drop table y; --"'`));
     expect(result.valid).toBe(true);
