@@ -116,12 +116,19 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       staleMs,
     });
     let run = opened.run;
-    if (opened.alreadyFinished) {
-      return { runId: run.id, interrupted: false, alreadyFinished: true, ...(await summarize(store, run.id, started)) };
-    }
-    if (run.phase === 'cutover') {
-      return { runId: run.id, interrupted: false, alreadyFinished: true, cutOver: true, ...(await summarize(store, run.id, started)) };
-    }
+    /** Nothing left for this process: the run ended, or a cutover switched the application. */
+    const over = async (): Promise<RunResult | null> =>
+      opened.alreadyFinished || run.status !== 'active' || run.phase === 'cutover'
+        ? {
+            runId: run.id,
+            interrupted: false,
+            alreadyFinished: true,
+            ...(run.phase === 'cutover' ? { cutOver: true } : {}),
+            ...(await summarize(store, run.id, started)),
+          }
+        : null;
+    const finished = await over();
+    if (finished) return finished;
     const live = plan.sync.mode === 'logical';
     // Every process sharing the run is a worker: registered, alive while it holds its lock and
     // beats, its claims given back to the others once it is not.
@@ -197,6 +204,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         };
       }
       run = out.run;
+      // Taken over after a cutover recorded its phase: never back to the sync.
+      const ended = await over();
+      if (ended) return ended;
       doing('leading');
       emit('warning', { message: `the leader of run ${run.id} is gone: this process (${me}) leads it now` });
       await store.appendEvent(run.id, 'worker:lead', `worker ${me} took over the run's leadership in phase ${run.phase}`, { worker: me });

@@ -42,7 +42,10 @@ export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
     if (o.abortSignal?.aborted) return { kind: 'interrupted' };
     const run = await o.store.getRun(o.runId);
     if (!run || run.status !== 'active') return { kind: 'done' };
-    if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) return { kind: 'lead', run };
+    if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) {
+      // Read again under the lock: a cutover may have recorded its phase since (its leader gone before it took the lock).
+      return { kind: 'lead', run: (await o.store.getRun(o.runId)) ?? run };
+    }
     const at = PHASES.indexOf(run.phase as Phase);
     if (at > copyAt && !(o.standby && !o.workerOnly && run.phase === 'sync')) return { kind: 'done' };
     if (at > copyAt) {

@@ -2,11 +2,12 @@
  * Several `cloudshift run` processes share one run: the proof of issue 8. Real processes (the
  * built executable), one source and target, the state store in the target.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
 import { expectTablesMatch } from '../harness/compare.js';
-import { sql } from '../harness/db.js';
+import pg from 'pg';
+import { connectionUrl, sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
 
 const READINGS_SQL = `
@@ -66,6 +67,15 @@ async function waitForWorkers(s: Scenario, n: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${n} workers never registered`);
+}
+
+async function waitForStandby(s: Scenario): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const rows = await sql('target', s.dbs.target, `SELECT 1 FROM cloudshift.workers WHERE doing LIKE 'standby%'`);
+    if (rows.length > 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('no worker became a standby');
 }
 
 async function expectEqual(s: Scenario): Promise<void> {
@@ -219,4 +229,39 @@ describe('the leader killed during live sync', () => {
     expect(await standbyExit).toBe(130);
     await cli(['cleanup', file], s.env);
   });
+
+  it(
+    'a standby that gets the lock after a cutover recorded its phase ends there, never putting the run back to sync',
+    { timeout: 120_000 },
+    async () => {
+      const file = s.plan(planText('workercut', 'logical'));
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      // The leader: a session holding the run's lock.
+      const leader = new pg.Client({ connectionString: connectionUrl('target', s.dbs.target) });
+      let child: ChildProcess | undefined;
+      await leader.connect();
+      try {
+        await leader.query(
+          `SELECT pg_advisory_lock(hashtextextended('cloudshift.run:' || id::text, 0)) FROM cloudshift.runs WHERE status = 'active'`,
+        );
+        const standby = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...s.env } });
+        child = standby;
+        const exited = new Promise<number | null>((resolve) => standby.once('exit', (c) => resolve(c)));
+        await waitForStandby(s);
+        // A cutover records its phase, and the leader goes before the cutover takes the lock: the
+        // standby (held still meanwhile) finds both at its next look.
+        standby.kill('SIGSTOP');
+        await sql('target', s.dbs.target, `UPDATE cloudshift.runs SET phase = 'cutover' WHERE status = 'active'`);
+        await leader.end();
+        standby.kill('SIGCONT');
+        expect(await exited).toBe(0);
+        const phase = await sql<{ phase: string }>('target', s.dbs.target, `SELECT phase FROM cloudshift.runs`);
+        expect(phase).toEqual([{ phase: 'cutover' }]);
+      } finally {
+        await leader.end().catch(() => undefined);
+        child?.kill('SIGKILL');
+      }
+      await cli(['cleanup', file], s.env);
+    },
+  );
 });
