@@ -4,6 +4,8 @@
  * interface.
  */
 import { spawn } from 'node:child_process';
+import { redact } from '../redact.js';
+import { StringDecoder } from 'node:string_decoder';
 import type { AzurePlan, SwitchPlan } from '../plan/defaults.js';
 import type { Env, Secrets } from '../plan/secrets.js';
 import { armSwitch } from './armSwitch.js';
@@ -50,6 +52,8 @@ export interface SwitchInputs {
   secrets: Pick<Secrets, 'pgbouncerAdmin' | 'armTarget' | 'armSource'>;
   azure: AzurePlan | undefined;
   env: Env;
+  /** Each line a switch command prints (redacted), for the operator. Default: stderr. */
+  echo?: (line: string) => void;
 }
 
 export async function openSwitch(sw: SwitchPlan, o: SwitchInputs): Promise<AppSwitch> {
@@ -58,7 +62,7 @@ export async function openSwitch(sw: SwitchPlan, o: SwitchInputs): Promise<AppSw
       if (!o.secrets.pgbouncerAdmin) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
       return pgbouncerSwitch(await PgBouncerAdmin.open(o.secrets.pgbouncerAdmin), sw.database, sw.config, o.routes);
     case 'command':
-      return commandSwitch(sw.run, o.routes);
+      return commandSwitch(sw.run, o.routes, o.echo ?? ((line) => process.stderr.write(`${line}\n`)));
     case 'arm':
       return armSwitch(sw, o.azure, { target: o.secrets.armTarget, source: o.secrets.armSource }, o.env);
   }
@@ -92,7 +96,7 @@ function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, 
  * hold writes back: the side left is fenced (read-only) from the moment the switch starts, so
  * writes that reach it in between fail instead of being lost.
  */
-function commandSwitch(command: string, routes: Routes): AppSwitch {
+function commandSwitch(command: string, routes: Routes, echo: (line: string) => void): AppSwitch {
   return {
     kind: 'command',
     current: () => Promise.resolve('unknown'),
@@ -100,12 +104,16 @@ function commandSwitch(command: string, routes: Routes): AppSwitch {
     stillPaused: () => Promise.resolve(true),
     async point(side) {
       const r = routes[side];
-      await runCommand(command, {
-        CLOUDSHIFT_SIDE: side,
-        CLOUDSHIFT_HOST: r.host,
-        CLOUDSHIFT_PORT: String(r.port),
-        CLOUDSHIFT_DATABASE: r.dbname,
-      });
+      await runCommand(
+        command,
+        {
+          CLOUDSHIFT_SIDE: side,
+          CLOUDSHIFT_HOST: r.host,
+          CLOUDSHIFT_PORT: String(r.port),
+          CLOUDSHIFT_DATABASE: r.dbname,
+        },
+        echo,
+      );
     },
     resume: () => Promise.resolve(),
     release: () => Promise.resolve(false),
@@ -113,19 +121,24 @@ function commandSwitch(command: string, routes: Routes): AppSwitch {
   };
 }
 
-async function runCommand(command: string, env: Record<string, string>): Promise<void> {
-  // Its output goes to stderr: stdout stays cloudshift's own (--json).
+async function runCommand(command: string, env: Record<string, string>, echo: (line: string) => void): Promise<void> {
+  // Its output goes to the operator (on stderr: stdout stays cloudshift's own, --json), a line at
+  // a time and redacted: a deployment tool may echo the settings it changed, connection strings included.
   const child = spawn(command, { shell: true, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
+  const out = redactedLines(echo);
+  const err = redactedLines(echo);
+  child.stdout.on('data', (c: Buffer) => out.push(c));
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => {
     stderr = (stderr + c.toString('utf8')).slice(-2000);
-    process.stderr.write(c);
+    err.push(c);
   });
   const code = await new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c) => resolve(c));
   });
+  out.end();
+  err.end();
   if (code !== 0) {
     throw new PreconditionError(
       `the switch command exited with status ${code ?? 'unknown'}${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}`,
@@ -134,4 +147,22 @@ async function runCommand(command: string, env: Record<string, string>): Promise
       },
     );
   }
+}
+
+/** Text in pieces of any size, given whole lines at a time (without their newline), every secret masked. */
+function redactedLines(write: (line: string) => void): { push(piece: Buffer): void; end(): void } {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  return {
+    push(piece) {
+      const lines = (rest + decoder.write(piece)).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) write(redact(line));
+    },
+    end() {
+      const last = rest + decoder.end();
+      rest = '';
+      if (last) write(redact(last));
+    },
+  };
 }

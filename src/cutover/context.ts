@@ -95,7 +95,7 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
     opened.push(target);
     const routes = routesOf(secrets);
     const resolvedSwitch = sw.kind === 'pgbouncer' ? { ...sw, config: path.resolve(loaded.dir, sw.config) } : sw;
-    const app = await openSwitch(resolvedSwitch, { routes, secrets, azure: plan.azure, env: o.env });
+    const app = await openSwitch(resolvedSwitch, { routes, secrets, azure: plan.azure, env: o.env, ...(o.say ? { echo: o.say } : {}) });
     opened.push({ end: () => app.close() });
     const tasks = await tableTasks(source, plan);
     return {

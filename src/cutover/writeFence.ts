@@ -1,8 +1,9 @@
 /**
  * Write fences: the side the application left is made read-only for it, so a write that
  * bypasses PgBouncer (a batch job with the old address, a psql session) fails loudly instead of
- * landing where nobody reads it. A fence is a statement-level trigger on each migrated table that
- * raises SQLSTATE 25006 (read_only_sql_transaction) for INSERT, UPDATE, DELETE and TRUNCATE.
+ * landing where nobody reads it. A fence is a statement-level trigger on each migrated table (and
+ * each of its partitions, which a statement can name directly) that raises SQLSTATE 25006
+ * (read_only_sql_transaction) for INSERT, UPDATE, DELETE and TRUNCATE.
  * Triggers do not fire under `session_replication_role = replica`, which is how cloudshift's own
  * appliers write: the reverse (or forward) stream still applies. Created inside the PgBouncer
  * pause, before the fence position, so every write they let through is in the drained stream.
@@ -52,16 +53,25 @@ export async function createWriteFence(
   const name = fenceName(planName);
   await ledger.record(fenceObject(side, planName), 'creating');
   const where = otherSide.replace(/[^A-Za-z0-9 _.:/()-]/g, '');
-  // Each table's oid, and whether it kept its trigger from an earlier fence.
-  const { rows } = await client.query<{ oid: string; fenced: boolean }>(
-    `SELECT x.rel::oid::text AS oid, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = x.rel AND t.tgname = $1) AS fenced
-       FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i) ORDER BY x.i`,
+  // Each table and each of its partitions (a statement trigger fires only on the table a
+  // statement names: INSERT INTO a partition passes its parent's), with its oid and whether it
+  // kept its trigger from an earlier fence.
+  const { rows } = await client.query<{ oid: string; rel: string; fenced: boolean }>(
+    `SELECT r.oid::text AS oid, format('%I.%I', n.nspname, r.relname) AS rel,
+            EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = r.oid AND t.tgname = $1) AS fenced
+       FROM (SELECT DISTINCT ON (p.relid) p.relid, x.i
+               FROM unnest($2::regclass[]) WITH ORDINALITY AS x(rel, i)
+               CROSS JOIN LATERAL (SELECT x.rel AS relid UNION SELECT relid FROM pg_partition_tree(x.rel)) p
+              ORDER BY p.relid, x.i) AS part
+       JOIN pg_class r ON r.oid = part.relid
+       JOIN pg_namespace n ON n.oid = r.relnamespace
+      ORDER BY part.i, r.oid`,
     [name, tables.map(quoteQualified)],
   );
   // One statement batch, one transaction: the fence is on every table or on none.
   const statements = [
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`,
-    ...tables.filter((_, i) => rows[i]!.fenced).map((t) => `LOCK TABLE ${quoteQualified(t)} IN SHARE ROW EXCLUSIVE MODE`),
+    ...rows.filter((r) => r.fenced).map((r) => `LOCK TABLE ${r.rel} IN SHARE ROW EXCLUSIVE MODE`),
     // Only these tables refuse: one this plan fenced before and no longer lists keeps a trigger that passes.
     fenceBody(
       schema,
@@ -73,10 +83,10 @@ export async function createWriteFence(
        END IF;
        RETURN NULL;`,
     ),
-    ...tables
-      .filter((_, i) => !rows[i]!.fenced)
+    ...rows
+      .filter((r) => !r.fenced)
       .map(
-        (t) => `CREATE TRIGGER ${quoteIdent(name)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteQualified(t)}
+        (r) => `CREATE TRIGGER ${quoteIdent(name)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${r.rel}
          FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(schema, planName)}()`,
       ),
   ];

@@ -130,7 +130,11 @@ const document = z
         for (const name of Object.keys(metadata)) {
           const other = seen.get(name.toLowerCase());
           if (other !== undefined)
-            ctx.addIssue({ code: 'custom', path: [name], message: `metadata names are case-insensitive: "${name}" is the same as "${other}"` });
+            ctx.addIssue({
+              code: 'custom',
+              path: [name],
+              message: `metadata names are case-insensitive: "${name}" is the same as "${other}"`,
+            });
           else seen.set(name.toLowerCase(), name);
         }
       })

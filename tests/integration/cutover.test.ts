@@ -425,11 +425,21 @@ describe('cutover and rollback with a command switch, documents, and rollback be
   let sideFile: string;
   beforeAll(async () => {
     s = await hospitalScenario('cmdswitch');
+    await sql(
+      'source',
+      s.dbs.source,
+      `CREATE TABLE public.vitals (id int, at date, pulse int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+       CREATE TABLE public.vitals_2025 PARTITION OF public.vitals FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+       CREATE TABLE public.vitals_2026 PARTITION OF public.vitals FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+       INSERT INTO public.vitals SELECT g, date '2025-06-01' + g, 60 + g % 40 FROM generate_series(1, 400) g;`,
+    );
     sideFile = join(s.dir, 'side.txt');
-    file = s.plan(`${HOSPITAL_PLAN.replace('name: hospital', 'name: cmdswitch')}
+    // The command also echoes a connection string, as deployment tools echo the settings they changed.
+    file =
+      s.plan(`${HOSPITAL_PLAN.replace('name: hospital', 'name: cmdswitch').replace('  - name: public.medications\n', '  - name: public.medications\n  - name: public.vitals\n')}
 copy: { jobs: 2, batch: { rows: 500 } }
 cutover:
-  switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'" } }
+  switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'; echo DATABASE_URL=postgres://app:Echoed5ecret@db.example/ehr" } }
   maxPause: 5s
 `);
   });
@@ -443,6 +453,8 @@ cutover:
     const cut = await cli(['cutover', file, '--json'], s.env);
     expect(cut.code, cut.stderr).toBe(0);
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);
+    expect(cut.stderr).toContain('DATABASE_URL=postgres://app:***@db.example/ehr');
+    expect(cut.stderr).not.toContain('Echoed5ecret');
     const status = await cli(['status', file], s.env);
     expect(status.stdout).toMatch(/cut over to the target at .*, write pause \d+ ms/);
     expect(status.stdout).toMatch(/next: cut over: .*cloudshift rollback/);
@@ -472,10 +484,14 @@ cutover:
     );
     await container.deleteBlob('patients/3/901-draft.pdf');
     await container.deleteBlob('patients/3/902-draft.pdf');
-    // The source is read-only now.
+    // The source is read-only now, a partition named directly too.
     await expect(sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'x' WHERE id = 5`)).rejects.toMatchObject({
       code: '25006',
     });
+    await expect(sql('source', s.dbs.source, `INSERT INTO public.vitals_2025 VALUES (1000, '2025-03-01', 70)`)).rejects.toMatchObject({
+      code: '25006',
+    });
+    await sql('target', s.dbs.target, `INSERT INTO public.vitals_2026 VALUES (1001, '2026-03-01', 71)`);
 
     const back = await cli(['rollback', file, '--json'], s.env);
     expect(back.code, back.stdout + back.stderr).toBe(0);
@@ -494,11 +510,14 @@ cutover:
     expect(later).toEqual([{ id: '901', hex: v2.toString('hex') }]);
     const p = await sql<{ family_name: string }>('source', s.dbs.source, `SELECT family_name FROM public.patients WHERE id = 4`);
     expect(p[0]?.family_name).toBe('OnAzure');
-    // The source takes writes again; the target is fenced.
+    const vital = await sql('source', s.dbs.source, `SELECT pulse FROM public.vitals WHERE id = 1001`);
+    expect(vital).toEqual([{ pulse: 71 }]);
+    // The source takes writes again; the target is fenced, its partitions too.
     await sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'back' WHERE id = 5`);
     await expect(sql('target', s.dbs.target, `UPDATE public.patients SET family_name = 'x' WHERE id = 5`)).rejects.toMatchObject({
       code: '25006',
     });
+    await expect(sql('target', s.dbs.target, `DELETE FROM public.vitals_2025 WHERE id = 1`)).rejects.toMatchObject({ code: '25006' });
   });
 
   it(
