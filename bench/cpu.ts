@@ -77,20 +77,13 @@ function sample(servers: LocalServers): CpuSeconds {
     for (const [p, s] of stats) if (s?.ppid === root) ticks += tree(p);
     return ticks;
   };
-  const own = process.cpuUsage();
   return {
     azurite: tree(roots.azurite) / TICKS_PER_SECOND,
     source: tree(roots.source) / TICKS_PER_SECOND,
     target: tree(roots.target) / TICKS_PER_SECOND,
     // This process, and the cloudshift children it has waited for.
-    client: (own.user + own.system) / 1e6 + reapedChildrenTicks() / TICKS_PER_SECOND,
+    client: (stat('self')?.ticks ?? 0) / TICKS_PER_SECOND,
   };
-}
-
-function reapedChildrenTicks(): number {
-  const text = readFileSync('/proc/self/stat', 'utf8');
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return Number(f[13]) + Number(f[14]);
 }
 
 /** CPU seconds each party spends between start() and stop(): bracket the timed part only. */

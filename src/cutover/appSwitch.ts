@@ -4,13 +4,13 @@
  * interface.
  */
 import { spawn } from 'node:child_process';
-import { redact } from '../redact.js';
 import { StringDecoder } from 'node:string_decoder';
 import type { AzurePlan, SwitchPlan } from '../plan/defaults.js';
 import type { Env, Secrets } from '../plan/secrets.js';
 import { armSwitch } from './armSwitch.js';
 import { endpointOf } from '../pg/connect.js';
 import { PreconditionError } from '../errors.js';
+import { redact } from '../redact.js';
 import type { Side } from '../sync/objects.js';
 import { readRoute, sameRoute, writeRoute, type Route } from './databasesIni.js';
 import { PgBouncerAdmin, type PauseOutcome } from './pgbouncerAdmin.js';
@@ -126,13 +126,14 @@ async function runCommand(command: string, env: Record<string, string>, echo: (l
   // a time and redacted: a deployment tool may echo the settings it changed, connection strings included.
   const child = spawn(command, { shell: true, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = redactedLines(echo);
-  const err = redactedLines(echo);
-  child.stdout.on('data', (c: Buffer) => out.push(c));
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => {
-    stderr = (stderr + c.toString('utf8')).slice(-2000);
-    err.push(c);
+  // Its last line on stderr says why, if it fails.
+  let lastError = '';
+  const err = redactedLines((line) => {
+    if (line.trim()) lastError = line.trim();
+    echo(line);
   });
+  child.stdout.on('data', (c: Buffer) => out.push(c));
+  child.stderr.on('data', (c: Buffer) => err.push(c));
   const code = await new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c) => resolve(c));
@@ -140,12 +141,9 @@ async function runCommand(command: string, env: Record<string, string>, echo: (l
   out.end();
   err.end();
   if (code !== 0) {
-    throw new PreconditionError(
-      `the switch command exited with status ${code ?? 'unknown'}${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}`,
-      {
-        hint: 'cutover.switch.command.run must exit 0 once the application points at CLOUDSHIFT_SIDE',
-      },
-    );
+    throw new PreconditionError(`the switch command exited with status ${code ?? 'unknown'}${lastError ? `: ${lastError}` : ''}`, {
+      hint: 'cutover.switch.command.run must exit 0 once the application points at CLOUDSHIFT_SIDE',
+    });
   }
 }
 

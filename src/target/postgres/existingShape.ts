@@ -34,17 +34,18 @@ export function copiedColumns(info: TableInfo, omit: readonly string[] = [], add
  * whatever it is): a target column of the type without a modifier, or with one that admits every
  * value the source's admits, holds each value as it is. Not char(n), which pads to its length.
  */
+const atLeast = (source: number, target: number) => target >= source;
 const WIDER: Record<string, (source: number, target: number) => boolean> = {
-  // length + 4
-  'pg_catalog.varchar': (s, t) => t >= s,
-  'pg_catalog.varbit': (s, t) => t >= s,
+  // length (+ 4 for varchar)
+  'pg_catalog.varchar': atLeast,
+  'pg_catalog.varbit': atLeast,
   // ((precision << 16) | scale) + 4: the same scale, at least the precision
   'pg_catalog.numeric': (s, t) => ((t - 4) & 0xffff) === ((s - 4) & 0xffff) && (t - 4) >> 16 >= (s - 4) >> 16,
   // fractional digits of the seconds
-  'pg_catalog.timestamp': (s, t) => t >= s,
-  'pg_catalog.timestamptz': (s, t) => t >= s,
-  'pg_catalog.time': (s, t) => t >= s,
-  'pg_catalog.timetz': (s, t) => t >= s,
+  'pg_catalog.timestamp': atLeast,
+  'pg_catalog.timestamptz': atLeast,
+  'pg_catalog.time': atLeast,
+  'pg_catalog.timetz': atLeast,
 };
 
 /** A target column of type `typeKey(typmod)` holds every value of the copied column unchanged. */
