@@ -62,7 +62,7 @@ export async function openSwitch(sw: SwitchPlan, o: SwitchInputs): Promise<AppSw
       if (!o.secrets.pgbouncerAdmin) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
       return pgbouncerSwitch(await PgBouncerAdmin.open(o.secrets.pgbouncerAdmin), sw.database, sw.config, o.routes);
     case 'command':
-      return commandSwitch(sw.run, o.routes, o.echo ?? ((line) => process.stderr.write(`${line}\n`)));
+      return commandSwitch(sw.run, o.routes, o.env, o.echo ?? ((line) => process.stderr.write(`${line}\n`)));
     case 'arm':
       return armSwitch(sw, o.azure, { target: o.secrets.armTarget, source: o.secrets.armSource }, o.env);
   }
@@ -96,7 +96,7 @@ function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, 
  * hold writes back: the side left is fenced (read-only) from the moment the switch starts, so
  * writes that reach it in between fail instead of being lost.
  */
-function commandSwitch(command: string, routes: Routes, echo: (line: string) => void): AppSwitch {
+function commandSwitch(command: string, routes: Routes, env: Env, echo: (line: string) => void): AppSwitch {
   return {
     kind: 'command',
     current: () => Promise.resolve('unknown'),
@@ -107,6 +107,7 @@ function commandSwitch(command: string, routes: Routes, echo: (line: string) => 
       await runCommand(
         command,
         {
+          ...env,
           CLOUDSHIFT_SIDE: side,
           CLOUDSHIFT_HOST: r.host,
           CLOUDSHIFT_PORT: String(r.port),
@@ -121,10 +122,11 @@ function commandSwitch(command: string, routes: Routes, echo: (line: string) => 
   };
 }
 
-async function runCommand(command: string, env: Record<string, string>, echo: (line: string) => void): Promise<void> {
+/** `env`: the command's whole environment (cloudshift's own, with the side's). */
+async function runCommand(command: string, env: Env, echo: (line: string) => void): Promise<void> {
   // Its output goes to the operator (on stderr: stdout stays cloudshift's own, --json), a line at
   // a time and redacted: a deployment tool may echo the settings it changed, connection strings included.
-  const child = spawn(command, { shell: true, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, { shell: true, env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = redactedLines(echo);
   // Its last line on stderr says why, if it fails.
   let lastError = '';
