@@ -15,7 +15,7 @@ import { cleanupRun, type CleanupResult } from '../sync/cleanup.js';
 import { delay } from '../embedded/util.js';
 import { forwardCatchUp, reverseCatchUp } from './catchUp.js';
 import { openSwitchContext, type OpenContextOptions } from './context.js';
-import { recoverSwitch } from './recover.js';
+import { recoverSwitch, switchPending } from './recover.js';
 import { reverseStart, switchOver, type RecoveryOutcome, type SwitchDetails, type SwitchResult } from './switchOver.js';
 
 export async function cutover(loaded: LoadedPlan, o: OpenContextOptions): Promise<SwitchResult> {
@@ -110,7 +110,7 @@ async function peekRun(loaded: LoadedPlan, o: OpenContextOptions): Promise<{ pha
     const run = await store.getActiveRun(loaded.plan.name);
     if (!run) throw new PreconditionError(`plan ${loaded.plan.name} has no active run: there is nothing to roll back`);
     const last = await latestSwitch(store.knex, run.id);
-    return { phase: run.phase, unfinishedSwitch: last !== null && last.state !== 'done' && last.state !== 'aborted' };
+    return { phase: run.phase, unfinishedSwitch: last !== null && switchPending(last) };
   } finally {
     await store.close();
   }

@@ -4,22 +4,37 @@
  * and never with PgBouncer paused:
  * - finished when it got past its commit point: the `switched` state, or PgBouncer's databases
  *   file already naming the new side (a PgBouncer restart would route there; the running one is
- *   told by a RELOAD, which the killed process may not have sent);
+ *   told by a RELOAD, which the killed process may not have sent), or, for a switch that cannot
+ *   say where it points (a command), writes already made on the new side;
  * - undone otherwise: the switch names the old side, its write fence goes, the opposite stream's
  *   slot is dropped; then RESUME.
+ * A switch done but killed before it dropped the stream it left behind is settled (the slot
+ * would hold WAL on the side left until cleanup).
  */
 import { latestSwitch, updateSwitch } from '../state/sql/sync.js';
 import type { SwitchContext } from './context.js';
 import { describeSide } from './context.js';
-import { afterSwitch, undo, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
+import { settleSwitch, undo, wroteToNewSide, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
+
+/** The switch needs the next command: it did not end, or ended without settling. */
+export function switchPending(s: { state: string; details: unknown }): boolean {
+  if (s.state === 'aborted') return false;
+  return s.state !== 'done' || (s.details as SwitchDetails | null)?.settled !== true;
+}
 
 export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome | null> {
   const { store, run, app } = ctx;
   const pending = await latestSwitch(store.knex, run.id);
-  if (!pending || pending.state === 'done' || pending.state === 'aborted') return null;
+  if (!pending || !switchPending(pending)) return null;
   const details = pending.details as unknown as SwitchDetails;
+  if (pending.state === 'done') {
+    await settleSwitch(ctx, pending.id, pending.kind, details, false);
+    return null;
+  }
   const now = await app.current();
-  const finish = pending.state === 'switched' || (details.pointing === true && now === details.to);
+  const finish =
+    pending.state === 'switched' ||
+    (details.pointing === true && (now === details.to || (now === 'unknown' && (await wroteToNewSide(ctx, pending.kind, details)))));
   if (finish) {
     await store.updateRun(run.id, { phase: pending.kind === 'cutover' ? 'cutover' : 'sync' });
     if (pending.state !== 'switched') await app.point(details.to);
@@ -31,9 +46,9 @@ export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome
       `the interrupted ${pending.kind} ${pending.id} had reached its commit point: finished, the application is on ${describeSide(ctx, details.to)}`,
       { switchId: pending.id, outcome: 'finished' },
     );
-    await afterSwitch(ctx, pending.kind, false);
+    await settleSwitch(ctx, pending.id, pending.kind, { ...details, recovered: 'finished' }, false);
   } else {
-    await undo(ctx, pending.kind, details);
+    await undo(ctx, pending.kind, details, pending.state === 'fenced');
     await updateSwitch(store.knex, pending.id, {
       state: 'aborted',
       details: { ...details, recovered: 'undone', reason: `interrupted at state ${pending.state}` },

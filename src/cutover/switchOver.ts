@@ -19,7 +19,7 @@
 import { CloudshiftError, ConnectError, ExitCode, PreconditionError, messageOf } from '../errors.js';
 import { isConnectionLost } from '../pg/transient.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
-import { ensurePublication, dropObject, emitMessage, takeHorizon, type Side } from '../sync/objects.js';
+import { ensurePublication, dropObject, emitMessage, slotHasChanges, takeHorizon, type Side } from '../sync/objects.js';
 import { forwardObjects } from '../sync/forward.js';
 import { createPlainSlot, reverseObjects, SlotWaitError } from '../sync/reverse.js';
 import { documentSink } from '../sync/documents.js';
@@ -84,6 +84,8 @@ export interface SwitchDetails {
   pointing?: boolean;
   reason?: string;
   recovered?: 'finished' | 'undone';
+  /** After `done`: the stream left behind was dropped (settleSwitch). */
+  settled?: boolean;
   blockers?: string[];
   steps?: Array<{ step: string; ms: number }>;
 }
@@ -139,6 +141,10 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
   };
 
   // 1. Before the pause: the opposite stream's publication, the lag under maxLag, large objects.
+  const lo = kind === 'cutover' && hasLargeObjectDocuments(ctx.tasks);
+  const docs = documentsTarget(store, run.id, plan, ctx.secrets, ctx.tasks);
+  const sinkFor = (signal?: AbortSignal) => (docs ? documentSink(docs.container, clients.source, docs.store, signal) : null);
+  let horizon: string | null = null;
   try {
     const next = kind === 'cutover' ? reverseObjects(plan).publication : forwardObjects(plan).publication;
     await ensurePublication(clients[to], book, next, tables);
@@ -150,20 +156,17 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
     // pause, so give the stream a few seconds to get closer first.
     const close = Math.max(50, Math.min(plan.cutover.maxLagMs, plan.cutover.maxPauseMs / 10));
     await catchUp.waitLag(close, CLOSE_IN_MS).catch(() => undefined);
+    const sink = lo ? sinkFor() : null;
+    if (sink) {
+      horizon = await takeHorizon(clients.source);
+      const n = await reconcileLargeObjects(clients.source, sink, ctx.tasks, (await loHorizon(store.knex, run.id)) ?? '3');
+      await saveLoHorizon(store.knex, run.id, horizon);
+      if (n > 0) ctx.say(`${n} large-object documents changed in place: uploaded again`);
+    }
   } catch (err) {
     await catchUp.stop().catch(() => undefined);
     await abandon(messageOf(err));
     throw err;
-  }
-  const lo = kind === 'cutover' && hasLargeObjectDocuments(ctx.tasks);
-  const docs = documentsTarget(store, run.id, plan, ctx.secrets, ctx.tasks);
-  const sink = docs ? documentSink(docs.container, clients.source, docs.store) : null;
-  let horizon: string | null = null;
-  if (lo && sink) {
-    horizon = await takeHorizon(clients.source);
-    const n = await reconcileLargeObjects(clients.source, sink, ctx.tasks, (await loHorizon(store.knex, run.id)) ?? '3');
-    await saveLoHorizon(store.knex, run.id, horizon);
-    if (n > 0) ctx.say(`${n} large-object documents changed in place: uploaded again`);
   }
   await step('caught-up');
 
@@ -172,7 +175,7 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
   const guard = startGuard(ctx.loaded.file, ctx.env);
   let settled = false;
   try {
-    const out = await paused(ctx, kind, catchUp, { row, details, step, steps, result, abandon, from, to, lo, sink, horizon });
+    const out = await paused(ctx, kind, catchUp, { row, details, step, steps, result, abandon, from, to, sinkFor, horizon });
     settled = true;
     return out;
   } catch (err) {
@@ -199,15 +202,16 @@ interface PauseScope {
   abandon: (reason: string, extra?: Partial<SwitchDetails>) => Promise<void>;
   from: Side;
   to: Side;
-  lo: boolean;
-  sink: ReturnType<typeof documentSink> | null;
+  /** Uploads large-object documents again (null: none); `signal` ends the uploads. */
+  sinkFor: (signal?: AbortSignal) => ReturnType<typeof documentSink> | null;
+  /** Where large objects were last reconciled (before the pause); null: no large-object documents. */
   horizon: string | null;
 }
 
 /** From PAUSE to RESUME (or the undo), under the guard. */
 async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, scope: PauseScope): Promise<SwitchResult> {
   const { store, run, plan, clients, app, book } = ctx;
-  const { row, details, step, steps, result, abandon, from, to, lo, sink, horizon } = scope;
+  const { row, details, step, steps, result, abandon, from, to, sinkFor, horizon } = scope;
   const tables = ctx.tasks.map((t) => t.name);
   const maxPause = plan.cutover.maxPauseMs;
   const pauseStart = performance.now();
@@ -215,7 +219,11 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
   const budget = (what: string) => {
     if (performance.now() > deadline) throw new Abort(`the pause budget (maxPause ${maxPause} ms) ran out ${what}`);
   };
-  const paused = await app.pause(Math.floor(maxPause / 2));
+  const paused = await app.pause(Math.floor(maxPause / 2)).catch(async (err: unknown) => {
+    // The switch is left open (started): the guard, or the next command, resumes PgBouncer.
+    await catchUp.stop().catch(() => undefined);
+    throw err;
+  });
   if (!paused.paused) {
     await catchUp.stop().catch(() => undefined);
     const blockers = await describeBlockers(ctx, from, paused.busy);
@@ -260,8 +268,15 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     // 5. Sequences, large objects, the quick check.
     await setSequences(clients[to], await readSequences(clients[from], tables));
     await step('sequences');
-    if (lo && sink && horizon !== null) {
-      await reconcileLargeObjects(clients.source, sink, ctx.tasks, horizon);
+    if (horizon !== null) {
+      const signal = AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now())));
+      try {
+        await reconcileLargeObjects(clients.source, sinkFor(signal)!, ctx.tasks, horizon);
+      } catch (err) {
+        if (signal.aborted)
+          throw new Abort(`the pause budget (maxPause ${maxPause} ms) ran out uploading large-object documents changed in place`);
+        throw err;
+      }
       await step('large-objects');
     }
     checks = await quickCheck(clients.source, clients.target, ctx.tasks);
@@ -304,8 +319,36 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     const aborted = err instanceof Abort || err instanceof SlotWaitError;
     const reason = aborted ? err.message : `${kind} failed: ${messageOf(err)}`;
     await catchUp.stop().catch(() => undefined);
+    // A switch that failed once it began pointing may have let writes through to `to` (a
+    // command that switched the application, then failed; a PgBouncer restarted before RELOAD,
+    // reading the new databases file): those are kept, and so is the switch.
+    if (details.pointing && (await app.current().catch(() => 'unknown' as const)) !== from) {
+      let wrote: boolean;
+      try {
+        wrote = await wroteToNewSide(ctx, kind, details);
+      } catch (checkErr) {
+        throw new SwitchUndoError(
+          `${reason}; whether the application wrote to ${describeSide(ctx, to)} meanwhile could not be checked (${messageOf(checkErr)}): the ${kind} is left open`,
+          {
+            hint: `run \`cloudshift ${kind}\` again once both servers answer: it keeps the ${kind} if the application wrote there, or undoes it`,
+          },
+        );
+      }
+      if (wrote) {
+        const pauseMs = await complete(() => app.release());
+        const kept = `the application had already written to ${describeSide(ctx, to)}, so the ${kind} is kept: ${describeSide(ctx, to)} takes the writes and ${describeSide(ctx, from)} is read-only`;
+        const hint = `point every part of the application at ${describeSide(ctx, to)} (the switch did not finish), or run \`cloudshift ${kind === 'cutover' ? 'rollback' : 'cutover'}\`, which takes those writes back`;
+        await store.appendEvent(run.id, `${kind}:kept`, `the switch failed (${messageOf(err)}), but ${kept}; ${hint}`, {
+          switchId: row.id,
+        });
+        throw new CloudshiftError('CS_SWITCH_KEPT', ExitCode.failed, `${reason}; ${kept} (write pause ${pauseMs} ms)`, {
+          cause: err,
+          hint,
+        });
+      }
+    }
     try {
-      await undo(ctx, kind, details);
+      await undo(ctx, kind, details, fenceLsn !== null);
     } catch (undoErr) {
       // Left open (not aborted): the next command, or the guard, finishes the undo.
       throw new SwitchUndoError(
@@ -327,26 +370,51 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     }
     return result({ reason, fenceLsn: fenceLsn === null ? null : formatLsn(fenceLsn), quickCheck: checks });
   }
-  await updateSwitch(store.knex, row.id, { state: 'switched' });
-  const phase = kind === 'cutover' ? 'cutover' : 'sync';
-  await store.updateRun(run.id, { phase });
-  await store.appendEvent(run.id, 'run:phase', `phase ${phase}`);
-  await step('switched');
-
-  // 8. RESUME: the pause ends.
-  await app.resume();
-  const pauseMs = Math.round(performance.now() - pauseStart);
-  await step('resumed');
-  details.steps = steps;
-  await updateSwitch(store.knex, row.id, { state: 'done', pause_ms: pauseMs, details: { ...details } });
-  await store.appendEvent(
-    run.id,
-    `${kind}:done`,
-    `${kind === 'cutover' ? 'cut over' : 'rolled back'} to ${describeSide(ctx, to)} with a write pause of ${pauseMs} ms (fence ${formatLsn(fenceLsn!)})`,
-    { switchId: row.id, pauseMs, fenceLsn: formatLsn(fenceLsn!), steps, quickCheck: checks },
-  );
-  await afterSwitch(ctx, kind, catchUp.elsewhere);
+  const pauseMs = await complete(() => app.resume());
   return result({ switched: true, pauseMs, fenceLsn: formatLsn(fenceLsn!), quickCheck: checks });
+
+  /** Past the commit point: recorded as switched, RESUME (`resume`), done, then the stream left behind goes. */
+  async function complete(resume: () => Promise<unknown>): Promise<number> {
+    await updateSwitch(store.knex, row.id, { state: 'switched' });
+    const phase = kind === 'cutover' ? 'cutover' : 'sync';
+    await store.updateRun(run.id, { phase });
+    await store.appendEvent(run.id, 'run:phase', `phase ${phase}`);
+    await step('switched');
+
+    // 8. RESUME: the pause ends.
+    await resume();
+    const pauseMs = Math.round(performance.now() - pauseStart);
+    await step('resumed');
+    details.steps = steps;
+    await updateSwitch(store.knex, row.id, { state: 'done', pause_ms: pauseMs, details: { ...details } });
+    await store.appendEvent(
+      run.id,
+      `${kind}:done`,
+      `${kind === 'cutover' ? 'cut over' : 'rolled back'} to ${describeSide(ctx, to)} with a write pause of ${pauseMs} ms (fence ${formatLsn(fenceLsn!)})`,
+      { switchId: row.id, pauseMs, fenceLsn: formatLsn(fenceLsn!), steps, quickCheck: checks },
+    );
+    await ctx.hooks.cutoverStep?.('done');
+    await settleSwitch(ctx, row.id, kind, details, catchUp.elsewhere);
+    return pauseMs;
+  }
+}
+
+/**
+ * After the switch may have pointed the application at `to` (it failed or was killed part-way):
+ * whether a write reached `to`. The opposite stream's slot, made before pointing, holds every
+ * write made there since. `to` is fenced first, so none can arrive after the look; if one had,
+ * the fence is lifted again: the switch must be kept, as an undo would drop those writes.
+ */
+export async function wroteToNewSide(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<boolean> {
+  if (!details.pointing || details.nextFrom === undefined) return false;
+  const { clients, book, plan } = ctx;
+  const { from, to } = details;
+  const tables = ctx.tasks.map((t) => t.name);
+  await createWriteFence(clients[to], book, to, plan.state.schema, plan.name, tables, describeSide(ctx, from));
+  const next = kind === 'cutover' ? reverseObjects(plan) : forwardObjects(plan);
+  if (!(await slotHasChanges(clients[to], next.slot.name, next.publication.name))) return false;
+  await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
+  return true;
 }
 
 /**
@@ -355,9 +423,10 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
  * Once the application points at `from`, every step is tried whatever the others did (the side
  * being returned to must not stay fenced and PgBouncer must not stay paused because `to`'s server
  * went away); the first failure is thrown after, and the switch stays open for the next command
- * (recover.ts) to finish the undo.
+ * (recover.ts) to finish the undo. `fenced`: the switch got past its fence, so the opposite
+ * stream's slot may exist though it is not recorded yet (killed while it was being made).
  */
-export async function undo(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<void> {
+export async function undo(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails, fenced: boolean): Promise<void> {
   const { clients, app, book, plan } = ctx;
   const { from, to } = details;
   const tables = ctx.tasks.map((t) => t.name);
@@ -371,7 +440,7 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
   };
   if (details.toFenceDropped)
     await attempt(() => createWriteFence(clients[to], book, to, plan.state.schema, plan.name, tables, describeSide(ctx, from)));
-  if (details.nextFrom !== undefined) {
+  if (details.nextFrom !== undefined || fenced) {
     const slot = kind === 'cutover' ? reverseObjects(plan).slot : forwardObjects(plan).slot;
     await attempt(() => dropObject(clients[slot.side], book, slot));
   }
@@ -381,11 +450,26 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
 }
 
 /**
+ * afterSwitch, then recorded (`settled`): a switch killed before this was recorded is settled by
+ * the next command (recover.ts), so no slot is left holding WAL on the side left.
+ */
+export async function settleSwitch(
+  ctx: SwitchContext,
+  switchId: string,
+  kind: SwitchKind,
+  details: SwitchDetails,
+  syncElsewhere: boolean,
+): Promise<void> {
+  await afterSwitch(ctx, kind, syncElsewhere);
+  await updateSwitch(ctx.store.knex, switchId, { details: { ...details, settled: true } });
+}
+
+/**
  * After a switch: the stream just drained is not needed any more (its slot would hold WAL on the
  * side left). A `cloudshift run` that was syncing stops by itself within a heartbeat (it sees the
  * run's phase); its slot is dropped once it let go, or taken from it after a few seconds.
  */
-export async function afterSwitch(ctx: SwitchContext, kind: SwitchKind, syncElsewhere: boolean): Promise<void> {
+async function afterSwitch(ctx: SwitchContext, kind: SwitchKind, syncElsewhere: boolean): Promise<void> {
   const { clients, book, plan, store, run } = ctx;
   if (kind === 'cutover') {
     if (syncElsewhere) {

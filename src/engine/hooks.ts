@@ -38,18 +38,19 @@ const HOOK_NAMES = [
 
 /**
  * Hooks from CLOUDSHIFT_FAULT=<hook>:<n>[:<signal>], used by the crash tests: at the n-th call of
- * the hook the process sends itself the signal (default SIGKILL; SIGINT tests Ctrl-C).
+ * the hook the process sends itself the signal (default SIGKILL; SIGINT tests Ctrl-C). Instead of
+ * n, the argument of the call to stop at: `cutoverStep:done`.
  */
 export function faultHooksFromEnv(spec: string | undefined): EngineHooks {
   if (!spec) return {};
-  const [name, countText, signal] = spec.split(':');
+  const [name, at = '1', signal] = spec.split(':');
   if (!HOOK_NAMES.includes(name as (typeof HOOK_NAMES)[number])) return {};
-  const count = Number(countText ?? '1');
+  const count = /^\d+$/.test(at) ? Number(at) : null;
   let calls = 0;
   return {
-    [name!]: () => {
+    [name!]: (arg: unknown) => {
       calls += 1;
-      if (calls === count) process.kill(process.pid, (signal ?? 'SIGKILL') as NodeJS.Signals);
+      if (count === null ? String(arg) === at : calls === count) process.kill(process.pid, (signal ?? 'SIGKILL') as NodeJS.Signals);
     },
   };
 }

@@ -24,7 +24,13 @@ export interface SyncDocumentStore {
 /** Blobs deleted at once after a transaction that removed their rows. */
 const REMOVE_CONCURRENCY = 16;
 
-export function documentSink(container: DocumentContainer, source: pg.Client, store: SyncDocumentStore): DocumentSink {
+/** `signal` ends its uploads (the cutover pause's budget). */
+export function documentSink(
+  container: DocumentContainer,
+  source: pg.Client,
+  store: SyncDocumentStore,
+  signal?: AbortSignal,
+): DocumentSink {
   const rowValues = (task: TableTask, row: Map<string, string | null>): RowValues => {
     const keys = task.shape.keyColumns ?? [];
     return {
@@ -64,7 +70,7 @@ export function documentSink(container: DocumentContainer, source: pg.Client, st
                 keysPredicate(task.shape.keyColumns!, [key]),
                 values.describe,
               );
-      const settings = uploadSettings(spec.plan, values, DEFAULT_BLOCKS);
+      const settings = uploadSettings(spec.plan, values, signal ? { ...DEFAULT_BLOCKS, abortSignal: signal } : DEFAULT_BLOCKS);
       let uploaded;
       try {
         uploaded = await uploadDocument(container, name, from, settings);

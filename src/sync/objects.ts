@@ -43,6 +43,20 @@ export async function ensurePublication(
   await ledger.record(obj, 'created');
 }
 
+/**
+ * Whether a slot holds a row change (INSERT, UPDATE, DELETE or TRUNCATE of its publication's
+ * tables), read without consuming it. Nothing may stream from the slot meanwhile.
+ */
+export async function slotHasChanges(client: pg.Client, slot: string, publication: string): Promise<boolean> {
+  // pgoutput's message types: I, U, D, T.
+  const { rows } = await client.query<{ found: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)
+                     WHERE get_byte(data, 0) IN (73, 85, 68, 84)) AS found`,
+    [slot, quoteIdent(publication)],
+  );
+  return rows[0]!.found;
+}
+
 export interface SlotState {
   exists: boolean;
   /** Held by a walsender right now (another process streams from it). */

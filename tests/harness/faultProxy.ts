@@ -1,6 +1,7 @@
 /**
  * A loopback HTTP proxy in front of Azurite that answers 503 Server Busy to the requests a test
- * chooses, and forwards the rest unchanged: the blob service "answering 503 for a while".
+ * chooses, or never answers them, and forwards the rest unchanged: the blob service "answering
+ * 503 for a while", or hanging.
  */
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 
@@ -11,13 +12,29 @@ export interface FaultProxy {
   failed: number;
   /** Decide per request: true → 503. */
   failWhen: (req: IncomingMessage) => boolean;
+  /** Decide per request: true → no answer (until the client gives up or the proxy closes). */
+  holdWhen: (req: IncomingMessage) => boolean;
+  /** Requests held so far. */
+  held: number;
   close(): Promise<void>;
 }
 
 export async function startFaultProxy(azuriteConnectionString: string): Promise<FaultProxy> {
   const upstream = new URL(/BlobEndpoint=([^;]+)/.exec(azuriteConnectionString)![1]!);
-  const proxy: FaultProxy = { connectionString: '', failed: 0, failWhen: () => false, close: async () => undefined };
+  const proxy: FaultProxy = {
+    connectionString: '',
+    failed: 0,
+    failWhen: () => false,
+    holdWhen: () => false,
+    held: 0,
+    close: async () => undefined,
+  };
   const server: Server = createServer((req, res) => {
+    if (proxy.holdWhen(req)) {
+      proxy.held += 1;
+      req.resume();
+      return;
+    }
     if (proxy.failWhen(req)) {
       proxy.failed += 1;
       req.resume();
@@ -42,6 +59,10 @@ export async function startFaultProxy(azuriteConnectionString: string): Promise<
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
   proxy.connectionString = azuriteConnectionString.replace(/BlobEndpoint=http:\/\/[^/;]+/, `BlobEndpoint=http://127.0.0.1:${port}`);
-  proxy.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  proxy.close = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
   return proxy;
 }

@@ -7,12 +7,15 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, spawnCli } from '../harness/cli.js';
+import { startFaultProxy } from '../harness/faultProxy.js';
 import { cutover, rollback } from '../../src/cutover/commands.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { forwardObjects } from '../../src/sync/forward.js';
@@ -641,6 +644,106 @@ cutover:
       });
     },
   );
+
+  it(
+    'keeps a switch that failed after the application wrote to the target; rollback brings those writes back',
+    { timeout: 120_000 },
+    async () => {
+      // The command moves part of the application, which writes on the target at once; then it fails.
+      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      const dir = mkdtempSync(join(tmpdir(), 'cloudshift-switch-'));
+      const script = join(dir, 'moved.mjs');
+      writeFileSync(
+        script,
+        `import pg from ${JSON.stringify(createRequire(import.meta.url).resolve('pg'))};
+if (process.env.CLOUDSHIFT_SIDE === 'target') {
+  const c = new pg.Client({ connectionString: process.env.TARGET_DATABASE_URL });
+  await c.connect();
+  await c.query("INSERT INTO public.scans VALUES (9, 'written once switched', NULL)");
+  await c.end();
+  console.error('the second application server did not restart');
+  process.exit(7);
+}
+`,
+      );
+      try {
+        await syncedScans('switchkept', table, `${process.execPath} ${script}`, async (r, file) => {
+          const cut = await cli(['cutover', file], r.env);
+          expect(cut.code, cut.stderr).toBe(1);
+          expect(cut.stderr).toMatch(
+            /^error: cutover failed: the switch command exited with status 7: the second application server did not restart; the application had already written to the target \(.*\), so the cutover is kept: .* is read-only \(write pause \d+ ms\)$/m,
+          );
+          // The source is fenced, the target takes writes, and the status says cut over.
+          await expect(sql('source', r.dbs.source, `INSERT INTO public.scans VALUES (10, 'x', NULL)`)).rejects.toThrow(/read-only/);
+          await sql('target', r.dbs.target, `INSERT INTO public.scans VALUES (11, 'after the switch', NULL)`);
+          const status = (await cli(['status', file], r.env)).stdout;
+          expect(status).toMatch(/: phase cutover, active/);
+          expect(status).toMatch(
+            /cutover:kept: the switch failed \(the switch command exited with status 7: .*\), but the application had already written to the target/,
+          );
+          // Rolling back replays both writes on the source: none was lost to an undo.
+          const back = await cli(['rollback', file], r.env);
+          expect(back.code, back.stderr).toBe(0);
+          const rows = await sql<{ k: string }>(
+            'source',
+            r.dbs.source,
+            `SELECT id::text AS k FROM public.scans WHERE id IN (9, 10, 11) ORDER BY id`,
+          );
+          expect(rows.map((x) => x.k)).toEqual(['9', '11']);
+        });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('a switch killed once done, before it dropped the stream it left, is settled by the next command', { timeout: 120_000 }, async () => {
+    const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+    await syncedScans('settle', table, 'true', async (r, file) => {
+      const forwardSlot = async () =>
+        (
+          await sql('source', 'postgres', `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [
+            forwardObjects((await loadPlan(file)).plan).slot.name,
+          ])
+        ).length;
+      const killed = await spawnCli(['cutover', file], { ...r.env, CLOUDSHIFT_FAULT: 'cutoverStep:done', CLOUDSHIFT_NO_GUARD: '1' });
+      expect(killed.signal).toBe('SIGKILL');
+      // Cut over, but the forward slot still holds the source's WAL.
+      expect(await forwardSlot()).toBe(1);
+      const again = await cli(['cutover', file], r.env);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(/is already cut over/);
+      expect(await forwardSlot()).toBe(0);
+    });
+  });
+
+  it('bounds uploading large objects changed inside the pause by the pause budget', { timeout: 120_000 }, async () => {
+    const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid NOT NULL);
+       INSERT INTO public.scans VALUES (1, 'scan-1.bin', lo_from_bytea(0, '\\x0a0b'::bytea))`;
+    await syncedScans('lobudget', table, 'true', async (r, file) => {
+      // The blob service stops answering once the pause began, while a large object changed in
+      // place after the last look before it must go up again inside the pause.
+      const proxy = await startFaultProxy(harness().azurite.connectionString);
+      try {
+        const result = await cutover(await loadPlan(file), {
+          env: { ...r.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString },
+          hooks: {
+            cutoverStep: async (step) => {
+              if (step === 'caught-up') await sql('source', r.dbs.source, `SELECT lo_put(content, 0, '\\x0c'::bytea) FROM public.scans`);
+              if (step === 'paused') proxy.holdWhen = () => true;
+            },
+          },
+        });
+        expect(result.switched).toBe(false);
+        expect(result.reason).toMatch(/^the pause budget \(maxPause 5000 ms\) ran out uploading large-object documents changed in place$/);
+        expect(proxy.held).toBeGreaterThan(0);
+      } finally {
+        await proxy.close();
+      }
+      // Back on the source, which takes writes.
+      await sql('source', r.dbs.source, `UPDATE public.scans SET filename = 'b' WHERE id = 1`);
+    });
+  });
 
   it('does not switch in a target the final catch-up found different (a change that matched no row)', { timeout: 120_000 }, async () => {
     const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid);
