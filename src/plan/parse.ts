@@ -69,11 +69,24 @@ export function validatePlanText(text: string): ValidationResult {
     return { line: pos.line, column: pos.col };
   };
 
-  if (doc.errors.length > 0) {
+  // An unknown tag (`!secret …`) is only a warning to the YAML library, which then reads the
+  // value as if untagged: in a plan it is a mistake, and never a way to reference a secret.
+  const tags = doc.warnings.filter((w) => w.code === 'TAG_RESOLVE_FAILED');
+  if (doc.errors.length > 0 || tags.length > 0) {
+    const syntax = (e: (typeof doc.errors)[number]) =>
+      e.code === 'RESOURCE_EXHAUSTION' ? 'YAML nested too deeply to read' : `YAML syntax: ${firstLine(e.message)}`;
+    const tag = (w: (typeof doc.warnings)[number]) =>
+      `unknown YAML tag ${text.slice(w.pos[0], w.pos[1])}: a plan is plain YAML (a secret is referenced as "\${env:NAME}")`;
     return {
       valid: false,
       input: undefined,
-      problems: doc.errors.map((e) => ({ path: '', ...at(e.pos[0]), message: `YAML syntax: ${firstLine(e.message)}` })),
+      problems: [
+        // Nesting too deep is reported once, where it is first found (the library repeats it as it unwinds).
+        ...doc.errors
+          .filter((e, i, all) => e.code !== 'RESOURCE_EXHAUSTION' || all.findIndex((x) => x.code === e.code) === i)
+          .map((e) => ({ path: '', ...at(e.pos[0]), message: syntax(e) })),
+        ...tags.map((w) => ({ path: '', ...at(w.pos[0]), message: tag(w) })),
+      ],
     };
   }
 

@@ -3,7 +3,7 @@
  * to fix; parse.ts adds line and column.
  */
 import type { PlanInput } from './schema.js';
-import { displayName, parseQualifiedName } from './names.js';
+import { displayName, parseQualifiedName, splitIdentifiers } from './names.js';
 import { namesMayMeet } from './templates.js';
 
 export interface PathProblem {
@@ -29,11 +29,13 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     } else seen.set(key, i);
   });
 
+  // A column as PostgreSQL names it: `Content` and `"content"` are one column.
+  const column = (text: string) => splitIdentifiers(text)?.[0] ?? text;
   const docSeen = new Map<string, { index: number; content: string }>();
   documents.forEach((d, i) => {
     const table = displayName(parseQualifiedName(d.table));
     const first = docSeen.get(table);
-    if (first?.content === d.content) {
+    if (first !== undefined && column(first.content) === column(d.content)) {
       problems.push({
         path: ['documents', i, 'content'],
         message: `documents column ${table}.${d.content} is listed twice (also documents[${first.index}])`,
@@ -44,7 +46,7 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
         message: `${table} already has a documents entry (documents[${first.index}], column ${first.content}): this version moves one content column per table`,
       });
     } else docSeen.set(table, { index: i, content: d.content });
-    if (d.keep.column === d.content) {
+    if (column(d.keep.column) === column(d.content)) {
       problems.push({
         path: ['documents', i, 'keep', 'column'],
         message: `keep.column must differ from the content column "${d.content}": the content column is not copied`,

@@ -262,9 +262,9 @@ cutover:
     const text = `${good}  - name: PUBLIC.Patients
 documents:
   - table: public.documents
-    content: content
+    content: Content
     blob: "d/{id}"
-    keep: { column: content }
+    keep: { column: '"content"' }
 sync: { mode: none }
 cutover:
   switch:
@@ -274,7 +274,7 @@ cutover:
       [
         '6:3 target: the plan has documents but no `target.blob`: add target.blob with a container and credentials',
         '9:11 tables[1].name: table public.patients is listed twice (also tables[0]); list each table once',
-        '14:21 documents[0].keep.column: keep.column must differ from the content column "content": the content column is not copied',
+        '14:21 documents[0].keep.column: keep.column must differ from the content column "Content": the content column is not copied',
         '18:16 cutover.switch.pgbouncer: a PgBouncer cutover keeps writes flowing and needs live sync: set `sync.mode: logical`',
       ].sort((a, b) => Number(a.split(':')[0]) - Number(b.split(':')[0])),
     );
@@ -297,6 +297,13 @@ cutover:
     expect(problems(bomb)).toEqual([
       expect.stringMatching(/^1:1 : YAML aliases expand too far \(more than 10000 uses of anchored values\)/),
     ]);
+  });
+
+  it('refuses an unknown YAML tag and nesting too deep to read, each where it is', () => {
+    const tagged = good.replace('"${env:SOURCE_DATABASE_URL}"', '!secret SOURCE_DATABASE_URL');
+    expect(problems(tagged)).toEqual(['4:13 : unknown YAML tag !secret: a plan is plain YAML (a secret is referenced as "${env:NAME}")']);
+    const deep = `${good}x: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`;
+    expect(problems(deep)).toEqual([expect.stringMatching(/^\d+:\d+ : YAML nested too deeply to read$/)]);
   });
 
   it('refuses a state schema PostgreSQL reserves, zero rows per batch, and metadata names that differ only in case', () => {
