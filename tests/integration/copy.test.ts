@@ -84,10 +84,17 @@ describe('cloudshift run (bulk copy)', () => {
         .map((e) => (e as { table: string }).table)
         .sort(),
     ).toEqual(Object.keys(ORDER).sort());
-    // identity and serial sequences continue where the source is
-    const [src] = await sql<{ v: string }>('source', s.dbs.source, `SELECT last_value::text AS v FROM public.encounters_id_seq`);
-    const [tgt] = await sql<{ v: string }>('target', s.dbs.target, `SELECT last_value::text AS v FROM public.encounters_id_seq`);
-    expect(tgt!.v).toBe(src!.v);
+    // identity and serial sequences continue where the source is (last_value is NULL if never used)
+    const sequences = (side: 'source' | 'target') =>
+      sql(
+        side,
+        side === 'source' ? s.dbs.source : s.dbs.target,
+        `SELECT schemaname, sequencename, last_value::text FROM pg_sequences WHERE schemaname <> 'cloudshift' ORDER BY 1, 2`,
+      );
+    const tgtSequences = await sequences('target');
+    expect(tgtSequences.filter((q) => q.last_value !== null).length).toBeGreaterThan(1);
+    const srcSequences = new Map((await sequences('source')).map((q) => [`${q.schemaname}.${q.sequencename}`, q]));
+    expect(tgtSequences).toEqual(tgtSequences.map((q) => srcSequences.get(`${q.schemaname}.${q.sequencename}`)));
     // a second run finds nothing to do
     const again = await cli(['run', s.plan(TABLES_PLAN)], s.env);
     expect(again.code).toBe(0);

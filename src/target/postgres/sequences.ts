@@ -26,19 +26,21 @@ export async function readSequences(source: pg.Client, tables: QualifiedName[]):
       ORDER BY 1, 2`,
     [tables.map(quoteQualified)],
   );
-  const out: SequenceValue[] = [];
-  for (const r of rows) {
-    const name = { schema: r.schema, name: r.name };
-    const v = await source.query<{ last_value: string; is_called: boolean }>(
-      `SELECT last_value::text AS last_value, is_called FROM ${quoteQualified(name)}`,
-    );
-    out.push({ name, lastValue: v.rows[0]!.last_value, isCalled: v.rows[0]!.is_called });
-  }
-  return out;
+  if (rows.length === 0) return [];
+  // One round trip for all of them: at cutover this runs inside the write pause, and the target
+  // may be a WAN away.
+  const names = rows.map((r) => ({ schema: r.schema, name: r.name }));
+  const { rows: values } = await source.query<{ i: number; last_value: string; is_called: boolean }>(
+    names.map((n, i) => `SELECT ${i} AS i, last_value::text AS last_value, is_called FROM ${quoteQualified(n)}`).join(' UNION ALL '),
+  );
+  return values.sort((a, b) => a.i - b.i).map((v) => ({ name: names[v.i]!, lastValue: v.last_value, isCalled: v.is_called }));
 }
 
 export async function setSequences(target: pg.Client, values: SequenceValue[]): Promise<void> {
-  for (const v of values) {
-    await target.query(`SELECT setval($1::regclass, $2::bigint, $3)`, [quoteQualified(v.name), v.lastValue, v.isCalled]);
-  }
+  if (values.length === 0) return;
+  await target.query(`SELECT setval(s::regclass, v, c) FROM unnest($1::text[], $2::bigint[], $3::boolean[]) AS u(s, v, c)`, [
+    values.map((v) => quoteQualified(v.name)),
+    values.map((v) => v.lastValue),
+    values.map((v) => v.isCalled),
+  ]);
 }
