@@ -11,10 +11,11 @@
  * A switch done but killed before it dropped the stream it left behind is settled (the slot
  * would hold WAL on the side left until cleanup).
  */
-import { latestSwitch, updateSwitch } from '../state/sql/sync.js';
+import { latestSwitch, updateSwitch, type SwitchKind } from '../state/sql/sync.js';
 import type { SwitchContext } from './context.js';
 import { describeSide } from './context.js';
-import { settleSwitch, undo, wroteToNewSide, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
+import { liftWriteFence } from './writeFence.js';
+import { decideAfterPointing, settleSwitch, undo, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
 
 /** The switch needs the next command: it did not end, or ended without settling. */
 export function switchPending(s: { state: string; details: unknown }): boolean {
@@ -31,13 +32,13 @@ export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome
     await settleSwitch(ctx, pending.id, pending.kind, details, false);
     return null;
   }
-  const now = await app.current();
-  const finish =
-    pending.state === 'switched' ||
-    (details.pointing === true && (now === details.to || (now === 'unknown' && (await wroteToNewSide(ctx, pending.kind, details)))));
+  const finish = await shouldFinish(ctx, pending, details);
   if (finish) {
     await store.updateRun(run.id, { phase: pending.kind === 'cutover' ? 'cutover' : 'sync' });
-    if (pending.state !== 'switched') await app.point(details.to);
+    // A declarative switch is made to name `to` (and told: RELOAD); a command is not run again.
+    if (app.kind !== 'command' && (pending.state !== 'switched' || details.kept)) await app.point(details.to);
+    // The check after a failed switch may have fenced `to` before it was killed.
+    await liftWriteFence(ctx.clients[details.to], ctx.book, details.to, ctx.plan.state.schema, ctx.plan.name);
     await app.release();
     await updateSwitch(store.knex, pending.id, { state: 'done', details: { ...details, recovered: 'finished' } });
     await store.appendEvent(
@@ -62,4 +63,27 @@ export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome
   }
   ctx.say(`an interrupted ${pending.kind} was ${finish ? 'finished' : 'undone'}`);
   return { switchId: pending.id, kind: pending.kind, outcome: finish ? 'finished' : 'undone' };
+}
+
+/**
+ * Past the commit point (recorded `switched`, or the switch already names `to`), or kept because
+ * the application wrote to `to`: finished. Otherwise undone, once it is known nothing reached `to`.
+ */
+async function shouldFinish(
+  ctx: SwitchContext,
+  pending: { id: string; state: string; kind: SwitchKind },
+  details: SwitchDetails,
+): Promise<boolean> {
+  if (pending.state === 'switched' || details.kept) return true;
+  if (details.undoing || !details.pointing) return false;
+  const now = await ctx.app.current();
+  // PgBouncer's databases file is the commit point: a restarted PgBouncer would route there.
+  if (now === details.to) return true;
+  try {
+    return (await decideAfterPointing(ctx, pending.id, pending.kind, details)) === 'keep';
+  } catch (err) {
+    // The switch names the side left: the application never reached `to` through it.
+    if (now === details.from) return false;
+    throw err;
+  }
 }

@@ -86,6 +86,10 @@ export interface SwitchDetails {
   recovered?: 'finished' | 'undone';
   /** After `done`: the stream left behind was dropped (settleSwitch). */
   settled?: boolean;
+  /** A switch that failed once pointing: the application had written to `to`, so it is kept. */
+  kept?: boolean;
+  /** A switch that failed once pointing: nothing reached `to`, so it is being undone. */
+  undoing?: boolean;
   blockers?: string[];
   steps?: Array<{ step: string; ms: number }>;
 }
@@ -163,12 +167,12 @@ export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: 
       await saveLoHorizon(store.knex, run.id, horizon);
       if (n > 0) ctx.say(`${n} large-object documents changed in place: uploaded again`);
     }
+    await step('caught-up');
   } catch (err) {
     await catchUp.stop().catch(() => undefined);
     await abandon(messageOf(err));
     throw err;
   }
-  await step('caught-up');
 
   // 2. The pause.
   ctx.say(`pausing writes (${app.kind})`);
@@ -231,12 +235,12 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     await abandon(reason, { blockers });
     return result({ reason });
   }
-  await updateSwitch(store.knex, row.id, { state: 'paused' });
-  await step('paused');
-
   let fenceLsn: Lsn | null = null;
   let checks: QuickCheckResult[] = [];
   try {
+    await updateSwitch(store.knex, row.id, { state: 'paused' });
+    await step('paused');
+
     // 3. Fence: the side left refuses writes that bypass the switch; then its WAL position.
     await clients[from].query(`SET lock_timeout = ${Math.max(1, Math.floor(deadline - performance.now()))}`);
     await createWriteFence(clients[from], book, from, plan.state.schema, plan.name, tables, describeSide(ctx, to));
@@ -321,20 +325,29 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     await catchUp.stop().catch(() => undefined);
     // A switch that failed once it began pointing may have let writes through to `to` (a
     // command that switched the application, then failed; a PgBouncer restarted before RELOAD,
-    // reading the new databases file): those are kept, and so is the switch.
-    if (details.pointing && (await app.current().catch(() => 'unknown' as const)) !== from) {
-      let wrote: boolean;
+    // reading the new databases file): then the switch is kept, with those writes.
+    if (details.pointing) {
+      let decision: 'keep' | 'undo';
       try {
-        wrote = await wroteToNewSide(ctx, kind, details);
+        decision = await decideAfterPointing(ctx, row.id, kind, details);
       } catch (checkErr) {
-        throw new SwitchUndoError(
-          `${reason}; whether the application wrote to ${describeSide(ctx, to)} meanwhile could not be checked (${messageOf(checkErr)}): the ${kind} is left open`,
-          {
-            hint: `run \`cloudshift ${kind}\` again once both servers answer: it keeps the ${kind} if the application wrote there, or undoes it`,
-          },
-        );
+        // Unknown, and the switch may name `to`: left open for the next command, which decides.
+        if ((await app.current().catch(() => 'unknown' as const)) !== from) {
+          throw new SwitchUndoError(
+            `${reason}; whether the application wrote to ${describeSide(ctx, to)} meanwhile could not be checked (${messageOf(checkErr)}): the ${kind} is left open`,
+            {
+              hint: `run \`cloudshift ${kind}\` again once both servers answer: it keeps the ${kind} if the application wrote there, or undoes it`,
+            },
+          );
+        }
+        // The switch still names the side left, so the application never reached `to` through it.
+        decision = 'undo';
+        details.undoing = true;
+        await updateSwitch(store.knex, row.id, { details: { ...details } }).catch(() => undefined);
       }
-      if (wrote) {
+      if (decision === 'keep') {
+        // A declarative switch (PgBouncer, ARM) is made to name `to`; a command is not run again.
+        if (app.kind !== 'command') await app.point(to);
         const pauseMs = await complete(() => app.release());
         const kept = `the application had already written to ${describeSide(ctx, to)}, so the ${kind} is kept: ${describeSide(ctx, to)} takes the writes and ${describeSide(ctx, from)} is read-only`;
         const hint = `point every part of the application at ${describeSide(ctx, to)} (the switch did not finish), or run \`cloudshift ${kind === 'cutover' ? 'rollback' : 'cutover'}\`, which takes those writes back`;
@@ -394,26 +407,63 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       { switchId: row.id, pauseMs, fenceLsn: formatLsn(fenceLsn!), steps, quickCheck: checks },
     );
     await ctx.hooks.cutoverStep?.('done');
-    await settleSwitch(ctx, row.id, kind, details, catchUp.elsewhere);
+    // Done either way: what is left behind is dropped by the next command (recover.ts).
+    await settleSwitch(ctx, row.id, kind, details, catchUp.elsewhere).catch((err: unknown) =>
+      ctx.say(
+        `warning: the ${kind} is done, but dropping the stream it left failed (${messageOf(err)}); the next cloudshift command drops it`,
+      ),
+    );
     return pauseMs;
   }
 }
 
+/** How long the check after a failed switch waits to fence `to` (a writer there holds it up). */
+const CHECK_LOCK_MS = 2000;
+
 /**
- * After the switch may have pointed the application at `to` (it failed or was killed part-way):
- * whether a write reached `to`. The opposite stream's slot, made before pointing, holds every
- * write made there since. `to` is fenced first, so none can arrive after the look; if one had,
- * the fence is lifted again: the switch must be kept, as an undo would drop those writes.
+ * A switch that began pointing and then failed (or was killed): kept if the application already
+ * wrote to `to`, undone otherwise. Decided once and recorded before anything is done about it, so
+ * a later recovery carries out the same decision (an undo drops the slot this looks into). Throws
+ * when it cannot tell.
  */
-export async function wroteToNewSide(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<boolean> {
-  if (!details.pointing || details.nextFrom === undefined) return false;
+export async function decideAfterPointing(
+  ctx: SwitchContext,
+  switchId: string,
+  kind: SwitchKind,
+  details: SwitchDetails,
+): Promise<'keep' | 'undo'> {
+  if (details.kept) return 'keep';
+  if (details.undoing) return 'undo';
+  const wrote = await wroteToNewSide(ctx, kind, details);
+  Object.assign(details, wrote ? { kept: true } : { undoing: true });
+  await updateSwitch(ctx.store.knex, switchId, { details: { ...details } });
+  return wrote ? 'keep' : 'undo';
+}
+
+/**
+ * Whether a write reached `to` since the opposite stream's slot was made (before pointing): the
+ * slot holds every write made there. `to` is fenced first, so none can arrive after the look (a
+ * fence held up by a transaction writing there is an answer too); if one had, the fence is lifted
+ * again. Not found: `to` stays fenced for the undo.
+ */
+async function wroteToNewSide(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<boolean> {
+  if (details.nextFrom === undefined) return false;
   const { clients, book, plan } = ctx;
   const { from, to } = details;
+  const client = clients[to];
   const tables = ctx.tasks.map((t) => t.name);
-  await createWriteFence(clients[to], book, to, plan.state.schema, plan.name, tables, describeSide(ctx, from));
+  await client.query(`SET lock_timeout = ${CHECK_LOCK_MS}`);
+  try {
+    await createWriteFence(client, book, to, plan.state.schema, plan.name, tables, describeSide(ctx, from));
+  } catch (err) {
+    if ((err as { code?: string }).code === '55P03') return true;
+    throw err;
+  } finally {
+    await client.query('RESET lock_timeout').catch(() => undefined);
+  }
   const next = kind === 'cutover' ? reverseObjects(plan) : forwardObjects(plan);
-  if (!(await slotHasChanges(clients[to], next.slot.name, next.publication.name))) return false;
-  await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
+  if (!(await slotHasChanges(client, next.slot.name, next.publication.name))) return false;
+  await liftWriteFence(client, book, to, plan.state.schema, plan.name);
   return true;
 }
 

@@ -43,16 +43,21 @@ export async function ensurePublication(
   await ledger.record(obj, 'created');
 }
 
+/** Changes a look into a slot decodes at most (each transaction's BEGIN and COMMIT count too). */
+const PEEK_CHANGES = 100_000;
+
 /**
  * Whether a slot holds a row change (INSERT, UPDATE, DELETE or TRUNCATE of its publication's
- * tables), read without consuming it. Nothing may stream from the slot meanwhile.
+ * tables), read without consuming it; false when the slot is gone. Bounded: the first
+ * PEEK_CHANGES changes are looked at. Nothing may stream from the slot meanwhile.
  */
 export async function slotHasChanges(client: pg.Client, slot: string, publication: string): Promise<boolean> {
+  if (!(await slotState(client, slot)).exists) return false;
   // pgoutput's message types: I, U, D, T.
   const { rows } = await client.query<{ found: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)
+    `SELECT EXISTS (SELECT 1 FROM pg_logical_slot_peek_binary_changes($1, NULL, $3, 'proto_version', '1', 'publication_names', $2)
                      WHERE get_byte(data, 0) IN (73, 85, 68, 84)) AS found`,
-    [slot, quoteIdent(publication)],
+    [slot, quoteIdent(publication), PEEK_CHANGES],
   );
   return rows[0]!.found;
 }
@@ -98,8 +103,11 @@ export async function dropObject(client: pg.Client, ledger: ObjectLedger, obj: R
     if (s.exists) {
       if (s.activePid !== null) await client.query(`SELECT pg_terminate_backend($1)`, [s.activePid]);
       await waitInactive(client, obj.name);
-      await client.query(`SELECT pg_drop_replication_slot($1)`, [obj.name]);
-      dropped = true;
+      // A slot still being made when its backend ended vanishes by itself.
+      const { rows } = await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
+        obj.name,
+      ]);
+      dropped = rows.length > 0;
     }
   } else if (obj.kind === 'publication') {
     const { rows } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [obj.name]);

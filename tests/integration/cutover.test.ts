@@ -645,29 +645,53 @@ cutover:
     },
   );
 
-  it(
-    'keeps a switch that failed after the application wrote to the target; rollback brings those writes back',
+  it.each([
+    { writes: 'committed', id: 9 },
+    { writes: 'in a transaction still open', id: 12 },
+  ])(
+    'keeps a switch that failed after the application wrote to the target ($writes); rollback brings those writes back',
     { timeout: 120_000 },
-    async () => {
-      // The command moves part of the application, which writes on the target at once; then it fails.
+    async ({ id }) => {
+      // The command moves part of the application, which writes on the target at once; then it
+      // fails. In the second case the write's transaction is still open when it fails (a process
+      // of its own commits it 4 s later): the check cannot fence the target before it ends.
       const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
       const dir = mkdtempSync(join(tmpdir(), 'cloudshift-switch-'));
       const script = join(dir, 'moved.mjs');
+      const started = join(dir, 'started');
+      const open = id === 12;
       writeFileSync(
         script,
         `import pg from ${JSON.stringify(createRequire(import.meta.url).resolve('pg'))};
-if (process.env.CLOUDSHIFT_SIDE === 'target') {
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+const insert = "INSERT INTO public.scans VALUES (${id}, 'written once switched', NULL)";
+if (process.argv[2] === 'hold') {
   const c = new pg.Client({ connectionString: process.env.TARGET_DATABASE_URL });
   await c.connect();
-  await c.query("INSERT INTO public.scans VALUES (9, 'written once switched', NULL)");
+  await c.query('BEGIN');
+  await c.query(insert);
+  writeFileSync(${JSON.stringify(started)}, '');
+  await new Promise((r) => setTimeout(r, 4000));
+  await c.query('COMMIT');
   await c.end();
+} else if (process.env.CLOUDSHIFT_SIDE === 'target') {
+  if (${open}) {
+    spawn(process.execPath, [process.argv[1], 'hold'], { detached: true, stdio: 'ignore' }).unref();
+    while (!existsSync(${JSON.stringify(started)})) await new Promise((r) => setTimeout(r, 20));
+  } else {
+    const c = new pg.Client({ connectionString: process.env.TARGET_DATABASE_URL });
+    await c.connect();
+    await c.query(insert);
+    await c.end();
+  }
   console.error('the second application server did not restart');
   process.exit(7);
 }
 `,
       );
       try {
-        await syncedScans('switchkept', table, `${process.execPath} ${script}`, async (r, file) => {
+        await syncedScans(open ? 'switchkeptopen' : 'switchkept', table, `${process.execPath} ${script}`, async (r, file) => {
           const cut = await cli(['cutover', file], r.env);
           expect(cut.code, cut.stderr).toBe(1);
           expect(cut.stderr).toMatch(
@@ -681,15 +705,16 @@ if (process.env.CLOUDSHIFT_SIDE === 'target') {
           expect(status).toMatch(
             /cutover:kept: the switch failed \(the switch command exited with status 7: .*\), but the application had already written to the target/,
           );
-          // Rolling back replays both writes on the source: none was lost to an undo.
+          // Rolling back replays both writes on the source: none was lost to an undo. (Its PAUSE
+          // and fence wait for the held transaction, so it is in.)
           const back = await cli(['rollback', file], r.env);
           expect(back.code, back.stderr).toBe(0);
           const rows = await sql<{ k: string }>(
             'source',
             r.dbs.source,
-            `SELECT id::text AS k FROM public.scans WHERE id IN (9, 10, 11) ORDER BY id`,
+            `SELECT id::text AS k FROM public.scans WHERE id IN (${id}, 10, 11) ORDER BY id`,
           );
-          expect(rows.map((x) => x.k)).toEqual(['9', '11']);
+          expect(rows.map((x) => x.k)).toEqual([String(id), '11'].sort((a, b) => Number(a) - Number(b)));
         });
       } finally {
         rmSync(dir, { recursive: true, force: true });
