@@ -82,8 +82,11 @@ async function shouldFinish(
   try {
     return (await decideAfterPointing(ctx, pending.id, pending.kind, details)) === 'keep';
   } catch (err) {
-    // The switch names the side left: the application never reached `to` through it.
-    if (now === details.from) return false;
-    throw err;
+    // The switch names the side left: the application never reached `to` through it. Undone,
+    // recorded first, so a later recovery does not look again (and decide otherwise).
+    if (now !== details.from || details.kept) throw err;
+    details.undoing = true;
+    await updateSwitch(ctx.store.knex, pending.id, { details: { ...details } });
+    return false;
   }
 }

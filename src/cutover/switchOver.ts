@@ -331,8 +331,9 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       try {
         decision = await decideAfterPointing(ctx, row.id, kind, details);
       } catch (checkErr) {
-        // Unknown, and the switch may name `to`: left open for the next command, which decides.
-        if ((await app.current().catch(() => 'unknown' as const)) !== from) {
+        // Unknown (or writes found but not recorded), and the switch may name `to`: left open for
+        // the next command, which decides the same way.
+        if (details.kept || (await app.current().catch(() => 'unknown' as const)) !== from) {
           throw new SwitchUndoError(
             `${reason}; whether the application wrote to ${describeSide(ctx, to)} meanwhile could not be checked (${messageOf(checkErr)}): the ${kind} is left open`,
             {
@@ -340,17 +341,26 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
             },
           );
         }
-        // The switch still names the side left, so the application never reached `to` through it.
+        // The switch still names the side left, so the application never reached `to` through it:
+        // undone, recorded first (a state store that cannot record it leaves the switch open).
         decision = 'undo';
         details.undoing = true;
-        await updateSwitch(store.knex, row.id, { details: { ...details } }).catch(() => undefined);
+        await updateSwitch(store.knex, row.id, { details: { ...details } });
       }
       if (decision === 'keep') {
         // A declarative switch (PgBouncer, ARM) is made to name `to`; a command is not run again.
-        if (app.kind !== 'command') await app.point(to);
+        // If that fails, writes resume all the same (on `from` they fail, fenced): never left paused.
+        const pointed =
+          app.kind === 'command'
+            ? null
+            : await app.point(to).then(
+                () => null,
+                (e: unknown) => e,
+              );
+        await liftWriteFence(clients[to], book, to, plan.state.schema, plan.name);
         const pauseMs = await complete(() => app.release());
         const kept = `the application had already written to ${describeSide(ctx, to)}, so the ${kind} is kept: ${describeSide(ctx, to)} takes the writes and ${describeSide(ctx, from)} is read-only`;
-        const hint = `point every part of the application at ${describeSide(ctx, to)} (the switch did not finish), or run \`cloudshift ${kind === 'cutover' ? 'rollback' : 'cutover'}\`, which takes those writes back`;
+        const hint = `point every part of the application at ${describeSide(ctx, to)} (the switch did not finish${pointed === null ? '' : `; pointing it again failed too: ${messageOf(pointed)}`}), or run \`cloudshift ${kind === 'cutover' ? 'rollback' : 'cutover'}\`, which takes those writes back`;
         await store.appendEvent(run.id, `${kind}:kept`, `the switch failed (${messageOf(err)}), but ${kept}; ${hint}`, {
           switchId: row.id,
         });
@@ -442,9 +452,9 @@ export async function decideAfterPointing(
 
 /**
  * Whether a write reached `to` since the opposite stream's slot was made (before pointing): the
- * slot holds every write made there. `to` is fenced first, so none can arrive after the look (a
- * fence held up by a transaction writing there is an answer too); if one had, the fence is lifted
- * again. Not found: `to` stays fenced for the undo.
+ * slot holds every write made there. `to` is fenced first, so none can arrive after the look; a
+ * fence held up for CHECK_LOCK_MS (a transaction writing there) counts as a write. `to` is left
+ * fenced: the keep lifts the fence once the decision is recorded, the undo needs it.
  */
 async function wroteToNewSide(ctx: SwitchContext, kind: SwitchKind, details: SwitchDetails): Promise<boolean> {
   if (details.nextFrom === undefined) return false;
@@ -462,9 +472,7 @@ async function wroteToNewSide(ctx: SwitchContext, kind: SwitchKind, details: Swi
     await client.query('RESET lock_timeout').catch(() => undefined);
   }
   const next = kind === 'cutover' ? reverseObjects(plan) : forwardObjects(plan);
-  if (!(await slotHasChanges(client, next.slot.name, next.publication.name))) return false;
-  await liftWriteFence(client, book, to, plan.state.schema, plan.name);
-  return true;
+  return slotHasChanges(client, next.slot.name, next.publication.name);
 }
 
 /**

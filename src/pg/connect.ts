@@ -194,3 +194,9 @@ export function connectError(role: Role, e: Endpoint, err: unknown): ConnectErro
   }
   return new ConnectError(message, { cause: err, hint });
 }
+
+/** The server's version as a number (server_version_num: 150004 for 15.4). */
+export async function serverVersion(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+  return Number(rows[0]!.v);
+}

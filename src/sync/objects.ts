@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
+import { serverVersion } from '../pg/connect.js';
 import { parseLsn, type Lsn } from './lsn.js';
 
 export type Side = 'source' | 'target';
@@ -33,7 +34,7 @@ export async function ensurePublication(
   const { rows } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [obj.name]);
   // A partitioned table's changes are published as the plan's table, not as the partition a row
   // is in (which the plan does not name); the option is PostgreSQL 13's.
-  const version = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
+  const version = await serverVersion(client);
   const viaRoot = version >= 130000 ? ' (publish_via_partition_root = true)' : '';
   const name = quoteIdent(obj.name);
   if (rows.length > 0) {
@@ -48,16 +49,18 @@ const PEEK_CHANGES = 100_000;
 
 /**
  * Whether a slot holds a row change (INSERT, UPDATE, DELETE or TRUNCATE of its publication's
- * tables), read without consuming it; false when the slot is gone. Bounded: the first
- * PEEK_CHANGES changes are looked at. Nothing may stream from the slot meanwhile.
+ * tables), read without consuming it; false when the slot is gone. Bounded to the first
+ * PEEK_CHANGES messages from PostgreSQL 15, which sends no empty transactions; before it, every
+ * transaction is a BEGIN and a COMMIT, so all are read. Nothing may stream from the slot meanwhile.
  */
 export async function slotHasChanges(client: pg.Client, slot: string, publication: string): Promise<boolean> {
   if (!(await slotState(client, slot)).exists) return false;
+  const version = await serverVersion(client);
   // pgoutput's message types: I, U, D, T.
   const { rows } = await client.query<{ found: boolean }>(
     `SELECT EXISTS (SELECT 1 FROM pg_logical_slot_peek_binary_changes($1, NULL, $3, 'proto_version', '1', 'publication_names', $2)
                      WHERE get_byte(data, 0) IN (73, 85, 68, 84)) AS found`,
-    [slot, quoteIdent(publication), PEEK_CHANGES],
+    [slot, quoteIdent(publication), version >= 150000 ? PEEK_CHANGES : null],
   );
   return rows[0]!.found;
 }

@@ -15,6 +15,7 @@
 import type pg from 'pg';
 import { PreconditionError } from '../../../errors.js';
 import { displayName, quoteQualified, type QualifiedName } from '../../../plan/names.js';
+import { serverVersion } from '../../../pg/connect.js';
 import { withCatalogSession } from './catalog.js';
 import { runStages, runSteps } from './execute.js';
 import type { Phase, SourceSchema, TableSelection } from './model.js';
@@ -30,7 +31,7 @@ const MIN_SOURCE_VERSION = 120000;
 
 export async function readSourceSchema(source: pg.Client, tables: TableSelection[]): Promise<SourceSchema> {
   return withCatalogSession(source, async () => {
-    const version = Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
+    const version = await serverVersion(source);
     if (version < MIN_SOURCE_VERSION)
       throw new PreconditionError(`the source runs PostgreSQL ${Math.floor(version / 10000)}; reading its schema needs 12 or newer`);
     const t = await readTables(source, version, tables);
