@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
+import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
 import { sql } from '../harness/db.js';
@@ -575,23 +576,22 @@ copy: { jobs: 1, batch: { rows: 100 } }
       let noticed!: () => void;
       const warned = new Promise<void>((resolve) => (noticed = resolve));
       let cut = false;
-      const err = await runMigration(await loadPlan(file), {
-        env: s.env,
-        onEvent: (e: EngineEvent) => {
-          if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
-        },
-        hooks: {
-          afterBatchCommit: async () => {
-            if (cut) return;
-            cut = true;
-            // What a failover or a dropped connection does: PostgreSQL releases the run's lock.
-            expect(await cutRunLockSession(s)).toBe(1);
-            await warned;
+      const err = await rejectionOf(
+        runMigration(await loadPlan(file), {
+          env: s.env,
+          onEvent: (e: EngineEvent) => {
+            if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
           },
-        },
-      }).then(
-        () => null,
-        (e: unknown) => e,
+          hooks: {
+            afterBatchCommit: async () => {
+              if (cut) return;
+              cut = true;
+              // What a failover or a dropped connection does: PostgreSQL releases the run's lock.
+              expect(await cutRunLockSession(s)).toBe(1);
+              await warned;
+            },
+          },
+        }),
       );
       expect(err).toMatchObject({
         exitCode: 3,

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { startFaultProxy } from '../harness/faultProxy.js';
 import { cutover, rollback } from '../../src/cutover/commands.js';
@@ -369,23 +370,22 @@ ${b.cutoverYaml()}`);
     "resumes on the source when the target's server goes away inside the pause; the next command finishes the undo",
     { timeout: 60_000 },
     async () => {
-      const failed = await cutover(await loadPlan(file), {
-        env,
-        hooks: {
-          cutoverStep: async (step) => {
-            // The fault: the switch's target session ends once the reverse slot is made.
-            if (step === 'prepared')
-              await sql(
-                'target',
-                'postgres',
-                `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift switch'`,
-              );
+      const failed = (await rejectionOf(
+        cutover(await loadPlan(file), {
+          env,
+          hooks: {
+            cutoverStep: async (step) => {
+              // The fault: the switch's target session ends once the reverse slot is made.
+              if (step === 'prepared')
+                await sql(
+                  'target',
+                  'postgres',
+                  `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cloudshift switch'`,
+                );
+            },
           },
-        },
-      }).then(
-        () => null,
-        (err: unknown) => err as { code?: string; message: string },
-      );
+        }),
+      )) as { code?: string; message: string } | null;
       // Not left paused (routedTo checks), and the source takes writes again.
       expect(await routedTo()).toBe('source');
       await sql('source', s.dbs.source, 'UPDATE public.accounts SET balance = balance WHERE id = 1');

@@ -20,6 +20,7 @@ import {
   type SourceSchema,
   type TableSelection,
 } from '../../src/target/postgres/schema/index.js';
+import { rejectionOf } from '../harness/outcome.js';
 import { connectionUrl, freshDatabases, sql, withClient, type FreshDatabases } from '../harness/db.js';
 
 const WEIRD = 'x"; drop table y; --';
@@ -500,10 +501,7 @@ describe('schema replay', () => {
       typeof args[0] === 'string' && args[0].startsWith('CREATE TABLE "public"."documents"')
         ? Promise.reject(new Error('connection lost'))
         : query(...args);
-    const failed = await applyPreData(dying, schema).then(
-      () => null,
-      (err: unknown) => err,
-    );
+    const failed = await rejectionOf(applyPreData(dying, schema));
     await dying.end();
     expect(failed).toBeInstanceOf(SchemaApplyError);
     expect((failed as SchemaApplyError).message).toBe('cannot create table public.documents on the target: connection lost');

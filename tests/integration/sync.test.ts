@@ -2,6 +2,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
+import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectTablesMatch } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
@@ -669,17 +670,16 @@ describe('stopping the sync', () => {
       await sql('source', s.dbs.source, NOTES_SQL);
       const file = s.plan(planText('synclocktest'));
       let cut = false;
-      const err = await runMigration(await loadPlan(file), {
-        env: s.env,
-        heartbeatMs: 100,
-        onEvent: (e) => {
-          if (e.type !== 'sync:stats' || cut) return;
-          cut = true;
-          void cutRunLockSession(s);
-        },
-      }).then(
-        () => null,
-        (e: unknown) => e,
+      const err = await rejectionOf(
+        runMigration(await loadPlan(file), {
+          env: s.env,
+          heartbeatMs: 100,
+          onEvent: (e) => {
+            if (e.type !== 'sync:stats' || cut) return;
+            cut = true;
+            void cutRunLockSession(s);
+          },
+        }),
       );
       expect(cut).toBe(true);
       expect(err).toMatchObject({ exitCode: 3 });
