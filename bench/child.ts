@@ -19,16 +19,32 @@ function rssMb(pid: number): number {
   }
 }
 
-export function runCloudshift(args: string[], env: Record<string, string>): Promise<ChildRun> {
+/** Set by `npm run bench -- --profile DIR`: each cloudshift child writes a V8 CPU profile there. */
+let profileDir: string | null = null;
+export function profileChildrenInto(dir: string): void {
+  profileDir = dir;
+}
+
+/** `onLine` sees each line of the child's stdout as it comes (a `--json` run's events). */
+export function runCloudshift(args: string[], env: Record<string, string>, onLine?: (line: string) => void): Promise<ChildRun> {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
     let stdout = '';
     let peak = 0;
-    const child = spawn(process.execPath, ['bin/cloudshift.js', ...args], {
+    const node = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+    const child = spawn(process.execPath, [...node, 'bin/cloudshift.js', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    let partial = '';
+    child.stdout.on('data', (c: Buffer) => {
+      const text = c.toString();
+      stdout += text;
+      if (!onLine) return;
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!;
+      lines.forEach(onLine);
+    });
     const timer = setInterval(() => (peak = Math.max(peak, rssMb(child.pid!))), 50);
     child.on('error', reject);
     child.on('exit', (code) => {

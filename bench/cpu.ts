@@ -35,7 +35,14 @@ function cmdline(pid: number): string {
   }
 }
 
-export type CpuSeconds = Record<'azurite' | 'source' | 'target' | 'client', number>;
+/** Each party's CPU seconds, and the seconds the machine's cores sat idle (all cores summed). */
+export type CpuSeconds = Record<'azurite' | 'source' | 'target' | 'client' | 'idle', number>;
+
+/** Idle and I/O-wait ticks of all cores together, from the first line of /proc/stat. */
+function idleTicks(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
+  return Number(f[4]) + Number(f[5]);
+}
 
 function processes(servers: LocalServers) {
   const pids = readdirSync('/proc')
@@ -81,8 +88,12 @@ function sample(servers: LocalServers): CpuSeconds {
     azurite: tree(roots.azurite) / TICKS_PER_SECOND,
     source: tree(roots.source) / TICKS_PER_SECOND,
     target: tree(roots.target) / TICKS_PER_SECOND,
-    // This process, and the cloudshift children it has waited for.
-    client: (stat('self')?.ticks ?? 0) / TICKS_PER_SECOND,
+    // This process, the cloudshift children it has waited for, and those still running.
+    client:
+      ((stat('self')?.ticks ?? 0) +
+        [...stats].filter(([p, s]) => s?.ppid === process.pid && !Object.values(roots).includes(p)).reduce((n, [p]) => n + tree(p), 0)) /
+      TICKS_PER_SECOND,
+    idle: idleTicks() / TICKS_PER_SECOND,
   };
 }
 

@@ -147,15 +147,21 @@ export async function measureCloudshiftDocuments(
   meter: CpuMeter,
 ): Promise<DocumentsMeasure> {
   const plan = writeDocumentsPlan(dir);
-  meter.start(); // the whole child: its CPU is known only once it has been waited for
-  const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env);
-  const cpu = meter.stop();
+  // CPU over the copy phase only, the part timed: metered from its event to the next phase's.
+  const copy: { cpu?: CpuSeconds } = {};
+  const r = await runCloudshift(['run', plan, '--json', '--blob-concurrency', String(concurrency)], env, (line) => {
+    const phase = line.startsWith('{') ? (JSON.parse(line) as { type: string; phase?: string }) : null;
+    if (phase?.type !== 'run:phase') return;
+    if (phase.phase === 'copy') meter.start();
+    else if (phase.phase === 'indexes') copy.cpu = meter.stop();
+  });
   if (r.code !== 0) throw new Error(`cloudshift run exited with ${r.code}`);
+  if (!copy.cpu) throw new Error('cloudshift did not report its copy phase');
   // As the baseline and the floor: the next measurement finds Azurite without these blobs.
   await BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING!)
     .getContainerClient(DOCUMENTS_CONTAINER)
     .deleteIfExists();
-  return sized(copyPhaseSeconds(r.stdout), cpu, documents, bytes, r.peakRssMb);
+  return sized(copyPhaseSeconds(r.stdout), copy.cpu, documents, bytes, r.peakRssMb);
 }
 
 /** The documents benchmark's plan (also run by several workers). */

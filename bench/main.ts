@@ -8,6 +8,7 @@
  *   --rounds 3       documents: rounds of baseline, floor and cloudshift (the ratio is their median)
  *   --service-core   Azurite on the last core, everything else on the others (Linux, taskset), as a
  *                    blob service elsewhere has its own CPU; by default all share every core
+ *   --profile DIR    each cloudshift child writes a V8 CPU profile (.cpuprofile) into DIR
  *   --skip-tables, --skip-documents, --skip-cutover, --skip-workers
  */
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createHospitalDataset } from '../src/demo/dataset.js';
 import { startLocalServers } from '../src/embedded/servers.js';
+import { profileChildrenInto } from './child.js';
 import { CpuMeter, pinService } from './cpu.js';
 import { createDatabase, measureCloudshift, measureFloor, prepareTarget, sourceSize, writeTablesPlan } from './copy.js';
 import { measureStatus, measureVerify } from './views.js';
@@ -43,6 +45,8 @@ function findPsql(): string {
   }
 }
 
+const profile = arg('profile', '');
+if (profile) profileChildrenInto(profile);
 const scales = arg('scales', arg('scale', '1')).split(',').map(Number);
 const jobs = Number(arg('jobs', '4'));
 const psql = findPsql();
@@ -166,7 +170,7 @@ try {
     console.log('  baseline: @azure/storage-blob upload from memory, 8 at a time');
     console.log('  floor: one COPY from PostgreSQL, MD5 and SHA-256, upload; nothing recorded or verified');
     console.log('  cloudshift: streamed from PostgreSQL, recorded, verified, --blob-concurrency 8');
-    console.log('  CPU seconds: of Azurite, each PostgreSQL server and the client while each ran (cloudshift: start to exit)');
+    console.log('  CPU seconds: of Azurite, each PostgreSQL server and the client while each was timed, and the cores idle');
     rounds.forEach((x, i) => {
       const line = order.map((n) => `${n} ${x[n].seconds.toFixed(1)} s (${x[n].mbPerSecond.toFixed(1)} MB/s)`).join(', ');
       console.log(`  round ${i + 1}: ${line}; ratio ${(x.cloudshift.mbPerSecond / x.baseline.mbPerSecond).toFixed(2)}`);
