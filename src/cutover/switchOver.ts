@@ -270,7 +270,7 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     if (behind !== null) steps[steps.length - 1]!.step = `drained (${Math.max(0, behind)} bytes of WAL behind at the fence)`;
 
     // 5. Sequences, large objects, the quick check.
-    await setSequences(clients[to], await readSequences(clients[from], tables));
+    await setSequences(clients[to], await readSequences(clients[from], tables, ctx.plan.sequences));
     await step('sequences');
     if (horizon !== null) {
       const signal = AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now())));

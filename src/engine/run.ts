@@ -245,6 +245,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         omitColumns: t.documents ? [t.documents.plan.content] : [],
         addColumns: t.documents ? [{ name: t.documents.plan.keepColumn, type: 'text' }] : [],
       })),
+      plan.sequences,
     );
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
     if (todo('schema')) {
@@ -432,7 +433,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     // 6. Sequences, from the source's current values.
     if (todo('sequences')) {
       await enter('sequences');
-      const values = await readSequences(source, tables);
+      const values = await readSequences(source, tables, plan.sequences);
       await setSequences(target, values);
       emit('sequences:set', { count: values.length });
     }

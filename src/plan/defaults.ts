@@ -89,6 +89,8 @@ export interface Plan {
   state: { postgres: PlanValue; schema: string };
   tables: TablePlan[];
   documents: DocumentPlan[];
+  /** Sequences listed by the plan, beyond those the tables own or use (plan.sequences[i]). */
+  sequences: QualifiedName[];
   copy: { jobs: number; batchRows: number; maxWorkers: number | undefined; workerTimeoutMs: number };
   sync: { mode: 'logical' | 'none'; slot: string; publication: string; warnRetainedWalBytes: number };
   cutover: { switch: SwitchPlan | undefined; maxPauseMs: number; maxLagMs: number };
@@ -127,6 +129,7 @@ export function applyDefaults(input: PlanInput): Plan {
       replicaIdentity: t.replicaIdentity,
       index,
     })),
+    sequences: (input.sequences ?? []).map((q) => parseQualifiedName(q)),
     documents: (input.documents ?? []).map((d, index) => ({
       table: parseQualifiedName(d.table),
       content: parseIdentifier(d.content),

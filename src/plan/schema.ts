@@ -29,6 +29,11 @@ const tableName = z.string().refine(isQualifiedName, {
   message: 'must be a table name, `schema.table` or `table`; quote unusual names as "My Table"',
 });
 
+const sequenceName = z.string().refine(isQualifiedName, {
+  params: { showValue: true },
+  message: 'must be a sequence name, `schema.sequence` or `sequence`; quote unusual names as "My Sequence"',
+});
+
 const connection = (what: string, presence = 'Required.') =>
   z
     .string()
@@ -288,6 +293,12 @@ export const planSchema = z
       .describe('Where cloudshift records runs, batches and events. Optional; default schema cloudshift in the target database.'),
     tables: z.array(table).optional().describe('Record tables to copy. Optional; default none (a plan needs tables or documents).'),
     documents: z.array(document).optional().describe('Documents moved to Blob Storage. Optional; default none.'),
+    sequences: z
+      .array(sequenceName)
+      .optional()
+      .describe(
+        "Sequences the application calls by name (`nextval('mrn_seq')`) that no migrated table owns or uses in a column default: created on the target, set to the source's value after the copy and at cutover, and back at rollback. A migrated table's own sequences (serial, identity, defaults) are always carried. Optional; default none.",
+      ),
     copy: z
       .strictObject({
         jobs: z.number().int().min(1).max(64).optional().describe('Batches copied at once. Optional; default 4.'),

@@ -20,14 +20,14 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     problems.push({ path: ['tables'], message: 'the plan moves nothing: list at least one table under `tables` or `documents`' });
   }
 
-  const seen = new Map<string, number>();
-  tables.forEach((t, i) => {
-    const key = displayName(parseQualifiedName(t.name));
-    const first = seen.get(key);
-    if (first !== undefined) {
-      problems.push({ path: ['tables', i, 'name'], message: `table ${key} is listed twice (also tables[${first}]); list each table once` });
-    } else seen.set(key, i);
-  });
+  problems.push(
+    ...listedTwice(
+      tables.map((t) => t.name),
+      'table',
+      (i) => ['tables', i, 'name'],
+    ),
+    ...listedTwice(plan.sequences ?? [], 'sequence', (i) => ['sequences', i]),
+  );
 
   // A column as PostgreSQL names it: `Content` and `"content"` are one column.
   const column = (text: string) => splitIdentifiers(text)?.[0] ?? text;
@@ -153,4 +153,18 @@ export function checkSemantics(plan: PlanInput): PathProblem[] {
     });
   }
   return problems;
+}
+
+/** A name listed a second time in `tables` or `sequences` (as PostgreSQL names it). */
+function listedTwice(names: string[], what: 'table' | 'sequence', path: (i: number) => Array<string | number>): PathProblem[] {
+  const seen = new Map<string, number>();
+  const list = `${what}s`;
+  return names.flatMap((name, i) => {
+    const key = displayName(parseQualifiedName(name));
+    const first = seen.get(key);
+    if (first === undefined) seen.set(key, i);
+    return first === undefined
+      ? []
+      : [{ path: path(i), message: `${what} ${key} is listed twice (also ${list}[${first}]); list each ${what} once` }];
+  });
 }

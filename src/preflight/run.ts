@@ -14,6 +14,7 @@ import { redact } from '../redact.js';
 import { checkAzure } from './azureChecks.js';
 import { checkBlob } from './blobChecks.js';
 import { estimate } from './estimate.js';
+import { checkSequences } from './sequenceChecks.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
 import { checkState } from './stateChecks.js';
 import { checkTarget } from './targetChecks.js';
@@ -76,8 +77,10 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
   let facts: SourceFacts | null = null;
   const source = await open('source', 'source.connect', secrets.source);
   try {
-    if (source)
+    if (source) {
       facts = await group('source.checks', 'source', () => checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000));
+      await group('sequence.checks', 'source', () => checkSequences(source, plan, checks));
+    }
   } finally {
     await source?.end().catch(() => undefined);
   }

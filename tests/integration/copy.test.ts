@@ -26,6 +26,7 @@ tables:
     batch: { rows: 400 }
   - name: public.wards
   - name: public.devices
+sequences: [public.mrn_seq]
 copy: { jobs: 3, batch: { rows: 500 } }
 `;
 
@@ -47,6 +48,13 @@ async function expectIdentical(s: Scenario) {
 async function scenario(prefix: string) {
   const s = await hospitalScenario(prefix);
   await sql('source', s.dbs.source, ALLTYPES_SQL);
+  // Standalone sequences, as an application's medical record numbers: one the plan lists, one not.
+  await sql(
+    'source',
+    s.dbs.source,
+    `CREATE SEQUENCE public.mrn_seq START 5000 INCREMENT 7; SELECT nextval('public.mrn_seq') FROM generate_series(1, 3);
+     CREATE SEQUENCE public.spare_seq; SELECT nextval('public.spare_seq')`,
+  );
   return s;
 }
 
@@ -96,6 +104,11 @@ describe('cloudshift run (bulk copy)', () => {
     expect(tgtSequences.filter((q) => q.last_value !== null).length).toBeGreaterThan(1);
     const srcSequences = new Map((await sequences('source')).map((q) => [`${q.schemaname}.${q.sequencename}`, q]));
     expect(tgtSequences).toEqual(tgtSequences.map((q) => srcSequences.get(`${q.schemaname}.${q.sequencename}`)));
+    // the standalone sequence the plan lists is there, with its options; the other is not migrated
+    expect(tgtSequences.filter((q) => q.sequencename === 'mrn_seq' || q.sequencename === 'spare_seq')).toEqual([
+      { schemaname: 'public', sequencename: 'mrn_seq', last_value: '5014' },
+    ]);
+    expect(await sql('target', s.dbs.target, `SELECT nextval('public.mrn_seq')::text AS n`)).toEqual([{ n: '5021' }]);
     // a second run finds nothing to do
     const again = await cli(['run', s.plan(TABLES_PLAN)], s.env);
     expect(again.code).toBe(0);
@@ -133,6 +146,12 @@ describe('cloudshift run: bad starts write nothing', () => {
       );
       const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
       expect(tables[0]!.n).toBe('0');
+      const missing = await cli(['run', s.plan(TABLES_PLAN.replace('[public.mrn_seq]', '[public.mrn_seq, public.no_such_seq]'))], s.env);
+      expect(missing.code).toBe(3);
+      expect(missing.stderr).toContain('error: sequence public.no_such_seq (plan sequences[1]) does not exist on the source');
+      expect(
+        await sql('target', s.dbs.target, `SELECT count(*)::int AS n FROM pg_class WHERE relnamespace = 'public'::regnamespace`),
+      ).toEqual([{ n: 0 }]);
     } finally {
       await s.drop();
     }

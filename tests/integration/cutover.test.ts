@@ -50,7 +50,7 @@ describe.runIf(pgbouncerAvailable())('cutover and rollback through PgBouncer', (
 
   beforeAll(async () => {
     s = await hospitalScenario('cutover', { load: false });
-    await sql('source', s.dbs.source, APP_SQL);
+    await sql('source', s.dbs.source, `${APP_SQL}; CREATE SEQUENCE public.mrn_seq START 100`);
     b = await startTestBouncer(s.dbs);
     env = { ...s.env, ...b.env };
     file = s.plan(`version: 1
@@ -61,6 +61,7 @@ tables:
   - name: public.accounts
   - name: public.ledger
   - name: public.events
+sequences: [public.mrn_seq]
 copy: { jobs: 2, batch: { rows: 200 } }
 sync: { mode: logical }
 ${b.cutoverYaml()}`);
@@ -94,6 +95,13 @@ ${b.cutoverYaml()}`);
         )
       )[0]!.s,
     );
+
+  /** A standalone sequence the plan lists: nextval() `n` times on one side, or where it stands. */
+  const mrn = async (side: 'source' | 'target', n = 0) => {
+    const db = side === 'source' ? s.dbs.source : s.dbs.target;
+    if (n > 0) await sql(side, db, `SELECT nextval('public.mrn_seq') FROM generate_series(1, ${n})`);
+    return (await sql<{ v: string }>(side, db, 'SELECT last_value::text AS v FROM public.mrn_seq'))[0]!.v;
+  };
 
   const switchWith = async (command: 'cutover' | 'rollback'): Promise<SwitchJson> => {
     const r = await cli([command, file, '--json'], env);
@@ -130,6 +138,8 @@ ${b.cutoverYaml()}`);
         // Copy and catch up while the application writes.
         const first = await cli(['run', file, '--until', 'synced'], env);
         expect(first.code, first.stderr).toBe(0);
+        // The application draws numbers from its own sequence after the copy set it: cutover carries them.
+        expect(await mrn('source', 5)).toBe('104');
 
         // A `cloudshift run` syncs in another process; the target's sum holds whenever sampled.
         const runner = spawn('node', ['bin/cloudshift.js', 'run', file], { env: { ...process.env, ...env }, stdio: 'ignore' });
@@ -145,6 +155,8 @@ ${b.cutoverYaml()}`);
         expect(cut1.syncElsewhere).toBe(true);
         expect(await runnerExit).toBe(0);
         expect(await routedTo()).toBe('target');
+        expect(await mrn('target')).toBe('104');
+        expect(await mrn('target', 3)).toBe('107');
         await app.waitFor(40);
         // The source refuses writes that bypass PgBouncer.
         const h = harness();
@@ -168,6 +180,7 @@ ${b.cutoverYaml()}`);
         // Rollback: the writes made on the target come back to the source.
         await switchWith('rollback');
         expect(await routedTo()).toBe('source');
+        expect(await mrn('source')).toBe('107');
         await app.waitFor(40);
 
         // Cutover 2: nothing syncs; cutover catches up itself.

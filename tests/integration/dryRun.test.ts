@@ -128,6 +128,30 @@ describe('cloudshift dry-run', () => {
     );
   });
 
+  it('warns about a sequence no table owns or uses, which only `sequences` carries; fails on a listed one the source lacks', async () => {
+    await sql('source', s.dbs.source, `CREATE SEQUENCE public.mrn_seq START 5000; SELECT nextval('public.mrn_seq')`);
+    try {
+      const unlisted = await dryRun(HOSPITAL_PLAN);
+      expect(unlisted.code).toBe(0);
+      const sequenceChecks = (report: Report | undefined) =>
+        report?.checks.filter((c) => c.id.startsWith('sequence.')).map((c) => `${c.status} ${c.id} ${c.subject}: ${c.message}`);
+      expect(sequenceChecks(unlisted.report)).toEqual([
+        "warn sequence.unlisted public.mrn_seq: sequence public.mrn_seq belongs to no table and no column default uses it, so it is not migrated: if the application calls nextval() on it, list it under `sequences` so the target goes on from the source's value",
+      ]);
+      const listed = await dryRun(
+        HOSPITAL_PLAN.replace('sync: { mode: logical }', 'sequences: [public.mrn_seq, public.patients, gone_seq]\nsync: { mode: logical }'),
+      );
+      expect(listed.code).toBe(1);
+      expect(sequenceChecks(listed.report)).toEqual([
+        'pass sequence.exists public.mrn_seq: sequence exists at 5000; set on the target after the copy and at cutover',
+        'fail sequence.exists public.patients: public.patients is not a sequence on the source (plan sequences[1], relkind r)',
+        'fail sequence.exists public.gone_seq: sequence public.gone_seq does not exist on the source (plan sequences[2])',
+      ]);
+    } finally {
+      await sql('source', s.dbs.source, 'DROP SEQUENCE public.mrn_seq');
+    }
+  });
+
   it('refuses a table without a key for live sync and spells out the fix', async () => {
     await sql('source', s.dbs.source, 'CREATE TABLE public.audit_log (at timestamptz, what text); ANALYZE public.audit_log');
     const plan = HOSPITAL_PLAN.replace('  - name: public.medications', '  - name: public.medications\n  - name: public.audit_log');

@@ -280,6 +280,22 @@ cutover:
     );
   });
 
+  it('reads the sequences a plan lists, and refuses one listed twice or a name that is none, at its line', () => {
+    const listed = validatePlanText(`${good}sequences: [public.mrn_seq, '"Ward Codes"']\n`);
+    expect(listed.valid).toBe(true);
+    if (listed.valid)
+      expect(applyDefaults(listed.input).sequences).toEqual([
+        { schema: 'public', name: 'mrn_seq' },
+        { schema: 'public', name: 'Ward Codes' },
+      ]);
+    expect(problems(`${good}sequences:\n  - public.mrn_seq\n  - MRN_SEQ\n`)).toEqual([
+      '11:5 sequences[1]: sequence public.mrn_seq is listed twice (also sequences[0]); list each sequence once',
+    ]);
+    expect(problems(`${good}sequences:\n  - public.mrn_seq\n  - a.b.c\n`)).toEqual([
+      '11:5 sequences[1]: must be a sequence name, `schema.sequence` or `sequence`; quote unusual names as "My Sequence", got the string "a.b.c"',
+    ]);
+  });
+
   it('never echoes a literal password put where a mapping belongs', () => {
     const text = good
       .replace('postgres: "${env:SOURCE_DATABASE_URL}"', 'postgres://admin:Secr3t@db.example.com/ehr')

@@ -1,7 +1,7 @@
 /**
  * Sequences are not carried by COPY (nor by logical replication): at the end of the copy, and at
- * cutover, every sequence the migrated tables own or use in a default is set on the target to
- * the source's current value.
+ * cutover, every sequence the migrated tables own or use in a default, and every one the plan
+ * lists, is set on the other side to this side's current value.
  */
 import type pg from 'pg';
 import { quoteQualified, type QualifiedName } from '../../plan/names.js';
@@ -12,8 +12,8 @@ export interface SequenceValue {
   isCalled: boolean;
 }
 
-export async function readSequences(source: pg.Client, tables: QualifiedName[]): Promise<SequenceValue[]> {
-  if (tables.length === 0) return [];
+export async function readSequences(source: pg.Client, tables: QualifiedName[], listed: QualifiedName[] = []): Promise<SequenceValue[]> {
+  if (tables.length === 0 && listed.length === 0) return [];
   const { rows } = await source.query<{ schema: string; name: string }>(
     `WITH t AS (SELECT unnest($1::text[])::regclass::oid AS oid)
      SELECT DISTINCT n.nspname AS schema, s.relname AS name
@@ -23,8 +23,13 @@ export async function readSequences(source: pg.Client, tables: QualifiedName[]):
       WHERE (d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.refobjid IN (SELECT oid FROM t) AND d.deptype IN ('a', 'i'))
          OR (d.classid = 'pg_attrdef'::regclass AND d.refobjid = s.oid
              AND d.objid IN (SELECT ad.oid FROM pg_attrdef ad WHERE ad.adrelid IN (SELECT oid FROM t)))
+     UNION
+     SELECT n.nspname, s.relname
+       FROM unnest($2::text[]) AS l(name)
+       JOIN pg_class s ON s.oid = l.name::regclass AND s.relkind = 'S'
+       JOIN pg_namespace n ON n.oid = s.relnamespace
       ORDER BY 1, 2`,
-    [tables.map(quoteQualified)],
+    [tables.map(quoteQualified), listed.map(quoteQualified)],
   );
   if (rows.length === 0) return [];
   // One round trip for all of them: at cutover this runs inside the write pause, and the target

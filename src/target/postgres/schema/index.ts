@@ -29,12 +29,17 @@ export { SchemaApplyError } from './execute.js';
 /** Oldest source we read: generated columns and pg_partition_tree() arrived in PostgreSQL 12. */
 const MIN_SOURCE_VERSION = 120000;
 
-export async function readSourceSchema(source: pg.Client, tables: TableSelection[]): Promise<SourceSchema> {
+export async function readSourceSchema(
+  source: pg.Client,
+  tables: TableSelection[],
+  /** The plan's `sequences`, beyond those the tables own or use. */
+  sequences: QualifiedName[] = [],
+): Promise<SourceSchema> {
   return withCatalogSession(source, async () => {
     const version = await serverVersion(source);
     if (version < MIN_SOURCE_VERSION)
       throw new PreconditionError(`the source runs PostgreSQL ${Math.floor(version / 10000)}; reading its schema needs 12 or newer`);
-    const t = await readTables(source, version, tables);
+    const t = await readTables(source, version, tables, sequences);
     const o = await readObjects(source, version, t);
     const ctxs = [...t.tables.values()];
     const schema: SourceSchema = {

@@ -11,6 +11,7 @@
 import type pg from 'pg';
 import { PreconditionError } from '../../../errors.js';
 import { displayName, type QualifiedName } from '../../../plan/names.js';
+import { findListedSequences, listedSequenceProblem } from '../../../source/listedSequences.js';
 import { collationName, columnDeps, procDeps, typeDeps } from './catalog.js';
 import { readConstraints, readIndexes, readStatistics } from './readKeys.js';
 import type {
@@ -54,7 +55,13 @@ export interface TablesRead {
 
 const rel = (t: TableCtx) => displayName(t.name);
 
-export async function readTables(client: pg.Client, version: number, selections: TableSelection[]): Promise<TablesRead> {
+export async function readTables(
+  client: pg.Client,
+  version: number,
+  selections: TableSelection[],
+  /** The plan's `sequences`: created whatever uses them. */
+  listedSequences: QualifiedName[] = [],
+): Promise<TablesRead> {
   const skipped: Skipped[] = [];
   const tables = await resolveTables(client, selections, skipped);
   const out: TablesRead = {
@@ -70,7 +77,7 @@ export async function readTables(client: pg.Client, version: number, selections:
   };
   const oids = [...tables.keys()];
   await readColumns(client, version, out, oids, selections);
-  await readSequences(client, out, oids);
+  await readSequences(client, out, oids, await resolveSequences(client, listedSequences));
   await readConstraints(client, out, oids);
   await readIndexes(client, out, oids);
   await readStatistics(client, out, oids);
@@ -368,8 +375,20 @@ async function readSequenceRows(client: pg.Client, oids: number[]): Promise<Map<
   return map;
 }
 
-/** Sequences owned by (serial) or used in the defaults of kept columns; identity sequences excluded. */
-async function readSequences(client: pg.Client, out: TablesRead, oids: number[]) {
+/** The plan's sequences by oid, in its order; one that is missing or no sequence stops the run. */
+async function resolveSequences(client: pg.Client, names: QualifiedName[]): Promise<number[]> {
+  return (await findListedSequences(client, names)).map((s, i) => {
+    const problem = listedSequenceProblem(s, i);
+    if (problem !== null) throw new PreconditionError(problem);
+    return s.oid!;
+  });
+}
+
+/**
+ * Sequences owned by (serial) or used in the defaults of kept columns, and those the plan lists;
+ * identity sequences of migrated tables excluded (each is created with its column).
+ */
+async function readSequences(client: pg.Client, out: TablesRead, oids: number[], listed: number[]) {
   const { rows } = await client.query<{ seq: number; rel: number; attnum: number; how: 'owned' | 'used' }>(
     `SELECT d.objid::int AS seq, d.refobjid::int AS rel, d.refobjsubid::int AS attnum, 'owned' AS how
        FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
@@ -384,7 +403,13 @@ async function readSequences(client: pg.Client, out: TablesRead, oids: number[])
     [oids],
   );
   const kept = rows.filter((r) => !out.tables.get(r.rel)!.omitted.has(r.attnum));
-  const defs = await readSequenceRows(client, [...new Set(kept.map((r) => r.seq))]);
+  const { rows: identities } = await client.query<{ seq: number }>(
+    `SELECT objid::int AS seq FROM pg_depend
+      WHERE classid = 'pg_class'::regclass AND objid = ANY($1::oid[]) AND refobjid = ANY($2::oid[]) AND deptype = 'i'`,
+    [listed, oids],
+  );
+  const identity = new Set(identities.map((r) => r.seq));
+  const defs = await readSequenceRows(client, [...new Set([...kept.map((r) => r.seq), ...listed.filter((q) => !identity.has(q))])]);
   for (const r of kept) {
     const s = defs.get(r.seq);
     if (s && r.how === 'owned') {
