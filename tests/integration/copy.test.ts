@@ -148,7 +148,7 @@ describe('cloudshift run: bad starts write nothing', () => {
       expect(tables[0]!.n).toBe('0');
       const missing = await cli(['run', s.plan(TABLES_PLAN.replace('[public.mrn_seq]', '[public.mrn_seq, public.no_such_seq]'))], s.env);
       expect(missing.code).toBe(3);
-      expect(missing.stderr).toContain('error: sequence public.no_such_seq (plan sequences[1]) does not exist on the source');
+      expect(missing.stderr).toContain('error: sequence public.no_such_seq does not exist on the source (plan sequences[1])');
       expect(
         await sql('target', s.dbs.target, `SELECT count(*)::int AS n FROM pg_class WHERE relnamespace = 'public'::regnamespace`),
       ).toEqual([{ n: 0 }]);
