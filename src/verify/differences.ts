@@ -88,21 +88,6 @@ function where(task: TableTask, range: KeyRange, filter: string | undefined): st
   return [rangeSql({ kind: 'key', ...range }, keyColumns(task)), ...(filter ? [`(${filter})`] : [])].join(' AND ');
 }
 
-/**
- * The range holding a table's last `rows` rows by key (the newest rows, for a serial key), read
- * on one side: the quick check at cutover compares it on both.
- */
-export async function tailRange(client: pg.Client, task: TableTask, rows: number, filter: string | undefined): Promise<KeyRange> {
-  const desc = keyColumns(task)
-    .map((k) => `${quoteIdent(k.name)}${k.collate ? ' COLLATE "C"' : ''} DESC`)
-    .join(', ');
-  const { rows: found } = await client.query<Record<string, string>>(
-    `SELECT ${keySelect(task)} FROM ${task.quoted}${filter ? ` WHERE (${filter})` : ''} ORDER BY ${desc} OFFSET ${rows - 1} LIMIT 1`,
-  );
-  const r = found[0];
-  return { low: r ? keyColumns(task).map((_, i) => r[`k${i}`]!) : null, high: null };
-}
-
 async function keyAt(client: pg.Client, task: TableTask, range: KeyRange, offset: number, filter: string | undefined): Promise<string[]> {
   const { rows } = await client.query<Record<string, string>>(
     `SELECT ${keySelect(task)} FROM ${task.quoted} WHERE ${where(task, range, filter)} ORDER BY ${orderBy(task)} OFFSET ${offset} LIMIT 1`,
