@@ -1,8 +1,10 @@
 /**
  * The quick verification inside the cutover pause: for each keyed table, the newest rows by key
- * (where a live application's inserts land) are hashed on both sides, after the drain. It is
- * bounded (an index scan of QUICK_ROWS rows per table), so it fits in the pause; the full
- * comparison is `cloudshift verify`, before or after the cutover.
+ * (where a live application's inserts land) are hashed on both sides, after the drain: a table of
+ * fewer than QUICK_ROWS rows whole. It reads at most QUICK_ROWS rows per table and side (through
+ * the key's index, when that index orders as the comparison does: a text key in collation "C",
+ * which the dry run checks), and is bounded by the pause budget left; the full comparison is
+ * `cloudshift verify`, before or after the cutover.
  *
  * Two statements in all, whatever the number of tables: one on the source finds each table's
  * last QUICK_ROWS rows and hashes them, one on the target hashes its rows from the lowest of
@@ -30,16 +32,32 @@ interface Hashed {
   digest: string | null;
 }
 
-export async function quickCheck(source: pg.Client, target: pg.Client, tasks: readonly TableTask[]): Promise<QuickCheckResult[]> {
+/**
+ * `timeoutMs`: the pause budget left; a side that has not answered by then is cancelled
+ * (SQLSTATE 57014) and the check throws.
+ */
+export async function quickCheck(
+  source: pg.Client,
+  target: pg.Client,
+  tasks: readonly TableTask[],
+  timeoutMs: number,
+): Promise<QuickCheckResult[]> {
   const keyed = tasks.filter((t): t is TableTask & { shape: { keyColumns: KeyColumn[] } } => t.shape.keyColumns !== null);
   if (keyed.length === 0) return [];
-  const { rows: tails } = await source.query<Hashed & { low: string | null }>(
+  const started = performance.now();
+  const tails = await bounded<Hashed & { low: string | null }>(
+    source,
+    timeoutMs,
     keyed
       .map((t, i) => {
         const keys = t.shape.keyColumns;
-        const newest = `SELECT ${rowAndKeys(t)} FROM ${t.quoted}${t.where ? ` WHERE (${t.where})` : ''}
-          ORDER BY ${keys.map((k) => `${quoteIdent(k.name)}${k.collate ? ' COLLATE "C"' : ''} DESC`).join(', ')} LIMIT ${QUICK_ROWS}`;
-        const lowest = `(array_agg(json_build_array(${keys.map((_, j) => `s.k${j}::text`).join(', ')}) ORDER BY ${inKeyOrder(keys)}))[1]::text`;
+        // Ordered by the subquery's k0, k1…: a bare key name in ORDER BY would mean an output
+        // column of that name first (a key column named r or k1), and an alias of the table would
+        // break a plan's where that names it.
+        const newest = `SELECT * FROM (SELECT ${rowAndKeys(t)} FROM ${t.quoted}${t.where ? ` WHERE (${t.where})` : ''}) n
+            ORDER BY ${keys.map((k, j) => `n.k${j}${k.collate ? ' COLLATE "C"' : ''} DESC`).join(', ')} LIMIT ${QUICK_ROWS}`;
+        // Only a table that filled the tail has a lowest key to start from; a smaller one is compared whole.
+        const lowest = `CASE WHEN count(*) = ${QUICK_ROWS} THEN (array_agg(json_build_array(${keys.map((_, j) => `s.k${j}::text`).join(', ')}) ORDER BY ${inKeyOrder(keys)}))[1]::text END`;
         return `SELECT ${i}::text AS i, ${hashed(keys)}, ${lowest} AS low FROM (${newest}) s`;
       })
       .join(' UNION ALL '),
@@ -49,7 +67,9 @@ export async function quickCheck(source: pg.Client, target: pg.Client, tasks: re
     const low = onSource.get(String(i))?.low ?? null;
     return low === null ? null : (JSON.parse(low) as string[]);
   };
-  const { rows: targetRows } = await target.query<Hashed>(
+  const targetRows = await bounded<Hashed>(
+    target,
+    timeoutMs - (performance.now() - started),
     keyed
       .map((t, i) => {
         const from = lowest(i);
@@ -68,6 +88,18 @@ export async function quickCheck(source: pg.Client, target: pg.Client, tasks: re
       equal: there !== undefined && there.rows === here.rows && there.digest === here.digest,
     };
   });
+}
+
+/**
+ * `sql` on `client` under a statement timeout of `ms` (at least 1), in one round trip: the three
+ * statements of one simple query run in one implicit transaction, so a timeout or any failure
+ * also undoes the SET.
+ */
+async function bounded<R extends pg.QueryResultRow>(client: pg.Client, ms: number, sql: string): Promise<R[]> {
+  const results = (await client.query(
+    `SET statement_timeout = ${Math.max(1, Math.floor(ms))}; ${sql}; RESET statement_timeout`,
+  )) as unknown as Array<pg.QueryResult<R>>;
+  return results[1]!.rows;
 }
 
 /** A row's text rendering (the copied columns) and its key columns, as k0, k1…. */

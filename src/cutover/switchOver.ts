@@ -283,7 +283,13 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
       }
       await step('large-objects');
     }
-    checks = await quickCheck(clients.source, clients.target, ctx.tasks);
+    try {
+      checks = await quickCheck(clients.source, clients.target, ctx.tasks, deadline - performance.now());
+    } catch (err) {
+      if ((err as { code?: string }).code === '57014')
+        throw new Abort(`the pause budget (maxPause ${maxPause} ms) ran out in the quick check of the newest rows`);
+      throw err;
+    }
     const differing = checks.filter((c) => !c.equal);
     if (differing.length > 0) {
       throw new Abort(

@@ -12,10 +12,14 @@ import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harn
 const TABLES = `
 CREATE TABLE public.a (id bigint PRIMARY KEY, v text, f float8, at timestamptz);
 INSERT INTO public.a SELECT g, 'row ' || g, g / 3.0, '2026-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 3000) g;
-CREATE TABLE public.b (region text, n int, note text, PRIMARY KEY (region, n));
+CREATE TABLE public.b (region text COLLATE "und-x-icu", n int, note text, PRIMARY KEY (region, n));
 INSERT INTO public.b SELECT r, g, 'ward ' || g FROM unnest(ARRAY['Ärzte', 'north', 'North', 'z']) r, generate_series(1, 400) g;
 CREATE TABLE public.c (id int PRIMARY KEY, v text);
 CREATE TABLE public.empty (id int PRIMARY KEY);
+CREATE TABLE public.small (id int PRIMARY KEY, v text);
+INSERT INTO public.small SELECT g, 's' || g FROM generate_series(10, 20) g;
+CREATE TABLE public.odd (r int, k1 int, note text, PRIMARY KEY (k1, r));
+INSERT INTO public.odd SELECT g, 7, 'odd' FROM generate_series(1, 1500) g;
 CREATE TABLE public.keyless (x int);
 INSERT INTO public.keyless VALUES (1);
 `;
@@ -30,6 +34,8 @@ tables:
   - name: public.c
     where: "id % 2 = 0"
   - name: public.empty
+  - name: public.small
+  - name: public.odd
   - name: public.keyless
 `;
 
@@ -53,7 +59,7 @@ describe('the quick check inside the cutover pause', () => {
   const check = async () => {
     sent.source = 0;
     sent.target = 0;
-    const results = await quickCheck(source, target, tasks);
+    const results = await quickCheck(source, target, tasks, 30_000);
     return Object.fromEntries(results.map((r) => [r.table, `${r.rows} ${r.equal ? 'equal' : 'DIFFERENT'}`]));
   };
 
@@ -79,6 +85,8 @@ describe('the quick check inside the cutover pause', () => {
       'public.b': `${QUICK_ROWS} equal`,
       'public.c': `${QUICK_ROWS} equal`,
       'public.empty': '0 equal',
+      'public.small': '11 equal',
+      'public.odd': `${QUICK_ROWS} equal`,
     });
     expect(sent).toEqual({ source: 1, target: 1 });
   });
@@ -87,21 +95,40 @@ describe('the quick check inside the cutover pause', () => {
     await sql('target', dbs.target, `UPDATE public.a SET f = f + 1e-12 WHERE id = 2990`);
     await sql('target', dbs.target, `INSERT INTO public.b VALUES ('zz', 1, 'only here')`);
     await sql('target', dbs.target, `INSERT INTO public.empty VALUES (1)`);
+    // A table smaller than the tail is compared whole: a row below the source's first counts too.
+    await sql('target', dbs.target, `INSERT INTO public.small VALUES (1, 'stale')`);
     try {
       expect(await check()).toEqual({
         'public.a': `${QUICK_ROWS} DIFFERENT`,
         'public.b': `${QUICK_ROWS} DIFFERENT`,
         'public.c': `${QUICK_ROWS} equal`,
         'public.empty': '0 DIFFERENT',
+        'public.small': '11 DIFFERENT',
+        'public.odd': `${QUICK_ROWS} equal`,
       });
     } finally {
       await sql(
         'target',
         dbs.target,
-        `UPDATE public.a SET f = 2990 / 3.0 WHERE id = 2990; DELETE FROM public.b WHERE region = 'zz'; DELETE FROM public.empty`,
+        `UPDATE public.a SET f = 2990 / 3.0 WHERE id = 2990; DELETE FROM public.b WHERE region = 'zz'; DELETE FROM public.empty; DELETE FROM public.small WHERE id = 1`,
       );
     }
     expect(Object.values(await check()).every((r) => r.endsWith(' equal'))).toBe(true);
+  });
+
+  it('is bounded by the time it is given: a side that takes longer is cancelled', async () => {
+    const blocker = await connect({ role: 'source', connectionString: connectionUrl('source', dbs.source) });
+    try {
+      // A writer holding a table locked keeps the source's statement waiting past its bound.
+      await blocker.query('BEGIN; LOCK public.a IN ACCESS EXCLUSIVE MODE');
+      sent.source = 0;
+      await expect(quickCheck(source, target, tasks, 300)).rejects.toMatchObject({ code: '57014' });
+      expect(sent.source).toBe(1);
+    } finally {
+      await blocker.end();
+    }
+    // The bound is gone with the statement: the next check runs as long as it needs.
+    expect(await source.query('SHOW statement_timeout')).toMatchObject({ rows: [{ statement_timeout: '0' }] });
   });
 
   it('finds a row the target lacks, and leaves alone what is older than the newest rows (that is verify)', async () => {
