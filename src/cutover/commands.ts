@@ -3,6 +3,8 @@
  */
 import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
+import { displayName } from '../plan/names.js';
+import { sequencesMissing } from '../source/listedSequences.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets } from '../plan/secrets.js';
 import { quoteQualified } from '../plan/names.js';
@@ -45,6 +47,12 @@ export async function cutover(loaded: LoadedPlan, o: OpenContextOptions): Promis
     if (sync && sync.divergences > 0) {
       throw new PreconditionError(`live sync found ${sync.divergences} divergences (changes that matched no row on the target)`, {
         hint: 'run `cloudshift verify --repair`; a full verification that passes settles them',
+      });
+    }
+    const missing = await sequencesMissing(ctx.clients.target, ctx.plan.sequences);
+    if (missing.length > 0) {
+      throw new PreconditionError(`sequence ${missing.map(displayName).join(', ')} of the plan is not on the target yet`, {
+        hint: 'run `cloudshift run` with this plan (--force, if the plan changed since the run began): it makes the sequence, then cut over',
       });
     }
     const catchUp = await forwardCatchUp(ctx);

@@ -11,7 +11,8 @@ import { StateStore } from '../state/store.js';
 import { whoAmI, workerId } from '../state/who.js';
 import { handleExistingData } from '../target/postgres/existingData.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
-import { applyFinal, applyPostData, applyPreData, readSourceSchema } from '../target/postgres/schema/index.js';
+import { applyFinal, applyListedSequences, applyPostData, applyPreData, readSourceSchema } from '../target/postgres/schema/index.js';
+import { requireListedSequences } from '../source/listedSequences.js';
 import { copyPhase, type CopyPhaseResult } from './copyPhase.js';
 import { emitter, type EventSink } from './events.js';
 import type { EngineHooks } from './hooks.js';
@@ -225,6 +226,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     //    is written); target tables must be empty (or truncated, if the plan says so); then the
     //    schemas, types, sequences and tables with their primary keys. Safe to interrupt.
     const tables = tasks.map((t) => t.name);
+    // The plan's own sequences exist and can be read, before anything is written on either side.
+    await requireListedSequences(source, plan.sequences);
     // Before the tables are published (and their schema read for the target, the reverse sync's side).
     if (live && todo('schema')) {
       for (const change of await ensureReplicaIdentity(source, plan, tables)) {
@@ -248,6 +251,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       plan.sequences,
     );
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
+    // A plan given one more sequence (--force) after the schema phase: it is made now.
+    if (!todo('schema')) await applyListedSequences(target, schema, plan.sequences);
     if (todo('schema')) {
       // Until the schema phase begins, the target's tables are the operator's: whoever runs this
       // (again, after a refusal; or a process that took the run over) checks or truncates them.

@@ -297,7 +297,7 @@ export const planSchema = z
       .array(sequenceName)
       .optional()
       .describe(
-        "Sequences the application calls by name (`nextval('mrn_seq')`) that no migrated table owns or uses in a column default: created on the target, set to the source's value after the copy and at cutover, and back at rollback. A migrated table's own sequences (serial, identity, defaults) are always carried. Optional; default none.",
+        "Sequences the application calls by name (`nextval('mrn_seq')`) that no migrated table owns or uses in a column default: created on the target, set to the source's value after the copy and at cutover, and back at rollback. A migrated table's own sequences (serial, identity, defaults) are always carried. One added while a run is under way is made by the next `cloudshift run --force`; cutover refuses until then. Optional; default none.",
       ),
     copy: z
       .strictObject({

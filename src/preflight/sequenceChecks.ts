@@ -1,8 +1,8 @@
 /**
- * The plan's sequences on the source: each listed one exists and is a sequence; and a sequence
- * in a migrated table's schema that belongs to no table, and that no column default uses, is
- * named (warn): the application may call nextval() on it, and unless the plan lists it the
- * target would start it again from its start value after cutover.
+ * The plan's sequences on the source: each listed one exists, is a sequence, and can be read (and
+ * set, which rollback does, with live sync); and a sequence in a migrated table's schema that
+ * belongs to no table, and that no column default uses, is named (warn): the application may call
+ * nextval() on it, and unless the plan lists it the target has no such sequence after cutover.
  */
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
@@ -16,6 +16,12 @@ export async function checkSequences(client: pg.Client, plan: Plan, checks: Chec
     const subject = displayName(s.name);
     const problem = listedSequenceProblem(s, i);
     if (problem !== null) checks.fail('sequence.exists', subject, problem);
+    else if (plan.sync.mode === 'logical' && !s.canSet)
+      checks.fail(
+        'sequence.exists',
+        subject,
+        `permission denied: the source user may not set sequence ${subject} (plan sequences[${i}]), which rollback does; GRANT UPDATE ON SEQUENCE ${subject} TO <user>`,
+      );
     else
       checks.pass(
         'sequence.exists',
@@ -43,7 +49,7 @@ export async function checkSequences(client: pg.Client, plan: Plan, checks: Chec
     checks.warn(
       'sequence.unlisted',
       subject,
-      `sequence ${subject} belongs to no table and no column default uses it, so it is not migrated: if the application calls nextval() on it, list it under \`sequences\` so the target goes on from the source's value`,
+      `sequence ${subject} belongs to no table and no column default uses it, so it is not migrated: if the application calls nextval() on it, list it under \`sequences\` so the target has it, going on from the source's value`,
     );
   }
 }

@@ -26,7 +26,7 @@ tables:
     batch: { rows: 400 }
   - name: public.wards
   - name: public.devices
-sequences: [public.mrn_seq]
+sequences: [public.mrn_seq, public.patients_id_seq, public.left_out_id_seq]
 copy: { jobs: 3, batch: { rows: 500 } }
 `;
 
@@ -53,7 +53,8 @@ async function scenario(prefix: string) {
     'source',
     s.dbs.source,
     `CREATE SEQUENCE public.mrn_seq START 5000 INCREMENT 7; SELECT nextval('public.mrn_seq') FROM generate_series(1, 3);
-     CREATE SEQUENCE public.spare_seq; SELECT nextval('public.spare_seq')`,
+     CREATE SEQUENCE public.spare_seq; SELECT nextval('public.spare_seq');
+     CREATE TABLE public.left_out (id serial PRIMARY KEY); INSERT INTO public.left_out SELECT FROM generate_series(1, 4)`,
   );
   return s;
 }
@@ -104,10 +105,15 @@ describe('cloudshift run (bulk copy)', () => {
     expect(tgtSequences.filter((q) => q.last_value !== null).length).toBeGreaterThan(1);
     const srcSequences = new Map((await sequences('source')).map((q) => [`${q.schemaname}.${q.sequencename}`, q]));
     expect(tgtSequences).toEqual(tgtSequences.map((q) => srcSequences.get(`${q.schemaname}.${q.sequencename}`)));
-    // the standalone sequence the plan lists is there, with its options; the other is not migrated
-    expect(tgtSequences.filter((q) => q.sequencename === 'mrn_seq' || q.sequencename === 'spare_seq')).toEqual([
+    // the standalone sequence the plan lists is there, with its options; the other is not migrated;
+    // one a table left out owns is made on its own; an identity one listed is still its column's
+    expect(tgtSequences.filter((q) => /^(mrn_seq|spare_seq|left_out_id_seq)$/.test(q.sequencename as string))).toEqual([
+      { schemaname: 'public', sequencename: 'left_out_id_seq', last_value: '4' },
       { schemaname: 'public', sequencename: 'mrn_seq', last_value: '5014' },
     ]);
+    expect(
+      await sql('target', s.dbs.target, `SELECT to_regclass('public.left_out') AS t, pg_get_serial_sequence('public.patients', 'id') AS s`),
+    ).toEqual([{ t: null, s: 'public.patients_id_seq' }]);
     expect(await sql('target', s.dbs.target, `SELECT nextval('public.mrn_seq')::text AS n`)).toEqual([{ n: '5021' }]);
     // a second run finds nothing to do
     const again = await cli(['run', s.plan(TABLES_PLAN)], s.env);
@@ -146,7 +152,7 @@ describe('cloudshift run: bad starts write nothing', () => {
       );
       const tables = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'`);
       expect(tables[0]!.n).toBe('0');
-      const missing = await cli(['run', s.plan(TABLES_PLAN.replace('[public.mrn_seq]', '[public.mrn_seq, public.no_such_seq]'))], s.env);
+      const missing = await cli(['run', s.plan(TABLES_PLAN.replace('[public.mrn_seq', '[public.mrn_seq, public.no_such_seq'))], s.env);
       expect(missing.code).toBe(3);
       expect(missing.stderr).toContain('error: sequence public.no_such_seq does not exist on the source (plan sequences[1])');
       expect(

@@ -466,6 +466,15 @@ cutover:
 
   it('replays a document and a row written on the target back to the source at rollback', { timeout: 120_000 }, async () => {
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    // A sequence the plan lists only once the run syncs: cutover refuses until a run has made it.
+    await sql('source', s.dbs.source, `CREATE SEQUENCE public.late_seq START 40; SELECT nextval('public.late_seq')`);
+    const late = s.plan(readFileSync(file, 'utf8').replace('copy: {', 'sequences: [public.late_seq]\ncopy: {'), 'late.yaml');
+    const refused = await cli(['cutover', late], s.env);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toContain('error: sequence public.late_seq of the plan is not on the target yet');
+    expect((await cli(['run', late, '--force', '--until', 'synced'], s.env)).code).toBe(0);
+    expect(await sql('target', s.dbs.target, `SELECT last_value::text AS v FROM public.late_seq`)).toEqual([{ v: '40' }]);
+    expect((await cli(['run', file, '--force', '--until', 'synced'], s.env)).code).toBe(0);
     const cut = await cli(['cutover', file, '--json'], s.env);
     expect(cut.code, cut.stderr).toBe(0);
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);

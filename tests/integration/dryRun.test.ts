@@ -136,7 +136,7 @@ describe('cloudshift dry-run', () => {
       const sequenceChecks = (report: Report | undefined) =>
         report?.checks.filter((c) => c.id.startsWith('sequence.')).map((c) => `${c.status} ${c.id} ${c.subject}: ${c.message}`);
       expect(sequenceChecks(unlisted.report)).toEqual([
-        "warn sequence.unlisted public.mrn_seq: sequence public.mrn_seq belongs to no table and no column default uses it, so it is not migrated: if the application calls nextval() on it, list it under `sequences` so the target goes on from the source's value",
+        "warn sequence.unlisted public.mrn_seq: sequence public.mrn_seq belongs to no table and no column default uses it, so it is not migrated: if the application calls nextval() on it, list it under `sequences` so the target has it, going on from the source's value",
       ]);
       const listed = await dryRun(
         HOSPITAL_PLAN.replace('sync: { mode: logical }', 'sequences: [public.mrn_seq, public.patients, gone_seq]\nsync: { mode: logical }'),
@@ -185,6 +185,22 @@ describe('cloudshift dry-run', () => {
     expect(check(report, 'table.exists', 'public.medications').message).toBe(
       'permission denied: the source user may not SELECT from public.medications; GRANT SELECT ON public.medications TO <user>',
     );
+    // A listed sequence it may not read (the copy reads it), then only read (rollback sets it).
+    await sql('source', s.dbs.source, 'CREATE SEQUENCE public.mrn_seq');
+    try {
+      const listing = HOSPITAL_PLAN.replace('sync: { mode: logical }', 'sequences: [public.mrn_seq]\nsync: { mode: logical }');
+      const unreadable = await dryRun(listing, { ...s.env, SOURCE_DATABASE_URL: url });
+      expect(check(unreadable.report, 'sequence.exists').message).toBe(
+        'permission denied: the source user may not read sequence public.mrn_seq (plan sequences[0]); GRANT SELECT ON SEQUENCE public.mrn_seq TO <user>',
+      );
+      await sql('source', s.dbs.source, 'GRANT SELECT ON SEQUENCE public.mrn_seq TO cs_reader');
+      const readOnly = await dryRun(listing, { ...s.env, SOURCE_DATABASE_URL: url });
+      expect(check(readOnly.report, 'sequence.exists').message).toBe(
+        'permission denied: the source user may not set sequence public.mrn_seq (plan sequences[0]), which rollback does; GRANT UPDATE ON SEQUENCE public.mrn_seq TO <user>',
+      );
+    } finally {
+      await sql('source', s.dbs.source, 'DROP SEQUENCE public.mrn_seq');
+    }
   });
 
   it('warns about long-running transactions that would block slot creation, naming them', async () => {

@@ -21,7 +21,7 @@ import { runStages, runSteps } from './execute.js';
 import type { Phase, SourceSchema, TableSelection } from './model.js';
 import { readObjects } from './readObjects.js';
 import { readTables } from './readTables.js';
-import { finalSteps, postDataStages, preDataSteps, renderStep } from './steps.js';
+import { finalSteps, listedSequenceSteps, postDataStages, preDataSteps, renderStep } from './steps.js';
 
 export type { SourceSchema, TableSelection, Skipped, TableDef, ColumnDef } from './model.js';
 export { SchemaApplyError } from './execute.js';
@@ -86,6 +86,11 @@ function schemasOf(s: SourceSchema): string[] {
 /** Phase 1, before any data. One transaction per object; objects that exist are skipped. */
 export async function applyPreData(target: pg.Client, schema: SourceSchema): Promise<void> {
   await runSteps(target, preDataSteps(schema));
+}
+
+/** The plan's `sequences` created where missing (a run resumed past phase 1 with one more listed). */
+export async function applyListedSequences(target: pg.Client, schema: SourceSchema, listed: readonly QualifiedName[]): Promise<void> {
+  await runSteps(target, listedSequenceSteps(schema, listed));
 }
 
 /**

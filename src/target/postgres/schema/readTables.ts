@@ -11,7 +11,7 @@
 import type pg from 'pg';
 import { PreconditionError } from '../../../errors.js';
 import { displayName, type QualifiedName } from '../../../plan/names.js';
-import { findListedSequences, listedSequenceProblem } from '../../../source/listedSequences.js';
+import { requireListedSequences } from '../../../source/listedSequences.js';
 import { collationName, columnDeps, procDeps, typeDeps } from './catalog.js';
 import { readConstraints, readIndexes, readStatistics } from './readKeys.js';
 import type {
@@ -77,7 +77,7 @@ export async function readTables(
   };
   const oids = [...tables.keys()];
   await readColumns(client, version, out, oids, selections);
-  await readSequences(client, out, oids, await resolveSequences(client, listedSequences));
+  await readSequences(client, out, oids, await requireListedSequences(client, listedSequences));
   await readConstraints(client, out, oids);
   await readIndexes(client, out, oids);
   await readStatistics(client, out, oids);
@@ -373,15 +373,6 @@ async function readSequenceRows(client: pg.Client, oids: number[]): Promise<Map<
     });
   }
   return map;
-}
-
-/** The plan's sequences by oid, in its order; one that is missing or no sequence stops the run. */
-async function resolveSequences(client: pg.Client, names: QualifiedName[]): Promise<number[]> {
-  return (await findListedSequences(client, names)).map((s, i) => {
-    const problem = listedSequenceProblem(s, i);
-    if (problem !== null) throw new PreconditionError(problem);
-    return s.oid!;
-  });
 }
 
 /**

@@ -50,10 +50,31 @@ export type Stages = Step[][][];
 const qn = (q: QualifiedName): string[] => [q.schema, q.name];
 const on = (table: QualifiedName, name: string): string[] => [table.schema, table.name, name];
 
+const schemaStep = (name: string): Step => ({
+  label: `schema ${quoteIdent(name)}`,
+  probe: { kind: 'schema', args: [name] },
+  sql: [ddl.createSchema(name)],
+});
+
+const sequenceStep = (q: SourceSchema['sequences'][number]): Step => ({
+  label: `sequence ${displayName(q.name)}`,
+  probe: { kind: 'relation', args: qn(q.name) },
+  sql: ddl.createSequence(q),
+});
+
+/**
+ * The plan's own `sequences` (with their schemas), for a run resumed past its schema phase with
+ * a plan that lists one more: each step is skipped where its object exists.
+ */
+export function listedSequenceSteps(s: SourceSchema, listed: readonly QualifiedName[]): Step[] {
+  const names = new Set(listed.map(quoteQualified));
+  const sequences = s.sequences.filter((q) => names.has(quoteQualified(q.name)));
+  return [...new Set(sequences.map((q) => q.name.schema))].map(schemaStep).concat(sequences.map(sequenceStep));
+}
+
 export function preDataSteps(s: SourceSchema): Step[] {
   const steps: Step[] = [];
-  for (const name of s.schemas)
-    steps.push({ label: `schema ${quoteIdent(name)}`, probe: { kind: 'schema', args: [name] }, sql: [ddl.createSchema(name)] });
+  for (const name of s.schemas) steps.push(schemaStep(name));
   for (const e of s.extensions)
     steps.push({ label: `extension ${e.name}`, probe: { kind: 'extension', args: [e.name] }, sql: [ddl.createExtension(e)] });
   for (const o of s.preDataObjects) {
@@ -72,8 +93,7 @@ export function preDataSteps(s: SourceSchema): Step[] {
       });
     }
   }
-  for (const q of s.sequences)
-    steps.push({ label: `sequence ${displayName(q.name)}`, probe: { kind: 'relation', args: qn(q.name) }, sql: ddl.createSequence(q) });
+  for (const q of s.sequences) steps.push(sequenceStep(q));
   const byName = new Map(s.tables.map((t) => [quoteQualified(t.name), t]));
   for (const t of s.tables) {
     const parent = t.partitionOf ? byName.get(quoteQualified(t.partitionOf.parent)) : undefined;
