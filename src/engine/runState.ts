@@ -5,6 +5,7 @@
 import { PreconditionError, StateConflictError } from '../errors.js';
 import { listWorkers } from '../state/sql/workers.js';
 import type { LoadedPlan } from '../plan/parse.js';
+import { displayName } from '../plan/names.js';
 import type { StateStore } from '../state/store.js';
 import type { RunRow } from '../state/types.js';
 import { toolVersion } from '../version.js';
@@ -62,6 +63,7 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: Op
           { hint: `undo the change to ${loaded.file}, or run again with --force to resume with the changed plan` },
         );
       }
+      await requirePlannedTables(store, active, loaded);
       await store.updateFingerprint(active.id, loaded.fingerprint);
       const why = untouched ? 'nothing was copied yet' : '--force';
       await store.appendEvent(active.id, 'run:forced', `resumed with a changed plan (${why})`, {
@@ -95,4 +97,30 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: Op
   if (!(await store.tryLock(`cloudshift.run:${run.id}`))) return openRun(store, loaded, options);
   await store.appendEvent(run.id, 'run:start', `run of plan ${plan.name} started`, { toolVersion, fingerprint: loaded.fingerprint });
   return { run, resumed: false, alreadyFinished: false, worker: false };
+}
+
+/**
+ * A run's tables are fixed once its batches are planned: a plan resumed with --force that adds a
+ * table would finish without ever creating or copying it (the schema and planning phases are
+ * over), and one that drops a table would leave batches no process may copy. Refused (exit 4)
+ * before the run takes the changed plan, naming the tables.
+ */
+async function requirePlannedTables(store: StateStore, run: RunRow, loaded: LoadedPlan): Promise<void> {
+  const planned = await store.plannedRelations(run.id);
+  if (planned.length === 0) return;
+  const { plan } = loaded;
+  const tables = [...new Set([...plan.documents.map((d) => displayName(d.table)), ...plan.tables.map((t) => displayName(t.name))])];
+  const added = tables.filter((t) => !planned.includes(t));
+  const dropped = planned.filter((t) => !tables.includes(t));
+  if (added.length === 0 && dropped.length === 0) return;
+  const changes = [
+    ...(added.length > 0 ? [`adds ${added.join(', ')}`] : []),
+    ...(dropped.length > 0 ? [`no longer has ${dropped.join(', ')}`] : []),
+  ];
+  throw new StateConflictError(
+    `the plan ${changes.join(' and ')}, but run ${run.id} (phase ${run.phase}) planned its batches for the tables it had then: a run's tables are fixed once they are planned`,
+    {
+      hint: `undo that change to ${loaded.file}; migrate other tables with a plan of their own (another name), or end this run with \`cloudshift cleanup\` and start again`,
+    },
+  );
 }

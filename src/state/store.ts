@@ -207,6 +207,12 @@ export class StateStore {
     return row !== undefined;
   }
 
+  /** The tables the run's batches were planned for (none before planning). */
+  async plannedRelations(runId: string): Promise<string[]> {
+    const rows = await this.knex('batches').where({ run_id: runId }).distinct('relation').orderBy('relation');
+    return rows.map((r: { relation: string }) => r.relation);
+  }
+
   async claimBatches(runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
     return claimBatches(this.knex, runId, workerId, limit);
   }

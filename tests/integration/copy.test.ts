@@ -129,10 +129,21 @@ describe('cloudshift run (bulk copy)', () => {
     expect(r.stderr).toMatch(
       /error: the plan changed since run [0-9a-f-]{36} began on .* \(phase sequences\); cloudshift will not resume it with a different plan/,
     );
+    // --force does not change which tables a planned run copies: an added table would never be
+    // made or copied, a dropped one's batches never finished. Refused, naming both, the run untouched.
+    const otherTables = changed.replace('  - name: public.devices\n', '  - name: public.left_out\n');
+    const refused = await cli(['run', s.plan(otherTables), '--force'], s.env);
+    expect(refused.code, refused.stderr).toBe(4);
+    expect(refused.stderr).toMatch(
+      /error: the plan adds public\.left_out and no longer has public\.devices, but run [0-9a-f-]{36} \(phase sequences\) planned its batches for the tables it had then/,
+    );
+    expect(await sql('target', s.dbs.target, `SELECT to_regclass('public.left_out') AS t`)).toEqual([{ t: null }]);
+    const kinds = async () =>
+      (await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events ORDER BY id`)).map((e) => e.kind);
+    expect(await kinds()).not.toContain('run:forced');
     const forced = await cli(['run', s.plan(changed), '--force'], s.env);
     expect(forced.code).toBe(0);
-    const events = await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events ORDER BY id`);
-    expect(events.map((e) => e.kind)).toContain('run:forced');
+    expect(await kinds()).toContain('run:forced');
   });
 });
 
