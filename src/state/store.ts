@@ -207,6 +207,12 @@ export class StateStore {
     return row !== undefined;
   }
 
+  /** Some batch of the run was copied (whatever its verification found). */
+  async hasCopiedBatches(runId: string): Promise<boolean> {
+    const row = await this.knex('batches').where({ run_id: runId }).whereIn('status', ['copied', 'verified', 'mismatch']).first('id');
+    return row !== undefined;
+  }
+
   /** The tables the run's batches were planned for (none before planning). */
   async plannedRelations(runId: string): Promise<string[]> {
     const rows = await this.knex('batches').where({ run_id: runId }).distinct('relation').orderBy('relation');

@@ -25,7 +25,7 @@ import { createContainerClient } from '../target/blob/client.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { SnapshotHolder } from '../engine/snapshot.js';
 import { formatLsn, type Lsn } from './lsn.js';
-import { ensurePublication, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
+import { ensurePublication, slotGone, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
 import { stateProgress } from './progress.js';
 import { createSlot, replicationConnection } from './replication.js';
 import { syncLoop, type StopReason, type SyncLoopResult, type SyncStats } from './syncLoop.js';
@@ -68,6 +68,12 @@ export async function prepareForwardSync(
   );
   await store.updateRun(runId, { publication_name: plan.sync.publication, slot_name: plan.sync.slot });
   const existing = await slotState(source, plan.sync.slot);
+  // No slot, but this run made one before (its consistent point is recorded) or copied batches
+  // without one: a new slot would begin after changes those batches never saw, which no stream
+  // would bring. Refused, as the sync refuses a slot that went away.
+  if (!existing.exists && ((await store.getRun(runId))?.consistent_lsn != null || (await store.hasCopiedBatches(runId)))) {
+    throw slotGone(plan.sync.slot, 'source');
+  }
   if (!existing.exists) {
     const horizon = await takeHorizon(source);
     const created = await snapshotSlot(

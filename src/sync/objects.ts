@@ -4,6 +4,7 @@
  * be forgotten: `cleanup`, abort and rollback drop every recorded object that still exists.
  */
 import type pg from 'pg';
+import { PreconditionError } from '../errors.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { serverVersion } from '../pg/connect.js';
 import { parseLsn, type Lsn } from './lsn.js';
@@ -73,6 +74,13 @@ export interface SlotState {
   confirmedFlush: Lsn | null;
   /** WAL the source keeps for this slot, bytes. */
   retainedBytes: number | null;
+}
+
+/** The slot a run streams from is gone, and the changes since the copy began went with it. */
+export function slotGone(slot: string, side: string): PreconditionError {
+  return new PreconditionError(`replication slot "${slot}" does not exist on the ${side} database`, {
+    hint: 'the changes since the copy began are lost: start a fresh copy (`cloudshift rollback --drop-target`, then `cloudshift run`)',
+  });
 }
 
 export async function slotState(client: pg.Client, slot: string): Promise<SlotState> {

@@ -18,7 +18,7 @@ import type { TableTask } from '../engine/tableTask.js';
 import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import type { Lsn } from './lsn.js';
-import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotState } from './objects.js';
+import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotGone, slotState } from './objects.js';
 import { replicationConnection, senderTimeoutMs, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
@@ -131,11 +131,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
   try {
     const monitor = await open(o.fromUrl, 'cloudshift sync monitor', 'source', FLUSH_SETTINGS);
     const slot = await slotState(monitor, o.slot);
-    if (!slot.exists) {
-      throw new PreconditionError(`replication slot "${o.slot}" does not exist on the ${o.fromSide} database`, {
-        hint: 'the changes since the copy are lost: start a fresh copy (`cloudshift rollback --drop-target`, then `cloudshift run`)',
-      });
-    }
+    if (!slot.exists) throw slotGone(o.slot, o.fromSide);
     if (slot.walStatus === 'lost') {
       throw new PreconditionError(
         `replication slot "${o.slot}" was invalidated by the source (wal_status = lost): WAL it still needed was removed, so the target can no longer be brought up to date`,

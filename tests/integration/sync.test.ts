@@ -338,6 +338,39 @@ describe('live sync faults', () => {
     expect(events).toHaveLength(1);
   });
 
+  it('refuses to resume a copy whose slot is gone (the changes since it began went with it) rather than make a new one', async () => {
+    const lost = await hospitalScenario('slotlost');
+    try {
+      await sql('source', lost.dbs.source, NOTES_SQL);
+      const file = lost.plan(planText('slotlosttest'));
+      const killed = await spawnCli(['run', file, '--until', 'synced'], { ...lost.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2' });
+      expect(killed.signal).toBe('SIGKILL');
+      // The slot goes (a failover to a standby without it, an operator freeing WAL), and a row
+      // some copied batch holds changes: no stream could bring that change any more.
+      const [slot] = await slots(lost);
+      await sql(
+        'source',
+        'postgres',
+        `SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
+        [slot],
+      );
+      await sql('source', 'postgres', `SELECT pg_drop_replication_slot($1)`, [slot]);
+      await sql(
+        'source',
+        lost.dbs.source,
+        `UPDATE public.patients SET given_name = 'Changed' WHERE id = (SELECT min(id) FROM public.patients)`,
+      );
+      const resumed = await cli(['run', file, '--until', 'synced'], lost.env);
+      expect(resumed.code, resumed.stderr).toBe(3);
+      expect(resumed.stderr).toContain(`error: replication slot "${slot}" does not exist on the source database`);
+      expect(resumed.stderr).toMatch(/the changes since the copy began are lost: start a fresh copy/);
+      // None made in its place.
+      expect(await slots(lost)).toEqual([]);
+    } finally {
+      await lost.drop();
+    }
+  });
+
   it('resumed twice from newer snapshots: keeps a row whose key moved across batches, and a table without a key exactly once', async () => {
     // Beds: sparse keys (10, 20, …, 5000), five batches of 100, padded so it is the largest
     // table and copied first. Cots: no key at all, copied after it in ctid ranges.
