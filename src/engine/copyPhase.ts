@@ -220,14 +220,15 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         return;
       }
       const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch));
+      const judged = () => ({ id: batch.id, sourceChecksum: digestText(copied.digest), targetChecksum: digestText(actual) });
       if (digestEquals(actual, copied.digest) && task.documents && documents) {
         // Its documents are verified by the sweep after the batches (sweepDocuments).
-        await markRowsVerified(o.store.pool, schema, batch.id, digestText(actual));
+        await markRowsVerified(o.store.pool, schema, judged());
         finished(task.display, copied.digest.rows, copied.bytes, false);
         return;
       }
       if (digestEquals(actual, copied.digest)) {
-        await markBatchVerified(o.store.pool, schema, batch.id, digestText(actual));
+        await markBatchVerified(o.store.pool, schema, judged());
         o.emit('batch:verified', { table: task.display, batchId: batch.id, seq: batch.seq });
         finished(task.display, copied.digest.rows, copied.bytes, false);
         return;
@@ -235,7 +236,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
       const reason = `checksum mismatch: source ${digestText(copied.digest)}, target ${digestText(actual)}`;
       if (verifyAttempt >= 2) {
         // Settled meanwhile by another process: its verdict stands.
-        if (!(await markBatchMismatch(o.store.pool, schema, batch.id, digestText(actual), reason)))
+        if (!(await markBatchMismatch(o.store.pool, schema, judged(), reason)))
           return finished(task.display, copied.digest.rows, copied.bytes, false);
         mismatches += 1;
         o.emit('batch:mismatch', {
@@ -368,18 +369,18 @@ async function verifyKeylessTables(o: CopyPhaseOptions, slot: Slot, ensure: (s: 
     const { target } = await ensure(slot);
     const actual = await digestRange(target, task, null);
     const ok = digestEquals(actual, expected);
+    const judged = (b: BatchRow) => ({ id: b.id, sourceChecksum: b.source_checksum ?? '', targetChecksum: `table:${digestText(actual)}` });
     // A verdict counts only where it applied: another process may have settled the batches (and
     // live sync moved the table on) while this digest was read.
     let marked = false;
     for (const b of batches) {
-      if (ok) await markBatchVerified(o.store.pool, o.store.schema, b.id, `table:${digestText(actual)}`);
+      if (ok) await markBatchVerified(o.store.pool, o.store.schema, judged(b));
       else
         marked =
           (await markBatchMismatch(
             o.store.pool,
             o.store.schema,
-            b.id,
-            `table:${digestText(actual)}`,
+            judged(b),
             `table checksum mismatch: source ${digestText(expected)}, target ${digestText(actual)}`,
           )) || marked;
     }

@@ -154,12 +154,56 @@ describe('state store', () => {
       const copied = { id: b!.id, workerId: 'w1', rows: 2, bytes: 20, sourceChecksum: 's' };
       expect(await markBatchCopied(store.pool, 'verdicts', { ...copied, snapshot: 'S1' })).toBe(false);
       expect(await markBatchCopied(store.pool, 'verdicts', { ...copied, snapshot: 'S2' })).toBe(true);
-      expect(await markBatchVerified(store.pool, 'verdicts', b!.id, 's')).toBe(true);
+      expect(await markBatchVerified(store.pool, 'verdicts', { id: b!.id, sourceChecksum: 's', targetChecksum: 's' })).toBe(true);
       // w1's own digest, taken after the sync changed the range, arrives now.
       expect(await markBatchRetry(store.pool, 'verdicts', b!.id, 'w1', 'checksum mismatch')).toBe(false);
-      expect(await markBatchMismatch(store.pool, 'verdicts', b!.id, 'x', 'checksum mismatch')).toBe(false);
+      expect(
+        await markBatchMismatch(store.pool, 'verdicts', { id: b!.id, sourceChecksum: 's', targetChecksum: 'x' }, 'checksum mismatch'),
+      ).toBe(false);
       const [after] = await store.listBatches(run.id);
       expect([after!.status, after!.attempts, after!.target_checksum]).toEqual(['verified', 1, 's']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('applies a verdict only to the copy it judged: one read slowly, after the batch was sent back and copied again, settles nothing', async () => {
+    const store = await open('latecopy');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'l', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
+      const copy = async (worker: string, sourceChecksum: string) => {
+        const [b] = await store.claimBatches(run.id, worker, 1);
+        const copied = { id: b!.id, workerId: worker, rows: 2, bytes: 20, sourceChecksum, snapshot: null };
+        expect(await markBatchCopied(store.pool, 'latecopy', copied)).toBe(true);
+        return b!.id;
+      };
+      const id = await copy('w1', 's1');
+      await recordDocuments(
+        store.pool,
+        'latecopy',
+        run.id,
+        'public.docs',
+        [{ key: ['2'], name: 'd/2', size: 10, md5: 'm', sha256: 'h' }],
+        id,
+      );
+      // A sweep sends it back (a document found wrong); w2 copies it again, the source changed.
+      const wrong = await documentsNamed(store.pool, 'latecopy', run.id, new Date(), ['d/2']);
+      expect(await returnForDocuments(store.pool, 'latecopy', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
+      await copy('w2', 's2');
+      // w1's digests of its own copy arrive now: none may settle w2's.
+      expect(await markRowsVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
+      expect(await settleDocumentBatches(store.pool, 'latecopy', run.id, ['public.docs'])).toEqual([]);
+      expect(await markBatchVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
+      expect(
+        await markBatchMismatch(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' }, 'checksum mismatch'),
+      ).toBe(false);
+      const [b] = await store.listBatches(run.id);
+      expect([b!.status, b!.source_checksum, b!.target_checksum]).toEqual(['copied', 's2', null]);
+      // w2's own verdict applies.
+      expect(await markRowsVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's2', targetChecksum: 't2' })).toBe(true);
+      expect((await settleDocumentBatches(store.pool, 'latecopy', run.id, ['public.docs'])).map((x) => x.id)).toEqual([id]);
     } finally {
       await store.close();
     }
@@ -183,7 +227,7 @@ describe('state store', () => {
             snapshot: null,
           }),
         ).toBe(true);
-        await markRowsVerified(store.pool, 'docreturn', b!.id, 't');
+        expect(await markRowsVerified(store.pool, 'docreturn', { id: b!.id, sourceChecksum: 's', targetChecksum: 't' })).toBe(true);
         const doc = (id: string) => ({ key: [id], name: `d/${id}`, size: 10, md5: 'm', sha256: 'h' });
         await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], b!.id);
         return b!.id;

@@ -36,32 +36,35 @@ export async function markBatchCopied(
 }
 
 /*
- * The verdicts below apply only to a batch still copied (and not yet settled): a verifier that
- * comes late (a slow digest, while another process settled the batch and the sync moved on) must
- * not undo what was settled. Each returns whether it applied.
+ * Verdicts. Each applies only to a batch still copied (not yet settled: a verifier that comes
+ * late, while another process settled the batch and the sync moved on, must not undo that), and
+ * only to the copy it judged, named by its source checksum (a process that read its digest
+ * slowly may find the batch sent back and copied again by another). Each returns whether it applied.
  */
 
-export async function markBatchVerified(db: Queryable, schema: string, id: string, targetChecksum: string): Promise<boolean> {
+/** The copy a verdict is on: the batch, its copy's source checksum, the target's digest of it. */
+export interface Judged {
+  id: string;
+  sourceChecksum: string;
+  targetChecksum: string;
+}
+
+async function verdict(db: Queryable, schema: string, j: Judged, set: string, statuses: string, extra: unknown[] = []): Promise<boolean> {
   const r = await db.query(
-    `UPDATE ${t(schema)} SET status = 'verified', target_checksum = $2, error = NULL WHERE id = $1 AND status IN ('copied', 'verified')`,
-    [id, targetChecksum],
+    `UPDATE ${t(schema)} SET target_checksum = $3, ${set} WHERE id = $1 AND source_checksum = $2 AND status IN (${statuses})`,
+    [j.id, j.sourceChecksum, j.targetChecksum, ...extra],
   );
   return r.rowCount === 1;
 }
 
-export async function markBatchMismatch(
-  db: Queryable,
-  schema: string,
-  id: string,
-  targetChecksum: string,
-  error: string,
-): Promise<boolean> {
-  const r = await db.query(
-    `UPDATE ${t(schema)} SET status = 'mismatch', target_checksum = $2, error = $3 WHERE id = $1 AND status = 'copied'`,
-    [id, targetChecksum, error],
-  );
-  return r.rowCount === 1;
-}
+export const markBatchVerified = (db: Queryable, schema: string, j: Judged) =>
+  verdict(db, schema, j, `status = 'verified', error = NULL`, `'copied', 'verified'`);
+
+export const markBatchMismatch = (db: Queryable, schema: string, j: Judged, error: string) =>
+  verdict(db, schema, j, `status = 'mismatch', error = $4`, `'copied'`, [error]);
+
+/** A documents batch whose rows match: it stays copied until the sweep has verified its documents. */
+export const markRowsVerified = (db: Queryable, schema: string, j: Judged) => verdict(db, schema, j, 'error = NULL', `'copied'`);
 
 /**
  * A batch goes to `workerId` for another attempt (after a mismatch): the worker that found it,
@@ -83,11 +86,6 @@ export async function clearTableMismatches(db: Queryable, schema: string, runId:
     [runId, relation],
   );
   return r.rowCount ?? 0;
-}
-
-/** A documents batch whose rows match: it stays copied until the sweep has verified its documents. */
-export async function markRowsVerified(db: Queryable, schema: string, id: string, targetChecksum: string): Promise<void> {
-  await db.query(`UPDATE ${t(schema)} SET target_checksum = $2, error = NULL WHERE id = $1`, [id, targetChecksum]);
 }
 
 /** Documents batches whose rows match and whose documents are all verified become verified. */
