@@ -17,7 +17,7 @@ import { connect } from '../pg/connect.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
-import type { Lsn } from './lsn.js';
+import { formatLsn, type Lsn } from './lsn.js';
 import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotGone, slotState } from './objects.js';
 import { replicationConnection, senderTimeoutMs, startStream, type ChangeStream } from './replication.js';
 
@@ -156,6 +156,15 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
     });
     const fence = (): Lsn | null => (typeof o.untilFence === 'function' ? o.untilFence() : (o.untilFence ?? null));
     const from = await applier.start();
+    // Forward, the slot never confirms more than the target committed (a position is saved before
+    // it is acknowledged): a slot ahead means the target went back (restored to an earlier point),
+    // and the server would start at the slot's position, past the changes in between.
+    if (o.fromSide === 'source' && slot.confirmedFlush !== null && slot.confirmedFlush > from) {
+      throw new PreconditionError(
+        `the target has applied the stream up to ${formatLsn(from)}, but replication slot "${o.slot}" confirmed ${formatLsn(slot.confirmedFlush)}: the target went back (restored to an earlier point?), and the changes in between can no longer be streamed`,
+        { hint: 'a fresh copy is needed: `cloudshift rollback --drop-target`, then `cloudshift run`' },
+      );
+    }
     stats.applied = from;
     const early = fence();
     if (early !== null && from >= early) return 'fence';

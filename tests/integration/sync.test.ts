@@ -287,6 +287,38 @@ describe('live sync', () => {
     expect(resumed.code).toBe(0);
     await expectConverged(s);
   });
+
+  it('refuses to stream into a target that went back (restored to an earlier point), whose slot confirmed more than it holds', async () => {
+    const file = s.plan(planText('synctest'));
+    const position = async () =>
+      (
+        await sql<{ id: string; lsn: string }>(
+          'target',
+          s.dbs.target,
+          `SELECT r.id::text AS id, a.lsn::text AS lsn FROM cloudshift.runs r JOIN cloudshift.applied_lsn a ON a.run_id = r.id
+            WHERE r.plan_name = 'synctest' AND r.status = 'active'`,
+        )
+      )[0]!;
+    const before = await position();
+    await sql(
+      'source',
+      s.dbs.source,
+      `INSERT INTO public.observations (encounter_id, code, value, observed_at) VALUES (1, 'later', 1, now())`,
+    );
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    const after = await position();
+    // The target restored to before that change: the position it applied goes back.
+    await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET lsn = $1 WHERE run_id = $2`, [before.lsn, before.id]);
+    const refused = await cli(['run', file, '--until', 'synced'], s.env);
+    expect(refused.code, refused.stderr).toBe(3);
+    expect(refused.stderr).toContain(
+      `error: the target has applied the stream up to ${before.lsn}, but replication slot "cloudshift_synctest" confirmed`,
+    );
+    expect(refused.stderr).toMatch(/the changes in between can no longer be streamed/);
+    // Put back as it was, for the tests after.
+    await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET lsn = $1 WHERE run_id = $2`, [after.lsn, after.id]);
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+  });
 });
 
 describe('cleanup', () => {
