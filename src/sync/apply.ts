@@ -527,7 +527,10 @@ export class Applier {
       params.push(...r);
       return `(${r.map((_, i) => `${around[i]![0]}$${start + i + 1}${around[i]![1]}`).join(', ')})`;
     });
-    const d = p.rel.deleteFirst;
+    // Only where a change may be applied again (its row copied from a newer snapshot): otherwise
+    // each insert is new, and a row already under its key is one the transaction moves on later
+    // (a DEFERRED key two rows share for a moment), never to be deleted.
+    const d = this.tolerating ? p.rel.deleteFirst : null;
     if (d) {
       const keys: Param[] = [];
       const rows = p.rows.map((r) => `(${d.keyAt.map((at, k) => `$${keys.push(r[at]!)}::${d.types[k]}`).join(', ')})`);

@@ -833,7 +833,7 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
 });
 
 describe('a partitioned table in live sync', () => {
-  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, a DEFERRABLE key's, and rows found by a replica identity that is not the key", async () => {
+  it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, DEFERRABLE keys', and rows found by a replica identity that is not the key", async () => {
     const s = await hospitalScenario('syncparts');
     try {
       await sql(
@@ -854,12 +854,14 @@ describe('a partitioned table in live sync', () => {
          INSERT INTO public.shifts SELECT g, 's' || g, 'a' FROM generate_series(1, 10) g;
          CREATE TABLE public.wards (id int PRIMARY KEY, code text NOT NULL UNIQUE, name text);
          INSERT INTO public.wards SELECT g, 'w' || g, 'ward' FROM generate_series(1, 10) g;
-         ALTER TABLE public.wards REPLICA IDENTITY USING INDEX wards_code_key;`,
+         ALTER TABLE public.wards REPLICA IDENTITY USING INDEX wards_code_key;
+         CREATE TABLE public.queue (list int, pos int, name text, PRIMARY KEY (list, pos) DEFERRABLE INITIALLY DEFERRED);
+         INSERT INTO public.queue SELECT 1, g, 'item ' || g FROM generate_series(1, 5) g;`,
       );
       const file = s.plan(
         planText('syncpartstest').replace(
           '  - name: public.notes\n',
-          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n  - name: public.rota\n    replicaIdentity: full\n  - name: public.tickets\n  - name: public.shifts\n    replicaIdentity: index\n  - name: public.wards\n',
+          '  - name: public.notes\n  - name: public.readings\n  - name: public.alerts\n  - name: public.rota\n    replicaIdentity: full\n  - name: public.tickets\n  - name: public.shifts\n    replicaIdentity: index\n  - name: public.wards\n  - name: public.queue\n    replicaIdentity: full\n',
         ),
       );
       const first = await cli(['run', file, '--until', 'synced'], s.env);
@@ -883,7 +885,9 @@ describe('a partitioned table in live sync', () => {
          UPDATE public.shifts SET who = 'b' WHERE id = 5;
          DELETE FROM public.wards WHERE id = 3;
          UPDATE public.wards SET code = 'w-new' WHERE id = 4;
-         UPDATE public.wards SET id = 50, name = 'moved' WHERE id = 5;`,
+         UPDATE public.wards SET id = 50, name = 'moved' WHERE id = 5;
+         INSERT INTO public.queue VALUES (1, 3, 'new');
+         UPDATE public.queue SET pos = pos + 1 WHERE list = 1 AND pos >= 3 AND name <> 'new';`,
       );
       const r = await cli(['run', file, '--until', 'synced'], s.env);
       expect(r.stderr).toBe('');
@@ -895,6 +899,7 @@ describe('a partitioned table in live sync', () => {
         'public.tickets': 'id',
         'public.shifts': 'id',
         'public.wards': 'id',
+        'public.queue': 'list, pos',
       });
       expect(rows['public.readings']).toContain('(1001,2026-03-03,2)');
       // A GENERATED ALWAYS identity takes the source's values.
@@ -905,6 +910,10 @@ describe('a partitioned table in live sync', () => {
       expect(rows['public.tickets']).toContain('(100,11,new)');
       // Rows found by their replica identity (a unique index), not by a primary key the stream leaves out.
       expect(rows['public.wards']).toContain('(50,w5,moved)');
+      // An INITIALLY DEFERRED key two rows share inside a transaction (one inserted before the
+      // other moves on): the insert replaces no row.
+      expect(rows['public.queue']).toContain('(1,3,new)');
+      expect(rows['public.queue']).toContain('(1,4,"item 3")');
     } finally {
       await s.drop();
     }
