@@ -32,7 +32,7 @@ import { formatLsn } from '../sync/lsn.js';
 import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
 import { ConnectError, PreconditionError } from '../errors.js';
-import { readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
+import { liveSyncVersionProblem, readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
 /** How often every process sharing a run records that it is alive. */
 const HEARTBEAT_MS = 5_000;
@@ -147,6 +147,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     emit('run:start', { runId: run.id, resumed: opened.resumed, planName: plan.name, ...(opened.worker ? { worker: true } : {}) });
     source = await connect({ role: 'source', connectionString: secrets.source });
     if (readsSourceText(plan)) await refuseSqlAscii(source);
+    if (live) await refuseOldSourceForSync(source);
     target = await connect({ role: 'target', connectionString: secrets.target });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
@@ -523,6 +524,15 @@ function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | unde
     };
     return client;
   };
+}
+
+/** As the dry run's source.version: before anything is copied, not once the copy is done. */
+async function refuseOldSourceForSync(source: pg.Client): Promise<void> {
+  const { rows } = await source.query<{ num: string; version: string }>(
+    `SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`,
+  );
+  const problem = liveSyncVersionProblem(Number(rows[0]!.num), rows[0]!.version);
+  if (problem) throw new PreconditionError(problem.message, { hint: problem.hint });
 }
 
 /** As the dry run's source.encoding: documents rows and live sync's changes are read as UTF-8 text, which SQL_ASCII does not promise. */

@@ -23,6 +23,18 @@ export const SQL_ASCII_SOURCE = {
   hint: 'convert the database to UTF8 first, or copy its tables as plain tables (no documents entry) without live sync',
 };
 
+/**
+ * Live sync's fence, heartbeats and switch markers are logical decoding messages, which pgoutput
+ * sends from PostgreSQL 14: an older source would fail only once the copy is done.
+ */
+export function liveSyncVersionProblem(versionNum: number, version: string): { message: string; hint: string } | null {
+  if (versionNum >= 140000) return null;
+  return {
+    message: `the source runs PostgreSQL ${version}, and live sync needs 14 or later (its fence and heartbeats are logical decoding messages, which pgoutput sends from 14)`,
+    hint: 'upgrade the source first, or migrate without live sync (sync: { mode: none }) in a maintenance window',
+  };
+}
+
 /** Where a SQL_ASCII source's text would be read as UTF-8 (and bytes that are not would be replaced without a word). */
 export function readsSourceText(plan: Plan): boolean {
   return plan.documents.length > 0 || plan.sync.mode === 'logical';
@@ -54,6 +66,8 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
   const versionNum = Number(s.num);
 
   if (plan.sync.mode === 'logical') {
+    const old = liveSyncVersionProblem(versionNum, s.version);
+    if (old) checks.fail('source.version', subject, `${old.message}: ${old.hint}`);
     if (s.wal_level === 'logical') checks.pass('source.wal_level', subject, 'wal_level is logical');
     else
       checks.fail(
