@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env } from '../plan/secrets.js';
-import { connect } from '../pg/connect.js';
+import { connect, serverVersion } from '../pg/connect.js';
 import { StateStore } from '../state/store.js';
 import { whoAmI, workerId } from '../state/who.js';
 import { handleExistingData } from '../target/postgres/existingData.js';
@@ -528,10 +528,7 @@ function hookedConnect(open: () => Promise<pg.Client>, hooks: EngineHooks | unde
 
 /** As the dry run's source.version: before anything is copied, not once the copy is done. */
 async function refuseOldSourceForSync(source: pg.Client): Promise<void> {
-  const { rows } = await source.query<{ num: string; version: string }>(
-    `SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`,
-  );
-  const problem = liveSyncVersionProblem(Number(rows[0]!.num), rows[0]!.version);
+  const problem = liveSyncVersionProblem(await serverVersion(source));
   if (problem) throw new PreconditionError(problem.message, { hint: problem.hint });
 }
 

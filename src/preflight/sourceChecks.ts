@@ -27,10 +27,10 @@ export const SQL_ASCII_SOURCE = {
  * Live sync's fence, heartbeats and switch markers are logical decoding messages, which pgoutput
  * sends from PostgreSQL 14: an older source would fail only once the copy is done.
  */
-export function liveSyncVersionProblem(versionNum: number, version: string): { message: string; hint: string } | null {
+export function liveSyncVersionProblem(versionNum: number): { message: string; hint: string } | null {
   if (versionNum >= 140000) return null;
   return {
-    message: `the source runs PostgreSQL ${version}, and live sync needs 14 or later (its fence and heartbeats are logical decoding messages, which pgoutput sends from 14)`,
+    message: `the source runs PostgreSQL ${Math.floor(versionNum / 10000)}, and live sync needs 14 or later (its fence and heartbeats are logical decoding messages, which pgoutput sends from 14)`,
     hint: 'upgrade the source first, or migrate without live sync (sync: { mode: none }) in a maintenance window',
   };
 }
@@ -66,7 +66,7 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
   const versionNum = Number(s.num);
 
   if (plan.sync.mode === 'logical') {
-    const old = liveSyncVersionProblem(versionNum, s.version);
+    const old = liveSyncVersionProblem(versionNum);
     if (old) checks.fail('source.version', subject, `${old.message}: ${old.hint}`);
     if (s.wal_level === 'logical') checks.pass('source.wal_level', subject, 'wal_level is logical');
     else

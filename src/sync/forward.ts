@@ -68,10 +68,10 @@ export async function prepareForwardSync(
   );
   await store.updateRun(runId, { publication_name: plan.sync.publication, slot_name: plan.sync.slot });
   const existing = await slotState(source, plan.sync.slot);
-  // No slot, but this run made one before (its consistent point is recorded) or copied batches
-  // without one: a new slot would begin after changes those batches never saw, which no stream
-  // would bring. Refused, as the sync refuses a slot that went away.
-  if (!existing.exists && ((await store.getRun(runId))?.consistent_lsn != null || (await store.hasCopiedBatches(runId)))) {
+  // No slot, but batches copied (from its snapshot, or without one): a new slot would begin after
+  // changes those batches never saw, which no stream would bring. Refused, as the sync refuses a
+  // slot that went away. With none copied yet, a new slot and snapshot serve as well as the first.
+  if (!existing.exists && (await store.hasCopiedBatches(runId))) {
     throw slotGone(plan.sync.slot, 'source');
   }
   if (!existing.exists) {

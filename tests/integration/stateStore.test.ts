@@ -30,6 +30,22 @@ async function open(schema: string) {
   return StateStore.open({ connectionString: url, schema });
 }
 
+/** A run of one batch of public.docs in a state store of its own schema. */
+async function oneBatchRun(store: StateStore) {
+  await store.migrate();
+  const run = await store.createRun({ planName: store.schema, planFingerprint: 'f', toolVersion: '0.1.0' });
+  await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
+  return run;
+}
+
+/** The run's batch claimed by `worker` and marked copied with this source checksum; its id. */
+async function copiedBy(store: StateStore, runId: string, worker: string, sourceChecksum: string): Promise<string> {
+  const [b] = await store.claimBatches(runId, worker, 1);
+  const copied = { id: b!.id, workerId: worker, rows: 2, bytes: 20, sourceChecksum, snapshot: null };
+  expect(await markBatchCopied(store.pool, store.schema, copied)).toBe(true);
+  return b!.id;
+}
+
 describe('state store', () => {
   it('migrates safely when several processes start at once', async () => {
     const stores = await Promise.all(Array.from({ length: 6 }, () => open('concurrent')));
@@ -170,15 +186,8 @@ describe('state store', () => {
   it('applies a verdict only to the copy it judged: one read slowly, after the batch was sent back and copied again, settles nothing', async () => {
     const store = await open('latecopy');
     try {
-      await store.migrate();
-      const run = await store.createRun({ planName: 'l', planFingerprint: 'f', toolVersion: '0.1.0' });
-      await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
-      const copy = async (worker: string, sourceChecksum: string) => {
-        const [b] = await store.claimBatches(run.id, worker, 1);
-        const copied = { id: b!.id, workerId: worker, rows: 2, bytes: 20, sourceChecksum, snapshot: null };
-        expect(await markBatchCopied(store.pool, 'latecopy', copied)).toBe(true);
-        return b!.id;
-      };
+      const run = await oneBatchRun(store);
+      const copy = (worker: string, sourceChecksum: string) => copiedBy(store, run.id, worker, sourceChecksum);
       const id = await copy('w1', 's1');
       await recordDocuments(
         store.pool,
@@ -193,16 +202,16 @@ describe('state store', () => {
       expect(await returnForDocuments(store.pool, 'latecopy', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       await copy('w2', 's2');
       // w1's digests of its own copy arrive now: none may settle w2's.
-      expect(await markRowsVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
+      expect(await markRowsVerified(store.pool, 'latecopy', { id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
       expect(await settleDocumentBatches(store.pool, 'latecopy', run.id, ['public.docs'])).toEqual([]);
-      expect(await markBatchVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
-      expect(
-        await markBatchMismatch(store.pool, 'latecopy', { id: id, sourceChecksum: 's1', targetChecksum: 't1' }, 'checksum mismatch'),
-      ).toBe(false);
+      expect(await markBatchVerified(store.pool, 'latecopy', { id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
+      expect(await markBatchMismatch(store.pool, 'latecopy', { id, sourceChecksum: 's1', targetChecksum: 't1' }, 'checksum mismatch')).toBe(
+        false,
+      );
       const [b] = await store.listBatches(run.id);
       expect([b!.status, b!.source_checksum, b!.target_checksum]).toEqual(['copied', 's2', null]);
       // w2's own verdict applies.
-      expect(await markRowsVerified(store.pool, 'latecopy', { id: id, sourceChecksum: 's2', targetChecksum: 't2' })).toBe(true);
+      expect(await markRowsVerified(store.pool, 'latecopy', { id, sourceChecksum: 's2', targetChecksum: 't2' })).toBe(true);
       expect((await settleDocumentBatches(store.pool, 'latecopy', run.id, ['public.docs'])).map((x) => x.id)).toEqual([id]);
     } finally {
       await store.close();
@@ -212,25 +221,13 @@ describe('state store', () => {
   it('returns a documents batch with wrong documents to pending in one step: their records go, its row checksum too', async () => {
     const store = await open('docreturn');
     try {
-      await store.migrate();
-      const run = await store.createRun({ planName: 'd', planFingerprint: 'f', toolVersion: '0.1.0' });
-      await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.docs', seq: 0, keyLow: [0], keyHigh: [10] }]);
+      const run = await oneBatchRun(store);
       const copy = async () => {
-        const [b] = await store.claimBatches(run.id, 'w', 1);
-        expect(
-          await markBatchCopied(store.pool, 'docreturn', {
-            id: b!.id,
-            workerId: 'w',
-            rows: 2,
-            bytes: 20,
-            sourceChecksum: 's',
-            snapshot: null,
-          }),
-        ).toBe(true);
-        expect(await markRowsVerified(store.pool, 'docreturn', { id: b!.id, sourceChecksum: 's', targetChecksum: 't' })).toBe(true);
-        const doc = (id: string) => ({ key: [id], name: `d/${id}`, size: 10, md5: 'm', sha256: 'h' });
-        await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], b!.id);
-        return b!.id;
+        const id = await copiedBy(store, run.id, 'w', 's');
+        expect(await markRowsVerified(store.pool, 'docreturn', { id, sourceChecksum: 's', targetChecksum: 't' })).toBe(true);
+        const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
+        await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], id);
+        return id;
       };
       // What a sweep finds wrong: document 2's record as it is now.
       const found = async () => documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/2']);
