@@ -209,7 +209,13 @@ describe('cloudshift dry-run', () => {
     try {
       await blocker.query('BEGIN');
       const { rows } = await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid, txid_current()');
-      const { report } = await dryRun(HOSPITAL_PLAN, s.env, ['--long-transactions', '1ms']);
+      // Open longer than the threshold by the server's clock: the short transactions other test
+      // files run on this shared server meanwhile (a copy's, with --long-transactions 1ms) are
+      // left out, or listed after it (oldest first), not in its place among the five shown.
+      await blocker.query(
+        `SELECT pg_sleep(greatest(0, 2.1 - extract(epoch FROM clock_timestamp() - xact_start))) FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
+      );
+      const { report } = await dryRun(HOSPITAL_PLAN, s.env, ['--long-transactions', '2s']);
       const c = check(report, 'source.long_transactions');
       expect(c.status).toBe('warn');
       expect(c.message).toContain(`pid ${rows[0]!.pid} (user postgres, database ${s.dbs.source}, application "ward-report"`);
