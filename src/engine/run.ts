@@ -19,6 +19,7 @@ import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
 import { openRun, PHASES, type Phase } from './runState.js';
 import { exportSnapshot } from './snapshot.js';
+import { partlyCopied, recopyKeyless } from './recopyKeyless.js';
 import { restoreForeignKeys, setAsideForeignKeys } from '../target/postgres/foreignKeys.js';
 import { displayName } from '../plan/names.js';
 import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/forward.js';
@@ -293,6 +294,17 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         : await exportSnapshot(secrets.source);
       try {
         await store.updateRun(run.id, { snapshot_name: snapshot.name });
+        // Without live sync, a table without a key copied in part before this snapshot is copied
+        // again whole from it (after the new name is recorded: a process still in the old one
+        // can no longer mark a batch).
+        if (!live) {
+          const recopied = await recopyKeyless(store, run.id, tasks, partlyCopied(stateInTarget), stateInTarget ? null : target);
+          if (recopied.length > 0) {
+            const message = `the copy resumed from a newer snapshot: tables without a key are copied again whole (${recopied.join(', ')})`;
+            emit('warning', { message });
+            await store.appendEvent(run.id, 'copy:recopy', message, { recopied });
+          }
+        }
         // Copy with the others until no batch is pending, claimed by a live worker, or copied
         // without being verified (its worker died between the commit and the verification). A
         // pass over those can send a batch back to pending (a document found wrong): the loop

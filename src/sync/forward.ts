@@ -10,7 +10,6 @@ import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { StateStore } from '../state/store.js';
 import { forgetDocuments, recordDocuments } from '../state/sql/documents.js';
-import { resetTableBatches } from '../state/sql/batchStatus.js';
 import {
   countDivergence,
   loHorizon,
@@ -24,6 +23,7 @@ import {
 import { createContainerClient } from '../target/blob/client.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { SnapshotHolder } from '../engine/snapshot.js';
+import { recopyKeyless, touchedSinceSnapshot } from '../engine/recopyKeyless.js';
 import { formatLsn, type Lsn } from './lsn.js';
 import { ensurePublication, slotGone, slotState, takeHorizon, type ObjectLedger, type ReplicationObject } from './objects.js';
 import { stateProgress } from './progress.js';
@@ -106,7 +106,7 @@ export async function prepareForwardSync(
   return {
     ...(await snapshotSlot(sourceUrl, `${plan.sync.slot.slice(0, 50)}_${randomBytes(4).toString('hex')}`, true, async (at) => {
       await tolerateUntil(store.knex, runId, at);
-      const recopied = await recopyKeyless(store, runId, tables);
+      const recopied = await recopyKeyless(store, runId, tables, touchedSinceSnapshot, null);
       await store.appendEvent(
         runId,
         'sync:resnapshot',
@@ -142,28 +142,6 @@ async function snapshotSlot(
     await holder.end().catch(() => undefined);
     throw err;
   }
-}
-
-/**
- * Rows of a table without a key cannot be told apart: a change the stream replays over a newer
- * snapshot's copy would insert a row twice, or delete one of two equal rows. Such a table is
- * copied again whole from the newer snapshot (its target rows emptied with its batches sent back,
- * in one transaction), and apply skips its changes before that snapshot's consistent point.
- */
-async function recopyKeyless(store: StateStore, runId: string, tables: readonly TableTask[]): Promise<string[]> {
-  const recopied: string[] = [];
-  for (const t of tables.filter((x) => !x.shape.keyColumns)) {
-    const reset = await store.knex.transaction(async (trx) => {
-      if ((await trx('batches').where({ run_id: runId, relation: t.display }).whereNot({ status: 'pending' }).first('id')) === undefined)
-        return 0;
-      // The table first: a batch a worker is still committing gets in before (its mark too), and
-      // is then sent back with the others, with no lock taken in the opposite order.
-      await trx.raw(`TRUNCATE ${t.quoted}`);
-      return resetTableBatches(trx, runId, t.display);
-    });
-    if (reset > 0) recopied.push(t.display);
-  }
-  return recopied;
 }
 
 export interface ForwardSyncOptions {

@@ -6,7 +6,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
-import { sql } from '../harness/db.js';
+import { connectionUrl, sql } from '../harness/db.js';
 import { cutRunLockSession, HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
@@ -57,6 +57,23 @@ async function scenario(prefix: string) {
      CREATE TABLE public.left_out (id serial PRIMARY KEY); INSERT INTO public.left_out SELECT FROM generate_series(1, 4)`,
   );
   return s;
+}
+
+/** A table without a key on full pages (about 35 rows each), 2,000 rows in four page ranges. */
+const COTS_SQL = `CREATE TABLE public.cots (n int, label text);
+  INSERT INTO public.cots SELECT g, 'cot ' || g || repeat('-', 200) FROM generate_series(1, 2000) g;
+  ANALYZE;`;
+
+/** Copies public.cots one batch at a time; `extra` goes before its tables. */
+function cotsPlan(name: string, extra = ''): string {
+  return `version: 1
+name: ${name}
+source: { postgres: "\${env:SOURCE_DATABASE_URL}" }
+target: { postgres: "\${env:TARGET_DATABASE_URL}" }
+${extra}tables:
+  - name: public.cots
+copy: { jobs: 1, batch: { rows: 500 } }
+`;
 }
 
 function spawnRun(s: Scenario, file: string, extraEnv: Record<string, string> = {}) {
@@ -550,6 +567,53 @@ copy: { jobs: 1, batch: { rows: 100 } }
       const done = await cli(['run', file], s.env);
       expect(done.code, done.stderr).toBe(0);
       await expectTablesMatch(s, { 'public.beds': 'id' });
+    });
+  });
+
+  it('a table without a key copied in part before a kill -9 is copied again whole from the newer snapshot: a row moved to a later page is there once', async () => {
+    // Full pages (about 35 rows each): an update of a row on the first page puts its new version
+    // on the last, a range the first process had not copied yet.
+    await inScenario('keylessresume', COTS_SQL, async (s) => {
+      const file = s.plan(cotsPlan('keylessresume'));
+      const killed = await spawnRun(s, file, { CLOUDSHIFT_FAULT: 'afterBatchCommit:1' });
+      expect(killed.signal).toBe('SIGKILL');
+      const [moved] = await sql<{ page: string }>(
+        'source',
+        s.dbs.source,
+        `WITH u AS (UPDATE public.cots SET label = label || ' moved' WHERE n <= 20 RETURNING ctid)
+         SELECT min((ctid::text::point)[0])::text AS page FROM u`,
+      );
+      // The new versions are beyond the first range (pages 0 to about 14).
+      expect(Number(moved!.page)).toBeGreaterThan(20);
+      const resumed = await spawnRun(s, file);
+      expect(resumed.code, resumed.out).toBe(0);
+      const [count] = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*)::text AS n FROM public.cots');
+      expect(count!.n).toBe('2000');
+      await expectTablesMatch(s, { 'public.cots': 'n, label' });
+      expect(resumed.out).toContain('tables without a key are copied again whole (public.cots)');
+    });
+  });
+
+  it('with the state store in another database, a keyless batch committed on the target but not marked before a kill -9 is not copied twice', async () => {
+    await inScenario('keylessstate', COTS_SQL, async (s) => {
+      const store = `${s.dbs.target}_state`;
+      await sql('target', 'postgres', `CREATE DATABASE "${store}"`);
+      try {
+        const file = s.plan(cotsPlan('keylessstate', 'state: { postgres: "${env:STATE_DATABASE_URL}" }\n'));
+        const env = { ...s.env, STATE_DATABASE_URL: connectionUrl('target', store) };
+        // After the first batch's rows commit on the target, before its mark reaches the store.
+        const killed = await spawnCli(['run', file], { ...env, CLOUDSHIFT_FAULT: 'afterBatchCommit:1' });
+        expect(killed.signal).toBe('SIGKILL');
+        const [rows] = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*)::text AS n FROM public.cots');
+        expect(Number(rows!.n)).toBeGreaterThan(0);
+        const resumed = await cli(['run', file], env);
+        expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0);
+        const [count] = await sql<{ n: string }>('target', s.dbs.target, 'SELECT count(*)::text AS n FROM public.cots');
+        expect(count!.n).toBe('2000');
+        await expectTablesMatch(s, { 'public.cots': 'n, label' });
+      } finally {
+        await sql('target', 'postgres', `DROP DATABASE IF EXISTS "${store}" WITH (FORCE)`);
+      }
     });
   });
 
