@@ -91,7 +91,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .argument('<plan>', 'plan file (YAML)')
     .option('--jobs <n>', "batches copied at once (default: the plan's copy.jobs)", positiveInt)
     .option('--blob-concurrency <n>', 'documents uploaded at once, across all batches of this process (default 8)', positiveInt)
-    .option('--force', 'resume even though the plan changed since the run began', false)
+    .option('--force', 'resume even though the plan changed since the run began, or reaches other databases', false)
     .option('--json', 'write one JSON event per line instead of progress', false)
     .option('--until <state>', 'with live sync: return once in sync (lag under cutover.maxLag) instead of syncing until Ctrl-C', untilArg)
     .option('--worker-only', 'join the run another process leads as a worker, and never lead it (autoscaled pools)', false)

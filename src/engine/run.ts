@@ -17,7 +17,8 @@ import { copyPhase, type CopyPhaseResult } from './copyPhase.js';
 import { emitter, type EventSink } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
-import { openRun, PHASES, type Phase } from './runState.js';
+import { openRun, PHASES, requireSameDatabases, type Phase } from './runState.js';
+import { databaseIdentity } from '../pg/identity.js';
 import { exportSnapshot } from './snapshot.js';
 import { partlyCopied, recopyKeyless } from './recopyKeyless.js';
 import { restoreForeignKeys, setAsideForeignKeys } from '../target/postgres/foreignKeys.js';
@@ -150,6 +151,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     if (readsSourceText(plan)) await refuseSqlAscii(source);
     if (live) await refuseOldSourceForSync(source);
     target = await connect({ role: 'target', connectionString: secrets.target });
+    // Only the leader may be forced onto other databases: a worker copies where the run does.
+    const found = { source: await databaseIdentity(source), target: await databaseIdentity(target) };
+    await requireSameDatabases(store, run, found, { force: options.force === true && !opened.worker });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
     const copyWith = (snapshot: string | null, leftovers: boolean) =>

@@ -17,6 +17,7 @@ import { estimate } from './estimate.js';
 import { checkSequences } from './sequenceChecks.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
 import { checkState } from './stateChecks.js';
+import { databaseIdentity, type DatabaseIdentity } from '../pg/identity.js';
 import { checkTarget } from './targetChecks.js';
 import { checkSwitch } from './switchChecks.js';
 import { CheckList, type PreflightReport } from './types.js';
@@ -75,11 +76,14 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
   };
 
   let facts: SourceFacts | null = null;
+  // Which databases the plan reaches, for a run in progress begun on others (state.run).
+  const reached: Partial<Record<'source' | 'target', DatabaseIdentity>> = {};
   const source = await open('source', 'source.connect', secrets.source);
   try {
     if (source) {
       facts = await group('source.checks', 'source', () => checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000));
       await group('sequence.checks', 'source', () => checkSequences(source, plan, checks));
+      reached.source = (await group('source.checks', 'source', () => databaseIdentity(source))) ?? undefined;
     }
   } finally {
     await source?.end().catch(() => undefined);
@@ -87,7 +91,10 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
 
   const target = await open('target', 'target.connect', secrets.target);
   try {
-    if (target) await group('target.checks', 'target', () => checkTarget(target, plan, facts, checks));
+    if (target) {
+      await group('target.checks', 'target', () => checkTarget(target, plan, facts, checks));
+      reached.target = (await group('target.checks', 'target', () => databaseIdentity(target))) ?? undefined;
+    }
   } finally {
     await target?.end().catch(() => undefined);
   }
@@ -95,7 +102,7 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
   const sameAsTarget = secrets.state === secrets.target;
   const state = sameAsTarget && !target ? null : await open('state store', 'state.connect', secrets.state);
   try {
-    if (state) await group('state.store', 'state store', () => checkState(state, loaded, checks));
+    if (state) await group('state.store', 'state store', () => checkState(state, loaded, checks, reached));
     else if (sameAsTarget)
       checks.fail(
         'state.store',

@@ -4,8 +4,15 @@ import type { LoadedPlan } from '../plan/parse.js';
 import { quoteIdent } from '../plan/names.js';
 import { inspectSchema } from '../state/migrations.js';
 import type { CheckList } from './types.js';
+import { movedSides, type DatabaseIdentity } from '../pg/identity.js';
+import type { RunDatabases } from '../state/types.js';
 
-export async function checkState(client: pg.Client, loaded: LoadedPlan, checks: CheckList): Promise<void> {
+export async function checkState(
+  client: pg.Client,
+  loaded: LoadedPlan,
+  checks: CheckList,
+  reached: Partial<Record<'source' | 'target', DatabaseIdentity>> = {},
+): Promise<void> {
   const schema = loaded.plan.state.schema;
   const subject = `state store schema ${schema}`;
   const status = await inspectSchema(client, schema);
@@ -37,12 +44,20 @@ export async function checkState(client: pg.Client, loaded: LoadedPlan, checks: 
     );
   } else checks.pass('state.store', subject, `reachable; schema ${schema} is current`);
 
-  const { rows } = await client.query<{ id: string; plan_fingerprint: string; phase: string }>(
-    `SELECT id, plan_fingerprint, phase FROM ${quoteIdent(schema)}.runs WHERE plan_name = $1 AND status = 'active'`,
+  const { rows } = await client.query<{ id: string; plan_fingerprint: string; phase: string; databases: RunDatabases | null }>(
+    `SELECT id, plan_fingerprint, phase, details -> 'databases' AS databases FROM ${quoteIdent(schema)}.runs WHERE plan_name = $1 AND status = 'active'`,
     [loaded.plan.name],
   );
   const run = rows[0];
-  if (run && run.plan_fingerprint !== loaded.fingerprint) {
+  // A run still in phase 'created' (nothing copied yet) goes on where the plan points now.
+  const elsewhere = run?.phase === 'created' ? [] : movedSides(run?.databases ?? {}, reached);
+  if (run && elsewhere.length > 0) {
+    checks.fail(
+      'state.run',
+      subject,
+      `run ${run.id} (phase ${run.phase}) began on other databases: ${elsewhere.map((m) => m.change).join('; ')}; cloudshift run will refuse to resume it unless --force`,
+    );
+  } else if (run && run.plan_fingerprint !== loaded.fingerprint) {
     checks.warn(
       'state.run',
       subject,

@@ -15,7 +15,7 @@ import { connect, KEEPALIVE } from '../pg/connect.js';
 import { redact, redactDeep } from '../redact.js';
 import { inspectSchema, migrateSchema, schemaTooNew, type SchemaStatus } from './migrations.js';
 import { claimBatches } from './sql/claimBatches.js';
-import type { BatchRow, EventRow, NewBatch, RunRow } from './types.js';
+import type { BatchRow, EventRow, NewBatch, RunDatabases, RunRow } from './types.js';
 import { whoAmI, type Who } from './who.js';
 
 export interface OpenStateStoreOptions {
@@ -160,6 +160,21 @@ export class StateStore {
     await this.knex('runs')
       .where({ id: runId })
       .update({ ...fields, updated_at: this.knex.fn.now() });
+  }
+
+  /**
+   * The databases the run was begun on: those recorded by its first process, or `found` when
+   * none are (a new run, or one begun before cloudshift recorded them). `replace` records `found`
+   * whatever was there.
+   */
+  async runDatabases(runId: string, found: RunDatabases, replace = false): Promise<RunDatabases> {
+    const q = this.knex('runs').where({ id: runId });
+    if (!replace) q.whereRaw(`details -> 'databases' IS NULL`);
+    await q.update({ details: this.knex.raw(`details || jsonb_build_object('databases', ?::jsonb)`, [JSON.stringify(found)]) });
+    const row = await this.knex('runs')
+      .where({ id: runId })
+      .first<{ databases: RunDatabases } | undefined>(this.knex.raw(`details -> 'databases' AS databases`));
+    return row!.databases;
   }
 
   async appendEvent(runId: string | null, kind: string, message: string, details: Record<string, unknown> = {}): Promise<EventRow> {

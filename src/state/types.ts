@@ -1,4 +1,5 @@
 /** Rows of the state store as the rest of cloudshift sees them. */
+import type { DatabaseIdentity } from '../pg/identity.js';
 
 export type RunStatus = 'active' | 'finished' | 'failed' | 'aborted';
 export type BatchStatus = 'pending' | 'claimed' | 'copied' | 'verified' | 'mismatch' | 'failed';
@@ -19,7 +20,14 @@ export interface RunRow {
   consistent_lsn: string | null;
   leader_id: string | null;
   leader_until: Date | null;
+  /** `databases`: the source and target the run was begun on (RunDatabases). */
   details: Record<string, unknown>;
+}
+
+/** The databases a run copies from and to (never a host, user or secret). */
+export interface RunDatabases {
+  source: DatabaseIdentity;
+  target: DatabaseIdentity;
 }
 
 export interface BatchRow {

@@ -617,6 +617,39 @@ copy: { jobs: 1, batch: { rows: 100 } }
     });
   });
 
+  it('a run resumed with its source reference resolving to another database is refused (exit 4) naming both, never the connection string', async () => {
+    await inScenario('otherdb', COTS_SQL, async (s) => {
+      const file = s.plan(cotsPlan('otherdb'));
+      const killed = await spawnRun(s, file, { CLOUDSHIFT_FAULT: 'afterBatchCommit:1' });
+      expect(killed.signal).toBe('SIGKILL');
+      const elsewhere = connectionUrl('source', 'postgres');
+      const refused = await cli(['run', file], { ...s.env, SOURCE_DATABASE_URL: elsewhere });
+      expect(refused.code, refused.stdout + refused.stderr).toBe(4);
+      expect(refused.stderr).toMatch(
+        /began on other databases: the source is database "postgres" of server \d+, not database "[^"]+" of server \d+/,
+      );
+      expect(refused.stderr).toContain("set the plan's source.postgres as when the run began");
+      expect(refused.stdout + refused.stderr).not.toContain(new URL(elsewhere).password);
+      // The dry run says so beforehand.
+      const dry = await cli(['dry-run', file, '--format', 'json'], { ...s.env, SOURCE_DATABASE_URL: elsewhere });
+      const checks = (JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; message: string }> }).checks;
+      expect(checks.find((c) => c.id === 'state.run')).toMatchObject({
+        status: 'fail',
+        message: expect.stringMatching(/began on other databases: the source is database "postgres"/),
+      });
+      // Nothing was done on the other database, nor recorded.
+      const [batches] = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*)::text AS n FROM cloudshift.batches WHERE status = 'copied'`,
+      );
+      expect(batches!.n).toBe('1');
+      const resumed = await cli(['run', file], s.env);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      await expectTablesMatch(s, { 'public.cots': 'n, label' });
+    });
+  });
+
   it('a real SIGINT stops the process at a safe point: run id, the command to resume, exit 130', async () => {
     const s = await scenario('copysigint');
     try {
@@ -730,7 +763,7 @@ copy: { jobs: 1, batch: { rows: 100 } }
       const done = await sql<{ n: string }>(
         'target',
         s.dbs.target,
-        `SELECT count(*) AS n FROM cloudshift.batches WHERE status = 'verified'`,
+        `SELECT count(*) AS n FROM cloudshift.batches WHERE status IN ('copied', 'verified')`,
       );
       expect(Number(done[0]!.n)).toBeGreaterThanOrEqual(1);
       const rerun = await cli(['run', file], s.env);
