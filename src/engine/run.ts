@@ -27,7 +27,7 @@ import { prepareForwardSync, runForwardSync, type StopReason } from '../sync/for
 import type { SyncLoopResult } from '../sync/syncLoop.js';
 import { ensureReplicaIdentity } from '../sync/replicaIdentity.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
-import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, workerLock } from '../state/sql/workers.js';
+import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, takeWorkerId } from '../state/sql/workers.js';
 import { workAsWorker } from './worker.js';
 import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
@@ -84,7 +84,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   const { plan } = loaded;
   const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const emit = emitter(options.onEvent);
-  const me = workerId(whoAmI());
+  let me = workerId(whoAmI());
   const started = Date.now();
   const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
   let source: pg.Client | null = null;
@@ -135,7 +135,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     const live = plan.sync.mode === 'logical';
     // Every process sharing the run is a worker: registered, alive while it holds its lock and
     // beats, its claims given back to the others once it is not.
-    await store.tryLock(workerLock(me));
+    me = await takeWorkerId(store, me);
     await registerWorker(store.knex, run.id, me, whoAmI());
     let doingNow = opened.worker ? 'joining' : 'leading';
     const doing = (what: string) => {

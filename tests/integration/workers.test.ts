@@ -9,6 +9,9 @@ import { expectTablesMatch } from '../harness/compare.js';
 import pg from 'pg';
 import { connectionUrl, sql } from '../harness/db.js';
 import { hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { runMigration } from '../../src/engine/run.js';
+import { loadPlan } from '../../src/plan/parse.js';
+import { whoAmI, workerId } from '../../src/state/who.js';
 
 const READINGS_SQL = `
 CREATE TABLE public.readings (id bigint PRIMARY KEY, patient int NOT NULL, value numeric(10,3) NOT NULL, note text NOT NULL);
@@ -119,6 +122,23 @@ describe('several workers share one run', () => {
     const workers = await cli(['status', file, '--json'], s.env);
     expect((JSON.parse(workers.stdout) as { workers: unknown[] }).workers).toHaveLength(3);
   });
+
+  it(
+    'two processes with one host name and pid (two containers, each its pid 1) work under distinct ids',
+    { timeout: 120_000 },
+    async () => {
+      // In one process both are the same host:pid, as two such containers would be.
+      const loaded = await loadPlan(s.plan(planText('workersame', 'none')));
+      const results = await Promise.all([runMigration(loaded, { env: s.env }), runMigration(loaded, { env: s.env })]);
+      expect(results.filter((r) => r.worker !== undefined)).toHaveLength(1);
+      const base = workerId(whoAmI());
+      const workers = await sql<{ id: string }>('target', s.dbs.target, `SELECT id FROM cloudshift.workers ORDER BY id`);
+      expect(workers.map((w) => w.id)).toEqual([base, `${base}/2`]);
+      const statuses = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(statuses.map((r) => r.status)).toEqual(['verified']);
+      await expectEqual(s);
+    },
+  );
 
   it(
     'a worker killed mid-batch: its claim goes to the others; the leader killed mid-copy: a worker takes over',

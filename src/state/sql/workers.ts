@@ -9,6 +9,19 @@ import type { Who } from '../who.js';
 
 export const workerLock = (id: string): string => `cloudshift.worker:${id}`;
 
+/**
+ * This process's worker id, its lock taken (held by the store's session): host:pid, or host:pid/2,
+ * /3… while a live process holds that one (two containers given one hostname, each its pid 1,
+ * would otherwise share an id, and each release the other's claims as its own).
+ */
+export async function takeWorkerId(store: { tryLock(name: string): Promise<boolean> }, base: string): Promise<string> {
+  for (let n = 1; n <= 1000; n += 1) {
+    const id = n === 1 ? base : `${base}/${n}`;
+    if (await store.tryLock(workerLock(id))) return id;
+  }
+  throw new Error(`worker ids ${base} to ${base}/1000 are all held by live processes`);
+}
+
 export interface WorkerRow {
   id: string;
   host: string;
