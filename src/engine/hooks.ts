@@ -20,7 +20,7 @@ export interface EngineHooks {
   beforePostData?(): Promise<void> | void;
   /** The n-th statement of the index and constraint builds is about to run. */
   postDataStatement?(n: number): Promise<void> | void;
-  /** Live sync applied and committed its n-th transaction (before acknowledging it). */
+  /** Live sync applied and committed its n-th transaction (before removing the blobs it let go of, and acknowledging it). */
   afterSyncCommit?(n: number): Promise<void> | void;
   /** Cutover reached a step (paused, fenced, drained, switched), before doing the next. */
   cutoverStep?(step: string): Promise<void> | void;

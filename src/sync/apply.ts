@@ -21,7 +21,7 @@ import { CloudshiftError, ExitCode } from '../errors.js';
 import type { TableTask } from '../engine/tableTask.js';
 import type { PgOutputMessage, Tuple, Value } from './pgoutput.js';
 import { blockHexToBytes } from './hex.js';
-import { BlobRelease } from './blobRelease.js';
+import { BlobRelease, type ReleasedLedger } from './blobRelease.js';
 import type { Lsn } from './lsn.js';
 
 export class SyncStoppedError extends CloudshiftError {
@@ -54,6 +54,8 @@ export interface DocumentSink {
   upload(task: TableTask, row: Map<string, string | null>, name: string, content: DocumentBytes | null): Promise<void>;
   forget(task: TableTask, key: string[]): Promise<void>;
   remove(names: string[]): Promise<void>;
+  /** Where released names wait, in the apply side's database (the state store). */
+  released: ReleasedLedger;
 }
 
 export interface ApplierOptions {
@@ -143,18 +145,21 @@ export class Applier {
   private opened = false;
   private txLsn: Lsn = 0n;
   private pending: { rel: Relation; rows: Param[][]; keys: Set<string>; text: number } | null = null;
-  private readonly blobs: BlobRelease;
+  /** Documents: the blobs each transaction lets go of. */
+  private readonly blobs: BlobRelease | null;
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
   constructor(private readonly o: ApplierOptions) {
     this.byName = new Map(o.tables.map((t) => [`${t.name.schema}.${t.name.name}`, t]));
-    this.blobs = new BlobRelease(o.target);
+    this.blobs = o.documents ? new BlobRelease(o.target, o.documents.released) : null;
   }
 
   async start(): Promise<Lsn> {
     // Replicated changes must not fire the target's triggers (their effects arrive replicated too).
     await this.o.target.query(`SET session_replication_role = replica`);
     this.applied = await this.o.progress.load(this.o.target);
+    // Blobs a killed process let go of in a committed transaction, before any later one takes their names.
+    await this.removeReleased();
     return this.applied;
   }
 
@@ -183,6 +188,7 @@ export class Applier {
         this.opened = false;
         try {
           await this.flushInserts();
+          await this.blobs?.beforeCommit();
           await this.o.progress.save(this.o.target, m.endLsn, m.commitTime);
           await this.o.target.query('COMMIT');
         } catch (err) {
@@ -191,8 +197,6 @@ export class Applier {
         }
         this.applied = m.endLsn;
         this.stats.transactions += 1;
-        const docs = this.o.documents;
-        if (docs) await this.blobs.removeCommitted((names) => docs.remove(names));
         return m.endLsn;
       }
       case 'relation':
@@ -253,13 +257,19 @@ export class Applier {
     return lsn;
   }
 
+  /** After a commit (outside any transaction): removes the blobs it let go of. */
+  async removeReleased(): Promise<void> {
+    const docs = this.o.documents;
+    if (docs) await this.blobs?.removeCommitted((names) => docs.remove(names));
+  }
+
   /** Abandons an open transaction (the stream broke or a stop was asked): nothing of it is kept. */
   async abandon(): Promise<void> {
     if (this.inTx && this.opened) await this.o.target.query('ROLLBACK').catch(() => undefined);
     this.inTx = false;
     this.opened = false;
     this.pending = null;
-    this.blobs.forget();
+    this.blobs?.forget();
   }
 
   /** One row's change; a value too long for text stops the sync with its table named. */
@@ -498,7 +508,7 @@ export class Applier {
 
   private async insert(rel: Relation, row: Tuple): Promise<void> {
     const name = await this.document(rel, row, null, null);
-    if (typeof name === 'string') this.blobs.take(name);
+    if (typeof name === 'string') this.blobs?.take(name);
     const values: Param[] = [];
     for (let i = 0; i < row.length; i++) {
       const c = rel.columns[i];
@@ -630,8 +640,8 @@ export class Applier {
       // unless the row is gone from the source too (a later change removes or moves it).
       return this.diverged(rel, 'UPDATE', ident, this.tolerating && (await this.lost(rel, row)));
     }
-    if (typeof name === 'string') this.blobs.take(name);
-    if (priorName !== null && priorName !== name) this.blobs.release(priorName);
+    if (typeof name === 'string') this.blobs?.take(name);
+    if (priorName !== null && priorName !== name) this.blobs?.release(priorName);
   }
 
   /**
@@ -702,7 +712,7 @@ export class Applier {
     if (res.rowCount === 0) return this.diverged(rel, 'DELETE', ident);
     if (keep && this.o.documents) {
       for (const r of res.rows) {
-        if (r.blob) this.blobs.release(r.blob);
+        if (r.blob) this.blobs?.release(r.blob);
         await this.o.documents.forget(
           rel.task,
           rel.keyIdx.map((_, k) => r[`k${k}`] ?? ''),
@@ -722,7 +732,7 @@ export class Applier {
     await this.open();
     for (const rel of rels) {
       const keep = rel.task.documents?.plan.keepColumn;
-      if (keep && this.o.documents) await this.blobs.truncate(rel.task.quoted, quoteIdent(keep));
+      if (keep) await this.blobs?.truncate(rel.task.quoted, quoteIdent(keep));
     }
     // One TRUNCATE message covers several tables (foreign keys between them): one statement.
     try {

@@ -15,10 +15,13 @@ import { blobName, DocumentError, type RowValues } from '../target/blob/naming.j
 import { DEFAULT_BLOCKS, uploadDocument } from '../target/blob/upload.js';
 import type { DocumentRecord } from '../state/sql/documents.js';
 import type { DocumentBytes, DocumentSink } from './apply.js';
+import type { ReleasedLedger } from './blobRelease.js';
 
 export interface SyncDocumentStore {
   record(relation: string, doc: DocumentRecord): Promise<void>;
   forget(relation: string, key: string[]): Promise<void>;
+  /** Where the apply session writes the names it lets go of (the state store is in the target). */
+  released: ReleasedLedger;
 }
 
 /** Blobs deleted at once after a transaction that removed their rows. */
@@ -83,6 +86,7 @@ export function documentSink(
       await store.record(task.display, { ...uploaded, key, name });
     },
     forget: (task, key) => store.forget(task.display, key),
+    released: store.released,
     async remove(names) {
       // A TRUNCATE's chunk of a thousand would take seconds one at a time.
       const queue = new PQueue({ concurrency: REMOVE_CONCURRENCY });

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { DocumentContainer } from '../target/blob/container.js';
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
+import { quoteIdent } from '../plan/names.js';
 import type { Secrets } from '../plan/secrets.js';
 import type { StateStore } from '../state/store.js';
 import { forgetDocuments, recordDocuments } from '../state/sql/documents.js';
@@ -226,6 +227,7 @@ export function documentsTarget(
     store: {
       record: (relation, doc) => recordDocuments(db, store.schema, runId, relation, [doc]),
       forget: (relation, key) => forgetDocuments(db, store.schema, runId, relation, [key]),
+      released: { table: `${quoteIdent(store.schema)}.released_blobs`, runId },
     },
   };
 }

@@ -246,6 +246,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
             stats.transactions += 1;
             onProgress();
             await o.afterCommit?.(stats.transactions);
+            await applier.removeReleased();
           }
         }
         stats.changes = applier.stats.changes;

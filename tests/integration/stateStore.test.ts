@@ -65,6 +65,7 @@ describe('state store', () => {
         'events',
         'knex_migrations',
         'knex_migrations_lock',
+        'released_blobs',
         'replication_objects',
         'runs',
         'set_aside_constraints',

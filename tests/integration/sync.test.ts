@@ -637,6 +637,36 @@ describe('documents replaced inside one transaction', () => {
   });
 });
 
+describe('blobs let go of by a committed transaction', () => {
+  it('are removed by the next process when one is killed between the commit and their removal', async () => {
+    await inSyncedScenario('syncrelease', async (s, file) => {
+      const [before] = await sql<{ n: string }>('source', s.dbs.source, `SELECT count(*)::text AS n FROM public.documents`);
+      await sql('source', s.dbs.source, `DELETE FROM public.documents WHERE id IN (SELECT id FROM public.documents ORDER BY id LIMIT 2)`);
+      await sql(
+        'source',
+        s.dbs.source,
+        `BEGIN;
+         CREATE TEMP TABLE kept AS SELECT * FROM public.documents WHERE id = (SELECT max(id) FROM public.documents);
+         TRUNCATE public.documents;
+         INSERT INTO public.documents SELECT * FROM kept;
+         COMMIT;`,
+      );
+      // Killed once the last of them (the TRUNCATE) committed on the target, before its blobs went:
+      // the next process has no change left to apply.
+      const killed = await spawnCli(['run', file, '--until', 'synced'], { ...s.env, CLOUDSHIFT_FAULT: 'afterSyncCommit:2' });
+      expect(killed.signal).toBe('SIGKILL');
+      const [waiting] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*)::text AS n FROM cloudshift.released_blobs`);
+      expect(Number(waiting!.n)).toBe(Number(before!.n) - 3);
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.code, r.stderr).toBe(0);
+      // Only the kept row's blob is left, and nothing waits.
+      await expectConverged(s);
+      const [left] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*)::text AS n FROM cloudshift.released_blobs`);
+      expect(left!.n).toBe('0');
+    });
+  });
+});
+
 describe('an unchanged TOASTed column in a document template', () => {
   it('is taken from the target row when only the document changes (the stream leaves it out)', async () => {
     const s = await hospitalScenario('synctoast');
