@@ -157,6 +157,14 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
         [run.id],
       );
       blobNames = rows.map((r) => r.blob_name);
+      // Blobs a killed sync let go of and did not get to remove (a state store older than that
+      // record has none).
+      const released = quoteQualified({ schema: store.schema, name: 'released_blobs' });
+      const { rows: exists } = await store.pool.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [released]);
+      if (exists[0]?.t) {
+        const { rows: waiting } = await store.pool.query<{ name: string }>(`SELECT name FROM ${released} WHERE run_id = $1`, [run.id]);
+        blobNames.push(...waiting.map((r) => r.name));
+      }
     }
   } finally {
     await store.close();

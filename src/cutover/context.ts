@@ -3,6 +3,8 @@
  * the plan's tables, the application switch, and the ledger objects are recorded in. Opened once
  * per command; close() releases everything (and with it the switch lock).
  */
+import { settleRunDatabases } from '../engine/runDatabases.js';
+import { databaseIdentity } from '../pg/identity.js';
 import path from 'node:path';
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
@@ -93,6 +95,13 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
       settings: FLUSH_SETTINGS,
     });
     opened.push(target);
+    // Never a switch (or the recovery of one) on other databases than the run's.
+    await settleRunDatabases(
+      store,
+      run.id,
+      { source: await databaseIdentity(source), target: await databaseIdentity(target) },
+      { role: 'other' },
+    );
     const routes = routesOf(secrets);
     const resolvedSwitch = sw.kind === 'pgbouncer' ? { ...sw, config: path.resolve(loaded.dir, sw.config) } : sw;
     const app = await openSwitch(resolvedSwitch, { routes, secrets, azure: plan.azure, env: o.env, ...(o.say ? { echo: o.say } : {}) });

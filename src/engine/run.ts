@@ -17,7 +17,8 @@ import { copyPhase, type CopyPhaseResult } from './copyPhase.js';
 import { emitter, type EventSink } from './events.js';
 import type { EngineHooks } from './hooks.js';
 import { planBatches, tableTasks } from './planBatches.js';
-import { openRun, PHASES, requireSameDatabases, type Phase } from './runState.js';
+import { openRun, PHASES, type Phase } from './runState.js';
+import { settleRunDatabases } from './runDatabases.js';
 import { databaseIdentity } from '../pg/identity.js';
 import { exportSnapshot } from './snapshot.js';
 import { partlyCopied, recopyKeyless } from './recopyKeyless.js';
@@ -151,9 +152,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     if (readsSourceText(plan)) await refuseSqlAscii(source);
     if (live) await refuseOldSourceForSync(source);
     target = await connect({ role: 'target', connectionString: secrets.target });
-    // Only the leader may be forced onto other databases: a worker copies where the run does.
+    // Only the leader may move the run to other databases: a worker copies where the run does.
     const found = { source: await databaseIdentity(source), target: await databaseIdentity(target) };
-    await requireSameDatabases(store, run, found, { force: options.force === true && !opened.worker });
+    await settleRunDatabases(store, run.id, found, opened.worker ? { role: 'other' } : { role: 'leader', force: options.force === true });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
     const copyWith = (snapshot: string | null, leftovers: boolean) =>
@@ -190,7 +191,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         runId: run.id,
         workerOnly: options.workerOnly === true,
         standby: live && options.until === undefined,
-        copy: (snapshot) => copyWith(snapshot, false),
+        // Checked again before copying: the leader replaces a record made before its own.
+        copy: async (snapshot) => {
+          await settleRunDatabases(store, run.id, found, { role: 'other' });
+          return copyWith(snapshot, false);
+        },
         doing,
         releaseMine: () => releaseClaimsOf(store.knex, run.id, me),
         abortSignal,
@@ -297,11 +302,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         ? await prepareForwardSync(store, run.id, plan, source, secrets.source, tasks)
         : await exportSnapshot(secrets.source);
       try {
-        await store.updateRun(run.id, { snapshot_name: snapshot.name });
         // Without live sync, a table without a key copied in part before this snapshot is copied
-        // again whole from it (after the new name is recorded: a process still in the old one
-        // can no longer mark a batch).
+        // again whole from it. Before the new snapshot is published: no process may mark a batch
+        // (or start one) while its table is emptied and its batches sent back.
         if (!live) {
+          await store.updateRun(run.id, { snapshot_name: null });
           const recopied = await recopyKeyless(store, run.id, tasks, partlyCopied(stateInTarget), stateInTarget ? null : target);
           if (recopied.length > 0) {
             const message = `the copy resumed from a newer snapshot: tables without a key are copied again whole (${recopied.join(', ')})`;
@@ -309,6 +314,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
             await store.appendEvent(run.id, 'copy:recopy', message, { recopied });
           }
         }
+        await store.updateRun(run.id, { snapshot_name: snapshot.name });
         // Copy with the others until no batch is pending, claimed by a live worker, or copied
         // without being verified (its worker died between the commit and the verification). A
         // pass over those can send a batch back to pending (a document found wrong): the loop

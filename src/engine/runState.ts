@@ -7,8 +7,7 @@ import { listWorkers } from '../state/sql/workers.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { displayName } from '../plan/names.js';
 import type { StateStore } from '../state/store.js';
-import type { RunDatabases, RunRow } from '../state/types.js';
-import { movedSides } from '../pg/identity.js';
+import type { RunRow } from '../state/types.js';
 import { toolVersion } from '../version.js';
 
 /** The run's steps in order; `runs.phase` holds the step in progress. */
@@ -124,34 +123,4 @@ async function requirePlannedTables(store: StateStore, run: RunRow, loaded: Load
       hint: `undo that change to ${loaded.file}; migrate other tables with a plan of their own (another name), or end this run with \`cloudshift cleanup\` and start again`,
     },
   );
-}
-
-/**
- * A run resumes, or is joined, only on the databases it began on: the plan's fingerprint covers
- * its references (`${env:SOURCE_DATABASE_URL}`), not what they resolve to, and a rerun whose
- * environment names another source would copy the rest from there (or, with the state store
- * elsewhere, another target would miss every batch already marked done). Refused (exit 4)
- * naming both, unless the leader is forced or the run has done nothing yet; the change is recorded.
- */
-export async function requireSameDatabases(
-  store: StateStore,
-  run: RunRow,
-  found: RunDatabases,
-  options: { force: boolean },
-): Promise<void> {
-  const began = await store.runDatabases(run.id, found);
-  const moved = movedSides(began, found);
-  if (moved.length === 0) return;
-  const what = moved.map((m) => m.change).join('; ');
-  // A run still in phase 'created' has copied and created nothing yet (it stopped on a
-  // precondition, which pointing the plan elsewhere may meet): it goes on where it is pointed now.
-  const untouched = run.phase === 'created';
-  if (!options.force && !untouched) {
-    throw new StateConflictError(`run ${run.id} of plan "${run.plan_name}" began on other databases: ${what}`, {
-      hint: `set the plan's ${moved.map((m) => `${m.side}.postgres`).join(' and ')} as when the run began; or run again with --force if this is the same data (restored elsewhere)`,
-    });
-  }
-  await store.runDatabases(run.id, found, true);
-  const why = untouched ? 'nothing was copied yet' : '--force';
-  await store.appendEvent(run.id, 'run:forced', `resumed on other databases (${why}): ${what}`, { previous: began, now: found });
 }

@@ -18,9 +18,9 @@ export async function databaseIdentity(client: pg.Client): Promise<DatabaseIdent
   try {
     const r = await client.query<{ system: string }>('SELECT system_identifier::text AS system FROM pg_control_system()');
     system = r.rows[0]?.system ?? null;
-  } catch (err) {
-    // A managed server may keep pg_control_system() from this role: the name alone then.
-    if ((err as { code?: string }).code !== '42501') throw err;
+  } catch {
+    // A managed server may keep pg_control_system() from this role, or a PostgreSQL-compatible
+    // service lack it: the name alone then (a lost connection fails the next query).
   }
   return { system, database: rows[0]!.database };
 }

@@ -171,10 +171,15 @@ export class StateStore {
     const q = this.knex('runs').where({ id: runId });
     if (!replace) q.whereRaw(`details -> 'databases' IS NULL`);
     await q.update({ details: this.knex.raw(`details || jsonb_build_object('databases', ?::jsonb)`, [JSON.stringify(found)]) });
+    return (await this.recordedDatabases(runId))!;
+  }
+
+  /** The databases the run was begun on; null when none are recorded. */
+  async recordedDatabases(runId: string): Promise<RunDatabases | null> {
     const row = await this.knex('runs')
       .where({ id: runId })
-      .first<{ databases: RunDatabases } | undefined>(this.knex.raw(`details -> 'databases' AS databases`));
-    return row!.databases;
+      .first<{ databases: RunDatabases | null } | undefined>(this.knex.raw(`details -> 'databases' AS databases`));
+    return row?.databases ?? null;
   }
 
   async appendEvent(runId: string | null, kind: string, message: string, details: Record<string, unknown> = {}): Promise<EventRow> {

@@ -630,6 +630,15 @@ copy: { jobs: 1, batch: { rows: 100 } }
       );
       expect(refused.stderr).toContain("set the plan's source.postgres as when the run began");
       expect(refused.stdout + refused.stderr).not.toContain(new URL(elsewhere).password);
+      // A worker may not move the run, even forced; nor may a verification (a repair would make
+      // the target match the wrong source).
+      const worker = await cli(['run', file, '--worker-only', '--force'], { ...s.env, SOURCE_DATABASE_URL: elsewhere });
+      expect(worker.code, worker.stderr).toBe(4);
+      expect(worker.stderr).toContain('began on other databases');
+      expect(worker.stderr).not.toContain('--force');
+      const verify = await cli(['verify', file, '--repair'], { ...s.env, SOURCE_DATABASE_URL: elsewhere });
+      expect(verify.code, verify.stderr).toBe(4);
+      expect(verify.stderr).toContain('began on other databases: the source is database "postgres"');
       // The dry run says so beforehand.
       const dry = await cli(['dry-run', file, '--format', 'json'], { ...s.env, SOURCE_DATABASE_URL: elsewhere });
       const checks = (JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; message: string }> }).checks;
