@@ -21,7 +21,7 @@ import type { TableTask } from '../engine/tableTask.js';
 import { clearTableMismatches } from '../state/sql/batchStatus.js';
 import { StateStore } from '../state/store.js';
 import { findDifferences, rangeDigests, type Difference, type KeyRange } from './differences.js';
-import { repairRows } from './repair.js';
+import { repairRows, repairWhole } from './repair.js';
 import { settleDivergences } from '../state/sql/sync.js';
 import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
 import { createContainerClient } from '../target/blob/client.js';
@@ -101,7 +101,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
     const container = blob ? createContainerClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }) : null;
     for (const task of tasks) {
       options.onProgress?.(`verifying ${task.display}`);
-      const table = await verifyTable(pool, task, options, findings);
+      const table = await verifyTable(pool, task, options, findings, plan.sync.mode === 'logical');
       if (task.documents && container) {
         const docs = await pool.use((sides) =>
           verifyDocuments(sides, container, task, {
@@ -139,9 +139,15 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   return result;
 }
 
-async function verifyTable(pool: PairPool, task: TableTask, options: VerifyOptions, findings: Finding[]): Promise<TableVerification> {
+async function verifyTable(
+  pool: PairPool,
+  task: TableTask,
+  options: VerifyOptions,
+  findings: Finding[],
+  live: boolean,
+): Promise<TableVerification> {
   const limit = options.maxFindings ?? 1000;
-  if (!task.shape.keyColumns) return verifyKeyless(pool, task, findings);
+  if (!task.shape.keyColumns) return verifyKeyless(pool, task, findings, options.repair === true && !live);
   const all = await pool.use(({ source }) => splitTable(source, task.name, task.shape, task.batchRows));
   const ranges = sample(all as Array<KeyRange & { kind: 'key' }>, options.samplePercent);
   const queue = new PQueue({ concurrency: options.jobs ?? 4 });
@@ -181,13 +187,23 @@ async function verifyTable(pool: PairPool, task: TableTask, options: VerifyOptio
   return { table: task.display, ranges: all.length, rangesChecked: ranges.length, rows, matched: !stillDifferent, differences, repaired };
 }
 
-async function verifyKeyless(pool: PairPool, task: TableTask, findings: Finding[]): Promise<TableVerification> {
-  const [s, t] = await pool.use((sides) =>
-    Promise.all([digestRange(sides.source, task, null, task.where), digestRange(sides.target, task, null)]),
-  );
+/**
+ * A table without a key is compared whole. With `repair` (never under live sync, whose stream
+ * would replay changes over the new copy) it is copied again whole, then compared again.
+ */
+async function verifyKeyless(pool: PairPool, task: TableTask, findings: Finding[], repair: boolean): Promise<TableVerification> {
+  const digests = () =>
+    pool.use((sides) => Promise.all([digestRange(sides.source, task, null, task.where), digestRange(sides.target, task, null)]));
+  let [s, t] = await digests();
+  const differed = !digestEquals(s, t);
+  if (differed && repair) {
+    await pool.use((sides) => repairWhole(sides, task));
+    [s, t] = await digests();
+  }
   const matched = digestEquals(s, t);
-  if (!matched) findings.push({ table: task.display, kind: 'table', key: {}, repaired: false });
-  return { table: task.display, ranges: 1, rangesChecked: 1, rows: s.rows, matched, differences: matched ? 0 : 1, repaired: 0 };
+  if (differed) findings.push({ table: task.display, kind: 'table', key: {}, repaired: matched });
+  const repaired = differed && matched ? 1 : 0;
+  return { table: task.display, ranges: 1, rangesChecked: 1, rows: s.rows, matched, differences: differed ? 1 : 0, repaired };
 }
 
 function finding(task: TableTask, d: Difference, repaired: boolean): Finding {

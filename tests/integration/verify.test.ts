@@ -133,6 +133,14 @@ describe('cloudshift verify', () => {
     ]);
   });
 
+  it('--repair copies a table without a key again whole (its rows cannot be told apart), then checks again', async () => {
+    const { code, result } = await verify('--repair', '--table', 'public.audit_log');
+    expect(code).toBe(0);
+    expect(result.findings.map((f) => [f.table, f.kind, f.repaired])).toEqual([['public.audit_log', 'table', true]]);
+    expect(result.tables[0]).toMatchObject({ matched: true, differences: 1, repaired: 1 });
+    await expectTablesMatch(s, { 'public.audit_log': 'at, what' });
+  });
+
   it('--sample checks a share of the ranges; an unknown --table is refused', async () => {
     const { result } = await verify('--sample', '34', '--table', 'public.observations');
     expect(result.tables[0]).toMatchObject({ ranges: 3, rangesChecked: 2 });
