@@ -1,6 +1,7 @@
 /**
  * `cloudshift cutover` and `cloudshift rollback`, as library calls (the CLI only prints).
  */
+import { requireRunDatabases } from '../engine/runDatabases.js';
 import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
 import { displayName } from '../plan/names.js';
@@ -132,13 +133,15 @@ async function peekRun(loaded: LoadedPlan, o: OpenContextOptions): Promise<{ pha
  */
 async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promise<RollbackResult> {
   const { plan } = loaded;
-  const secrets = resolveSecrets(loaded, o.env, ['target', 'state', 'blobConnectionString', 'blobSas']);
+  const secrets = resolveSecrets(loaded, o.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
   let runId: string;
   let blobNames: string[] = [];
   try {
     const run = (await store.getActiveRun(plan.name))!;
     runId = run.id;
+    // Before anything is ended or dropped: never the tables or the slot of other databases.
+    await requireRunDatabases(store, run, secrets);
     await store.updateRun(run.id, { status: 'aborted' });
     await store.appendEvent(
       run.id,
@@ -163,7 +166,7 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
       const { rows: exists } = await store.pool.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [released]);
       if (exists[0]?.t) {
         const { rows: waiting } = await store.pool.query<{ name: string }>(`SELECT name FROM ${released} WHERE run_id = $1`, [run.id]);
-        blobNames.push(...waiting.map((r) => r.name));
+        for (const r of waiting) blobNames.push(r.name);
       }
     }
   } finally {

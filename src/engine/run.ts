@@ -216,6 +216,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         };
       }
       run = out.run;
+      // The run may have moved since this worker joined (a leader forced, or pointed elsewhere
+      // while nothing was copied): it leads only where the run is.
+      await settleRunDatabases(store, run.id, found, { role: 'other' });
       // Taken over after a cutover recorded its phase: never back to the sync.
       const ended = await over();
       if (ended) return ended;

@@ -8,18 +8,22 @@
  * both. Only the leader may move the run: forced, or while it has done nothing yet.
  */
 import { StateConflictError } from '../errors.js';
-import { movedSides } from '../pg/identity.js';
+import { connect } from '../pg/connect.js';
+import { databaseIdentity, movedSides } from '../pg/identity.js';
 import type { StateStore } from '../state/store.js';
 import type { RunDatabases, RunRow } from '../state/types.js';
+
+const SIDES = ['source', 'target'] as const;
 
 /** Who is asking: the leader (which may move the run), or any other process (which may not). */
 export type DatabasesRole = 'leader' | 'other';
 
 /**
- * Records the databases if the run has none yet, and checks them. The leader holds the run's
- * lock, so the phase it reads here is the run's; a worker's record made before the leader's is
- * replaced by the leader's while the run is in phase 'created', so a worker checks again before
- * it copies anything.
+ * The leader records the databases when the run has none (a new run, or one begun before
+ * cloudshift recorded them), moves the run when it may, or is refused; it holds the run's lock, so
+ * the phase it reads here is the run's. Any other process only reads: refused on other databases,
+ * and let be while nothing is recorded (the leader records before anything is copied, so a worker
+ * checks again before it copies, and after it takes the lead).
  */
 export async function settleRunDatabases(
   store: StateStore,
@@ -28,16 +32,20 @@ export async function settleRunDatabases(
   options: { role: DatabasesRole; force?: boolean },
 ): Promise<void> {
   const run = (await store.getRun(runId))!;
+  if (options.role !== 'leader') return refuseMoved(run, await store.recordedDatabases(runId), found, options.role);
   const began = await store.runDatabases(runId, found);
-  if (movedSides(began, found).length === 0) return;
+  const moved = movedSides(began, found);
+  if (moved.length === 0) {
+    // A system identifier the record lacks (unreadable then) and this process could read: kept now.
+    if (SIDES.some((side) => began[side].system === null && found[side].system !== null)) await store.runDatabases(runId, found, true);
+    return;
+  }
   // A run still in phase 'created' has copied and created nothing yet (it stopped on a
   // precondition, which pointing the plan elsewhere may meet): it goes on where it is pointed now.
   const untouched = run.phase === 'created';
-  if (options.role !== 'leader' || (options.force !== true && !untouched)) refuseMoved(run, began, found, options.role);
+  if (options.force !== true && !untouched) refuseMoved(run, began, found, options.role);
   await store.runDatabases(runId, found, true);
-  const what = movedSides(began, found)
-    .map((m) => m.change)
-    .join('; ');
+  const what = moved.map((m) => m.change).join('; ');
   const why = untouched ? 'nothing was copied yet' : '--force';
   await store.appendEvent(runId, 'run:forced', `resumed on other databases (${why}): ${what}`, { previous: began, now: found });
 }
@@ -58,4 +66,30 @@ export function refuseMoved(
       hint: `set the plan's ${sides} as when the run began${role === 'leader' ? '; or run again with --force if this is the same data (restored elsewhere)' : ''}`,
     },
   );
+}
+
+/** The databases the plan's connections reach now. */
+export async function reachedDatabases(urls: { source: string; target: string }): Promise<RunDatabases> {
+  const identify = async (role: 'source' | 'target') => {
+    const client = await connect({ role, connectionString: urls[role] });
+    try {
+      return await databaseIdentity(client);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  };
+  return { source: await identify('source'), target: await identify('target') };
+}
+
+/**
+ * For a command that works on a run without leading it (verify, rollback before cutover): refused
+ * (exit 4) where the plan now reaches other databases than the run's. Nothing is recorded.
+ */
+export async function requireRunDatabases(
+  store: StateStore,
+  run: Pick<RunRow, 'id' | 'plan_name'>,
+  urls: { source: string; target: string },
+): Promise<void> {
+  const began = await store.recordedDatabases(run.id);
+  if (began) refuseMoved(run, began, await reachedDatabases(urls), 'other');
 }

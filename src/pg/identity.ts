@@ -12,15 +12,19 @@ export interface DatabaseIdentity {
   database: string;
 }
 
+/** insufficient_privilege, undefined_function, feature_not_supported. */
+const UNREADABLE = ['42501', '42883', '0A000'];
+
 export async function databaseIdentity(client: pg.Client): Promise<DatabaseIdentity> {
   const { rows } = await client.query<{ database: string }>('SELECT current_database() AS database');
   let system: string | null = null;
   try {
     const r = await client.query<{ system: string }>('SELECT system_identifier::text AS system FROM pg_control_system()');
     system = r.rows[0]?.system ?? null;
-  } catch {
+  } catch (err) {
     // A managed server may keep pg_control_system() from this role, or a PostgreSQL-compatible
-    // service lack it: the name alone then (a lost connection fails the next query).
+    // service lack it: the name alone then. Anything else (a timeout, a lost connection) is an error.
+    if (!UNREADABLE.includes((err as { code?: string }).code ?? '')) throw err;
   }
   return { system, database: rows[0]!.database };
 }

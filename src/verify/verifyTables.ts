@@ -4,9 +4,7 @@
  * re-copies exactly those rows and checks the range again. Without `repair` nothing is written
  * to the migrated tables. Results go to the state store's event log.
  */
-import type pg from 'pg';
-import { refuseMoved } from '../engine/runDatabases.js';
-import { databaseIdentity } from '../pg/identity.js';
+import { requireRunDatabases } from '../engine/runDatabases.js';
 import PQueue from 'p-queue';
 import { UsageError } from '../errors.js';
 import { displayName, parseQualifiedName } from '../plan/names.js';
@@ -79,7 +77,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const source = await connect({ role: 'source', connectionString: secrets.source });
   let tasks: TableTask[];
   try {
-    await requireRunDatabases(loaded, secrets, source);
+    await refuseOtherDatabases(loaded, secrets);
     tasks = await tableTasks(source, plan);
     if (options.tables?.length) {
       const wanted = options.tables.map((t) => displayName(parseQualifiedName(t)));
@@ -224,22 +222,15 @@ function sample<T>(ranges: T[], percent: number | undefined): T[] {
 
 /**
  * A verification (above all a repair) against other databases than the plan's run began on says
- * nothing of that run, or makes its target match the wrong source: refused (exit 4). Read-only:
- * nothing is recorded when the run has no record, or there is no run.
+ * nothing of that run, or makes its target match the wrong source: refused (exit 4). Nothing is
+ * recorded when the run has no record, or there is no run.
  */
-async function requireRunDatabases(loaded: LoadedPlan, secrets: { target: string; state: string }, source: pg.Client): Promise<void> {
+async function refuseOtherDatabases(loaded: LoadedPlan, secrets: { source: string; target: string; state: string }): Promise<void> {
   const store = await StateStore.open({ connectionString: secrets.state, schema: loaded.plan.state.schema });
   try {
     if (!(await store.inspect()).exists) return;
     const run = (await store.getActiveRun(loaded.plan.name)) ?? (await store.getLatestRun(loaded.plan.name));
-    const began = run ? await store.recordedDatabases(run.id) : null;
-    if (!run || !began) return;
-    const target = await connect({ role: 'target', connectionString: secrets.target });
-    try {
-      refuseMoved(run, began, { source: await databaseIdentity(source), target: await databaseIdentity(target) }, 'other');
-    } finally {
-      await target.end();
-    }
+    if (run) await requireRunDatabases(store, run, secrets);
   } finally {
     await store.close();
   }

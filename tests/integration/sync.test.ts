@@ -5,7 +5,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectTablesMatch } from '../harness/compare.js';
-import { harness, sql } from '../harness/db.js';
+import { connectionUrl, harness, sql } from '../harness/db.js';
 import { cutRunLockSession, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ORDER: Record<string, string> = {
@@ -633,6 +633,24 @@ describe('documents replaced inside one transaction', () => {
       await synced();
       const rows = await sql<{ id: string }>('target', s.dbs.target, `SELECT id::text FROM public.documents ORDER BY id`);
       expect(rows.map((x) => Number(x.id))).toEqual([ids[1], ids[2]]);
+    });
+  });
+});
+
+describe('a rollback before cutover on other databases', () => {
+  it('is refused (exit 4) before it ends the run or drops anything', async () => {
+    await inSyncedScenario('syncelsewhere', async (s, file) => {
+      const refused = await cli(['rollback', file, '--drop-target'], {
+        ...s.env,
+        SOURCE_DATABASE_URL: connectionUrl('source', 'postgres'),
+      });
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain('began on other databases: the source is database "postgres"');
+      const [run] = await sql<{ status: string }>('target', s.dbs.target, `SELECT status FROM cloudshift.runs`);
+      expect(run!.status).toBe('active');
+      expect(await slots(s)).toHaveLength(1);
+      const [tables] = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*)::text AS n FROM public.patients`);
+      expect(Number(tables!.n)).toBeGreaterThan(0);
     });
   });
 });
