@@ -141,7 +141,7 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
     const run = (await store.getActiveRun(plan.name))!;
     runId = run.id;
     // Before anything is ended or dropped: never the tables or the slot of other databases.
-    await requireRunDatabases(store, run, secrets);
+    await requireRunDatabases(store, run, secrets, true);
     await store.updateRun(run.id, { status: 'aborted' });
     await store.appendEvent(
       run.id,

@@ -219,6 +219,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       // The run may have moved since this worker joined (a leader forced, or pointed elsewhere
       // while nothing was copied): it leads only where the run is.
       await settleRunDatabases(store, run.id, found, { role: 'other' });
+      // Leading now: a run not recorded yet (begun by an older cloudshift) is recorded here.
+      await store.runDatabases(run.id, found);
       // Taken over after a cutover recorded its phase: never back to the sync.
       const ended = await over();
       if (ended) return ended;

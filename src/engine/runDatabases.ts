@@ -36,8 +36,14 @@ export async function settleRunDatabases(
   const began = await store.runDatabases(runId, found);
   const moved = movedSides(began, found);
   if (moved.length === 0) {
-    // A system identifier the record lacks (unreadable then) and this process could read: kept now.
-    if (SIDES.some((side) => began[side].system === null && found[side].system !== null)) await store.runDatabases(runId, found, true);
+    // A system identifier the record lacks (unreadable then) and this process could read: kept now,
+    // side by side (one this process cannot read stays as recorded).
+    if (SIDES.some((side) => began[side].system === null && found[side].system !== null)) {
+      const merged = Object.fromEntries(
+        SIDES.map((side) => [side, { ...began[side], system: began[side].system ?? found[side].system }]),
+      ) as unknown as RunDatabases;
+      await store.runDatabases(runId, merged, true);
+    }
     return;
   }
   // A run still in phase 'created' has copied and created nothing yet (it stopped on a
@@ -68,28 +74,40 @@ export function refuseMoved(
   );
 }
 
-/** The databases the plan's connections reach now. */
-export async function reachedDatabases(urls: { source: string; target: string }): Promise<RunDatabases> {
-  const identify = async (role: 'source' | 'target') => {
-    const client = await connect({ role, connectionString: urls[role] });
+/**
+ * The databases the plan's connections reach now. `reachableOnly`: a side that cannot be
+ * reached is left out (a command that must still work with one side down checks the other).
+ */
+export async function reachedDatabases(urls: { source: string; target: string }, reachableOnly = false): Promise<Partial<RunDatabases>> {
+  const found: Partial<RunDatabases> = {};
+  for (const role of SIDES) {
+    let client;
     try {
-      return await databaseIdentity(client);
+      client = await connect({ role, connectionString: urls[role] });
+    } catch (err) {
+      if (reachableOnly) continue;
+      throw err;
+    }
+    try {
+      found[role] = await databaseIdentity(client);
     } finally {
       await client.end().catch(() => undefined);
     }
-  };
-  return { source: await identify('source'), target: await identify('target') };
+  }
+  return found;
 }
 
 /**
- * For a command that works on a run without leading it (verify, rollback before cutover): refused
- * (exit 4) where the plan now reaches other databases than the run's. Nothing is recorded.
+ * For a command that works on a run without leading it (verify; rollback before cutover and
+ * cleanup, which must work with one side down, `reachableOnly`): refused (exit 4) where the plan
+ * now reaches other databases than the run's. Nothing is recorded.
  */
 export async function requireRunDatabases(
   store: StateStore,
   run: Pick<RunRow, 'id' | 'plan_name'>,
   urls: { source: string; target: string },
+  reachableOnly = false,
 ): Promise<void> {
   const began = await store.recordedDatabases(run.id);
-  if (began) refuseMoved(run, began, await reachedDatabases(urls), 'other');
+  if (began) refuseMoved(run, began, await reachedDatabases(urls, reachableOnly), 'other');
 }

@@ -10,6 +10,7 @@ import { resolveSecrets, type Env } from '../plan/secrets.js';
 import { connect } from '../pg/connect.js';
 import { PreconditionError } from '../errors.js';
 import { StateStore } from '../state/store.js';
+import { requireRunDatabases } from '../engine/runDatabases.js';
 import { liveObjects } from '../state/sql/sync.js';
 import { dropObject, type ReplicationObject } from './objects.js';
 import { forwardObjects, ledger } from './forward.js';
@@ -31,6 +32,8 @@ export async function cleanupRun(loaded: LoadedPlan, env: Env): Promise<CleanupR
     const run = (await store.getActiveRun(plan.name)) ?? (await store.getLatestRun(plan.name));
     if (!run) throw new PreconditionError(`plan ${plan.name} has no run: there is nothing to clean up`);
     await store.lockRun(run);
+    // An active run's objects are dropped only on its own databases (either side may be down).
+    if (run.status === 'active') await requireRunDatabases(store, run, secrets, true);
     const recorded = await liveObjects(store.knex, run.id);
     const fwd = forwardObjects(plan);
     const rev = reverseObjects(plan);

@@ -223,13 +223,14 @@ function sample<T>(ranges: T[], percent: number | undefined): T[] {
 /**
  * A verification (above all a repair) against other databases than the plan's run began on says
  * nothing of that run, or makes its target match the wrong source: refused (exit 4). Nothing is
- * recorded when the run has no record, or there is no run.
+ * recorded; nothing is checked without an active run, or when it has no record.
  */
 async function refuseOtherDatabases(loaded: LoadedPlan, secrets: { source: string; target: string; state: string }): Promise<void> {
   const store = await StateStore.open({ connectionString: secrets.state, schema: loaded.plan.state.schema });
   try {
     if (!(await store.inspect()).exists) return;
-    const run = (await store.getActiveRun(loaded.plan.name)) ?? (await store.getLatestRun(loaded.plan.name));
+    // An active run only: one that ended (a rehearsal cleaned up) says nothing of where the plan points now.
+    const run = await store.getActiveRun(loaded.plan.name);
     if (run) await requireRunDatabases(store, run, secrets);
   } finally {
     await store.close();

@@ -637,15 +637,16 @@ describe('documents replaced inside one transaction', () => {
   });
 });
 
-describe('a rollback before cutover on other databases', () => {
+describe('a rollback before cutover, or a cleanup, on other databases', () => {
   it('is refused (exit 4) before it ends the run or drops anything', async () => {
     await inSyncedScenario('syncelsewhere', async (s, file) => {
-      const refused = await cli(['rollback', file, '--drop-target'], {
-        ...s.env,
-        SOURCE_DATABASE_URL: connectionUrl('source', 'postgres'),
-      });
+      const elsewhere = { ...s.env, SOURCE_DATABASE_URL: connectionUrl('source', 'postgres') };
+      const refused = await cli(['rollback', file, '--drop-target'], elsewhere);
       expect(refused.code, refused.stderr).toBe(4);
       expect(refused.stderr).toContain('began on other databases: the source is database "postgres"');
+      // Nor may cleanup end the run and drop its slot there.
+      const cleanup = await cli(['cleanup', file], elsewhere);
+      expect(cleanup.code, cleanup.stderr).toBe(4);
       const [run] = await sql<{ status: string }>('target', s.dbs.target, `SELECT status FROM cloudshift.runs`);
       expect(run!.status).toBe('active');
       expect(await slots(s)).toHaveLength(1);
