@@ -4,16 +4,15 @@
  * environment names another source would copy the rest from there (another target, with the
  * state store elsewhere, would miss every batch marked done; `verify --repair` would make the
  * target match the wrong source). The run's leader records the databases it reached; every
- * process that resumes, joins, switches or verifies the run is refused (exit 4) elsewhere, naming
- * both. Only the leader may move the run: forced, or while it has done nothing yet.
+ * process that resumes, joins, switches, rolls back, cleans up or verifies the run is refused
+ * (exit 4) elsewhere, naming both. Only the leader may move the run: forced, or while it has done
+ * nothing yet.
  */
 import { StateConflictError } from '../errors.js';
 import { connect } from '../pg/connect.js';
-import { databaseIdentity, movedSides } from '../pg/identity.js';
+import { databaseIdentity, movedSides, SIDES, type Side } from '../pg/identity.js';
 import type { StateStore } from '../state/store.js';
 import type { RunDatabases, RunRow } from '../state/types.js';
-
-const SIDES = ['source', 'target'] as const;
 
 /** Who is asking: the leader (which may move the run), or any other process (which may not). */
 export type DatabasesRole = 'leader' | 'other';
@@ -38,12 +37,9 @@ export async function settleRunDatabases(
   if (moved.length === 0) {
     // A system identifier the record lacks (unreadable then) and this process could read: kept now,
     // side by side (one this process cannot read stays as recorded).
-    if (SIDES.some((side) => began[side].system === null && found[side].system !== null)) {
-      const merged = Object.fromEntries(
-        SIDES.map((side) => [side, { ...began[side], system: began[side].system ?? found[side].system }]),
-      ) as unknown as RunDatabases;
-      await store.runDatabases(runId, merged, true);
-    }
+    const filled = (side: Side) => ({ ...began[side], system: began[side].system ?? found[side].system });
+    if (SIDES.some((side) => began[side].system === null && found[side].system !== null))
+      await store.runDatabases(runId, { source: filled('source'), target: filled('target') }, true);
     return;
   }
   // A run still in phase 'created' has copied and created nothing yet (it stopped on a

@@ -12,6 +12,10 @@ export interface DatabaseIdentity {
   database: string;
 }
 
+/** The two sides of a migration. */
+export const SIDES = ['source', 'target'] as const;
+export type Side = (typeof SIDES)[number];
+
 /** insufficient_privilege, undefined_function, feature_not_supported. */
 const UNREADABLE = ['42501', '42883', '0A000'];
 
@@ -38,14 +42,12 @@ export function describeDatabase(i: DatabaseIdentity): string {
   return `database "${i.database}"${i.system === null ? '' : ` of server ${i.system}`}`;
 }
 
-export type Side = 'source' | 'target';
-
 /** The sides that reach another database now than when a run began, each described. */
 export function movedSides(
   began: Partial<Record<Side, DatabaseIdentity>>,
   now: Partial<Record<Side, DatabaseIdentity>>,
 ): Array<{ side: Side; change: string }> {
-  return (['source', 'target'] as const).flatMap((side) => {
+  return SIDES.flatMap((side) => {
     const [was, is] = [began[side], now[side]];
     return was && is && !sameDatabase(was, is)
       ? [{ side, change: `the ${side} is ${describeDatabase(is)}, not ${describeDatabase(was)}` }]

@@ -17,7 +17,7 @@ import { estimate } from './estimate.js';
 import { checkSequences } from './sequenceChecks.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
 import { checkState } from './stateChecks.js';
-import { databaseIdentity, type DatabaseIdentity } from '../pg/identity.js';
+import { databaseIdentity, type DatabaseIdentity, type Side } from '../pg/identity.js';
 import { checkTarget } from './targetChecks.js';
 import { checkSwitch } from './switchChecks.js';
 import { CheckList, type PreflightReport } from './types.js';
@@ -77,7 +77,7 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
 
   let facts: SourceFacts | null = null;
   // Which databases the plan reaches, for a run in progress begun on others (state.run).
-  const reached: Partial<Record<'source' | 'target', DatabaseIdentity>> = {};
+  const reached: Partial<Record<Side, DatabaseIdentity>> = {};
   const source = await open('source', 'source.connect', secrets.source);
   try {
     if (source) {

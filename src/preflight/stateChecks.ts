@@ -4,14 +4,14 @@ import type { LoadedPlan } from '../plan/parse.js';
 import { quoteIdent } from '../plan/names.js';
 import { inspectSchema } from '../state/migrations.js';
 import type { CheckList } from './types.js';
-import { movedSides, type DatabaseIdentity } from '../pg/identity.js';
+import { movedSides, type DatabaseIdentity, type Side } from '../pg/identity.js';
 import type { RunDatabases } from '../state/types.js';
 
 export async function checkState(
   client: pg.Client,
   loaded: LoadedPlan,
   checks: CheckList,
-  reached: Partial<Record<'source' | 'target', DatabaseIdentity>> = {},
+  reached: Partial<Record<Side, DatabaseIdentity>> = {},
 ): Promise<void> {
   const schema = loaded.plan.state.schema;
   const subject = `state store schema ${schema}`;

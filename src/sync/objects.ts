@@ -3,13 +3,14 @@
  * store before it is created ('creating') and after ('created'), so nothing cloudshift makes can
  * be forgotten: `cleanup`, abort and rollback drop every recorded object that still exists.
  */
+import type { Side } from '../pg/identity.js';
 import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { serverVersion } from '../pg/connect.js';
 import { parseLsn, type Lsn } from './lsn.js';
 
-export type Side = 'source' | 'target';
+export type { Side };
 export type Direction = 'forward' | 'reverse';
 
 export interface ReplicationObject {

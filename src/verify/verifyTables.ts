@@ -74,10 +74,11 @@ export interface VerifyResult {
 export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Promise<VerifyResult> {
   const { plan } = loaded;
   const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
+  // Before its own connections: the check's are short-lived and none is open alongside them.
+  await refuseOtherDatabases(loaded, secrets);
   const source = await connect({ role: 'source', connectionString: secrets.source });
   let tasks: TableTask[];
   try {
-    await refuseOtherDatabases(loaded, secrets);
     tasks = await tableTasks(source, plan);
     if (options.tables?.length) {
       const wanted = options.tables.map((t) => displayName(parseQualifiedName(t)));
