@@ -10,8 +10,11 @@ const MASK = '***';
 const patterns: Array<[RegExp, string]> = [
   // scheme://user:password@host (to the last "@" before the host: a password may hold one unencoded)
   [/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^/\s]*@/gi, `$1${MASK}@`],
-  // key=value connection strings (libpq, Azure storage)
-  [/\b(password|pwd|accountkey|sharedaccesssignature|sharedaccesskey)\s*=\s*('[^']*'|[^;\s]*)/gi, `$1=${MASK}`],
+  // key=value connection strings (libpq, Azure storage) and settings a script echoes (PGPASSWORD=,
+  // DB_PASSWORD=): the key may end a longer name
+  [/\b([a-z0-9_]*(?:password|pwd|accountkey|sharedaccesssignature|sharedaccesskey))\s*=\s*('[^']*'|"[^"]*"|[^;\s]*)/gi, `$1=${MASK}`],
+  // the same keys as JSON ("password": "…")
+  [/("[a-z0-9_]*(?:password|pwd|accountkey|sharedaccesssignature|sharedaccesskey)"\s*:\s*)"(?:[^"\\]|\\.)*"/gi, `$1"${MASK}"`],
   // SAS query parameters
   [/([?&]sig=)[^&\s]*/gi, `$1${MASK}`],
   // bearer tokens

@@ -6,11 +6,11 @@
 import { spawn } from 'node:child_process';
 import { StringDecoder } from 'node:string_decoder';
 import type { AzurePlan, SwitchPlan } from '../plan/defaults.js';
-import type { Env, Secrets } from '../plan/secrets.js';
+import { secretTexts, type Env, type Secrets } from '../plan/secrets.js';
 import { armSwitch } from './armSwitch.js';
 import { endpointOf } from '../pg/connect.js';
 import { PreconditionError } from '../errors.js';
-import { redact } from '../redact.js';
+import { redactValues } from '../redact.js';
 import type { Side } from '../sync/objects.js';
 import { readRoute, sameRoute, writeRoute, type Route } from './databasesIni.js';
 import { PgBouncerAdmin, type PauseOutcome } from './pgbouncerAdmin.js';
@@ -49,7 +49,8 @@ export function routesOf(urls: { source: string; target: string }): Routes {
 
 export interface SwitchInputs {
   routes: Routes;
-  secrets: Pick<Secrets, 'pgbouncerAdmin' | 'armTarget' | 'armSource'>;
+  /** The plan's resolved secrets: the switch's own, and every one a command's output must not show. */
+  secrets: Secrets;
   azure: AzurePlan | undefined;
   env: Env;
   /** Each line a switch command prints (redacted), for the operator. Default: stderr. */
@@ -62,7 +63,7 @@ export async function openSwitch(sw: SwitchPlan, o: SwitchInputs): Promise<AppSw
       if (!o.secrets.pgbouncerAdmin) throw new PreconditionError('cutover.switch.pgbouncer.admin is not set');
       return pgbouncerSwitch(await PgBouncerAdmin.open(o.secrets.pgbouncerAdmin), sw.database, sw.config, o.routes);
     case 'command':
-      return commandSwitch(sw.run, o.routes, o.env, o.echo ?? ((line) => process.stderr.write(`${line}\n`)));
+      return commandSwitch(sw.run, o.routes, o.env, secretTexts(o.secrets), o.echo ?? ((line) => process.stderr.write(`${line}\n`)));
     case 'arm':
       return armSwitch(sw, o.azure, { target: o.secrets.armTarget, source: o.secrets.armSource }, o.env);
   }
@@ -96,7 +97,7 @@ function pgbouncerSwitch(admin: PgBouncerAdmin, database: string, file: string, 
  * hold writes back: the side left is fenced (read-only) from the moment the switch starts, so
  * writes that reach it in between fail instead of being lost.
  */
-function commandSwitch(command: string, routes: Routes, env: Env, echo: (line: string) => void): AppSwitch {
+function commandSwitch(command: string, routes: Routes, env: Env, secrets: string[], echo: (line: string) => void): AppSwitch {
   return {
     kind: 'command',
     current: () => Promise.resolve('unknown'),
@@ -113,6 +114,7 @@ function commandSwitch(command: string, routes: Routes, env: Env, echo: (line: s
           CLOUDSHIFT_PORT: String(r.port),
           CLOUDSHIFT_DATABASE: r.dbname,
         },
+        secrets,
         echo,
       );
     },
@@ -123,14 +125,14 @@ function commandSwitch(command: string, routes: Routes, env: Env, echo: (line: s
 }
 
 /** `env`: the command's whole environment (cloudshift's own, with the side's). */
-async function runCommand(command: string, env: Env, echo: (line: string) => void): Promise<void> {
+async function runCommand(command: string, env: Env, secrets: string[], echo: (line: string) => void): Promise<void> {
   // Its output goes to the operator (on stderr: stdout stays cloudshift's own, --json), a line at
   // a time and redacted: a deployment tool may echo the settings it changed, connection strings included.
   const child = spawn(command, { shell: true, env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = redactedLines(echo);
+  const out = redactedLines(secrets, echo);
   // Its last line on stderr says why, if it fails.
   let lastError = '';
-  const err = redactedLines((line) => {
+  const err = redactedLines(secrets, (line) => {
     if (line.trim()) lastError = line.trim();
     echo(line);
   });
@@ -149,20 +151,24 @@ async function runCommand(command: string, env: Env, echo: (line: string) => voi
   }
 }
 
-/** Text in pieces of any size, given whole lines at a time (without their newline), every secret masked. */
-function redactedLines(write: (line: string) => void): { push(piece: Buffer): void; end(): void } {
+/**
+ * Text in pieces of any size, given whole lines at a time (without their newline), every secret
+ * masked: by pattern, and each of the plan's secrets wherever it appears (the command inherits
+ * them all, and may print one bare).
+ */
+function redactedLines(secrets: string[], write: (line: string) => void): { push(piece: Buffer): void; end(): void } {
   const decoder = new StringDecoder('utf8');
   let rest = '';
   return {
     push(piece) {
       const lines = (rest + decoder.write(piece)).split('\n');
       rest = lines.pop()!;
-      for (const line of lines) write(redact(line));
+      for (const line of lines) write(redactValues(line, secrets));
     },
     end() {
       const last = rest + decoder.end();
       rest = '';
-      if (last) write(redact(last));
+      if (last) write(redactValues(last, secrets));
     },
   };
 }

@@ -455,7 +455,7 @@ describe('cutover and rollback with a command switch, documents, and rollback be
       s.plan(`${HOSPITAL_PLAN.replace('name: hospital', 'name: cmdswitch').replace('  - name: public.medications\n', '  - name: public.medications\n  - name: public.vitals\n')}
 copy: { jobs: 2, batch: { rows: 500 } }
 cutover:
-  switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'; echo DATABASE_URL=postgres://app:Echoed5ecret@db.example/ehr" } }
+  switch: { command: { run: "echo $CLOUDSHIFT_SIDE $CLOUDSHIFT_PORT > '${sideFile}'; echo DATABASE_URL=postgres://app:Echoed5ecret@db.example/ehr; echo + PGPASSWORD=Traced5ecret psql; ${process.execPath} -e 'console.log(new URL(process.env.TARGET_DATABASE_URL).password)'" } }
   maxPause: 5s
 `);
   });
@@ -480,6 +480,10 @@ cutover:
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);
     expect(cut.stderr).toContain('DATABASE_URL=postgres://app:***@db.example/ehr');
     expect(cut.stderr).not.toContain('Echoed5ecret');
+    // A setting traced under a longer name, and the target's password printed bare (the command inherits it).
+    expect(cut.stderr).toContain('+ PGPASSWORD=*** psql');
+    expect(cut.stderr).not.toContain('Traced5ecret');
+    expect(cut.stderr).not.toContain(harness().target.password);
     const status = await cli(['status', file], s.env);
     expect(status.stdout).toMatch(/cut over to the target at .*, write pause \d+ ms/);
     expect(status.stdout).toMatch(/next: cut over: .*cloudshift rollback/);

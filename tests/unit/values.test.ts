@@ -89,6 +89,15 @@ describe('redaction', () => {
       'https://a.blob.core.windows.net/c?sv=2024&sig=***&se=1',
     );
   });
+
+  it('masks a password a script echoes under a longer name, or as JSON', () => {
+    // A switch command run with `set -x` prints its environment assignments.
+    expect(redact('+ PGPASSWORD=hunter22 psql -h db')).toBe('+ PGPASSWORD=*** psql -h db');
+    expect(redact("export DB_PASSWORD='a b'; deploy")).toBe('export DB_PASSWORD=***; deploy');
+    expect(redact('{"adminPassword": "hun\\"ter22", "user": "app"}')).toBe('{"adminPassword": "***", "user": "app"}');
+    // Not a password: left as it is.
+    expect(redact('passwords are masked; PWDIR=/srv')).toBe('passwords are masked; PWDIR=/srv');
+  });
 });
 
 describe('durations for people', () => {
