@@ -35,8 +35,24 @@ function cmdline(pid: number): string {
   }
 }
 
-/** Each party's CPU seconds, and the seconds the machine's cores sat idle (all cores summed). */
-export type CpuSeconds = Record<'azurite' | 'source' | 'target' | 'client' | 'idle', number>;
+/**
+ * Each party's CPU seconds, the seconds the machine's cores sat idle (all cores summed), and for
+ * Azurite's main thread (where it handles every request, one at a time) the seconds it ran and the
+ * seconds it was ready to run but waited for a core: what is left of the timed part it slept,
+ * waiting for a request or its disk.
+ */
+export type CpuSeconds = Record<'azurite' | 'source' | 'target' | 'client' | 'idle' | 'azuriteRan' | 'azuriteWaited', number>;
+
+/** A thread's seconds on a core and waiting in a run queue for one (/proc/PID/task/TID/schedstat). */
+function schedstat(pid: number | undefined): { ran: number; waited: number } {
+  if (pid === undefined) return { ran: 0, waited: 0 };
+  try {
+    const [ran, waited] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { ran: ran! / 1e9, waited: waited! / 1e9 };
+  } catch {
+    return { ran: 0, waited: 0 };
+  }
+}
 
 /** Idle and I/O-wait ticks of all cores together, from the first line of /proc/stat. */
 function idleTicks(): number {
@@ -84,8 +100,11 @@ function sample(servers: LocalServers): CpuSeconds {
     for (const [p, s] of stats) if (s?.ppid === root) ticks += tree(p);
     return ticks;
   };
+  const main = schedstat(roots.azurite);
   return {
     azurite: tree(roots.azurite) / TICKS_PER_SECOND,
+    azuriteRan: main.ran,
+    azuriteWaited: main.waited,
     source: tree(roots.source) / TICKS_PER_SECOND,
     target: tree(roots.target) / TICKS_PER_SECOND,
     // This process, the cloudshift children it has waited for, and those still running.
