@@ -9,6 +9,10 @@ describe('blob names and header values from a row', () => {
     // "." and ".." kept as they are would be folded away by the URL: two rows, one blob
     expect(blobName('p/{a}/{b}', row({ a: '..', b: '.' }))).toBe('p/%2E%2E/%2E');
     expect(blobName('p/{a}/{b}', row({ a: '...x', b: 'v1.2' }))).toBe('p/...x/v1.2');
+    // Azure drops the dots a segment ends with: "scan." would be stored as "scan", and the
+    // rows "A." and "A" would share one blob
+    expect(blobName('p/{a}/{b}', row({ a: 'Radiology Dept.', b: 'scan..' }))).toBe('p/Radiology%20Dept%2E/scan%2E%2E');
+    expect(blobName('{a}-x', row({ a: 'A.' }))).not.toBe(blobName('{a}-x', row({ a: 'A' })));
     // as the container sends it: each segment encoded again, so nothing is folded
     const url = new URL('http://h/c');
     url.pathname = `/c/${blobName('p/{a}/{b}', row({ a: '..', b: '1' }))

@@ -1,8 +1,9 @@
 /**
  * Blob names, content types, metadata and tags from a document's row. Each placeholder value is
  * encoded so it can never add a path segment or a character Azure refuses: everything outside
- * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F, and the dots of a value
- * that is only dots), so no value adds or removes a path segment. So that two rows never run
+ * [A-Za-z0-9._~-] is percent-encoded (a "/" inside a value becomes %2F), and so are the dots a
+ * value ends with (Azure drops a segment's last dots, and "." or ".." segments fold away), so no
+ * value adds or removes a path segment or a character. So that two rows never run
  * together into one name, a value is also kept from holding the character the template puts
  * after its placeholder: in "{code}-{filename}" a code's "-" is %2D, so ("a-b", "c.pdf") and
  * ("a", "b-c.pdf") stay apart (validation refuses two placeholders with nothing between them).
@@ -19,13 +20,16 @@ export class DocumentError extends CloudshiftError {
 
 /** `value` URL-safe as (part of) one path segment; `stop`, the character after it in the name, encoded too. */
 export function encodeSegment(value: string, stop = ''): string {
-  // A value of only dots kept as is could make a "." or ".." segment, which a URL folds away
-  // (two rows' blobs at one address): its dots are encoded too.
-  const keep = /^\.*$/.test(value) ? /[A-Za-z0-9_~-]/ : /[A-Za-z0-9._~-]/;
-  return Array.from(Buffer.from(value, 'utf8'))
-    .map((b) => {
+  const bytes = Buffer.from(value, 'utf8');
+  // The dots a value ends with are encoded: Azure drops the dots a name's segment ends with
+  // ("scan." is stored as "scan"; "A." and "A" would be one blob), and a value of only dots
+  // could make a "." or ".." segment, which a URL folds away.
+  let dots = bytes.length;
+  while (dots > 0 && bytes[dots - 1] === 0x2e) dots -= 1;
+  return Array.from(bytes)
+    .map((b, i) => {
       const c = String.fromCharCode(b);
-      return keep.test(c) && c !== stop ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      return /[A-Za-z0-9._~-]/.test(c) && c !== stop && i < dots ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
     })
     .join('');
 }
