@@ -89,15 +89,25 @@ export class BatchContents {
   }
 }
 
+/** Bytes [offset, offset + length) of one row's bytea value (none for NULL); null when no row has that key. */
+export async function byteaSlice(
+  client: pg.Client,
+  table: string,
+  column: string,
+  keyPredicate: string,
+  offset: number,
+  length: number,
+): Promise<Buffer | null> {
+  const got = await copyValue(client, `SELECT substring(${column} FROM ${offset + 1} FOR ${length}) FROM ${table} WHERE ${keyPredicate}`);
+  return got.row ? (got.value ?? Buffer.alloc(0)) : null;
+}
+
 export function byteaContent(client: pg.Client, table: string, column: string, keyPredicate: string, describe: string): DocumentContent {
   return {
     async read(offset, length) {
-      const got = await copyValue(
-        client,
-        `SELECT substring(${column} FROM ${offset + 1} FOR ${length}) FROM ${table} WHERE ${keyPredicate}`,
-      );
-      if (!got.row) throw new DocumentError(`${describe}: the row disappeared while its document was read`);
-      return got.value ?? Buffer.alloc(0);
+      const bytes = await byteaSlice(client, table, column, keyPredicate, offset, length);
+      if (bytes === null) throw new DocumentError(`${describe}: the row disappeared while its document was read`);
+      return bytes;
     },
   };
 }
