@@ -55,6 +55,8 @@ export interface DocumentStore {
   /** Documents of this relation already uploaded (by key JSON), for a retried batch. */
   recorded(relation: string, keys: string[][]): Promise<Map<string, UploadedDocument>>;
   record(relation: string, docs: UploadedDocument[], batchId: string): Promise<void>;
+  /** Forgets the batch's records of documents other than these keys; returns how many. */
+  forgetOthers(relation: string, batchId: string, keys: string[][]): Promise<number>;
 }
 
 export interface DocumentsContext {
@@ -239,6 +241,14 @@ export async function copyDocumentsBatch(
       await recordPending();
     }
     if (failure !== null) throw failure;
+    // An earlier attempt read an older snapshot: a document it recorded whose row is gone, or
+    // holds NULL now, is no document of the run (the sweep reports its blob as extra).
+    if (retry)
+      await docs.store.forgetOthers(
+        task.display,
+        batch.id,
+        uploaded.map((d) => d.key),
+      );
     return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
   });
   return { ...result, documents: result.documents ?? [] };

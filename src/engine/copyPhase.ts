@@ -32,7 +32,7 @@ import type { BlobPlan } from '../plan/defaults.js';
 import { ClientPool } from '../pg/clientPool.js';
 import { createContainerClient, type BlobCredentials } from '../target/blob/client.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKS } from '../target/blob/upload.js';
-import { forgetRecord, recordDocuments, recordedDocuments } from '../state/sql/documents.js';
+import { forgetRecord, recordDocuments, forgetOtherDocuments, recordedDocuments } from '../state/sql/documents.js';
 import { sweepDocuments, type WrongDocument } from '../verify/documentSweep.js';
 import { BlockBuffers } from './blockBuffers.js';
 import { copyDocumentsBatch, type DocumentsContext } from './copyDocuments.js';
@@ -450,6 +450,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
       record: (relation, docs, batchId) => recordDocuments(db, o.store.schema, o.runId, relation, docs, batchId),
+      forgetOthers: (relation, batchId, keys) => forgetOtherDocuments(db, o.store.schema, o.runId, relation, batchId, keys),
     },
     ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
   };

@@ -205,6 +205,49 @@ describe('documents to Blob Storage', () => {
     }
   });
 
+  it('a sampled document whose row was deleted since its upload (the rerun reads a newer snapshot) sends its batch back, and its blob is reported', async () => {
+    const again = await hospitalScenario('docsgone');
+    try {
+      await addDocuments(again);
+      const plan = await loadPlan(again.plan(PLAN.replace('copy: { jobs: 2 }', 'copy: { jobs: 1 }')));
+      const crash = new Error('simulated crash');
+      // The first batch is copied and its documents recorded; the run stops before the sweep.
+      const first = await runMigration(plan, {
+        env: again.env,
+        transientAttempts: 1,
+        hooks: {
+          afterBatchCommit: (b) => {
+            if (b.table === 'public.documents' && b.seq === 2) throw crash;
+          },
+        },
+      }).catch((e: unknown) => e);
+      expect(first).toBe(crash);
+      const [gone] = await sql<{ id: string; blob_name: string }>(
+        'target',
+        again.dbs.target,
+        `SELECT d.key->>0 AS id, d.blob_name FROM cloudshift.documents d JOIN cloudshift.batches b ON b.id = d.batch_id
+          WHERE d.relation = 'public.documents' AND b.seq = 1 ORDER BY d.blob_name LIMIT 1`,
+      );
+      expect(gone).toBeDefined();
+      await sql('source', again.dbs.source, `DELETE FROM public.documents WHERE id = ${Number(gone!.id)}`);
+      const events: Array<{ type: string; reason?: string; message?: string }> = [];
+      const result = await runMigration(plan, {
+        env: again.env,
+        sampleEvery: 1,
+        onEvent: (e) => events.push(e as (typeof events)[number]),
+      });
+      expect(result.mismatches).toBe(0);
+      expect(events.filter((e) => e.type === 'batch:retry').map((e) => e.reason)).toContain(`document ${gone!.blob_name}: different bytes`);
+      expect(events.filter((e) => e.type === 'warning').map((e) => e.message)).toEqual([
+        expect.stringContaining(`1 blob in container "${again.container}" is no document of this run (${gone!.blob_name})`),
+      ]);
+      const left = await sql('target', again.dbs.target, `SELECT 1 FROM public.documents WHERE id = ${Number(gone!.id)}`);
+      expect(left).toEqual([]);
+    } finally {
+      await again.drop();
+    }
+  });
+
   it('a batch left unverified by its worker, found with a blob missing by the last pass, is copied again before the indexes', async () => {
     const again = await hospitalScenario('docsleft');
     try {
@@ -591,16 +634,33 @@ documents:
          UPDATE public.documents SET content = set_byte(content, 0, (get_byte(content, 0) + 1) % 256) WHERE id = ${Number(changed[1]!.id)}`,
       );
       for (const d of changed) before.delete(d.blob_name);
+      // Two more are deleted: their blobs, recorded by the first attempt, are no documents any more.
+      const deleted = await sql<{ id: string; blob_name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT key->>0 AS id, blob_name FROM cloudshift.documents WHERE relation = 'public.documents' ORDER BY blob_name OFFSET 2 LIMIT 2`,
+      );
+      expect(deleted).toHaveLength(2);
+      await sql('source', s.dbs.source, `DELETE FROM public.documents WHERE id IN (${deleted.map((d) => Number(d.id)).join(', ')})`);
+      for (const d of deleted) before.delete(d.blob_name);
 
       const rerun = await cli(['run', file], s.env);
       expect(rerun.code).toBe(0);
+      const forgotten = await sql<{ n: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*) AS n FROM cloudshift.documents WHERE relation = 'public.documents' AND blob_name = ANY($1)`,
+        [deleted.map((d) => d.blob_name)],
+      );
+      expect(forgotten[0]!.n).toBe('0');
+      expect(rerun.stdout + rerun.stderr).toContain(`2 blobs in container "${s.container}" are no document of this run`);
       for (const [name, etag] of before) expect((await c.getBlockBlobClient(name).getProperties()).etag, name).toBe(etag);
       for (const d of changed) {
         expect(await c.getBlockBlobClient(d.blob_name).downloadToBuffer()).toEqual(
           await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(d.id)}`),
         );
       }
-      expect(await rowsWithBlobs(s)).toBe(102);
+      expect(await rowsWithBlobs(s)).toBe(100);
     } finally {
       await s.drop();
     }

@@ -130,6 +130,26 @@ export async function forgetDocuments(
   await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS}`, byKeys(runId, relation, keys));
 }
 
+/**
+ * Forgets the records of a batch's documents other than `keys` (the documents its attempt just
+ * uploaded or kept): rows deleted, or whose document became NULL, since an earlier attempt read
+ * an older snapshot. Their blobs are then no document of this run, which the sweep reports.
+ */
+export async function forgetOtherDocuments(
+  db: pg.Pool | pg.ClientBase,
+  schema: string,
+  runId: string,
+  relation: string,
+  batchId: string,
+  keys: string[][],
+): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND batch_id = $4 AND NOT (key = ANY($3::jsonb[]))`,
+    [...byKeys(runId, relation, keys), batchId],
+  );
+  return rowCount ?? 0;
+}
+
 export async function recordedDocuments(
   db: pg.Pool | pg.Client,
   schema: string,
