@@ -20,7 +20,7 @@ import { clearTableMismatches } from '../state/sql/batchStatus.js';
 import { StateStore } from '../state/store.js';
 import { findDifferences, rangeDigests, type Difference, type KeyRange } from './differences.js';
 import { repairRows, repairWhole } from './repair.js';
-import { settleDivergences } from '../state/sql/sync.js';
+import { settleDivergences, syncRow } from '../state/sql/sync.js';
 import { verifyDocuments, type DocumentFinding } from './verifyDocuments.js';
 import { createContainerClient } from '../target/blob/client.js';
 import { digestEquals } from './rowDigest.js';
@@ -39,7 +39,8 @@ export interface VerifyOptions {
   documentChunkRows?: number;
   /** One in this many matching documents has a range of its bytes read back (tests: 1). */
   documentSampleEvery?: number;
-  onProgress?(message: string): void;
+  /** Told before each table is checked (awaited). */
+  onProgress?(message: string): void | Promise<void>;
 }
 
 export interface Finding {
@@ -75,7 +76,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const { plan } = loaded;
   const secrets = resolveSecrets(loaded, options.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   // Before its own connections: the check's are short-lived and none is open alongside them.
-  await refuseOtherDatabases(loaded, secrets);
+  const divergencesBefore = await beforeVerify(loaded, secrets);
   const source = await connect({ role: 'source', connectionString: secrets.source });
   let tasks: TableTask[];
   try {
@@ -99,7 +100,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
     const blob = plan.target.blob;
     const container = blob ? createContainerClient(blob, { connectionString: secrets.blobConnectionString, sas: secrets.blobSas }) : null;
     for (const task of tasks) {
-      options.onProgress?.(`verifying ${task.display}`);
+      await options.onProgress?.(`verifying ${task.display}`);
       const table = await verifyTable(pool, task, options, findings, plan.sync.mode === 'logical');
       if (task.documents && container) {
         const docs = await pool.use((sides) =>
@@ -134,7 +135,7 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
   const order = new Map(tables.map((t, i) => [t.table, i]));
   findings.sort((a, b) => order.get(a.table)! - order.get(b.table)! || compareKeys(Object.values(a.key), Object.values(b.key)));
   const result: VerifyResult = { ok: tables.every((t) => t.matched), tables, findings, sampled: options.samplePercent !== undefined };
-  await record(loaded, secrets.state, result, !options.tables?.length);
+  await record(loaded, secrets.state, result, !options.tables?.length ? divergencesBefore : null);
   return result;
 }
 
@@ -222,17 +223,20 @@ function sample<T>(ranges: T[], percent: number | undefined): T[] {
 }
 
 /**
- * A verification (above all a repair) against other databases than the plan's run began on says
- * nothing of that run, or makes its target match the wrong source: refused (exit 4). Nothing is
- * recorded; nothing is checked without an active run, or when it has no record.
+ * Before a verification: one (above all a repair) against other databases than the plan's run
+ * began on says nothing of that run, or makes its target match the wrong source: refused (exit
+ * 4). Nothing is checked without an active run, or when it has no record. Returns the sync's
+ * divergences counted so far (the most a verification of every table can settle).
  */
-async function refuseOtherDatabases(loaded: LoadedPlan, secrets: { source: string; target: string; state: string }): Promise<void> {
+async function beforeVerify(loaded: LoadedPlan, secrets: { source: string; target: string; state: string }): Promise<number> {
   const store = await StateStore.open({ connectionString: secrets.state, schema: loaded.plan.state.schema });
   try {
-    if (!(await store.inspect()).exists) return;
+    if (!(await store.inspect()).exists) return 0;
     // An active run only: one that ended (a rehearsal cleaned up) says nothing of where the plan points now.
     const run = await store.getActiveRun(loaded.plan.name);
-    if (run) await requireRunDatabases(store, run, secrets);
+    if (!run) return 0;
+    await requireRunDatabases(store, run, secrets);
+    return (await syncRow(store.knex, run.id))?.divergences ?? 0;
   } finally {
     await store.close();
   }
@@ -240,9 +244,11 @@ async function refuseOtherDatabases(loaded: LoadedPlan, secrets: { source: strin
 
 /**
  * Stores the result in the event log; a table now fully matching clears its mismatched batches,
- * and a full verify finding everything matching clears the sync's divergences.
+ * and a full verify finding everything matching settles the sync's divergences counted before it
+ * began (`divergences`; null when not every table was checked). One counted while it ran may be
+ * in a table it had checked already: that one stays.
  */
-async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult, everyTable: boolean): Promise<void> {
+async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult, divergences: number | null): Promise<void> {
   const store = await StateStore.open({ connectionString: stateUrl, schema: loaded.plan.state.schema });
   try {
     const status = await store.inspect();
@@ -259,7 +265,7 @@ async function record(loaded: LoadedPlan, stateUrl: string, result: VerifyResult
     if (!result.sampled) {
       for (const t of result.tables.filter((x) => x.matched)) await clearTableMismatches(store.db, store.schema, run.id, t.table);
       // Only a check of every table clears the sync's divergences (the cutover's gate).
-      if (result.ok && everyTable) await settleDivergences(store.knex, run.id);
+      if (result.ok && divergences !== null) await settleDivergences(store.knex, run.id, divergences);
     }
   } finally {
     await store.close();

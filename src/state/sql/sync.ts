@@ -116,8 +116,11 @@ export async function restartSyncAt(knex: Knex, runId: string, lsn: Lsn): Promis
 }
 
 /** A full verification found every table equal: the divergences counted so far are settled. */
-export async function settleDivergences(knex: Knex, runId: string): Promise<void> {
-  await knex('applied_lsn').where({ run_id: runId }).update({ divergences: 0 });
+/** Settles `count` of the run's divergences (those a verification found mended since). */
+export async function settleDivergences(knex: Knex, runId: string, count: number): Promise<void> {
+  await knex('applied_lsn')
+    .where({ run_id: runId })
+    .update({ divergences: knex.raw('GREATEST(divergences - ?, 0)', [count]) });
 }
 
 export async function countDivergence(knex: Knex, runId: string): Promise<void> {
