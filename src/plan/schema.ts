@@ -102,7 +102,7 @@ const table = z
       .enum(['full', 'index', 'insert-only'])
       .optional()
       .describe(
-        'For live sync of a table without a primary key: how its rows are identified. `cloudshift run` sets it on the source before publishing the table (ALTER TABLE … REPLICA IDENTITY, waiting at most 5 s for the lock; it stays after the migration): `full` (every column), `index` (its unique index whose columns are all NOT NULL). `insert-only` changes nothing: the application never updates or deletes (an UPDATE or DELETE would fail on the source while the publication exists). Live sync refuses such a table without it. Optional; default the primary key.',
+        'For live sync of a table without a primary key: how its rows are identified. `cloudshift run` sets it on the source before publishing the table (ALTER TABLE … REPLICA IDENTITY, waiting at most 5 s for the lock; it stays after the migration): `full` (every column), `index` (its unique index whose columns are all NOT NULL). `insert-only` changes nothing: the application never updates or deletes (an UPDATE or DELETE would fail on the source while the publication exists). Live sync refuses such a table without it, and a table with a primary key that it (or a partition) has set to `REPLICA IDENTITY NOTHING`. Optional; default the primary key.',
       ),
   })
   .describe('A record table to copy.');

@@ -9,6 +9,7 @@ import { templateColumns } from '../plan/templates.js';
 import { OID_REFERENCE_TYPES, batchKey, inheritanceProblem, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
 import { formatBytes, formatCount } from './format.js';
 import type { CheckList } from './types.js';
+import { identityNothing, leafIdentities } from '../sync/replicaIdentity.js';
 
 export interface SourceFacts {
   versionNum: number;
@@ -133,7 +134,7 @@ export async function checkSourceServer(client: pg.Client, plan: Plan, checks: C
     if (info && !tables.has(key)) {
       tables.set(key, info);
       // Published for live sync as any table: without an entry of its own, its key is checked here.
-      if (info.kind !== 'other' && plan.sync.mode === 'logical') checkKey(plan, undefined, info, key, checks);
+      if (info.kind !== 'other' && plan.sync.mode === 'logical') await checkKey(client, plan, undefined, info, key, checks);
       if (info.kind !== 'other') checkInheritance(info, key, checks);
     }
     checkDocuments(d, info, checks);
@@ -202,7 +203,7 @@ async function checkTable(client: pg.Client, plan: Plan, t: TablePlan, encoding:
     `${info.kind === 'partitioned' ? 'partitioned table' : 'table'} exists, about ${info.estimatedRows === null ? '? (not analysed since it was loaded)' : formatCount(info.estimatedRows)} rows, ${formatBytes(info.bytes)}`,
   );
   checkInheritance(info, subject, checks);
-  checkKey(plan, t, info, subject, checks);
+  await checkKey(client, plan, t, info, subject, checks);
   await checkKeyOrder(client, t, info, subject, checks);
   if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') checkKeyEncoding(info, encoding, subject, checks);
   checkTypes(
@@ -288,9 +289,29 @@ async function checkKeyOrder(client: pg.Client, t: TablePlan, info: TableInfo, s
  * without one): its replicaIdentity is what `cloudshift run` sets on the source before
  * publishing a table that has no primary key.
  */
-function checkKey(plan: Plan, t: TablePlan | undefined, info: TableInfo, subject: string, checks: CheckList): void {
+async function checkKey(
+  client: pg.Client,
+  plan: Plan,
+  t: TablePlan | undefined,
+  info: TableInfo,
+  subject: string,
+  checks: CheckList,
+): Promise<void> {
   const usableUnique = info.uniqueKeys.find((k) => !k.primary && k.usableAsIdentity);
   const pk = info.uniqueKeys.find((k) => k.primary);
+  // A primary key whose table (or a partition of it) was set to REPLICA IDENTITY NOTHING.
+  const nothing =
+    plan.sync.mode === 'logical' && !t?.replicaIdentity
+      ? identityNothing(info, subject, info.kind === 'partitioned' ? await leafIdentities(client, info.oid) : [])
+      : [];
+  if (nothing.length > 0) {
+    checks.fail(
+      'table.key',
+      subject,
+      `primary key (${info.primaryKey!.join(', ')}), but REPLICA IDENTITY NOTHING on ${nothing.join(', ')}: with live sync, UPDATE and DELETE on it would fail on the source. Fix: ALTER TABLE … REPLICA IDENTITY DEFAULT on ${nothing.length === 1 ? 'it' : 'each'}; or set replicaIdentity (full | index | insert-only) on ${t ? `tables[${t.index}]` : `a tables entry for ${subject}`}`,
+    );
+    return;
+  }
   // A DEFERRABLE primary key still cuts batches, but is no replica identity for live sync.
   if (info.primaryKey && (pk?.usableAsIdentity || plan.sync.mode !== 'logical')) {
     checks.pass('table.key', subject, `primary key (${info.primaryKey.join(', ')})`);

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
 import type { Plan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
-import { introspectTable } from '../source/introspect.js';
+import { introspectTable, type TableInfo } from '../source/introspect.js';
 
 /** How long the ALTER TABLE may wait for its lock before giving up (it would queue the application's queries behind it). */
 const LOCK_TIMEOUT = '5s';
@@ -29,14 +29,11 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
   const todo: IdentityChange[] = [];
   for (const name of tables) {
     const info = await introspectTable(source, name);
-    // A DEFERRABLE primary key is no replica identity (PostgreSQL refuses it as one).
-    const pk = info?.uniqueKeys.find((k) => k.primary);
-    if (!info || pk?.usableAsIdentity) continue;
-    // A partitioned table's rows are changed in its partitions, each with an identity of its own
-    // (ALTER TABLE … REPLICA IDENTITY does not recurse): every one must have it.
+    if (!info) continue;
+    const pk = info.uniqueKeys.find((k) => k.primary);
     const leaves = info.kind === 'partitioned' ? await leafIdentities(source, info.oid) : [];
-    const identified = (r: string) => r === 'f' || r === 'i';
-    if (identified(info.replicaIdentity) && leaves.every((l) => identified(l.replident))) continue;
+    const nothing = identityNothing(info, displayName(name), leaves);
+    if (nothing.length === 0 && isIdentified(info, info.replicaIdentity) && leaves.every((l) => isIdentified(info, l.replident))) continue;
     const table = displayName(name);
     const t = plan.tables.find((x) => displayName(x.name) === table);
     const where = t ? `tables[${t.index}].replicaIdentity` : `a tables entry for ${table} with replicaIdentity`;
@@ -55,6 +52,10 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
       throw new PreconditionError(
         `${table} has no unique index usable as replica identity (every column NOT NULL, not partial) for replicaIdentity: index (${where}); nothing was changed`,
       );
+    else if (nothing.length > 0)
+      throw new PreconditionError(
+        `${table} has a primary key, but REPLICA IDENTITY NOTHING on ${nothing.join(', ')}: with live sync, UPDATE and DELETE on it would fail on the source. Run ALTER TABLE … REPLICA IDENTITY DEFAULT on ${nothing.length === 1 ? 'it' : 'each'}, or set ${where} (full | index | insert-only); nothing was changed`,
+      );
     else
       throw new PreconditionError(
         `${table} has no ${pk ? 'primary key usable as replica identity (its primary key is DEFERRABLE)' : 'primary key'} or replica identity: with live sync, UPDATE and DELETE on it would fail on the source. Set ${where} (full | index | insert-only), or add a primary key; nothing was changed`,
@@ -64,8 +65,30 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
   return todo;
 }
 
+/**
+ * Whether live sync can identify the rows of a relation with this replica identity: FULL, an
+ * index, or DEFAULT with a primary key (a DEFERRABLE one is none: PostgreSQL refuses it). A
+ * partitioned table's rows are changed in its partitions, each with an identity of its own
+ * (ALTER TABLE … REPLICA IDENTITY does not recurse): every one must have it.
+ */
+function isIdentified(info: TableInfo, replident: string): boolean {
+  return replident === 'f' || replident === 'i' || (replident === 'd' && info.uniqueKeys.some((k) => k.primary && k.usableAsIdentity));
+}
+
+/**
+ * The relations of a table with a usable primary key that still have REPLICA IDENTITY NOTHING
+ * (the table, or its leaf partitions), by name: published, their UPDATE and DELETE fail on the source.
+ */
+export function identityNothing(info: TableInfo, table: string, leaves: ReadonlyArray<{ display: string; replident: string }>): string[] {
+  if (!info.uniqueKeys.some((k) => k.primary && k.usableAsIdentity)) return [];
+  return [...(info.replicaIdentity === 'n' ? [table] : []), ...leaves.filter((l) => l.replident === 'n').map((l) => l.display)];
+}
+
 /** The leaf partitions of a partitioned table, quoted, with their replica identity. */
-async function leafIdentities(source: pg.Client, oid: number): Promise<Array<{ quoted: string; replident: string }>> {
+export async function leafIdentities(
+  source: pg.Client,
+  oid: number,
+): Promise<Array<{ quoted: string; display: string; replident: string }>> {
   const { rows } = await source.query<{ schema: string; name: string; replident: string }>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident
        FROM pg_partition_tree($1::regclass) t
@@ -74,7 +97,11 @@ async function leafIdentities(source: pg.Client, oid: number): Promise<Array<{ q
       WHERE t.isleaf`,
     [oid],
   );
-  return rows.map((r) => ({ quoted: quoteQualified({ schema: r.schema, name: r.name }), replident: r.replident }));
+  return rows.map((r) => ({
+    quoted: quoteQualified({ schema: r.schema, name: r.name }),
+    display: displayName({ schema: r.schema, name: r.name }),
+    replident: r.replident,
+  }));
 }
 
 async function alter(source: pg.Client, change: IdentityChange): Promise<void> {

@@ -895,6 +895,58 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
   });
 });
 
+describe('a primary key that is no replica identity', () => {
+  it('refuses a table set to REPLICA IDENTITY NOTHING, or with a partition so set, in the dry run and in run, changing nothing', async () => {
+    const s = await hospitalScenario('identnothing');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `${NOTES_SQL}
+         ALTER TABLE public.notes REPLICA IDENTITY NOTHING;
+         CREATE TABLE public.rounds (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE public.rounds_2025 PARTITION OF public.rounds FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+         CREATE TABLE public.rounds_2026 PARTITION OF public.rounds FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         ALTER TABLE public.rounds_2026 REPLICA IDENTITY NOTHING;
+         INSERT INTO public.rounds VALUES (1, '2025-06-01'), (2, '2026-06-01');`,
+      );
+      const file = s.plan(
+        planText('identnothing').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.rounds\n'),
+      );
+      const dry = await cli(['dry-run', file, '--format', 'json'], s.env);
+      expect(dry.code, dry.stderr + dry.stdout.slice(0, 3000)).toBe(1);
+      const checks = (JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; subject: string; message: string }> }).checks;
+      expect(checks.filter((c) => c.id === 'table.key' && c.status === 'fail').map((c) => [c.subject, c.message])).toEqual([
+        ['public.notes', expect.stringContaining('primary key (id), but REPLICA IDENTITY NOTHING on public.notes: with live sync')],
+        [
+          'public.rounds',
+          expect.stringContaining('primary key (id, at), but REPLICA IDENTITY NOTHING on public.rounds_2026: with live sync'),
+        ],
+      ]);
+      const refused = await cli(['run', file], s.env);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toContain(
+        'public.notes has a primary key, but REPLICA IDENTITY NOTHING on public.notes: with live sync, UPDATE and DELETE on it would fail on the source. Run ALTER TABLE … REPLICA IDENTITY DEFAULT on it, or set tables[4].replicaIdentity (full | index | insert-only); nothing was changed',
+      );
+      expect(await slots(s)).toEqual([]);
+      // Nothing was published: the application still updates both.
+      await sql('source', s.dbs.source, `UPDATE public.notes SET edited = 1 WHERE id = 1; UPDATE public.rounds SET id = 3 WHERE id = 2`);
+      await sql(
+        'source',
+        s.dbs.source,
+        `ALTER TABLE public.notes REPLICA IDENTITY DEFAULT; ALTER TABLE public.rounds_2026 REPLICA IDENTITY DEFAULT`,
+      );
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      await sql('source', s.dbs.source, `UPDATE public.rounds SET id = 4 WHERE id = 3`);
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      expect(await sql('target', s.dbs.target, `SELECT id FROM public.rounds ORDER BY id`)).toEqual([{ id: 1 }, { id: 4 }]);
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('a partitioned table in live sync', () => {
   it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, DEFERRABLE keys', and rows found by a replica identity that is not the key", async () => {
     const s = await hospitalScenario('syncparts');
