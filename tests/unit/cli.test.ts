@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHttpHeaders, createPipelineRequest, RestError } from '@azure/core-rest-pipeline';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { reportError } from '../../src/cli/errors.js';
 import type { CliIO } from '../../src/cli/io.js';
@@ -172,8 +173,9 @@ describe('errors that reach the CLI', () => {
     expect(lost.stderr).toBe(
       'error: a database connection failed: connect ECONNREFUSED 10.0.0.4:5432\nhint: check that the servers answer, then run the same command again\n',
     );
+    // A permission or a table missing is a precondition not met (3); a deadlock a statement that failed (1).
     const refused = report(Object.assign(new Error('permission denied for table patients'), { severity: 'ERROR', code: '42501' }));
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(3);
     expect(refused.stderr).toMatch(/^error: PostgreSQL refused a statement: permission denied for table patients \(SQLSTATE 42501\)\n/);
   });
 
@@ -181,6 +183,23 @@ describe('errors that reach the CLI', () => {
     const deadlock = report(Object.assign(new Error('deadlock detected'), { severity: 'ERROR', code: '40P01' }));
     expect(deadlock.code).toBe(1);
     expect(deadlock.stderr).toMatch(/^error: PostgreSQL refused a statement: deadlock detected \(SQLSTATE 40P01\)\n/);
+  });
+
+  it('the Blob service failing past the retries, anywhere, is resumable (3) with its status, code and request id', () => {
+    const request = createPipelineRequest({
+      url: 'http://127.0.0.1:10000/devstoreaccount1/docs?restype=container&comp=list',
+      headers: createHttpHeaders({ 'x-ms-version': '2025-01-05' }),
+    });
+    const response = {
+      request,
+      status: 503,
+      headers: createHttpHeaders({ 'x-ms-error-code': 'ServerBusy', 'x-ms-request-id': 'req-7' }),
+    };
+    const busy = report(new RestError('The server is busy.', { statusCode: 503, code: 'ServerBusy', request, response }));
+    expect(busy.code).toBe(3);
+    expect(busy.stderr).toBe(
+      'error: the Blob service failed: HTTP 503 ServerBusy (request id req-7): The server is busy.\nhint: documents already uploaded are kept; when the service answers again, run the same command to resume\n',
+    );
   });
 
   it('anything else is an internal error with its stack (a bug to report), our own bad SQL too', () => {
