@@ -29,7 +29,7 @@ import { BatchContents, byteaContent, bytesContent, largeObjectContent } from '.
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
-import { blobName, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
+import { blobName, DocumentError, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
 import type { DocumentContainer } from '../target/blob/container.js';
 import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
 import type { DocumentPlan } from '../plan/defaults.js';
@@ -264,10 +264,24 @@ export function uploadSettings(
   return {
     blockSize: docs.blockSize,
     blockConcurrency: docs.blockConcurrency,
-    contentType: renderTemplate(plan.contentType, values, 'contentType', (v) => v),
+    // A header: a value with a line break or beyond ASCII is sent percent-encoded, never refused.
+    contentType: header(plan.contentType, 'contentType'),
     metadata: Object.fromEntries(Object.entries(plan.metadata).map(([k, t]) => [k, header(t, `metadata.${k}`)])),
-    tags: Object.fromEntries(Object.entries(plan.tags).map(([k, t]) => [k, header(t, `tags.${k}`)])),
+    tags: Object.fromEntries(Object.entries(plan.tags).map(([k, t]) => [k, tagValue(t, values, k)])),
     tier: plan.tier as BlockBlobTier | undefined,
     ...(docs.abortSignal ? { abortSignal: docs.abortSignal } : {}),
   };
+}
+
+/** Azure takes a tag value of up to 256 of these characters, and refuses the request otherwise. */
+const TAG_VALUE = /^[A-Za-z0-9 +\-./:=_]{0,256}$/;
+
+/** A tag's value from its template, refused at its row (naming it) if Azure would refuse it. */
+function tagValue(template: string, values: RowValues, tag: string): string {
+  const value = renderTemplate(template, values, `tags.${tag}`, (v) => v);
+  if (TAG_VALUE.test(value)) return value;
+  throw new DocumentError(
+    `${values.describe}: tag "${tag}" would be "${value.length > 60 ? `${value.slice(0, 60)}…` : value}", which Azure refuses in a tag (up to 256 letters, digits, spaces and + - . / : = _)`,
+    `change the template of tags.${tag} ("${template}") to columns whose values fit, or leave the tag out; documents already uploaded are kept`,
+  );
 }

@@ -153,7 +153,9 @@ const document = z
       )
       .refine((t) => Object.keys(t).length <= 10, { message: 'a blob has at most 10 tags' })
       .optional()
-      .describe('Blob index tags: name → template. Optional.'),
+      .describe(
+        'Blob index tags: name → template. A row whose value Azure would refuse in a tag (over 256 characters, or other than letters, digits, spaces and + - . / : = _) stops the run, naming it. Optional.',
+      ),
     keep: z
       .strictObject({
         column: identifier('keep.column').describe(

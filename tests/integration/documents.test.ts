@@ -560,6 +560,32 @@ documents:
     }
   });
 
+  it('a tag value Azure would refuse stops the run at its row, naming the tag; a content type is sent percent-encoded, never refused', async () => {
+    const s = await hospitalScenario('docsheaders');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `UPDATE public.documents SET mime_type = E'text/plain\\r\\nX-Injected: 1 é' WHERE id = 12;
+         UPDATE public.documents SET kind = 'x-ray (chest)' WHERE id = 77`,
+      );
+      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+      const r = await cli(['run', file], s.env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        'error: public.documents id=77: tag "kind" would be "x-ray (chest)", which Azure refuses in a tag (up to 256 letters, digits, spaces and + - . / : = _)',
+      );
+      expect(r.stderr).not.toContain('internal error');
+      await sql('source', s.dbs.source, `UPDATE public.documents SET kind = 'x-ray' WHERE id = 77`);
+      expect((await cli(['run', file], s.env)).code).toBe(0);
+      const [row] = await sql<{ blob_path: string }>('target', s.dbs.target, `SELECT blob_path FROM public.documents WHERE id = 12`);
+      const p = await container(s).getBlobClient(row!.blob_path).getProperties();
+      expect(p.contentType).toBe('text/plain%0D%0AX-Injected: 1 %C3%A9');
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
     const s = await hospitalScenario('docsnull');
     try {
