@@ -6,7 +6,15 @@ import type pg from 'pg';
 import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { templateColumns } from '../plan/templates.js';
-import { OID_REFERENCE_TYPES, batchKey, inheritanceProblem, introspectTable, relkindName, type TableInfo } from '../source/introspect.js';
+import {
+  OID_REFERENCE_TYPES,
+  batchKey,
+  inheritanceProblem,
+  introspectTable,
+  placeholderProblems,
+  relkindName,
+  type TableInfo,
+} from '../source/introspect.js';
 import { formatBytes, formatCount } from './format.js';
 import type { CheckList } from './types.js';
 import { identityNothing, leafIdentities } from '../sync/replicaIdentity.js';
@@ -398,23 +406,8 @@ export function checkDocuments(d: DocumentPlan, info: TableInfo | null, checks: 
     );
   } else checks.pass('documents.content', subject, `content column is ${content.typeName === 'oid' ? 'a large object (oid)' : 'bytea'}`);
 
-  const templates: Array<[string, string]> = [
-    ['blob', d.blob],
-    ['contentType', d.contentType],
-    ...Object.entries(d.metadata).map(([k, v]): [string, string] => [`metadata.${k}`, v]),
-    ...Object.entries(d.tags).map(([k, v]): [string, string] => [`tags.${k}`, v]),
-  ];
-  const missing = templates.flatMap(([field, tpl]) =>
-    templateColumns(tpl)
-      .filter((c) => !byName.has(c))
-      .map((c) => `{${c}} in ${where}.${field}`),
-  );
-  if (missing.length > 0)
-    checks.fail(
-      'documents.placeholders',
-      subject,
-      `placeholder${missing.length === 1 ? '' : 's'} not a column of ${displayName(d.table)}: ${missing.join(', ')}`,
-    );
+  const problems = placeholderProblems(d, info);
+  if (problems.length > 0) checks.fail('documents.placeholders', subject, problems.join('; '));
   else checks.pass('documents.placeholders', subject, 'every template placeholder is a column');
 
   if (byName.has(d.keepColumn)) {

@@ -3,7 +3,9 @@
  * Read-only and cheap (catalog statistics, never count(*)); shared by preflight and the copy.
  */
 import type pg from 'pg';
-import type { QualifiedName } from '../plan/names.js';
+import type { DocumentPlan } from '../plan/defaults.js';
+import { displayName, type QualifiedName } from '../plan/names.js';
+import { templateColumns } from '../plan/templates.js';
 
 export interface ColumnInfo {
   name: string;
@@ -223,4 +225,30 @@ export function relkindName(relkind: string): string {
     c: 'a composite type',
   };
   return names[relkind] ?? `a relation of kind ${relkind}`;
+}
+
+/**
+ * What is wrong with the placeholders of a documents entry's templates on this table: a name
+ * that is no column, a generated column (not copied, so the copy has no value for it; live sync
+ * gets none in the WAL either), or the content column itself. Empty when every one can be filled.
+ */
+export function placeholderProblems(d: DocumentPlan, info: TableInfo): string[] {
+  const where = `documents[${d.index}]`;
+  const byName = new Map(info.columns.map((c) => [c.name, c]));
+  const templates: Array<[string, string]> = [
+    ['blob', d.blob],
+    ['contentType', d.contentType],
+    ...Object.entries(d.metadata).map(([k, v]): [string, string] => [`metadata.${k}`, v]),
+    ...Object.entries(d.tags).map(([k, v]): [string, string] => [`tags.${k}`, v]),
+  ];
+  return templates.flatMap(([field, template]) =>
+    templateColumns(template).flatMap((c) => {
+      const column = byName.get(c);
+      const at = `{${c}} in ${where}.${field}`;
+      if (!column) return [`${at} is not a column of ${displayName(d.table)}`];
+      if (column.generated) return [`${at} is a generated column, whose value is not copied: name the columns it is computed from`];
+      if (c === d.content) return [`${at} is the content column`];
+      return [];
+    }),
+  );
 }

@@ -124,8 +124,28 @@ describe('cloudshift dry-run', () => {
       'column "filename" is text; a documents column must be bytea or oid (a large object) (documents[0].content)',
     );
     expect(check(report, 'documents.placeholders').message).toBe(
-      'placeholder not a column of public.documents: {mimetype} in documents[0].contentType',
+      '{filename} in documents[0].blob is the content column; {mimetype} in documents[0].contentType is not a column of public.documents',
     );
+  });
+
+  it('refuses a placeholder naming a generated column (the copy has no value for it), in the dry run and in run', async () => {
+    await sql(
+      'source',
+      s.dbs.source,
+      `ALTER TABLE public.documents ADD COLUMN ext text GENERATED ALWAYS AS (split_part(filename, '.', 2)) STORED`,
+    );
+    try {
+      const plan = HOSPITAL_PLAN.replace('name: hospital', 'name: genext').replace('{id}-{filename}', '{id}.{ext}');
+      const { code, report } = await dryRun(plan);
+      expect(code).toBe(1);
+      const problem = '{ext} in documents[0].blob is a generated column, whose value is not copied: name the columns it is computed from';
+      expect(check(report, 'documents.placeholders').message).toBe(problem);
+      const run = await cli(['run', s.plan(plan)], s.env);
+      expect(run.code).toBe(3);
+      expect(run.stderr).toContain(`error: public.documents: ${problem}; nothing was copied`);
+    } finally {
+      await sql('source', s.dbs.source, 'ALTER TABLE public.documents DROP COLUMN ext');
+    }
   });
 
   it('warns about a sequence no table owns or uses, which only `sequences` carries; fails on a listed one the source lacks', async () => {
