@@ -132,6 +132,36 @@ describe('run progress', () => {
     progress.stop();
     expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows, 1\.9 kB,/);
   });
+
+  it('a batch the sweep sends back is counted afresh by the next pass, which plans the table again', () => {
+    const lines: string[] = [];
+    const out = { write: (t: string) => void lines.push(t) };
+    const progress = progressRenderer('plain', out, out);
+    const at = new Date().toISOString();
+    const planned = (done: number, copiedRows: number) =>
+      progress.onEvent({
+        type: 'table:planned',
+        at,
+        table: 'public.docs',
+        batches: 2,
+        done,
+        estimatedRows: 20,
+        bytes: 0,
+        key: 'id',
+        copiedRows,
+      });
+    const copied = (batchId: string, rows: number) =>
+      progress.onEvent({ type: 'batch:copied', at, table: 'public.docs', batchId, seq: Number(batchId), rows, bytes: rows * 100, ms: 5 });
+    planned(0, 0);
+    copied('1', 10);
+    copied('2', 10);
+    // The sweep found a document of batch 2 wrong: the next pass plans the table with batch 1 done.
+    planned(1, 10);
+    copied('2', 9);
+    progress.onEvent({ type: 'table:done', at, table: 'public.docs', rows: 19, bytes: 1900, mismatches: 0 });
+    progress.stop();
+    expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows,/);
+  });
 });
 
 describe('run progress rates', () => {

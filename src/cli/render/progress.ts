@@ -35,7 +35,7 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
   }
   const tables = new Map<string, TableLine>();
   /** What each batch copied in this process, by batch id. */
-  const copied = new Map<string, { rows: number; bytes: number }>();
+  const copied = new Map<string, { table: string; rows: number; bytes: number }>();
   let spinner: Ora | null = null;
   let phase = '';
   let lastDraw = 0;
@@ -76,6 +76,8 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
           if (mode === 'plain') say(phase);
           break;
         case 'table:planned':
+          // A pass after the first (the sweep sent a batch back) counts from what is done now.
+          for (const [batchId, c] of copied) if (c.table === e.table) copied.delete(batchId);
           tables.set(e.table, {
             batches: e.batches,
             done: e.done,
@@ -105,7 +107,7 @@ export function progressRenderer(mode: ProgressMode, out: Output, err: Output): 
           } else t.done += 1;
           t.rows += e.rows;
           t.bytes += e.bytes;
-          copied.set(e.batchId, { rows: e.rows, bytes: e.bytes });
+          copied.set(e.batchId, { table: e.table, rows: e.rows, bytes: e.bytes });
           break;
         }
         case 'batch:retry':
