@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, UsageError } from '../errors.js';
-import { isDuration } from '../plan/units.js';
+import { isDuration, parseDurationMs } from '../plan/units.js';
 import { isQualifiedName } from '../plan/names.js';
 import { MAX_SCALE } from '../demo/dataset.js';
 import { toolVersion } from '../version.js';
@@ -18,7 +18,6 @@ import { runGuard } from '../cutover/guard.js';
 import { verifyCommand } from './commands/verify.js';
 import { reportCommand } from './commands/report.js';
 import { provisionCommand } from './commands/provision.js';
-import { parseDurationMs } from '../plan/units.js';
 import { referenceCommand, schemaCommand, validateCommand } from './commands/plan.js';
 import { reportError } from './errors.js';
 import { FORMATS, type CliIO, type Format } from './io.js';
@@ -26,7 +25,9 @@ import { FORMATS, type CliIO, type Format } from './io.js';
 const formatOption = () => new Option('--format <format>', 'output format').choices(FORMATS).default('text');
 
 function durationArg(value: string): string {
-  if (!isDuration(value)) throw new InvalidArgumentError('expected a duration such as 500ms, 10s or 2m');
+  // Above zero: a connect timeout of 0 would wait for ever (node-postgres), an interval of 0 spin.
+  if (!isDuration(value) || parseDurationMs(value) <= 0)
+    throw new InvalidArgumentError('expected a duration above zero such as 500ms, 10s or 2m');
   return value;
 }
 
@@ -300,7 +301,9 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
+      // Help asked for is a success; help shown because no command was given is a usage error.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return ExitCode.ok;
+      if (err.code === 'commander.help') return err.exitCode === 0 ? ExitCode.ok : ExitCode.invalid;
       if (err.code === 'commander.executeSubCommandAsync') return ExitCode.failed;
       return ExitCode.invalid;
     }

@@ -74,6 +74,14 @@ describe('cloudshift plan validate', () => {
     expect([big.code, big.stdout]).toEqual([2, '']);
     expect(big.stderr).toMatch(/option '--scale <n>' argument '5000' is invalid\. expected at most \d+/);
     expect((await cli(['--help'])).code).toBe(0);
+    // No command (help shown for want of one) is a usage error; help asked for is not.
+    expect((await cli([])).code).toBe(2);
+    expect((await cli(['plan'])).code).toBe(2);
+    expect((await cli(['help', 'run'])).code).toBe(0);
+    // A timeout of 0 would never time out.
+    const zero = await cli(['dry-run', 'plans/ppm.yaml', '--connect-timeout', '0s']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain("option '--connect-timeout <duration>' argument '0s' is invalid. expected a duration above zero");
   });
 });
 
