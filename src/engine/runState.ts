@@ -106,21 +106,29 @@ export async function openRun(store: StateStore, loaded: LoadedPlan, options: Op
  * before the run takes the changed plan, naming the tables.
  */
 async function requirePlannedTables(store: StateStore, run: RunRow, loaded: LoadedPlan): Promise<void> {
-  const planned = await store.plannedRelations(run.id);
-  if (planned.length === 0) return;
-  const { plan } = loaded;
-  const tables = [...new Set([...plan.documents.map((d) => displayName(d.table)), ...plan.tables.map((t) => displayName(t.name))])];
-  const added = tables.filter((t) => !planned.includes(t));
-  const dropped = planned.filter((t) => !tables.includes(t));
-  if (added.length === 0 && dropped.length === 0) return;
-  const changes = [
-    ...(added.length > 0 ? [`adds ${added.join(', ')}`] : []),
-    ...(dropped.length > 0 ? [`no longer has ${dropped.join(', ')}`] : []),
-  ];
+  const changes = tablesChanged(await store.plannedRelations(run.id), loaded);
+  if (changes.length === 0) return;
   throw new StateConflictError(
     `the plan ${changes.join(' and ')}, but run ${run.id} (phase ${run.phase}) planned its batches for the tables it had then: a run's tables are fixed once they are planned`,
     {
       hint: `undo that change to ${loaded.file}; migrate other tables with a plan of their own (another name), or end this run with \`cloudshift cleanup\` and start again`,
     },
   );
+}
+
+/**
+ * How the plan's tables differ from those a run planned batches for (`planned`; none planned yet
+ * is no difference): "adds …", "no longer has …". A changed plan that says any is refused even
+ * with --force.
+ */
+export function tablesChanged(planned: readonly string[], loaded: LoadedPlan): string[] {
+  if (planned.length === 0) return [];
+  const { plan } = loaded;
+  const tables = [...new Set([...plan.documents.map((d) => displayName(d.table)), ...plan.tables.map((t) => displayName(t.name))])];
+  const added = tables.filter((t) => !planned.includes(t));
+  const dropped = planned.filter((t) => !tables.includes(t));
+  return [
+    ...(added.length > 0 ? [`adds ${added.join(', ')}`] : []),
+    ...(dropped.length > 0 ? [`no longer has ${dropped.join(', ')}`] : []),
+  ];
 }

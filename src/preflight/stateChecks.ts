@@ -6,6 +6,7 @@ import { inspectSchema } from '../state/migrations.js';
 import type { CheckList } from './types.js';
 import { movedSides, type DatabaseIdentity, type Side } from '../pg/identity.js';
 import type { RunDatabases } from '../state/types.js';
+import { tablesChanged } from '../engine/runState.js';
 
 export async function checkState(
   client: pg.Client,
@@ -58,10 +59,27 @@ export async function checkState(
       `run ${run.id} (phase ${run.phase}) began on other databases: ${elsewhere.map((m) => m.change).join('; ')}; cloudshift run will refuse to resume it unless --force`,
     );
   } else if (run && run.plan_fingerprint !== loaded.fingerprint) {
-    checks.warn(
-      'state.run',
-      subject,
-      `run ${run.id} (phase ${run.phase}) began with a different version of this plan: cloudshift run will refuse to resume it unless --force`,
+    const { rows: planned } = await client.query<{ relation: string }>(
+      `SELECT DISTINCT relation FROM ${quoteIdent(schema)}.batches WHERE run_id = $1`,
+      [run.id],
     );
+    const changes = tablesChanged(
+      planned.map((p) => p.relation),
+      loaded,
+    );
+    if (run.phase === 'created')
+      checks.pass('state.run', subject, `run ${run.id} has copied nothing yet: cloudshift run goes on with this version of the plan`);
+    else if (changes.length > 0)
+      checks.fail(
+        'state.run',
+        subject,
+        `the plan ${changes.join(' and ')}, but run ${run.id} (phase ${run.phase}) planned its batches for the tables it had then: cloudshift run refuses it, --force too; undo that change, or end the run with cloudshift cleanup`,
+      );
+    else
+      checks.warn(
+        'state.run',
+        subject,
+        `run ${run.id} (phase ${run.phase}) began with a different version of this plan: cloudshift run will refuse to resume it unless --force`,
+      );
   } else if (run) checks.pass('state.run', subject, `run ${run.id} is in progress (phase ${run.phase}); cloudshift run resumes it`);
 }

@@ -155,6 +155,20 @@ describe('cloudshift run (bulk copy)', () => {
       /error: the plan adds public\.left_out and no longer has public\.devices, but run [0-9a-f-]{36} \(phase sequences\) planned its batches for the tables it had then/,
     );
     expect(await sql('target', s.dbs.target, `SELECT to_regclass('public.left_out') AS t`)).toEqual([{ t: null }]);
+    // The dry run tells the two apart: a changed plan run resumes with --force, other tables never.
+    const stateRun = async (text: string) => {
+      const dry = await cli(['dry-run', s.plan(text), '--format', 'json'], s.env);
+      return (JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; message: string }> }).checks.find(
+        (c) => c.id === 'state.run',
+      );
+    };
+    expect(await stateRun(changed)).toMatchObject({ status: 'warn', message: expect.stringContaining('unless --force') });
+    expect(await stateRun(otherTables)).toMatchObject({
+      status: 'fail',
+      message: expect.stringMatching(
+        /^the plan adds public\.left_out and no longer has public\.devices, but run .* refuses it, --force too/,
+      ),
+    });
     const kinds = async () =>
       (await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events ORDER BY id`)).map((e) => e.kind);
     expect(await kinds()).not.toContain('run:forced');
