@@ -14,7 +14,7 @@
  *   rows are removed after the commit.
  */
 import type pg from 'pg';
-import { quoteIdent } from '../plan/names.js';
+import { displayName, quoteIdent } from '../plan/names.js';
 import type { DocumentPlan } from '../plan/defaults.js';
 import { templateColumns } from '../plan/templates.js';
 import { CloudshiftError, ExitCode } from '../errors.js';
@@ -150,7 +150,7 @@ export class Applier {
   readonly stats: ApplyStats = { transactions: 0, changes: 0, divergences: 0 };
 
   constructor(private readonly o: ApplierOptions) {
-    this.byName = new Map(o.tables.map((t) => [`${t.name.schema}.${t.name.name}`, t]));
+    this.byName = new Map(o.tables.map((t) => [relationKey(t.name), t]));
     this.blobs = o.documents ? new BlobRelease(o.target, o.documents.released) : null;
   }
 
@@ -204,12 +204,12 @@ export class Applier {
         // A partition's description also comes before its root's changes (the publication
         // sends them as the root's): a table the plan does not migrate stops the sync only
         // when a change of its own arrives.
-        if (this.byName.has(`${m.schema}.${m.name}`)) {
+        if (this.byName.has(relationKey(m))) {
           this.relations.set(m.relid, await this.mapRelation(m));
           this.unmapped.delete(m.relid);
         } else {
           this.relations.delete(m.relid);
-          this.unmapped.set(m.relid, `${m.schema}.${m.name}`);
+          this.unmapped.set(m.relid, displayName(m));
         }
         return null;
       case 'insert':
@@ -321,7 +321,7 @@ export class Applier {
   }
 
   private async mapRelation(m: Extract<PgOutputMessage, { tag: 'relation' }>): Promise<Relation> {
-    const task = this.byName.get(`${m.schema}.${m.name}`)!;
+    const task = this.byName.get(relationKey(m))!;
     const { rows } = await this.o.target.query<{ name: string; type: string; generated: boolean; always: boolean }>(
       `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated,
               a.attidentity = 'a' AS always
@@ -783,4 +783,9 @@ function textOf(v: Value | undefined): string | null {
       `a value of ${Math.round(v.raw.length / 1024 / 1024)} MB of text is longer than JavaScript can hold as one string`,
     );
   }
+}
+
+/** A table's schema and name as one key: "a.b"."c" and "a"."b.c" are two tables, not one "a.b.c". */
+function relationKey(t: { schema: string; name: string }): string {
+  return JSON.stringify([t.schema, t.name]);
 }

@@ -895,6 +895,45 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
   });
 });
 
+describe('names with dots in live sync', () => {
+  it('keeps "a.b".c and a."b.c" apart: each table gets its own changes', async () => {
+    const s = await hospitalScenario('syncdots');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE SCHEMA "a.b"; CREATE SCHEMA a;
+         CREATE TABLE "a.b".c (id int PRIMARY KEY, v text); CREATE TABLE a."b.c" (id int PRIMARY KEY, w int);
+         INSERT INTO "a.b".c VALUES (1, 'one'); INSERT INTO a."b.c" VALUES (1, 10);`,
+      );
+      const file = s.plan(
+        planText('syncdots')
+          .replace('  - name: public.notes\n', `  - name: '"a.b".c'\n  - name: 'a."b.c"'\n`)
+          .replace(/documents:[\s\S]*?blob_path \}\n/, ''),
+      );
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      await sql(
+        'source',
+        s.dbs.source,
+        `INSERT INTO "a.b".c VALUES (2, 'two'); UPDATE a."b.c" SET w = 11 WHERE id = 1; INSERT INTO a."b.c" VALUES (2, 20)`,
+      );
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await sql('target', s.dbs.target, `SELECT id, v FROM "a.b".c ORDER BY id`)).toEqual([
+        { id: 1, v: 'one' },
+        { id: 2, v: 'two' },
+      ]);
+      expect(await sql('target', s.dbs.target, `SELECT id, w FROM a."b.c" ORDER BY id`)).toEqual([
+        { id: 1, w: 11 },
+        { id: 2, w: 20 },
+      ]);
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('a primary key that is no replica identity', () => {
   it('refuses a table set to REPLICA IDENTITY NOTHING, or with a partition so set, in the dry run and in run, changing nothing', async () => {
     const s = await hospitalScenario('identnothing');
