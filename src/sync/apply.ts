@@ -50,6 +50,8 @@ export type DocumentBytes = { bytes: Buffer } | { oid: string };
 export interface DocumentSink {
   /** The blob name the plan's template gives the row. */
   name(task: TableTask, row: Map<string, string | null>): string;
+  /** Whether the row's content type, metadata or tags differ between these values of its columns. */
+  propertiesChanged(task: TableTask, before: Map<string, string | null>, after: Map<string, string | null>): boolean;
   /** Uploads the row's document to `name`. `content` null: read the current bytes from the source. */
   upload(task: TableTask, row: Map<string, string | null>, name: string, content: DocumentBytes | null): Promise<void>;
   forget(task: TableTask, key: string[]): Promise<void>;
@@ -470,7 +472,10 @@ export class Applier {
     const values = this.rowValues(rel, row, previous, prior?.values ?? null);
     const name = docs.name(rel.task, values);
     if (content.kind === 'unchanged') {
-      if (name !== priorName) await docs.upload(rel.task, values, name, null);
+      // Bytes unchanged: uploaded again (read from the source) under a new name, or when a column
+      // its content type, metadata or tags come from changed (the blob's would be stale).
+      const restated = prior !== null && docs.propertiesChanged(rel.task, prior.values, values);
+      if (name !== priorName || restated) await docs.upload(rel.task, values, name, null);
     } else {
       const bytes =
         rel.task.documents!.contentKind === 'bytea'
@@ -583,17 +588,18 @@ export class Applier {
     const keep = rel.task.documents?.plan.keepColumn;
     let prior: { name: string | null; values: Map<string, string | null> } | null = null;
     if (keep && this.o.documents) {
-      // The target row as it is before this change: its blob name, and the values the stream left out.
+      // The target row as it is before this change: its blob name, and the values of the columns
+      // the templates use (those the stream left out, and those whose change may restate the blob).
       const used = templatedColumns(rel.task.documents!.plan);
-      const unchanged = rel.columns.flatMap((c, i) => (c && row[i]!.kind === 'unchanged' && used.has(c.name) ? [c.name] : []));
+      const templated = rel.columns.flatMap((c) => (c && used.has(c.name) ? [c.name] : []));
       const p: Param[] = [];
       const { rows } = await this.o.target.query<Record<string, string | null>>(
-        `SELECT ${quoteIdent(keep)} AS blob${unchanged.map((n, k) => `, ${quoteIdent(n)}::text AS v${k}`).join('')}
+        `SELECT ${quoteIdent(keep)} AS blob${templated.map((n, k) => `, ${quoteIdent(n)}::text AS v${k}`).join('')}
            FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
         p,
       );
       const r = rows[0];
-      if (r) prior = { name: r.blob ?? null, values: new Map(unchanged.map((n, k) => [n, r[`v${k}`] ?? null])) };
+      if (r) prior = { name: r.blob ?? null, values: new Map(templated.map((n, k) => [n, r[`v${k}`] ?? null])) };
     }
     const priorName = prior?.name ?? null;
     const name = await this.document(rel, row, oldIdent, prior);

@@ -55,8 +55,18 @@ export function documentSink(
     const { rows } = await source.query(`SELECT 1 FROM ${task.quoted} WHERE ${where}${same}`);
     return rows.length === 0;
   };
+  /** The properties a row gives its blob (null if it cannot give them: a NULL placeholder). */
+  const properties = (task: TableTask, row: Map<string, string | null>) => {
+    try {
+      const s = uploadSettings(task.documents!.plan, rowValues(task, row), DEFAULT_BLOCKS);
+      return JSON.stringify([s.contentType, s.metadata, s.tags]);
+    } catch {
+      return null;
+    }
+  };
   return {
     name: (task, row) => blobName(task.documents!.plan.blob, rowValues(task, row)),
+    propertiesChanged: (task, before, after) => properties(task, before) !== properties(task, after),
     async upload(task, row, name, content: DocumentBytes | null) {
       const spec = task.documents!;
       const values = rowValues(task, row);

@@ -259,6 +259,27 @@ describe('live sync', () => {
     expect(await divergences()).toBe(1);
   });
 
+  it('restates a blob whose content type comes from a column that changed while its (TOASTed) bytes did not', async () => {
+    const file = s.plan(planText('synctest'));
+    await sql(
+      'source',
+      s.dbs.source,
+      `INSERT INTO public.documents (id, patient_id, filename, mime_type, kind, content)
+         SELECT 5000, 1, 'big.pdf', 'application/pdf', 'letter', decode(string_agg(md5(i::text), ''), 'hex') FROM generate_series(1, 5000) i`,
+    );
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    // Only the content type's column changes: the stream leaves the 80 kB document out.
+    await sql('source', s.dbs.source, `UPDATE public.documents SET mime_type = 'application/x-scan' WHERE id = 5000`);
+    expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+    const [row] = await sql<{ blob_path: string }>('target', s.dbs.target, `SELECT blob_path FROM public.documents WHERE id = 5000`);
+    const blob = BlobServiceClient.fromConnectionString(harness().azurite.connectionString)
+      .getContainerClient(s.container)
+      .getBlobClient(row!.blob_path);
+    expect((await blob.getProperties()).contentType).toBe('application/x-scan');
+    const [source] = await sql<{ b: Buffer }>('source', s.dbs.source, `SELECT content AS b FROM public.documents WHERE id = 5000`);
+    expect((await blob.downloadToBuffer()).equals(source!.b)).toBe(true);
+  });
+
   it('stops on DDL with the table and the change named, and resumes once the target has it', async () => {
     const file = s.plan(planText('synctest'));
     await sql(
