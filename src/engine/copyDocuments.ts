@@ -164,18 +164,19 @@ export async function copyDocumentsBatch(
             await contents?.row(key, size, values.describe);
             if (name === null) continue;
             const prior = recorded.get(JSON.stringify(key));
+            const settings = uploadSettings(spec.plan, values, docs);
             // A bytea document changed since it was recorded (a rerun reads a newer snapshot) goes up
-            // again: its size tells, or else the MD5 of its bytes, which the stream passes anyway.
+            // again: its size tells, or else the MD5 of its bytes, which the stream passes anyway;
+            // so does one whose content type or metadata columns changed.
             let passed = false;
             if (prior && prior.name === name && (!streamed || prior.size === size)) {
               passed = contents !== null;
               const md5 = contents ? await contents.skipWithMd5() : prior.md5;
-              if (md5 === prior.md5 && (await blobMatches(docs.container, prior))) {
+              if (md5 === prior.md5 && (await blobMatches(docs.container, prior, settings))) {
                 uploaded.push(prior);
                 continue;
               }
             }
-            const settings = uploadSettings(spec.plan, values, docs);
             const send = async (source: DocumentContent) => {
               const doc = { ...(await uploadDocument(docs.container, name, source, settings)), key, name };
               // A bytea document's size came with its row: an upload of any other size is a bug, never kept.

@@ -669,6 +669,18 @@ documents:
       expect(deleted).toHaveLength(2);
       await sql('source', s.dbs.source, `DELETE FROM public.documents WHERE id IN (${deleted.map((d) => Number(d.id)).join(', ')})`);
       for (const d of deleted) before.delete(d.blob_name);
+      // One keeps its bytes, but the column its content type comes from changes: its blob is restated.
+      const [restated] = await sql<{ id: string; blob_name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT key->>0 AS id, blob_name FROM cloudshift.documents WHERE relation = 'public.documents' ORDER BY blob_name OFFSET 4 LIMIT 1`,
+      );
+      await sql(
+        'source',
+        s.dbs.source,
+        `UPDATE public.documents SET mime_type = 'application/x-restated' WHERE id = ${Number(restated!.id)}`,
+      );
+      before.delete(restated!.blob_name);
 
       const rerun = await cli(['run', file], s.env);
       expect(rerun.code).toBe(0);
@@ -681,6 +693,7 @@ documents:
       expect(forgotten[0]!.n).toBe('0');
       expect(rerun.stdout + rerun.stderr).toContain(`2 blobs in container "${s.container}" are no document of this run`);
       for (const [name, etag] of before) expect((await c.getBlockBlobClient(name).getProperties()).etag, name).toBe(etag);
+      expect((await c.getBlockBlobClient(restated!.blob_name).getProperties()).contentType).toBe('application/x-restated');
       for (const d of changed) {
         expect(await c.getBlockBlobClient(d.blob_name).downloadToBuffer()).toEqual(
           await sourceBytes(s, `SELECT content AS b FROM public.documents WHERE id = ${Number(d.id)}`),

@@ -99,11 +99,27 @@ export async function uploadDocument(
   return { size, md5: digest.toString('base64'), sha256: sha.digest('hex') };
 }
 
-/** The blob exists with the size and MD5 recorded when it was uploaded. */
-export async function blobMatches(container: ContainerClient, doc: { name: string; size: number; md5: string }): Promise<boolean> {
+/**
+ * The blob exists with the size and MD5 recorded when it was uploaded and, when `settings` are
+ * given, the content type and metadata they set (a row's columns may have changed since).
+ */
+export async function blobMatches(
+  container: ContainerClient,
+  doc: { name: string; size: number; md5: string },
+  settings?: Pick<UploadSettings, 'contentType' | 'metadata'>,
+): Promise<boolean> {
   try {
     const p = await container.getBlockBlobClient(doc.name).getProperties();
-    return p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
+    const same = p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
+    if (!same || !settings) return same;
+    // Metadata names are case-insensitive: compared lower-cased.
+    const names = (m: Record<string, string>) =>
+      JSON.stringify(
+        Object.entries(m)
+          .map(([k, v]) => [k.toLowerCase(), v])
+          .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0)),
+      );
+    return p.contentType === settings.contentType && names(p.metadata ?? {}) === names(settings.metadata);
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode === 404) return false;
     throw err;
