@@ -1089,6 +1089,14 @@ describe('a partitioned table in live sync', () => {
       // other moves on): the insert replaces no row.
       expect(rows['public.queue']).toContain('(1,3,new)');
       expect(rows['public.queue']).toContain('(1,4,"item 3")');
+      // SET to DEFAULT on the source: a new value the target would not take. The stream carries no
+      // old value for a column outside the key, so the target's tells; never passed over.
+      await sql('source', s.dbs.source, `UPDATE public.tickets SET seq = DEFAULT WHERE id = 3`);
+      const stopped = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(stopped.code).toBe(1);
+      expect(stopped.stderr).toContain(
+        'public.tickets: an UPDATE changed seq, a GENERATED ALWAYS identity column, which the target takes only as DEFAULT; live sync stopped',
+      );
     } finally {
       await s.drop();
     }
