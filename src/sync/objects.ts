@@ -46,6 +46,23 @@ export async function ensurePublication(
   await ledger.record(obj, 'created');
 }
 
+/**
+ * The tables (quoted names) that are not in the publication as they are now: dropped, or dropped
+ * and created again, or swapped in by a rename. A publication holds tables by oid, and a table
+ * that is not in it sends no changes and no word of them.
+ */
+export async function unpublishedTables(client: pg.Client, publication: string, tables: readonly string[]): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT t.name FROM unnest($2::text[]) WITH ORDINALITY AS t(name, i)
+      WHERE to_regclass(t.name) IS NULL
+         OR NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                         WHERE p.pubname = $1 AND pr.prrelid = to_regclass(t.name))
+      ORDER BY t.i`,
+    [publication, tables],
+  );
+  return rows.map((r) => r.name);
+}
+
 /** Changes a look into a slot decodes at most (each transaction's BEGIN and COMMIT count too). */
 const PEEK_CHANGES = 100_000;
 

@@ -15,10 +15,10 @@ import type pg from 'pg';
 import { PreconditionError, messageOf } from '../errors.js';
 import { connect } from '../pg/connect.js';
 import type { TableTask } from '../engine/tableTask.js';
-import { Applier, type ApplierOptions, type Divergence, type Progress } from './apply.js';
+import { Applier, SyncStoppedError, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import { formatLsn, type Lsn } from './lsn.js';
-import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotGone, slotState } from './objects.js';
+import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotGone, slotState, unpublishedTables } from './objects.js';
 import { replicationConnection, senderTimeoutMs, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
@@ -194,10 +194,24 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
     };
     let warned = false;
     let ticking = false;
+    // A table gone from the publication stops the sync (its changes would be lost without a word).
+    let failure: Error | null = null;
+    const published = new Map(o.tables.map((t) => [t.quoted, t.display]));
     const tick = async () => {
       if (ticking || stop) return;
       ticking = true;
       try {
+        // Checked before the heartbeat, whose round trip may end a sync --until synced.
+        const gone = await unpublishedTables(monitor, o.publication, [...published.keys()]);
+        if (gone.length > 0) {
+          const names = gone.map((q) => published.get(q)!).join(', ');
+          failure = new SyncStoppedError(
+            `${names} ${gone.length === 1 ? 'is' : 'are'} no longer in publication "${o.publication}" on the ${o.fromSide} (dropped, or dropped and created again, or swapped in by a rename): ${gone.length === 1 ? 'its' : 'their'} changes would not reach the ${o.fromSide === 'source' ? 'target' : 'source'}; live sync stopped`,
+            `a table created again must be copied again: \`cloudshift rollback --drop-target\`, then \`cloudshift run\`; or put it back with ALTER PUBLICATION … ADD TABLE, mend the changes made meanwhile with \`cloudshift verify --repair\`, and run again`,
+          );
+          requestStop('stopped');
+          return;
+        }
         const sent = Date.now();
         beats.push({ lsn: await emitMessage(monitor, MESSAGE_PREFIX, { kind: 'heartbeat', at: sent }), at: sent });
         const st = await slotState(monitor, o.slot);
@@ -260,12 +274,14 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
       }
     } catch (err) {
       await applier.abandon();
+      if (failure) throw failure;
       if (stop) return stop;
       throw err;
     } finally {
       o.abortSignal?.removeEventListener('abort', onAbort);
     }
     await applier.abandon();
+    if (failure) throw failure;
     if (stop) return stop;
     throw new Error('Connection terminated: the replication stream ended');
   } finally {

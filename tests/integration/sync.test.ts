@@ -916,6 +916,33 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
   });
 });
 
+describe('a table created again on the source', () => {
+  it('stops the sync, naming it: the publication holds the table it replaced, and its changes would be lost without a word', async () => {
+    const s = await hospitalScenario('syncgone');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('syncgone'));
+      expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
+      await sql(
+        'source',
+        s.dbs.source,
+        `BEGIN; ALTER TABLE public.notes RENAME TO notes_old;
+         CREATE TABLE public.notes (LIKE public.notes_old INCLUDING ALL);
+         INSERT INTO public.notes SELECT * FROM public.notes_old; COMMIT;
+         INSERT INTO public.notes (id, title, body) VALUES (500, 'after', 'x');`,
+      );
+      const r = await cli(['run', file, '--until', 'synced'], s.env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        'error: public.notes is no longer in publication "cloudshift_syncgone" on the source (dropped, or dropped and created again, or swapped in by a rename): its changes would not reach the target; live sync stopped',
+      );
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('names with dots in live sync', () => {
   it('keeps "a.b".c and a."b.c" apart: each table gets its own changes', async () => {
     const s = await hospitalScenario('syncdots');
