@@ -140,6 +140,8 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
   try {
     const run = (await store.getActiveRun(plan.name))!;
     runId = run.id;
+    // Not while a cutover runs (it would switch a run this ends); held until the store closes.
+    await store.lockSwitch(run);
     // Before anything is ended or dropped: never the tables or the slot of other databases.
     await requireRunDatabases(store, run, secrets, true);
     await store.updateRun(run.id, { status: 'aborted' });

@@ -11,7 +11,7 @@ import type { Plan } from '../plan/defaults.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets, type Env, type Secrets } from '../plan/secrets.js';
 import { connect } from '../pg/connect.js';
-import { PreconditionError, StateConflictError, UsageError } from '../errors.js';
+import { PreconditionError, UsageError } from '../errors.js';
 import { StateStore } from '../state/store.js';
 import type { RunRow } from '../state/types.js';
 import { workerId, whoAmI } from '../state/who.js';
@@ -47,10 +47,6 @@ export interface OpenContextOptions {
   say?: (message: string) => void;
 }
 
-export function switchLockName(runId: string): string {
-  return `cloudshift.switch:${runId}`;
-}
-
 export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOptions): Promise<SwitchContext> {
   const { plan } = loaded;
   if (plan.sync.mode !== 'logical') {
@@ -75,11 +71,7 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
         hint: 'start the migration with `cloudshift run`',
       });
     }
-    if (!(await store.tryLock(switchLockName(run.id)))) {
-      throw new StateConflictError(`another cutover or rollback of run ${run.id} is in progress`, {
-        hint: 'wait for it to finish; `cloudshift status` shows it',
-      });
-    }
+    await store.lockSwitch(run);
     // Either side writes the fence message: flushed at once (see emitMessage).
     const source = await connect({
       role: 'source',

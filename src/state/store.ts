@@ -264,6 +264,18 @@ export class StateStore {
     }
   }
 
+  /**
+   * Takes the run's switch lock, held by a cutover or rollback (and its guard) from start to end:
+   * nothing else may end the run or drop its streams meanwhile.
+   */
+  async lockSwitch(run: RunRow): Promise<void> {
+    if (!(await this.tryLock(`cloudshift.switch:${run.id}`))) {
+      throw new StateConflictError(`a cutover or rollback of run ${run.id} is in progress`, {
+        hint: 'wait for it to finish; `cloudshift status` shows it',
+      });
+    }
+  }
+
   /** Takes a named session advisory lock if it is free (re-entrant for this process). */
   async tryLock(name: string): Promise<boolean> {
     const { rows } = await this.session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok`, [name]);

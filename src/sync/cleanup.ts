@@ -32,6 +32,8 @@ export async function cleanupRun(loaded: LoadedPlan, env: Env): Promise<CleanupR
     const run = (await store.getActiveRun(plan.name)) ?? (await store.getLatestRun(plan.name));
     if (!run) throw new PreconditionError(`plan ${plan.name} has no run: there is nothing to clean up`);
     await store.lockRun(run);
+    // Not while a cutover or rollback runs: it creates the stream it switches to, which nothing would drop.
+    await store.lockSwitch(run);
     // An active run's objects are dropped only on its own databases (either side may be down).
     if (run.status === 'active') await requireRunDatabases(store, run, secrets, true);
     const recorded = await liveObjects(store.knex, run.id);

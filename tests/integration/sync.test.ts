@@ -1,4 +1,5 @@
 import { BlobServiceClient } from '@azure/storage-blob';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
@@ -913,6 +914,33 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
     } finally {
       await s.drop();
     }
+  });
+});
+
+describe('cleanup and rollback while a switch is under way', () => {
+  it('are refused (exit 4) while a cutover or rollback holds the switch lock, and go ahead once it is free', async () => {
+    await inSyncedScenario('switchheld', async (s, file) => {
+      const [run] = await sql<{ id: string }>('target', s.dbs.target, `SELECT id FROM cloudshift.runs WHERE status = 'active'`);
+      // What a cutover or rollback holds from its start to its end (its guard after it).
+      const holder = new pg.Client({ connectionString: connectionUrl('target', s.dbs.target) });
+      await holder.connect();
+      try {
+        await holder.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [`cloudshift.switch:${run!.id}`]);
+        for (const args of [
+          ['cleanup', file],
+          ['rollback', file],
+        ]) {
+          const r = await cli(args, s.env);
+          expect(r.code, args[0]).toBe(4);
+          expect(r.stderr).toContain(`error: a cutover or rollback of run ${run!.id} is in progress`);
+        }
+        expect(await slots(s)).toEqual(['cloudshift_switchheldtest']);
+      } finally {
+        await holder.end();
+      }
+      expect((await cli(['cleanup', file], s.env)).code).toBe(0);
+      expect(await slots(s)).toEqual([]);
+    });
   });
 });
 
