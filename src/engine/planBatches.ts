@@ -42,7 +42,7 @@ export async function planBatches(store: StateStore, runId: string, source: pg.C
     const ranges = await splitTable(source, task.name, task.shape, task.batchRows);
     ranges.forEach((r, seq) => {
       const { low, high } = rangeBounds(r);
-      batches.push({ kind: 'table', relation: task.display, seq, keyLow: low, keyHigh: high });
+      batches.push({ kind: task.documents ? 'documents' : 'table', relation: task.display, seq, keyLow: low, keyHigh: high });
     });
   }
   await store.addBatches(runId, batches);

@@ -150,6 +150,15 @@ describe('documents to Blob Storage', () => {
     expect(recorded[0]).toEqual({ n: '108', verified: '108' });
     const batches = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
     expect(batches).toEqual([{ status: 'verified' }]);
+    // status tells a documents table from a table.
+    const status = JSON.parse((await cli(['status', s.plan(PLAN), '--json'], s.env)).stdout) as {
+      tables: Array<{ table: string; kind: string }>;
+    };
+    expect(status.tables.map((t) => `${t.table} ${t.kind}`).sort()).toEqual([
+      'public.documents documents',
+      'public.patients table',
+      'public.scans documents',
+    ]);
   });
 
   it('the sweep finds blobs changed behind its back (by size and MD5, and by sampled bytes) and copies their batches again', async () => {
