@@ -206,11 +206,17 @@ const armSwitch = z
     target: z
       .string()
       .min(1)
-      .describe('Value that points the application at Azure (a `${env:}` reference when it holds a secret). Required.'),
+      .superRefine(checkConnectionString)
+      .describe(
+        'Value that points the application at Azure (a `${env:}` reference when it holds a secret: a connection string with a literal password is refused). Required.',
+      ),
     source: z
       .string()
       .min(1)
-      .describe('Value that points it back at the source, set at rollback (a `${env:}` reference when it holds a secret). Required.'),
+      .superRefine(checkConnectionString)
+      .describe(
+        'Value that points it back at the source, set at rollback (a `${env:}` reference when it holds a secret: a connection string with a literal password is refused). Required.',
+      ),
   })
   .describe(
     'Switch the application by setting one property of an ARM resource (needs the `azure` section). The application reconnects rather than waits: see the README. Optional; name exactly one switch.',

@@ -36,8 +36,8 @@ export function checkConnectionString(value: string, ctx: Ctx): void {
   const shape = literalShape(parts);
   const url = /^[a-z][a-z0-9+.-]*:\/\/([^/@?#]*)@/i.exec(shape);
   const userinfoPassword = url ? url[1]!.split(':').slice(1).join(':') : '';
-  // key=value's password, or a URL's password query parameter.
-  const kv = /(?:^|[\s?&])password\s*=\s*('[^']*'|[^\s&]*)/i.exec(shape);
+  // key=value's password (libpq's, or ADO.NET's Password=…;), or a URL's password query parameter.
+  const kv = /(?:^|[\s?&;])password\s*=\s*('[^']*'|[^\s&;]*)/i.exec(shape);
   if (hasLiteralText(userinfoPassword) || (kv && hasLiteralText(kv[1]!.replace(/^'|'$/g, '')))) {
     ctx.addIssue({
       code: 'custom',

@@ -251,6 +251,26 @@ cutover:
     ]);
   });
 
+  it('refuses a literal password in the values an ARM switch sets (ADO.NET key=value, URL)', () => {
+    const text = `${good}cutover:
+  switch:
+    arm:
+      resource: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/ehr/config/appsettings
+      apiVersion: "2023-12-01"
+      property: properties.EHR_DATABASE
+      target: "Host=ehr.postgres.database.azure.com;Password=Sup3rSecret;Database=ehr"
+      source: "postgres://app:Sup3rSecret@db/ehr"
+`;
+    const literal =
+      'contains a literal password; put the whole connection string or the password in a reference such as "${env:SOURCE_DATABASE_URL}"';
+    expect(problems(text)).toEqual([`15:15 cutover.switch.arm.target: ${literal}`, `16:15 cutover.switch.arm.source: ${literal}`]);
+    // A host name, or a reference, is no secret.
+    const fine = text
+      .replace(/target: "Host.*/, 'target: ehr.postgres.database.azure.com')
+      .replace(/source: "postgres.*/, 'source: "${env:APP_SOURCE}"');
+    expect(problems(fine).filter((p) => / cutover\.switch\.arm\.(target|source):/.test(p))).toEqual([]);
+  });
+
   it("refuses a literal password in a URL's query too", () => {
     const text = good.replace('"${env:SOURCE_DATABASE_URL}"', '"postgresql://db/ehr?user=app&password=secret"');
     expect(problems(text)).toEqual([
