@@ -587,7 +587,7 @@ export class Applier {
   private async targetText(rel: Relation, ident: Tuple, column: string): Promise<string | null | undefined> {
     const params: Param[] = [];
     const { rows } = await this.o.target.query<{ v: string | null }>(
-      `SELECT ${quoteIdent(column)}::text AS v FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}`,
+      `SELECT ${asPrinted(column)} AS v FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}`,
       params,
     );
     return rows[0] === undefined ? undefined : rows[0].v;
@@ -604,7 +604,7 @@ export class Applier {
       const templated = rel.columns.flatMap((c) => (c && used.has(c.name) ? [c.name] : []));
       const p: Param[] = [];
       const { rows } = await this.o.target.query<Record<string, string | null>>(
-        `SELECT ${quoteIdent(keep)} AS blob${templated.map((n, k) => `, ${quoteIdent(n)}::text AS v${k}`).join('')}
+        `SELECT ${quoteIdent(keep)} AS blob${templated.map((n, k) => `, ${asPrinted(n)} AS v${k}`).join('')}
            FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
         p,
       );
@@ -623,6 +623,8 @@ export class Applier {
       // (told by the old row when the stream has it, else by the target's value: a column not in
       // the replica identity comes without its old value).
       if (rel.alwaysIdentity.has(c.name)) {
+        // In the replica identity (a key), with no old row in the change: the identity did not change.
+        if (oldIdent === null && rel.identIdx.includes(i)) continue;
         const before = oldIdent?.[i];
         const was = before?.kind === 'text' ? textOf(before) : await this.targetText(rel, ident, c.name);
         if (was === undefined || was === textOf(v)) continue;
@@ -721,7 +723,7 @@ export class Applier {
     // Forward only: the table applied to keeps blob names (in reverse it holds the bytes).
     const keep = this.o.documents ? rel.task.documents?.plan.keepColumn : undefined;
     // The row's key from the row itself: an identity other than the key leaves it out of the change.
-    const keyCols = rel.keyIdx.map((i, k) => `${quoteIdent(rel.columns[i]!.name)}::text AS k${k}`);
+    const keyCols = rel.keyIdx.map((i, k) => `${asPrinted(rel.columns[i]!.name)} AS k${k}`);
     const returning = keep ? ` RETURNING ${[`${quoteIdent(keep)} AS blob`, ...keyCols].join(', ')}` : '';
     const res = await this.o.target.query<Record<string, string | null>>(
       `DELETE FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}${returning}`,
@@ -807,4 +809,13 @@ function textOf(v: Value | undefined): string | null {
 /** A table's schema and name as one key: "a.b"."c" and "a"."b.c" are two tables, not one "a.b.c". */
 function relationKey(t: { schema: string; name: string }): string {
   return JSON.stringify([t.schema, t.name]);
+}
+
+/**
+ * A column's value as the stream and COPY print it (its type's output function), to compare with
+ * theirs: a cast to text can differ (a boolean's is "true", not "t"; char(n)'s drops the trailing
+ * blanks; inet's adds "/32").
+ */
+function asPrinted(column: string): string {
+  return `format('%s', ${quoteIdent(column)})`;
 }

@@ -102,8 +102,10 @@ export async function verifyDocuments(
         page.map((b) => b.md5),
       ]);
     }
+    // Each value as COPY and the stream print it (format's %s: the output function), from which run
+    // and live sync named the blobs; a cast to text can differ (a boolean's "true" for "t").
     await sides.source.query(
-      `DECLARE cloudshift_documents NO SCROLL CURSOR FOR SELECT ${cols.map((c, i) => `${quoteIdent(c)}::text AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
+      `DECLARE cloudshift_documents NO SCROLL CURSOR FOR SELECT ${cols.map((c, i) => `format('%s', ${quoteIdent(c)}) AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
     );
     while (!full()) {
       const { rows } = await sides.source.query<Record<string, string | null>>(
