@@ -309,10 +309,18 @@ async function checkKey(
   const pk = info.uniqueKeys.find((k) => k.primary);
   // A primary key whose table (or a partition of it) was set to REPLICA IDENTITY NOTHING.
   const nothing =
-    plan.sync.mode === 'logical' && !t?.replicaIdentity
+    plan.sync.mode === 'logical'
       ? identityNothing(info, subject, info.kind === 'partitioned' ? await leafIdentities(client, info.oid) : [])
       : [];
-  if (nothing.length > 0) {
+  if (nothing.length > 0 && t?.replicaIdentity === 'index' && info.kind === 'partitioned') {
+    checks.fail(
+      'table.key',
+      subject,
+      `REPLICA IDENTITY NOTHING on ${nothing.join(', ')}, and the table is partitioned: replicaIdentity: index would have to name an index of each partition (tables[${t.index}]); use full, or ALTER TABLE … REPLICA IDENTITY DEFAULT on ${nothing.length === 1 ? 'it' : 'each'}`,
+    );
+    return;
+  }
+  if (nothing.length > 0 && !t?.replicaIdentity) {
     checks.fail(
       'table.key',
       subject,

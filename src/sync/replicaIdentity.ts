@@ -33,7 +33,9 @@ export async function ensureReplicaIdentity(source: pg.Client, plan: Plan, table
     const pk = info.uniqueKeys.find((k) => k.primary);
     const leaves = info.kind === 'partitioned' ? await leafIdentities(source, info.oid) : [];
     const nothing = identityNothing(info, displayName(name), leaves);
-    if (nothing.length === 0 && isIdentified(info, info.replicaIdentity) && leaves.every((l) => isIdentified(info, l.replident))) continue;
+    // With a primary key, a partitioned table's own setting does not matter: its rows are changed in its partitions.
+    const rootIdentified = (info.kind === 'partitioned' && pk?.usableAsIdentity) || isIdentified(info, info.replicaIdentity);
+    if (nothing.length === 0 && rootIdentified && leaves.every((l) => isIdentified(info, l.replident))) continue;
     const table = displayName(name);
     const t = plan.tables.find((x) => displayName(x.name) === table);
     const where = t ? `tables[${t.index}].replicaIdentity` : `a tables entry for ${table} with replicaIdentity`;
@@ -81,7 +83,9 @@ function isIdentified(info: TableInfo, replident: string): boolean {
  */
 export function identityNothing(info: TableInfo, table: string, leaves: ReadonlyArray<{ display: string; replident: string }>): string[] {
   if (!info.uniqueKeys.some((k) => k.primary && k.usableAsIdentity)) return [];
-  return [...(info.replicaIdentity === 'n' ? [table] : []), ...leaves.filter((l) => l.replident === 'n').map((l) => l.display)];
+  // A partitioned table's own rows are its partitions' (PostgreSQL checks the partition changed).
+  const own = info.replicaIdentity === 'n' && info.kind !== 'partitioned';
+  return [...(own ? [table] : []), ...leaves.filter((l) => l.replident === 'n').map((l) => l.display)];
 }
 
 /** The leaf partitions of a partitioned table, quoted, with their replica identity. */

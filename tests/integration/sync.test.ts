@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -1059,6 +1060,8 @@ describe('a primary key that is no replica identity', () => {
          CREATE TABLE public.rounds_2025 PARTITION OF public.rounds FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
          CREATE TABLE public.rounds_2026 PARTITION OF public.rounds FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
          ALTER TABLE public.rounds_2026 REPLICA IDENTITY NOTHING;
+         -- The partitioned table's own setting: its rows are changed in its partitions, so it does not count.
+         ALTER TABLE public.rounds REPLICA IDENTITY NOTHING;
          INSERT INTO public.rounds VALUES (1, '2025-06-01'), (2, '2026-06-01');`,
       );
       const file = s.plan(
@@ -1074,6 +1077,24 @@ describe('a primary key that is no replica identity', () => {
           expect.stringContaining('primary key (id, at), but REPLICA IDENTITY NOTHING on public.rounds_2026: with live sync'),
         ],
       ]);
+      // replicaIdentity: index cannot serve a partitioned table: the dry run says so, as run would.
+      const byIndex = await cli(
+        [
+          'dry-run',
+          s.plan(
+            readFileSync(file, 'utf8').replace('  - name: public.rounds\n', '  - name: public.rounds\n    replicaIdentity: index\n'),
+            'index.yaml',
+          ),
+          '--format',
+          'json',
+        ],
+        s.env,
+      );
+      expect(
+        (JSON.parse(byIndex.stdout) as { checks: Array<{ id: string; subject: string; message: string }> }).checks.find(
+          (c) => c.id === 'table.key' && c.subject === 'public.rounds',
+        )?.message,
+      ).toContain('replicaIdentity: index would have to name an index of each partition');
       const refused = await cli(['run', file], s.env);
       expect(refused.code).toBe(3);
       expect(refused.stderr).toContain(
