@@ -11,7 +11,7 @@ import { connect } from '../pg/connect.js';
 import { PreconditionError } from '../errors.js';
 import { StateStore } from '../state/store.js';
 import { requireRunDatabases } from '../engine/runDatabases.js';
-import { liveObjects } from '../state/sql/sync.js';
+import { latestSwitch, liveObjects } from '../state/sql/sync.js';
 import { dropObject, type ReplicationObject } from './objects.js';
 import { forwardObjects, ledger } from './forward.js';
 import { reverseObjects } from './reverse.js';
@@ -34,6 +34,13 @@ export async function cleanupRun(loaded: LoadedPlan, env: Env): Promise<CleanupR
     await store.lockRun(run);
     // Not while a cutover or rollback runs: it creates the stream it switches to, which nothing would drop.
     await store.lockSwitch(run);
+    // Nor after one that was killed half-way: its undo (PgBouncer resumed, a fence lifted) needs the run.
+    const last = await latestSwitch(store.knex, run.id);
+    if (run.status === 'active' && last && last.state !== 'done' && last.state !== 'aborted') {
+      throw new PreconditionError(`a ${last.kind} of run ${run.id} did not end (it stopped at ${last.state}); nothing was dropped`, {
+        hint: `run \`cloudshift ${last.kind}\` again (or \`cloudshift run\`), which finishes or undoes it, never leaving the application paused or a side read-only; then clean up`,
+      });
+    }
     // An active run's objects are dropped only on its own databases (either side may be down).
     if (run.status === 'active') await requireRunDatabases(store, run, secrets, true);
     const recorded = await liveObjects(store.knex, run.id);

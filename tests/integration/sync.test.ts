@@ -919,7 +919,7 @@ INSERT INTO public.bed_moves SELECT date '2025-11-01' + g, g FROM generate_serie
 });
 
 describe('cleanup and rollback while a switch is under way', () => {
-  it('are refused (exit 4) while a cutover or rollback holds the switch lock, and go ahead once it is free', async () => {
+  it('are refused (exit 4) while a cutover or rollback holds the switch lock, cleanup (exit 3) after one killed half-way, and go ahead once it is over', async () => {
     await inSyncedScenario('switchheld', async (s, file) => {
       const [run] = await sql<{ id: string }>('target', s.dbs.target, `SELECT id FROM cloudshift.runs WHERE status = 'active'`);
       // What a cutover or rollback holds from its start to its end (its guard after it).
@@ -939,6 +939,18 @@ describe('cleanup and rollback while a switch is under way', () => {
       } finally {
         await holder.end();
       }
+      // A cutover killed in its pause with no guard to undo it: cleanup leaves that to a command that can.
+      const [sw] = await sql<{ id: string }>(
+        'target',
+        s.dbs.target,
+        `INSERT INTO cloudshift.switches (run_id, kind, state, by) VALUES ($1, 'cutover', 'paused', 'test') RETURNING id::text AS id`,
+        [run!.id],
+      );
+      const pending = await cli(['cleanup', file], s.env);
+      expect(pending.code).toBe(3);
+      expect(pending.stderr).toContain(`error: a cutover of run ${run!.id} did not end (it stopped at paused); nothing was dropped`);
+      expect(await slots(s)).toEqual(['cloudshift_switchheldtest']);
+      await sql('target', s.dbs.target, `UPDATE cloudshift.switches SET state = 'aborted' WHERE id = $1`, [sw!.id]);
       expect((await cli(['cleanup', file], s.env)).code).toBe(0);
       expect(await slots(s)).toEqual([]);
     });
