@@ -8,8 +8,9 @@
 const MASK = '***';
 
 const patterns: Array<[RegExp, string]> = [
-  // scheme://user:password@host (to the last "@" before the host: a password may hold one unencoded)
-  [/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^/\s]*@/gi, `$1${MASK}@`],
+  // scheme://user:password@host (to the last "@" before the host: a password may hold one unencoded);
+  // a scheme starts where no scheme character precedes it, so a long run of them is scanned once
+  [/(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)[^/\s]*@/gi, `$1${MASK}@`],
   // key=value connection strings (libpq, Azure storage) and settings a script echoes (PGPASSWORD=,
   // DB_PASSWORD=): the key may end a longer name
   [/\b([a-z0-9_]*(?:password|pwd|accountkey|sharedaccesssignature|sharedaccesskey))\s*=\s*('[^']*'|"[^"]*"|[^;\s]*)/gi, `$1=${MASK}`],
