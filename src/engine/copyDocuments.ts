@@ -55,8 +55,8 @@ export interface DocumentStore {
   /** Documents of this relation already uploaded (by key JSON), for a retried batch. */
   recorded(relation: string, keys: string[][]): Promise<Map<string, UploadedDocument>>;
   record(relation: string, docs: UploadedDocument[], batchId: string): Promise<void>;
-  /** Forgets the batch's records of documents other than these keys; returns how many. */
-  forgetOthers(relation: string, batchId: string, keys: string[][]): Promise<number>;
+  /** Forgets the batch's records of documents other than these keys, while the claim holds; returns how many. */
+  forgetOthers(relation: string, keys: string[][], claim: { batchId: string; workerId: string; snapshot: string | null }): Promise<number>;
 }
 
 export interface DocumentsContext {
@@ -247,8 +247,8 @@ export async function copyDocumentsBatch(
     if (retry)
       await docs.store.forgetOthers(
         task.display,
-        batch.id,
         uploaded.map((d) => d.key),
+        { batchId: batch.id, workerId: ctx.workerId, snapshot: ctx.snapshot },
       );
     return { digest: digest.result(rows), bytes: uploaded.reduce((n, x) => n + x.size, 0), documents: uploaded };
   });

@@ -450,7 +450,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
       record: (relation, docs, batchId) => recordDocuments(db, o.store.schema, o.runId, relation, docs, batchId),
-      forgetOthers: (relation, batchId, keys) => forgetOtherDocuments(db, o.store.schema, o.runId, relation, batchId, keys),
+      forgetOthers: (relation, keys, claim) => forgetOtherDocuments(db, o.store.schema, o.runId, relation, keys, claim),
     },
     ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
   };

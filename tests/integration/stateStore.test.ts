@@ -14,7 +14,7 @@ import {
   returnForDocuments,
   settleDocumentBatches,
 } from '../../src/state/sql/batchStatus.js';
-import { documentsNamed, recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
+import { documentsNamed, forgetOtherDocuments, recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
 import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
 
 let dbs: FreshDatabases;
@@ -250,6 +250,26 @@ describe('state store', () => {
       const again = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("forgets a batch's records of rows gone only while the claim still holds: a process that lost it forgets nothing", async () => {
+    const store = await open('docforget');
+    try {
+      const run = await oneBatchRun(store);
+      const [b] = await store.claimBatches(run.id, 'old', 1);
+      const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
+      await recordDocuments(store.pool, 'docforget', run.id, 'public.docs', [doc('1'), doc('2'), doc('3')], b!.id);
+      // Another process holds the batch now (the first lost its claim): its records stay.
+      await store.db.query(`UPDATE docforget.batches SET claimed_by = 'new' WHERE id = $1`, [b!.id]);
+      const claim = (workerId: string) => ({ batchId: b!.id, workerId, snapshot: null });
+      expect(await forgetOtherDocuments(store.pool, 'docforget', run.id, 'public.docs', [['1']], claim('old'))).toBe(0);
+      // Its holder, whose attempt found rows 1 and 3 only, forgets row 2's record.
+      expect(await forgetOtherDocuments(store.pool, 'docforget', run.id, 'public.docs', [['1'], ['3']], claim('new'))).toBe(1);
+      const left = await recordedDocuments(store.pool, 'docforget', run.id, 'public.docs', [['1'], ['2'], ['3']]);
+      expect([...left.keys()].sort()).toEqual(['["1"]', '["3"]']);
     } finally {
       await store.close();
     }

@@ -133,19 +133,23 @@ export async function forgetDocuments(
 /**
  * Forgets the records of a batch's documents other than `keys` (the documents its attempt just
  * uploaded or kept): rows deleted, or whose document became NULL, since an earlier attempt read
- * an older snapshot. Their blobs are then no document of this run, which the sweep reports.
+ * an older snapshot. Their blobs are then no document of this run, which the sweep reports. Only
+ * while `claim` still holds the batch in the run's snapshot (as markBatchCopied): a process that
+ * lost it, reading an older snapshot, must not forget what the new holder records.
  */
 export async function forgetOtherDocuments(
   db: pg.Pool | pg.ClientBase,
   schema: string,
   runId: string,
   relation: string,
-  batchId: string,
   keys: string[][],
+  claim: { batchId: string; workerId: string; snapshot: string | null },
 ): Promise<number> {
   const { rowCount } = await db.query(
-    `DELETE FROM ${quoteIdent(schema)}.documents WHERE run_id = $1 AND relation = $2 AND batch_id = $4 AND NOT (key = ANY($3::jsonb[]))`,
-    [...byKeys(runId, relation, keys), batchId],
+    `DELETE FROM ${quoteIdent(schema)}.documents d WHERE run_id = $1 AND relation = $2 AND batch_id = $4 AND NOT (key = ANY($3::jsonb[]))
+        AND EXISTS (SELECT 1 FROM ${quoteIdent(schema)}.batches b WHERE b.id = $4 AND b.status = 'claimed' AND b.claimed_by = $5)
+        AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ${quoteIdent(schema)}.runs r WHERE r.id = d.run_id AND r.snapshot_name = $6))`,
+    [...byKeys(runId, relation, keys), claim.batchId, claim.workerId, claim.snapshot],
   );
   return rowCount ?? 0;
 }
