@@ -23,7 +23,7 @@ import type { BlockBlobTier } from '@azure/storage-blob';
 import type PQueue from 'p-queue';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
-import { quoteIdent } from '../plan/names.js';
+import { printedText, quoteIdent } from '../plan/names.js';
 import { batchSelect, keysPredicate } from '../source/ranges.js';
 import { BatchContents, byteaContent, bytesContent, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
@@ -106,7 +106,7 @@ export async function copyDocumentsBatch(
     let contents: BatchContents | null = null;
     if (contentSession) {
       await beginInSnapshot(contentSession, ctx.snapshot);
-      const keys = keyCols.map((k) => `format('%s', ${quoteIdent(k.name)})`);
+      const keys = keyCols.map((k) => printedText(k.name));
       contents = BatchContents.open(contentSession, batchSelect(task.quoted, [], range, keyCols, task.where, [...keys, content]));
     }
     const digest = new StreamDigest();

@@ -79,6 +79,15 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * SQL for a column's value as COPY and the replication stream print it (its type's output
+ * function), to compare with theirs: a cast to text can differ (a boolean's is "true", not "t";
+ * char(n)'s drops the trailing blanks; inet's adds "/32").
+ */
+export function printedText(column: string): string {
+  return `format('%s', ${quoteIdent(column)})`;
+}
+
 export function quoteQualified(q: QualifiedName): string {
   return `${quoteIdent(q.schema)}.${quoteIdent(q.name)}`;
 }

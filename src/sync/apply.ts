@@ -14,8 +14,7 @@
  *   rows are removed after the commit.
  */
 import type pg from 'pg';
-import { displayName, quoteIdent } from '../plan/names.js';
-import type { DocumentPlan } from '../plan/defaults.js';
+import { displayName, printedText, quoteIdent } from '../plan/names.js';
 import { templateColumns } from '../plan/templates.js';
 import { CloudshiftError, ExitCode } from '../errors.js';
 import type { TableTask } from '../engine/tableTask.js';
@@ -116,6 +115,8 @@ interface Relation {
   insertColumns: string[];
   /** A deferrable key (no ON CONFLICT arbiter): rows are deleted by key first; where the key is among the inserted values, and its types. */
   deleteFirst: { keyAt: number[]; types: string[] } | null;
+  /** The columns the documents entry's templates read (name, content type, metadata, tags), in relation order. */
+  templated: string[];
 }
 
 /** A statement parameter: text, or bytes (a reverse document's, sent as binary bytea). */
@@ -400,6 +401,7 @@ export class Applier {
       alwaysIdentity: always,
       insertColumns: targetCols,
       deleteFirst: deferrable ? { keyAt, types: keyAt.map((i) => written[i]!.type) } : null,
+      templated: templatedIn(task, columns),
     };
   }
 
@@ -474,8 +476,8 @@ export class Applier {
     if (content.kind === 'unchanged') {
       // Bytes unchanged: uploaded again (read from the source) under a new name, or when a column
       // its content type, metadata or tags come from changed (the blob's would be stale).
-      const restated = prior !== null && docs.propertiesChanged(rel.task, prior.values, values);
-      if (name !== priorName || restated) await docs.upload(rel.task, values, name, null);
+      const restated = name !== priorName || (prior !== null && docs.propertiesChanged(rel.task, prior.values, values));
+      if (restated) await docs.upload(rel.task, values, name, null);
     } else {
       const bytes =
         rel.task.documents!.contentKind === 'bytea'
@@ -587,7 +589,7 @@ export class Applier {
   private async targetText(rel: Relation, ident: Tuple, column: string): Promise<string | null | undefined> {
     const params: Param[] = [];
     const { rows } = await this.o.target.query<{ v: string | null }>(
-      `SELECT ${asPrinted(column)} AS v FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}`,
+      `SELECT ${printedText(column)} AS v FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}`,
       params,
     );
     return rows[0] === undefined ? undefined : rows[0].v;
@@ -600,11 +602,10 @@ export class Applier {
     if (keep && this.o.documents) {
       // The target row as it is before this change: its blob name, and the values of the columns
       // the templates use (those the stream left out, and those whose change may restate the blob).
-      const used = templatedColumns(rel.task.documents!.plan);
-      const templated = rel.columns.flatMap((c) => (c && used.has(c.name) ? [c.name] : []));
+      const templated = rel.templated;
       const p: Param[] = [];
       const { rows } = await this.o.target.query<Record<string, string | null>>(
-        `SELECT ${quoteIdent(keep)} AS blob${templated.map((n, k) => `, ${asPrinted(n)} AS v${k}`).join('')}
+        `SELECT ${quoteIdent(keep)} AS blob${templated.map((n, k) => `, ${printedText(n)} AS v${k}`).join('')}
            FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, p)}`,
         p,
       );
@@ -723,7 +724,7 @@ export class Applier {
     // Forward only: the table applied to keeps blob names (in reverse it holds the bytes).
     const keep = this.o.documents ? rel.task.documents?.plan.keepColumn : undefined;
     // The row's key from the row itself: an identity other than the key leaves it out of the change.
-    const keyCols = rel.keyIdx.map((i, k) => `${asPrinted(rel.columns[i]!.name)} AS k${k}`);
+    const keyCols = rel.keyIdx.map((i, k) => `${printedText(rel.columns[i]!.name)} AS k${k}`);
     const returning = keep ? ` RETURNING ${[`${quoteIdent(keep)} AS blob`, ...keyCols].join(', ')}` : '';
     const res = await this.o.target.query<Record<string, string | null>>(
       `DELETE FROM ${rel.task.quoted} WHERE ${this.where(rel, ident, params)}${returning}`,
@@ -787,9 +788,14 @@ function column(name: string, type: string, fromBlob: boolean): ColumnMap {
   return { name, type, around, ...(fromBlob ? { fromBlob } : {}) };
 }
 
-/** The columns a documents entry's templates read (name, content type, metadata, tags). */
-function templatedColumns(plan: DocumentPlan): Set<string> {
-  return new Set([plan.blob, plan.contentType, ...Object.values(plan.metadata), ...Object.values(plan.tags)].flatMap(templateColumns));
+/** The columns of a relation its documents entry's templates read (name, content type, metadata, tags). */
+function templatedIn(task: TableTask, columns: ReadonlyArray<ColumnMap | null>): string[] {
+  const plan = task.documents?.plan;
+  if (!plan) return [];
+  const used = new Set(
+    [plan.blob, plan.contentType, ...Object.values(plan.metadata), ...Object.values(plan.tags)].flatMap(templateColumns),
+  );
+  return columns.flatMap((c) => (c && used.has(c.name) ? [c.name] : []));
 }
 
 class LongValueError extends Error {}
@@ -809,13 +815,4 @@ function textOf(v: Value | undefined): string | null {
 /** A table's schema and name as one key: "a.b"."c" and "a"."b.c" are two tables, not one "a.b.c". */
 function relationKey(t: { schema: string; name: string }): string {
   return JSON.stringify([t.schema, t.name]);
-}
-
-/**
- * A column's value as the stream and COPY print it (its type's output function), to compare with
- * theirs: a cast to text can differ (a boolean's is "true", not "t"; char(n)'s drops the trailing
- * blanks; inet's adds "/32").
- */
-function asPrinted(column: string): string {
-  return `format('%s', ${quoteIdent(column)})`;
 }

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { quoteIdent } from '../plan/names.js';
+import { printedText, quoteIdent } from '../plan/names.js';
 import { parseTemplate } from '../plan/templates.js';
 import { byteaContent, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
@@ -102,10 +102,9 @@ export async function verifyDocuments(
         page.map((b) => b.md5),
       ]);
     }
-    // Each value as COPY and the stream print it (format's %s: the output function), from which run
-    // and live sync named the blobs; a cast to text can differ (a boolean's "true" for "t").
+    // Each value as COPY and the stream print it, from which run and live sync named the blobs.
     await sides.source.query(
-      `DECLARE cloudshift_documents NO SCROLL CURSOR FOR SELECT ${cols.map((c, i) => `format('%s', ${quoteIdent(c)}) AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
+      `DECLARE cloudshift_documents NO SCROLL CURSOR FOR SELECT ${cols.map((c, i) => `${printedText(c)} AS c${i}`).join(', ')}, ${spec.contentKind === 'oid' ? `${content}::text` : `(${content} IS NOT NULL)::text`} AS content FROM ${task.quoted}${where}`,
     );
     while (!full()) {
       const { rows } = await sides.source.query<Record<string, string | null>>(
