@@ -6,8 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { LocalServers } from '../src/embedded/servers.js';
@@ -18,6 +17,7 @@ import { syncRow } from '../src/state/sql/sync.js';
 import { parseLsn } from '../src/sync/lsn.js';
 import { createDatabase } from './copy.js';
 import { runCloudshift } from './child.js';
+import { scratchDir } from '../src/embedded/util.js';
 
 export interface CutoverMeasure {
   ratePerSecond: number;
@@ -64,7 +64,7 @@ export async function measureCutover(servers: LocalServers, ratePerSecond = 200,
     appPassword: randomBytes(18).toString('base64url'),
   });
   const bouncer = b.bouncer;
-  const dir = mkdtempSync(join(tmpdir(), 'cs-bench-cutover-'));
+  const dir = scratchDir('cs-bench-cutover');
   const plan = join(dir, 'plan.yaml');
   writeFileSync(
     plan,

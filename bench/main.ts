@@ -12,8 +12,8 @@
  *   --skip-tables, --skip-documents, --skip-cutover, --skip-workers
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createHospitalDataset } from '../src/demo/dataset.js';
@@ -31,6 +31,7 @@ import {
 } from './documents.js';
 import { measureCutover } from './cutover.js';
 import { measureWorkers, type WorkersMeasure } from './workers.js';
+import { scratchDir } from '../src/embedded/util.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -75,7 +76,7 @@ try {
     await createDatabase(servers, 'target', 'floor');
 
     await createDatabase(servers, 'target', 'cs');
-    const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
+    const dir = scratchDir('cs-bench');
     const csEnv = { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'cs') };
     const cs = await measureCloudshift(dir, csEnv, jobs, size);
     const verify = await measureVerify(dir, csEnv, jobs, size.bytes);
@@ -136,7 +137,7 @@ try {
     const bytes = Number(sizes.rows[0]!.bytes);
     const az = servers.azurite!.connectionString;
     await createDatabase(servers, 'target', 'docs');
-    const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
+    const dir = scratchDir('cs-bench');
     const env = { SOURCE_DATABASE_URL: src, TARGET_DATABASE_URL: servers.url('target', 'docs'), AZURE_STORAGE_CONNECTION_STRING: az };
     // The machine's speed drifts by a third from one minute to the next: each round measures all
     // three, in a rotating order so none always goes first or last, and the ratio is the median
@@ -242,7 +243,7 @@ try {
     }
   }
   await createDatabase(servers, 'target', 'statusbench');
-  const status = await measureStatus(mkdtempSync(join(tmpdir(), 'cs-bench-')), servers.url('target', 'statusbench'), 100_000);
+  const status = await measureStatus(scratchDir('cs-bench'), servers.url('target', 'statusbench'), 100_000);
   results.push({ status });
   console.log(
     `\nstatus on a run with ${status.batches.toLocaleString('en-GB')} batches: ${status.seconds.toFixed(2)} s (the whole command, process start included)`,

@@ -4,8 +4,10 @@
  * bounded.
  */
 import type { ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** Every server listens on loopback only. */
 export const HOST = '127.0.0.1';
@@ -63,6 +65,26 @@ export function waitSync(condition: () => boolean, timeoutMs: number): boolean {
 
 export function removeDirSync(dir: string): void {
   rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 });
+}
+
+const scratchDirs = new Set<string>();
+
+/**
+ * A fresh folder under the system's temporary folder (`<prefix>-XXXXXX`) for plans, scripts and
+ * certificates of tests and benchmarks, removed by {@link removeScratchDirs} or when the process
+ * exits.
+ */
+export function scratchDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  if (scratchDirs.size === 0) process.once('exit', removeScratchDirs);
+  scratchDirs.add(dir);
+  return dir;
+}
+
+/** Removes every folder {@link scratchDir} made (a test file's, after its last test). */
+export function removeScratchDirs(): void {
+  scratchDirs.forEach(removeDirSync);
+  scratchDirs.clear();
 }
 
 /** Reserves `count` distinct free TCP ports on {@link HOST} (listen on port 0, read it, close). */

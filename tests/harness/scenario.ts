@@ -3,10 +3,10 @@
  * loaded with the hospital fixture), a plan file in a temporary folder, and the environment the
  * plan's references resolve from.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connectionUrl, freshContainer, freshDatabases, harness, sql, type FreshDatabases } from './db.js';
+import { scratchDir } from '../../src/embedded/util.js';
 
 export interface Scenario {
   dbs: FreshDatabases;
@@ -24,7 +24,7 @@ export async function hospitalScenario(prefix: string, options: { load?: boolean
   const dbs = await freshDatabases(prefix);
   if (options.load !== false) await sql('source', dbs.source, HOSPITAL_SQL);
   const container = await freshContainer(prefix);
-  const dir = mkdtempSync(join(tmpdir(), `cs-${prefix}-`));
+  const dir = scratchDir(`cs-${prefix}`);
   const env = {
     SOURCE_DATABASE_URL: connectionUrl('source', dbs.source),
     TARGET_DATABASE_URL: connectionUrl('target', dbs.target),

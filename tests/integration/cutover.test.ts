@@ -7,9 +7,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
@@ -22,7 +21,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { forwardObjects } from '../../src/sync/forward.js';
 import { CleanupRegistry } from '../../src/embedded/cleanup.js';
 import { ensurePostgresOsUser, loadPostgres, startPostgres } from '../../src/embedded/postgres.js';
-import { freePorts } from '../../src/embedded/util.js';
+import { freePorts, scratchDir } from '../../src/embedded/util.js';
 import { expectTablesMatch } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
 import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
@@ -682,7 +681,7 @@ cutover:
       // fails. In the second case the write's transaction is still open when it fails (a process
       // of its own commits it 4 s later): the check cannot fence the target before it ends.
       const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
-      const dir = mkdtempSync(join(tmpdir(), 'cloudshift-switch-'));
+      const dir = scratchDir('cs-switch');
       const script = join(dir, 'moved.mjs');
       const started = join(dir, 'started');
       const open = id === 12;

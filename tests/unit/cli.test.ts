@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHttpHeaders, createPipelineRequest, RestError } from '@azure/core-rest-pipeline';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -7,9 +6,10 @@ import { reportError } from '../../src/cli/errors.js';
 import type { CliIO } from '../../src/cli/io.js';
 import { progressRenderer } from '../../src/cli/render/progress.js';
 import { cli } from '../harness/cli.js';
+import { scratchDir } from '../../src/embedded/util.js';
 
 function planFile(text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'cs-cli-')), 'plan.yaml');
+  const file = join(scratchDir('cs-cli'), 'plan.yaml');
   writeFileSync(file, text);
   return file;
 }

@@ -1,10 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyDefaults } from '../../src/plan/defaults.js';
 import { loadPlan, PlanInvalidError, validatePlanText } from '../../src/plan/parse.js';
 import { planJsonSchemaText } from '../../src/plan/jsonSchema.js';
+import { scratchDir } from '../../src/embedded/util.js';
 
 const good = `version: 1
 name: ppm
@@ -375,7 +375,7 @@ documents:
   });
 
   it('loadPlan throws one error listing every problem (exit code 2)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cs-plan-'));
+    const dir = scratchDir('cs-plan');
     const file = join(dir, 'p.yaml');
     writeFileSync(file, 'version: 1\nname: x\n');
     const err = await loadPlan(file).catch((e: unknown) => e);
@@ -385,7 +385,7 @@ documents:
   });
 
   it('fingerprint changes with the plan, not with formatting or comments', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cs-plan-'));
+    const dir = scratchDir('cs-plan');
     const a = join(dir, 'a.yaml');
     const b = join(dir, 'b.yaml');
     const c = join(dir, 'c.yaml');

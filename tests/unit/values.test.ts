@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { quoteIdent, quoteQualified, splitIdentifiers } from '../../src/plan/names.js';
@@ -8,6 +7,7 @@ import { parseTemplate } from '../../src/plan/templates.js';
 import { parseDurationMs, parseSizeBytes } from '../../src/plan/units.js';
 import { redact, redactDeep } from '../../src/redact.js';
 import { formatSeconds } from '../../src/preflight/format.js';
+import { scratchDir } from '../../src/embedded/util.js';
 
 describe('identifiers', () => {
   it('folds plain names and keeps quoted ones literally', () => {
@@ -40,7 +40,7 @@ describe('references', () => {
   });
 
   it('reads files relative to the plan and reports unreadable ones', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cs-ref-'));
+    const dir = scratchDir('cs-ref');
     writeFileSync(join(dir, 'pw'), 'from-file\n');
     expect(resolveReferences('${file:pw}', { env: {}, baseDir: dir, where: 'x' })).toBe('from-file');
     expect(() => resolveReferences('${file:missing}', { env: {}, baseDir: dir, where: 'target.postgres' })).toThrow(

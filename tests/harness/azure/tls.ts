@@ -5,9 +5,9 @@
  * child process (see spawnCli in fakeAzure.ts).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { scratchDir } from '../../../src/embedded/util.js';
 
 export interface TestCertificate {
   /** PEM file to put in NODE_EXTRA_CA_CERTS. */
@@ -17,7 +17,7 @@ export interface TestCertificate {
 }
 
 export function selfSignedCertificate(): TestCertificate {
-  const dir = mkdtempSync(join(tmpdir(), 'cs-fake-azure-'));
+  const dir = scratchDir('cs-fake-azure');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   try {
