@@ -2,6 +2,7 @@ import { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect } from '../../src/pg/connect.js';
 import { replicationConnection } from '../../src/sync/replication.js';
+import { tableProgress } from '../../src/state/sql/tableProgress.js';
 import { throughputBuckets } from '../../src/state/sql/throughputBuckets.js';
 import { StateStore } from '../../src/state/store.js';
 import { MIGRATIONS } from '../../src/state/migrations.js';
@@ -302,6 +303,60 @@ describe('state store', () => {
         { bucket: 3, batches: 0, rows: 250, bytes: 1000 },
         { bucket: 4, batches: 2, rows: 100, bytes: 400 },
       ]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("marks a batch finished when it commits, not when its transaction began; status's rate counts the part of each copy in its window", async () => {
+    const store = await open('finished');
+    try {
+      await store.migrate();
+      const run = await store.createRun({ planName: 'f', planFingerprint: 'f', toolVersion: '0.1.0' });
+      await store.addBatches(run.id, [
+        { kind: 'table' as const, relation: 'public.t', seq: 0, keyLow: [0], keyHigh: [10] },
+        { kind: 'table' as const, relation: 'public.t', seq: 1, keyLow: [10], keyHigh: [20] },
+      ]);
+      // As copyBatch with the store in the target: the mark in the transaction that wrote the rows.
+      const [b] = await store.claimBatches(run.id, 'w', 1);
+      const client = await store.pool.connect();
+      let copying: string;
+      try {
+        await client.query('BEGIN');
+        ({
+          rows: [{ at: copying }],
+        } = await client.query<{ at: string }>(`SELECT clock_timestamp()::text AS at FROM pg_sleep(0.01)`));
+        const mark = { id: b!.id, workerId: 'w', rows: 2, bytes: 20, sourceChecksum: 'c', snapshot: null };
+        expect(await markBatchCopied(client, 'finished', mark)).toBe(true);
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+      const [row] = await sql<{ after: boolean }>(
+        'target',
+        dbs.target,
+        `SELECT finished_at > $1::timestamptz AS after FROM finished.batches WHERE id = $2`,
+        [copying, b!.id],
+      );
+      expect(row!.after).toBe(true);
+
+      // A window of 60 s: batch 0 copied 900 rows from 90 s ago to 10 s ago (50 of its 80 s in
+      // the window), batch 1 copied 100 rows in the last 20 s.
+      await sql(
+        'target',
+        dbs.target,
+        `UPDATE finished.batches SET status = 'verified',
+            claimed_at = now() - (CASE seq WHEN 0 THEN 90 ELSE 20 END) * interval '1 s',
+            finished_at = now() - (CASE seq WHEN 0 THEN 10 ELSE 0 END) * interval '1 s',
+            rows = CASE seq WHEN 0 THEN 900 ELSE 100 END, bytes = CASE seq WHEN 0 THEN 9000 ELSE 1000 END
+          WHERE run_id = $1`,
+        [run.id],
+      );
+      // (Read a moment after the update: the window has moved by that moment.)
+      const [p] = await tableProgress(store.knex, run.id, 60);
+      expect(p).toMatchObject({ rows: 1000, recent_batches: 2, recent_seconds: 60 });
+      expect(p!.recent_rows).toBeCloseTo(900 * (50 / 80) + 100, -1);
+      expect(p!.recent_bytes).toBeCloseTo(9000 * (50 / 80) + 1000, -2);
     } finally {
       await store.close();
     }

@@ -15,7 +15,9 @@ export interface Queryable {
 const t = (schema: string) => `${quoteIdent(schema)}.batches`;
 
 /**
- * Marks a batch claimed by `workerId` as copied. Returns false if the claim was lost, or if the
+ * Marks a batch claimed by `workerId` as copied, finished now: the clock's time, not the
+ * transaction's start (the mark commits with the batch's rows, in a transaction begun before the
+ * COPY and the uploads). Returns false if the claim was lost, or if the
  * run has moved to another snapshot than the one the batch was read in (`snapshot`): a process
  * that lost the run's lock without knowing (its state-store session cut) must not mark rows of a
  * snapshot older than the one the new leader resumed from.
@@ -27,7 +29,7 @@ export async function markBatchCopied(
 ): Promise<boolean> {
   const r = await db.query(
     // A checksum of the target's rows from an earlier attempt says nothing of these.
-    `UPDATE ${t(schema)} b SET status = 'copied', rows = $3, bytes = $4, source_checksum = $5, target_checksum = NULL, finished_at = now(), error = NULL
+    `UPDATE ${t(schema)} b SET status = 'copied', rows = $3, bytes = $4, source_checksum = $5, target_checksum = NULL, finished_at = clock_timestamp(), error = NULL
       WHERE id = $1 AND status = 'claimed' AND claimed_by = $2
         AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ${quoteIdent(schema)}.runs r WHERE r.id = b.run_id AND r.snapshot_name = $6))`,
     [batch.id, batch.workerId, batch.rows, batch.bytes, batch.sourceChecksum, batch.snapshot],

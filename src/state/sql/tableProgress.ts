@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { BATCH_BEGAN } from './throughputBuckets.js';
 
 export interface TableProgressRow {
   relation: string;
@@ -12,7 +13,11 @@ export interface TableProgressRow {
   failed: number;
   rows: number;
   bytes: number;
-  /** Rows, bytes and batches of batches finished in the last `windowSeconds`. */
+  /**
+   * Rows and bytes copied in the last `windowSeconds`: of each batch finished in the window, the
+   * share of its copy (from its claim to its commit) that falls in the window; and how many
+   * batches finished in it.
+   */
   recent_rows: number;
   recent_bytes: number;
   recent_batches: number;
@@ -48,15 +53,18 @@ export async function tableProgress(knex: Knex, runId: string, windowSeconds: nu
             count(*) FILTER (WHERE status = 'failed')::int AS failed,
             coalesce(sum(rows) FILTER (WHERE ${DONE}), 0)::float8 AS rows,
             coalesce(sum(bytes) FILTER (WHERE ${DONE}), 0)::float8 AS bytes,
-            coalesce(sum(rows) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_rows,
-            coalesce(sum(bytes) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_bytes,
+            coalesce(sum(rows * share) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_rows,
+            coalesce(sum(bytes * share) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window)), 0)::float8 AS recent_bytes,
             count(*) FILTER (WHERE ${DONE} AND finished_at > now() - make_interval(secs => :window))::int AS recent_batches,
             least(:window, greatest(1, extract(epoch FROM now() - min(claimed_at)
               FILTER (WHERE finished_at > now() - make_interval(secs => :window) OR status = 'claimed'))))::float8 AS recent_seconds,
             min(claimed_at) AS first_started,
             max(finished_at) AS last_finished
-       FROM batches
-      WHERE run_id = :runId
+       FROM (SELECT b.*,
+                    CASE WHEN b.finished_at <= b.began THEN 1
+                         ELSE extract(epoch FROM b.finished_at - greatest(b.began, now() - make_interval(secs => :window)))
+                              / extract(epoch FROM b.finished_at - b.began) END AS share
+               FROM (SELECT *, ${BATCH_BEGAN} AS began FROM batches WHERE run_id = :runId) b) batches
       GROUP BY relation, kind
       ORDER BY sum(coalesce(bytes, 0)) DESC, relation`,
     { runId, window: windowSeconds },

@@ -3,6 +3,9 @@ import type { Knex } from 'knex';
 /** Batches whose rows were copied: their `finished_at` is when the copy committed. */
 const COPIED = `finished_at IS NOT NULL AND status IN ('copied', 'verified', 'mismatch')`;
 
+/** When a copied batch's last attempt began: its claim, or its retry (never after it finished). */
+export const BATCH_BEGAN = `least(coalesce(greatest(started_at, claimed_at), finished_at), finished_at)`;
+
 export interface CopySpan {
   /** When the first copied batch was claimed (or finished, if its claim was not kept). */
   first: Date | null;
@@ -13,7 +16,7 @@ export interface CopySpan {
 /** First and last moments of the run's copy, over the batches that were copied. */
 export async function copySpan(knex: Knex, runId: string): Promise<CopySpan> {
   const { rows } = await knex.raw<{ rows: CopySpan[] }>(
-    `SELECT min(least(coalesce(greatest(started_at, claimed_at), finished_at), finished_at)) AS first, max(finished_at) AS last, count(*)::int AS batches
+    `SELECT min(${BATCH_BEGAN}) AS first, max(finished_at) AS last, count(*)::int AS batches
        FROM batches
       WHERE run_id = :runId AND ${COPIED}`,
     { runId },
@@ -39,13 +42,13 @@ export interface ThroughputBucketRow {
 export async function throughputBuckets(knex: Knex, runId: string, bucketMs: number): Promise<ThroughputBucketRow[]> {
   const { rows } = await knex.raw<{ rows: ThroughputBucketRow[] }>(
     `WITH copied AS (
-       SELECT coalesce(greatest(started_at, claimed_at), finished_at) AS began, finished_at, rows, bytes
+       SELECT ${BATCH_BEGAN} AS began, finished_at, rows, bytes
          FROM batches
         WHERE run_id = :runId AND ${COPIED}
      ), origin AS (
-       SELECT min(least(began, finished_at)) AS first FROM copied
+       SELECT min(began) AS first FROM copied
      ), spans AS (
-       SELECT extract(epoch FROM (least(c.began, c.finished_at) - o.first)) * 1000 AS b0,
+       SELECT extract(epoch FROM (c.began - o.first)) * 1000 AS b0,
               extract(epoch FROM (c.finished_at - o.first)) * 1000 AS b1,
               c.rows, c.bytes
          FROM copied c CROSS JOIN origin o
