@@ -4,11 +4,11 @@
 import { requireRunDatabases } from '../engine/runDatabases.js';
 import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
-import { displayName } from '../plan/names.js';
+import { displayName, quoteQualified } from '../plan/names.js';
+import { migratedTables } from '../plan/defaults.js';
 import { sequencesMissing } from '../source/listedSequences.js';
 import type { LoadedPlan } from '../plan/parse.js';
 import { resolveSecrets } from '../plan/secrets.js';
-import { quoteQualified } from '../plan/names.js';
 import { connect } from '../pg/connect.js';
 import { StateStore } from '../state/store.js';
 import { latestSwitch, listSwitches, syncRow } from '../state/sql/sync.js';
@@ -180,11 +180,11 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
   if (o.dropTarget) {
     const target: pg.Client = await connect({ role: 'target', connectionString: secrets.target });
     try {
-      for (const t of plan.tables) {
-        const { rows } = await target.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [quoteQualified(t.name)]);
+      for (const name of migratedTables(plan)) {
+        const { rows } = await target.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [quoteQualified(name)]);
         if (rows[0]?.t === null) continue;
-        await target.query(`DROP TABLE ${quoteQualified(t.name)} CASCADE`);
-        droppedTables.push(`${t.name.schema}.${t.name.name}`);
+        await target.query(`DROP TABLE ${quoteQualified(name)} CASCADE`);
+        droppedTables.push(displayName(name));
       }
     } finally {
       await target.end();

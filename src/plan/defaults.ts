@@ -97,6 +97,11 @@ export interface Plan {
   azure: AzurePlan | undefined;
 }
 
+/** Every table the plan migrates: its tables, then its documents tables. */
+export function migratedTables(plan: Pick<Plan, 'tables' | 'documents'>): QualifiedName[] {
+  return [...plan.tables.map((t) => t.name), ...plan.documents.map((d) => d.table)];
+}
+
 const value = (where: string, raw: string): PlanValue => ({ where, raw });
 
 export function applyDefaults(input: PlanInput): Plan {

@@ -5,7 +5,7 @@
  * nextval() on it, and unless the plan lists it the target has no such sequence after cutover.
  */
 import type pg from 'pg';
-import type { Plan } from '../plan/defaults.js';
+import { migratedTables, type Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
 import { findListedSequences, listedSequenceProblem } from '../source/listedSequences.js';
 import type { CheckList } from './types.js';
@@ -30,7 +30,7 @@ export async function checkSequences(client: pg.Client, plan: Plan, checks: Chec
       );
   });
 
-  const schemas = [...new Set([...plan.tables.map((t) => t.name.schema), ...plan.documents.map((d) => d.table.schema)])];
+  const schemas = [...new Set(migratedTables(plan).map((t) => t.schema))];
   const { rows: loose } = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, s.relname AS name
        FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace

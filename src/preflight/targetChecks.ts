@@ -1,6 +1,6 @@
 /** Read-only checks against the target database: version, extensions, and the plan's tables. */
 import type pg from 'pg';
-import type { Plan } from '../plan/defaults.js';
+import { migratedTables, type Plan } from '../plan/defaults.js';
 import { displayName, quoteQualified, type QualifiedName } from '../plan/names.js';
 import { copiedColumns, existingShape, SHAPE_HINT, type CopiedColumn } from '../target/postgres/existingShape.js';
 import { foreignKeysOn } from '../target/postgres/foreignKeys.js';
@@ -37,7 +37,7 @@ export async function checkTarget(client: pg.Client, plan: Plan, source: SourceF
     } else checks.pass('target.extensions', 'target', 'the source uses no extensions');
   }
 
-  const names: QualifiedName[] = [...plan.tables.map((x) => x.name), ...plan.documents.map((d) => d.table)];
+  const names = migratedTables(plan);
   const seen = new Set<string>();
   for (const name of names) {
     const subject = displayName(name);

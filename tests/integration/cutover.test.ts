@@ -557,11 +557,16 @@ cutover:
       const json = JSON.parse(r.stdout) as { beforeCutover: boolean; droppedTables: string[]; cleanup: { runStatus: string } };
       expect(json.beforeCutover).toBe(true);
       expect(json.cleanup.runStatus).toBe('aborted');
-      expect(json.droppedTables).toContain('public.patients');
+      // The documents table too: a new run refuses a target that holds rows.
+      expect(json.droppedTables).toEqual(expect.arrayContaining(['public.patients', 'public.documents']));
       const slots = await sql('source', 'postgres', `SELECT slot_name FROM pg_replication_slots WHERE database = $1`, [s.dbs.source]);
       expect(slots).toEqual([]);
-      const left = await sql('target', s.dbs.target, `SELECT to_regclass('public.patients')::text AS t`);
-      expect(left).toEqual([{ t: null }]);
+      const left = await sql(
+        'target',
+        s.dbs.target,
+        `SELECT to_regclass('public.patients')::text AS t, to_regclass('public.documents')::text AS d`,
+      );
+      expect(left).toEqual([{ t: null, d: null }]);
       // The source is untouched and writable.
       await sql('source', s.dbs.source, `UPDATE public.patients SET family_name = 'still' WHERE id = 6`);
       // status says the run has ended: another `run` starts a new one (no resuming this one).
