@@ -41,7 +41,8 @@ export async function forwardCatchUp(ctx: SwitchContext): Promise<CatchUp> {
         const end = Date.now() + timeoutMs;
         for (;;) {
           const row = await syncRow(store.knex, run.id);
-          const fresh = row?.measuredAt && Date.now() - row.measuredAt.getTime() < 5_000;
+          // Judged by the state store's clock, which wrote it, not this host's.
+          const fresh = row?.measuredSecondsAgo != null && row.measuredSecondsAgo < 5;
           if (fresh && row.lagMs !== null && row.lagMs < maxLagMs) return;
           if (Date.now() > end) {
             throw new PreconditionError(
