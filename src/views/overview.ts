@@ -198,9 +198,10 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     processStalled: stalled ? { host: stalled.host, pid: stalled.pid, lastSeen: stalled.last_seen.toISOString() } : null,
     planChanged: run.plan_fingerprint !== loaded.fingerprint,
   };
+  const sync = await syncOf(run, status.applied);
   return {
     ...base,
-    sync: await syncOf(run, status.applied),
+    sync,
     workers: workers.map((w) => ({
       id: w.id,
       host: w.host,
@@ -224,7 +225,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       etaSeconds: totalEta,
     },
     events,
-    next: nextStep(loaded, runView, tables),
+    next: nextStep(loaded, runView, tables, sync?.divergences ?? 0),
   };
 }
 
@@ -232,7 +233,7 @@ function emptyTotals(): Overview['totals'] {
   return { rows: 0, bytes: 0, batches: 0, done: 0, mismatched: 0, verified: 0, rowsPerSecond: 0, etaSeconds: null };
 }
 
-function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[]): string {
+function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[], divergences = 0): string {
   const file = loaded.file;
   if (!run) return `no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``;
   const mismatched = tables.reduce((n, t) => n + t.batches.mismatched, 0);
@@ -257,6 +258,12 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
   }
   if (run.status === 'active' && run.phase === 'sync' && !run.processActive) {
     return `live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;
+  }
+  if (run.status === 'active' && run.phase === 'sync' && (mismatched > 0 || divergences > 0)) {
+    const found = [mismatched > 0 ? `${mismatched} mismatched batches` : '', divergences > 0 ? `${divergences} divergences` : ''].filter(
+      Boolean,
+    );
+    return `in live sync, but the target differs from the source (${found.join(', ')}): find and repair it with \`cloudshift verify ${file} --repair\`; \`cloudshift cutover\` refuses until then`;
   }
   if (run.status === 'active' && run.phase === 'sync') {
     return `in live sync: switch the application with \`cloudshift cutover ${file}\` once the lag is under cutover.maxLag`;

@@ -244,6 +244,22 @@ describe('live sync', () => {
     const divergences = async () =>
       (JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: { divergences: number } }).sync.divergences;
     expect(await divergences()).toBe(2);
+    // While a process syncs (here: one holding the run's lock), status does not advise a cutover
+    // that would refuse.
+    const holder = new pg.Client({ connectionString: s.env.TARGET_DATABASE_URL });
+    await holder.connect();
+    try {
+      await holder.query(
+        `SELECT pg_advisory_lock(hashtextextended('cloudshift.run:' || id::text, 0)) FROM cloudshift.runs WHERE status = 'active'`,
+      );
+      const o = JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { run: { processActive: boolean }; next: string };
+      expect(o.run.processActive).toBe(true);
+      expect(o.next).toBe(
+        `in live sync, but the target differs from the source (2 divergences): find and repair it with \`cloudshift verify ${file} --repair\`; \`cloudshift cutover\` refuses until then`,
+      );
+    } finally {
+      await holder.end();
+    }
     expect((await cli(['verify', file], s.env)).code).toBe(0);
     expect(await divergences()).toBe(0);
     // One the sync counts while a verification runs may be in a table it checked already: it stays.
