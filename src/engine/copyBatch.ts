@@ -91,6 +91,7 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
   try {
     await ctx.target.query('BEGIN');
     try {
+      await ctx.hooks.beforeBatchWrite?.(ref);
       if (retry && range.kind === 'key') {
         const pred = rangePredicate(range, task.shape.keyColumns!);
         await ctx.target.query(`DELETE FROM ${task.quoted} WHERE ${pred.sql}`, pred.params);

@@ -169,6 +169,24 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     );
 
   /**
+   * A batch that failed here after another worker took it over (this one was slow, and a worker
+   * timeout passed): what failed is likely the other's work in the way (its rows committed: a
+   * duplicate key), and the batch is the other's to finish. A ClaimLostError, not the run's failure.
+   */
+  const claimLostOr = async (err: unknown, batch: BatchRow, table: string): Promise<unknown> => {
+    if (err instanceof ClaimLostError || (err as { name?: unknown }).name === 'AbortError') return err;
+    const row = await o.store
+      .knex('batches')
+      .where({ id: batch.id })
+      .first<{ status: string; claimed_by: string | null } | undefined>('status', 'claimed_by')
+      .catch(() => undefined);
+    if (!row || (row.status === 'claimed' && row.claimed_by === o.workerId)) return err;
+    return new ClaimLostError(
+      `batch ${batch.id} of ${table} was taken over by another worker while this one copied it (${redact(messageOf(err))})`,
+    );
+  };
+
+  /**
    * Copies (unless `copiedBefore`: committed by an earlier process, not yet verified) and
    * verifies one batch.
    */
@@ -196,6 +214,8 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
           if (!task.documents || !documents) return copyBatch(ctx, task, batch, retry || attempt > 1);
           const session = task.documents.contentKind === 'bytea' ? await contentSession(slot) : null;
           return copyDocumentsBatch(ctx, documents, task, batch, retry || attempt > 1, session);
+        }).catch(async (err: unknown) => {
+          throw await claimLostOr(err, batch, task.display);
         }));
       if (!copied.marked) {
         await markBatchCopied(o.store.pool, schema, {

@@ -10,6 +10,8 @@ export interface BatchRef {
 }
 
 export interface EngineHooks {
+  /** The batch's target transaction began; its rows are about to be written. */
+  beforeBatchWrite?(batch: BatchRef): Promise<void> | void;
   /** The batch's rows are written on the target; its transaction is not yet committed. */
   beforeBatchCommit?(batch: BatchRef): Promise<void> | void;
   /** The batch's transaction committed; verification has not run yet. */
@@ -27,6 +29,7 @@ export interface EngineHooks {
 }
 
 const HOOK_NAMES = [
+  'beforeBatchWrite',
   'beforeBatchCommit',
   'afterBatchCommit',
   'afterCopyPass',

@@ -459,6 +459,47 @@ describe('cloudshift run: faults', () => {
     }
   });
 
+  it('a batch that fails after another worker took it over is left to that worker, not failed', async () => {
+    const s = await scenario('copytaken');
+    try {
+      const events: EngineEvent[] = [];
+      let taken = false;
+      const loaded = await loadPlan(s.plan(TABLES_PLAN));
+      const result = await runMigration(loaded, {
+        env: s.env,
+        onEvent: (e) => events.push(e),
+        hooks: {
+          beforeBatchWrite: async (ref) => {
+            if (taken || ref.table !== 'public.patients' || ref.seq !== 0) return;
+            taken = true;
+            // This worker was slow: another took its batch over and committed the batch's rows
+            // (its first one is enough) before this one writes them.
+            await sql('target', s.dbs.target, `UPDATE cloudshift.batches SET claimed_by = 'the-other-worker' WHERE id = $1`, [ref.batchId]);
+            const [first] = await sql<{ row: unknown }>(
+              'source',
+              s.dbs.source,
+              `SELECT row_to_json(p) AS row FROM public.patients p ORDER BY id LIMIT 1`,
+            );
+            await sql('target', s.dbs.target, `INSERT INTO public.patients SELECT * FROM json_populate_record(NULL::public.patients, $1)`, [
+              first!.row,
+            ]);
+          },
+        },
+      });
+      expect(taken).toBe(true);
+      expect(result.mismatches).toBe(0);
+      expect(events.filter((e) => e.type === 'warning').map((e) => (e as { message: string }).message)).toContainEqual(
+        expect.stringMatching(
+          /^batch \d+ of public\.patients was taken over by another worker while this one copied it \(.*duplicate key.*\): it is copied again there$/,
+        ),
+      );
+      // The other worker is gone (no process of that name): its claim went back, and the batch was copied here.
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a checksum mismatch is retried once, then recorded and reported (exit 1)', async () => {
     const s = await scenario('copymismatch');
     try {
