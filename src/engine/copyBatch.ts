@@ -16,6 +16,7 @@ import { quoteIdent } from '../plan/names.js';
 import { copyOut } from '../pg/copyOut.js';
 import { batchSelect, rangePredicate, type BatchRange } from '../source/ranges.js';
 import { markBatchCopied } from '../state/sql/batchStatus.js';
+import { advisoryHolders } from '../state/sql/workers.js';
 import type { BatchRow } from '../state/types.js';
 import { digestText, parseDigest, RowSumDigest, StreamDigest, type Digest } from '../verify/rowDigest.js';
 import { beginInSnapshot } from './snapshot.js';
@@ -89,8 +90,12 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
   await beginInSnapshot(ctx.source, ctx.snapshot);
   let failed = true;
   try {
+    const lock = `cloudshift.batch:${batch.id}`;
+    if (retry) await endStaleHolder(ctx.target, lock);
     await ctx.target.query('BEGIN');
     try {
+      // Held until the transaction ends: a later attempt knows whether this one is still open.
+      await ctx.target.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [lock]);
       await ctx.hooks.beforeBatchWrite?.(ref);
       if (retry && range.kind === 'key') {
         const pred = rangePredicate(range, task.shape.keyColumns!);
@@ -128,6 +133,19 @@ export async function inBatchTransaction<T extends { digest: Digest; bytes: numb
     if (failed) await ctx.source.end().catch(() => undefined);
     else await ctx.source.query('COMMIT').catch(() => undefined);
   }
+}
+
+/**
+ * Ends a session that still holds a batch's lock (`lock`), as another attempt is about to copy
+ * the batch: it belongs to a process whose claim was taken back (hung, stopped, or cut off from
+ * the state store) with its transaction open, and its uncommitted rows would hold this copy up
+ * for good. That process finds its claim gone.
+ */
+async function endStaleHolder(target: pg.Client, lock: string): Promise<void> {
+  await target
+    .query(`SELECT pg_terminate_backend(pid) FROM (${advisoryHolders('$1')}) h WHERE pid <> pg_backend_pid()`, [lock])
+    // Not allowed (another role's session): the batch's lock then waits for it instead.
+    .catch(() => undefined);
 }
 
 async function copiedMark(target: pg.Client, schema: string, batchId: string): Promise<CopiedBatch | null> {

@@ -3,6 +3,7 @@
  * built executable), one source and target, the state store in the target.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
 import { expectTablesMatch } from '../harness/compare.js';
@@ -41,6 +42,7 @@ sync: { mode: ${sync} }
 }
 
 interface Proc {
+  child: ChildProcess;
   done: Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>;
 }
 
@@ -49,7 +51,17 @@ function start(args: string[], env: Record<string, string>): Proc {
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-  return { done: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, out }))) };
+  return { child, done: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, out }))) };
+}
+
+/** Resolves once the process is stopped (SIGSTOP: state T in /proc). */
+async function stopped(p: Proc): Promise<void> {
+  for (let i = 0; i < 1200; i++) {
+    const stat = readFileSync(`/proc/${p.child.pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`process ${p.child.pid} never stopped`);
 }
 
 async function waitForPhase(s: Scenario, phase: string): Promise<void> {
@@ -170,6 +182,30 @@ describe('several workers share one run', () => {
       expect(statuses.map((r) => r.status)).toEqual(['verified']);
       await expectEqual(s);
       await cli(['cleanup', file], s.env);
+    },
+  );
+
+  it(
+    'a worker hung in a batch (its transaction open): its claim goes back after workerTimeout, its session is ended, the copy finishes',
+    { timeout: 120_000 },
+    async () => {
+      const file = s.plan(planText('workershung', 'none'));
+      // The leader stops after its second batch until the worker hangs in its first.
+      const leader = start(['run', file], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2:SIGSTOP' });
+      await stopped(leader);
+      const hung = start(['run', file, '--worker-only'], { ...s.env, CLOUDSHIFT_FAULT: 'beforeBatchCommit:1:SIGSTOP' });
+      try {
+        await stopped(hung);
+        leader.child.kill('SIGCONT');
+        const r = await leader.done;
+        expect(r.code, r.out).toBe(0);
+        await expectEqual(s);
+        const statuses = await sql<{ status: string }>('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+        expect(statuses.map((x) => x.status)).toEqual(['verified']);
+      } finally {
+        leader.child.kill('SIGKILL');
+        hung.child.kill('SIGKILL');
+      }
     },
   );
 });

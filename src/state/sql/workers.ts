@@ -56,9 +56,12 @@ export async function heartbeat(knex: Knex, id: string, doing: string): Promise<
 /** Advisory locks belong to a database: only this one's count. */
 const THIS_DB = `(SELECT oid FROM pg_database WHERE datname = current_database())`;
 
-const held = (lockName: string) =>
-  `EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = ${THIS_DB}
-             AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${lockName}, 0))`;
+/** The sessions (pid) holding the advisory lock of this name (an SQL expression) in this database. */
+export const advisoryHolders = (lockName: string) =>
+  `SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.database = ${THIS_DB}
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${lockName}, 0)`;
+
+const held = (lockName: string) => `EXISTS (${advisoryHolders(lockName)})`;
 
 /** The run's workers, alive or not, the leader (holder of the run's lock) marked. */
 export async function listWorkers(knex: Knex, runId: string, staleMs: number): Promise<WorkerRow[]> {
