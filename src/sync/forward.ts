@@ -97,6 +97,11 @@ export async function prepareForwardSync(
     return { ...created, fresh: true };
   }
   await book.record(objs.slot, 'created');
+  // A process killed as it created the slot, before recording its consistent point: the slot's
+  // position is that point (nothing was applied from it yet).
+  if ((await store.getRun(runId))?.consistent_lsn === null && existing.confirmedFlush !== null) {
+    await store.updateRun(runId, { consistent_lsn: formatLsn(existing.confirmedFlush) });
+  }
   if (!(await syncRow(store.knex, runId))) await startSyncAt(store.knex, runId, existing.confirmedFlush ?? 0n);
   // Unknown since when large objects may have changed: from the beginning (every one is checked).
   if ((await loHorizon(store.knex, runId)) === null) await saveLoHorizon(store.knex, runId, '3');

@@ -545,6 +545,29 @@ describe('live sync faults', () => {
     });
   });
 
+  it('killed as it made the slot, before recording its consistent point: a resume records it, and later resumes take no newer snapshot', async () => {
+    const schema = `CREATE TABLE public.beds (id int PRIMARY KEY, label text);
+       INSERT INTO public.beds SELECT g, 'bed ' || g FROM generate_series(1, 300) g;
+       CREATE TABLE public.cots (label text, n int);
+       INSERT INTO public.cots SELECT 'cot ' || g, g FROM generate_series(1, 300) g;`;
+    await inScenario('syncpoint', schema, async (r) => {
+      const file = r.plan(bedsPlan('syncpoint'));
+      const first = await spawnCli(['run', file, '--until', 'synced'], { ...r.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:1' });
+      expect(first.signal, first.out).toBe('SIGKILL');
+      // As a kill between the slot's creation and the record of its point leaves the run.
+      await sql('target', r.dbs.target, `UPDATE cloudshift.runs SET consistent_lsn = NULL`);
+      const second = await spawnCli(['run', file, '--until', 'synced'], { ...r.env, CLOUDSHIFT_FAULT: 'beforePostData:1' });
+      expect(second.signal, second.out).toBe('SIGKILL');
+      const [run] = await sql<{ lsn: string | null }>('target', r.dbs.target, `SELECT consistent_lsn AS lsn FROM cloudshift.runs`);
+      expect(run!.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+      const third = await cli(['run', file, '--until', 'synced'], r.env);
+      expect(third.code, third.stderr).toBe(0);
+      const resnapshots = await sql('target', r.dbs.target, `SELECT 1 FROM cloudshift.events WHERE kind = 'sync:resnapshot'`);
+      expect(resnapshots).toHaveLength(1);
+      await expectTablesMatch(r, { 'public.beds': 'id', 'public.cots': 'n, label' });
+    });
+  });
+
   it('reconnects when the walsender and the apply session are terminated', async () => {
     const file = s.plan(planText('syncfaulttest'));
     expect((await cli(['run', file, '--until', 'synced'], s.env)).code).toBe(0);
