@@ -230,6 +230,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     }
     let phase: Phase = run.phase as Phase;
     const enter = async (next: Phase) => {
+      // Another process may lead the run now: no phase is entered (nor the run finished) without it.
+      if (lockLost.signal.aborted) throw lockLostError();
       phase = next;
       doing(`leading: ${next}`);
       await store.updateRun(run.id, { phase: next });
@@ -480,7 +482,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     // 8. Live sync: stream the slot's changes into the target until stopped, until synced, or
     //    until a cutover switches the application. Ctrl-C stops cleanly; `run` resumes it.
     if (live) {
-      if (phase !== 'sync') await enter('sync');
+      // Recorded on every resume or takeover too: the report's timeline shows each stretch of sync.
+      await enter('sync');
       emit('sync:start', { runId: run.id, slot: plan.sync.slot });
       const result = await runForwardSync({
         ...syncOptions(),

@@ -812,6 +812,37 @@ copy: { jobs: 1, batch: { rows: 100 } }
     }
   });
 
+  it('a run whose lock is lost after the copy builds no index and finishes nothing (exit 3); the rerun finishes', async () => {
+    const s = await scenario('copylockafter');
+    try {
+      const file = s.plan(TABLES_PLAN);
+      let noticed!: () => void;
+      const warned = new Promise<void>((resolve) => (noticed = resolve));
+      const err = await rejectionOf(
+        runMigration(await loadPlan(file), {
+          env: s.env,
+          onEvent: (e: EngineEvent) => {
+            if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
+          },
+          hooks: {
+            beforePostData: async () => {
+              expect(await cutRunLockSession(s)).toBe(1);
+              await warned;
+            },
+          },
+        }),
+      );
+      expect(err).toMatchObject({ exitCode: 3 });
+      const state = await sql<{ phase: string; status: string }>('target', s.dbs.target, `SELECT phase, status FROM cloudshift.runs`);
+      expect(state).toEqual([{ phase: 'copy', status: 'active' }]);
+      const rerun = await cli(['run', file], s.env);
+      expect(rerun.code).toBe(0);
+      await expectIdentical(s);
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('Ctrl-C stops at a safe point, prints the run id and how to resume (exit 130); the rerun finishes', async () => {
     const s = await scenario('copyint');
     try {

@@ -336,9 +336,14 @@ describe('live sync', () => {
     );
     expect(Number(applied[0]!.n)).toBeGreaterThan(0);
     expect(Number(applied[0]!.n)).toBeLessThan(20);
+    const syncPhases = async () =>
+      (await sql('target', s.dbs.target, `SELECT 1 FROM cloudshift.events WHERE kind = 'run:phase' AND message = 'phase sync'`)).length;
+    const before = await syncPhases();
     const resumed = await cli(['run', file, '--until', 'synced'], s.env);
     expect(resumed.code).toBe(0);
     await expectConverged(s);
+    // The resumed stretch of sync is on the run's timeline (the report's phases).
+    expect(await syncPhases()).toBe(before + 1);
   });
 
   it('refuses to stream into a target that went back (restored to an earlier point), whose slot confirmed more than it holds', async () => {
