@@ -427,6 +427,33 @@ copy: { jobs: 3, batch: { rows: 100 } }
   });
 });
 
+/**
+ * Runs the plan, cutting the session that holds the run's lock (what a failover or a dropped
+ * connection does: PostgreSQL releases the lock) at the first call of `hook`, once the run has
+ * noticed; returns what the run rejected with.
+ */
+async function runWithLockCut(s: Scenario, file: string, hook: 'afterBatchCommit' | 'beforePostData'): Promise<unknown> {
+  let noticed!: () => void;
+  const warned = new Promise<void>((resolve) => (noticed = resolve));
+  let cut = false;
+  return rejectionOf(
+    runMigration(await loadPlan(file), {
+      env: s.env,
+      onEvent: (e: EngineEvent) => {
+        if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
+      },
+      hooks: {
+        [hook]: async () => {
+          if (cut) return;
+          cut = true;
+          expect(await cutRunLockSession(s)).toBe(1);
+          await warned;
+        },
+      },
+    }),
+  );
+}
+
 describe('cloudshift run: faults', () => {
   it('retries a batch whose target connection is killed mid-batch, and finishes exact', async () => {
     const s = await scenario('copydrop');
@@ -770,26 +797,7 @@ copy: { jobs: 1, batch: { rows: 100 } }
     const s = await scenario('copylock');
     try {
       const file = s.plan(TABLES_PLAN.replace('jobs: 3', 'jobs: 1'));
-      let noticed!: () => void;
-      const warned = new Promise<void>((resolve) => (noticed = resolve));
-      let cut = false;
-      const err = await rejectionOf(
-        runMigration(await loadPlan(file), {
-          env: s.env,
-          onEvent: (e: EngineEvent) => {
-            if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
-          },
-          hooks: {
-            afterBatchCommit: async () => {
-              if (cut) return;
-              cut = true;
-              // What a failover or a dropped connection does: PostgreSQL releases the run's lock.
-              expect(await cutRunLockSession(s)).toBe(1);
-              await warned;
-            },
-          },
-        }),
-      );
+      const err = await runWithLockCut(s, file, 'afterBatchCommit');
       expect(err).toMatchObject({
         exitCode: 3,
         hint: 'check that the state store answers, then run the same command again: it resumes the run, or joins the process leading it',
@@ -816,22 +824,7 @@ copy: { jobs: 1, batch: { rows: 100 } }
     const s = await scenario('copylockafter');
     try {
       const file = s.plan(TABLES_PLAN);
-      let noticed!: () => void;
-      const warned = new Promise<void>((resolve) => (noticed = resolve));
-      const err = await rejectionOf(
-        runMigration(await loadPlan(file), {
-          env: s.env,
-          onEvent: (e: EngineEvent) => {
-            if (e.type === 'warning' && /session holding this process's locks ended/.test(e.message)) noticed();
-          },
-          hooks: {
-            beforePostData: async () => {
-              expect(await cutRunLockSession(s)).toBe(1);
-              await warned;
-            },
-          },
-        }),
-      );
+      const err = await runWithLockCut(s, file, 'beforePostData');
       expect(err).toMatchObject({ exitCode: 3 });
       const state = await sql<{ phase: string; status: string }>('target', s.dbs.target, `SELECT phase, status FROM cloudshift.runs`);
       expect(state).toEqual([{ phase: 'copy', status: 'active' }]);
