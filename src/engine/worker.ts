@@ -47,7 +47,10 @@ export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
       return { kind: 'lead', run: (await o.store.getRun(o.runId)) ?? run };
     }
     const at = PHASES.indexOf(run.phase as Phase);
-    if (at > copyAt && !(o.standby && !o.workerOnly && run.phase === 'sync')) return { kind: 'done' };
+    // A standby stays from the end of the copy (indexes, sequences, views) through the live sync,
+    // to take over if the leader goes; a cutover ends its part.
+    const standing = o.standby && !o.workerOnly && at < PHASES.indexOf('cutover');
+    if (at > copyAt && !standing) return { kind: 'done' };
     if (at > copyAt) {
       o.doing('standby: takes over the live sync if the leader goes');
       await delay(o.pollMs ?? 500);

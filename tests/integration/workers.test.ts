@@ -208,6 +208,31 @@ describe('several workers share one run', () => {
       }
     },
   );
+
+  it(
+    'a worker that joined during the copy stands by through the index builds, and takes the run over when the leader goes',
+    { timeout: 120_000 },
+    async () => {
+      await sql('source', s.dbs.source, `CREATE INDEX readings_patient ON public.readings (patient)`);
+      const file = s.plan(planText('workersstandby', 'logical'));
+      const leader = start(['run', file], { ...s.env, CLOUDSHIFT_FAULT: 'postDataStatement:1:SIGSTOP' });
+      await waitForPhase(s, 'copy');
+      const worker = start(['run', file], s.env);
+      try {
+        await stopped(leader);
+        await waitForStandby(s);
+        leader.child.kill('SIGKILL');
+        await waitForPhase(s, 'sync');
+        const events = await sql<{ kind: string }>('target', s.dbs.target, `SELECT kind FROM cloudshift.events WHERE kind = 'worker:lead'`);
+        expect(events).toHaveLength(1);
+      } finally {
+        leader.child.kill('SIGKILL');
+        worker.child.kill('SIGINT');
+        await worker.done;
+      }
+      await cli(['cleanup', file], s.env);
+    },
+  );
 });
 
 describe('joining limits', () => {
