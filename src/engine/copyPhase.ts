@@ -178,9 +178,10 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     const row = await o.store
       .knex('batches')
       .where({ id: batch.id })
-      .first<{ status: string; claimed_by: string | null } | undefined>('status', 'claimed_by')
+      .first<{ claimed_by: string | null } | undefined>('claimed_by')
       .catch(() => undefined);
-    if (!row || (row.status === 'claimed' && row.claimed_by === o.workerId)) return err;
+    // Still this worker's (claimed, or copied: the failure came after its commit): its own failure.
+    if (!row || row.claimed_by === o.workerId) return err;
     return new ClaimLostError(
       `batch ${batch.id} of ${table} was taken over by another worker while this one copied it (${redact(messageOf(err))})`,
     );
