@@ -9,7 +9,7 @@ import { inspectSchema, SYNC_MIGRATION } from '../state/migrations.js';
 import { tableProgress } from '../state/sql/tableProgress.js';
 import type { StateStore } from '../state/store.js';
 import { latestSwitch, syncRow } from '../state/sql/sync.js';
-import { listWorkers } from '../state/sql/workers.js';
+import { advisoryHolders, listWorkers } from '../state/sql/workers.js';
 import type { RunRow } from '../state/types.js';
 import { formatLsn } from '../sync/lsn.js';
 
@@ -143,12 +143,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
   const run = (await store.getActiveRun(planName)) ?? (await store.getLatestRun(planName));
   if (!run) return { ...base, run: null, tables: [], totals: emptyTotals(), events: [], next: nextStep(loaded, null, []) };
 
-  const lock = await store.db.query<{ held: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)) AS held`,
-    [`cloudshift.run:${run.id}`],
-  );
+  const lock = await store.db.query<{ held: boolean }>(`SELECT EXISTS (${advisoryHolders('$1')}) AS held`, [`cloudshift.run:${run.id}`]);
   const workers = await listWorkers(store.knex, run.id, loaded.plan.copy.workerTimeoutMs);
   // A lock alone does not say the process works: a hung one keeps it. A run's leader also reports
   // (a heartbeat every 5 s); a cutover holding the lock is no worker and is taken at its word.
