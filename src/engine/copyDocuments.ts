@@ -6,8 +6,9 @@
  *   so no committed row names a blob that does not exist;
  * - each uploaded document is recorded (size, MD5, SHA-256) in the state store after its blob is
  *   committed (in groups of RECORD_GROUP, and all of them before the batch commits); a retried
- *   batch skips documents whose blob is there with that size and MD5 (for bytea, the MD5 of the
- *   bytes the stream passes, as a rerun reads a newer snapshot), and uploads the others again
+ *   batch skips documents whose blob is there with that size and MD5 and whose source bytes still
+ *   have them (a rerun reads a newer snapshot: bytea by the bytes the stream passes, a large object
+ *   read again), and uploads the others again
  *   (deterministic names and block ids make that safe);
  * - bytea documents come in a second stream, one binary COPY of the batch's contents on its own
  *   session in the same snapshot, row for row with the rows (checked by key); a document is read
@@ -25,7 +26,7 @@ import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { printedText, quoteIdent } from '../plan/names.js';
 import { batchSelect, keysPredicate } from '../source/ranges.js';
-import { BatchContents, byteaContent, bytesContent, largeObjectContent } from '../source/documentContent.js';
+import { BatchContents, byteaContent, bytesContent, contentMd5, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
@@ -165,14 +166,19 @@ export async function copyDocumentsBatch(
             if (name === null) continue;
             const prior = recorded.get(JSON.stringify(key));
             const settings = uploadSettings(spec.plan, values, docs);
-            // A bytea document changed since it was recorded (a rerun reads a newer snapshot) goes up
-            // again: its size tells, or else the MD5 of its bytes, which the stream passes anyway;
-            // so does one whose content type or metadata columns changed.
+            // A document changed since it was recorded (a rerun reads a newer snapshot) goes up
+            // again: a bytea document's size tells, or else the MD5 of its bytes, which the stream
+            // passes anyway; a large object (replaced by another, or rewritten where it is) is read
+            // for its MD5, with no upload. So does one whose content type or metadata columns changed.
             let passed = false;
             if (prior && prior.name === name && (!streamed || prior.size === size)) {
               passed = contents !== null;
-              const md5 = contents ? await contents.skipWithMd5() : prior.md5;
-              if (md5 === prior.md5 && (await blobMatches(docs.container, prior, settings))) {
+              const { md5, size: now } = contents
+                ? { md5: await contents.skipWithMd5(), size: prior.size }
+                : await docs.content.use((client: pg.Client) =>
+                    contentMd5(largeObjectContent(client, flag, values.describe, spec.plan.content), docs.blockSize),
+                  );
+              if (md5 === prior.md5 && now === prior.size && (await blobMatches(docs.container, prior, settings))) {
                 uploaded.push(prior);
                 continue;
               }

@@ -89,6 +89,18 @@ export class BatchContents {
   }
 }
 
+/** A document's size and MD5 (base64, as Azure reports it), read front to back in `blockSize` pieces. */
+export async function contentMd5(content: DocumentContent, blockSize: number): Promise<{ size: number; md5: string }> {
+  const md5 = createHash('md5');
+  let size = 0;
+  for (;;) {
+    const piece = await content.read(size, blockSize);
+    md5.update(piece);
+    size += piece.length;
+    if (piece.length < blockSize) return { size, md5: md5.digest('base64') };
+  }
+}
+
 /** Bytes [offset, offset + length) of one row's bytea value (none for NULL); null when no row has that key. */
 export async function byteaSlice(
   client: pg.Client,

@@ -5,11 +5,10 @@
  * are uploaded again, extra ones deleted and kept names corrected. At most `maxFindings` are named
  * (and, with `repair`, mended) per run. Only keys and blob names are reported, never contents.
  */
-import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { printedText, quoteIdent } from '../plan/names.js';
 import { parseTemplate } from '../plan/templates.js';
-import { byteaContent, largeObjectContent } from '../source/documentContent.js';
+import { byteaContent, contentMd5, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
@@ -154,7 +153,7 @@ export async function verifyDocuments(
         let finding: DocumentFinding['kind'] | null = null;
         if (!blob) finding = 'blob missing';
         else {
-          const { size, md5 } = await digestOf(reader);
+          const { size, md5 } = await contentMd5(reader, DEFAULT_BLOCK_SIZE);
           if (size !== blob.size || md5 !== blob.md5) finding = 'blob different';
           // The listed MD5 is what was set at commit, never checked by the service: one document in
           // SAMPLE_EVERY also has a range of its bytes read back and compared.
@@ -194,18 +193,6 @@ export async function verifyDocuments(
     await sides.source.query('ROLLBACK').catch(() => undefined);
     await sides.target.query(`DROP TABLE IF EXISTS ${LISTED}`).catch(() => undefined);
   }
-}
-
-async function digestOf(reader: DocumentContent): Promise<{ size: number; md5: string }> {
-  const md5 = createHash('md5');
-  let size = 0;
-  for (;;) {
-    const chunk = await reader.read(size, DEFAULT_BLOCK_SIZE);
-    md5.update(chunk);
-    size += chunk.length;
-    if (chunk.length < DEFAULT_BLOCK_SIZE) break;
-  }
-  return { size, md5: md5.digest('base64') };
 }
 
 async function reupload(container: DocumentContainer, task: TableTask, row: SourceRow, reader: DocumentContent): Promise<void> {
