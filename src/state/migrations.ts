@@ -13,6 +13,7 @@ import * as m20261123000004 from '../../migrations/20261123000004_cutover.js';
 import * as m20261124000005 from '../../migrations/20261124000005_document_sweep.js';
 import * as m20261124000006 from '../../migrations/20261124000006_set_aside_constraints.js';
 import * as m20261124000007 from '../../migrations/20261124000007_released_blobs.js';
+import * as m20261125000008 from '../../migrations/20261125000008_sweep_returns.js';
 import { StateConflictError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../plan/names.js';
 
@@ -29,6 +30,7 @@ export const MIGRATIONS: ReadonlyArray<{ name: string; module: MigrationModule }
   { name: '20261124000005_document_sweep', module: m20261124000005 },
   { name: '20261124000006_set_aside_constraints', module: m20261124000006 },
   { name: '20261124000007_released_blobs', module: m20261124000007 },
+  { name: '20261125000008_sweep_returns', module: m20261125000008 },
 ];
 
 export const MIGRATIONS_TABLE = 'knex_migrations';

@@ -714,6 +714,54 @@ documents:
     }
   });
 
+  it('a batch copied again after a crash still gets its one more attempt when the sweep then finds a document wrong', async () => {
+    const s = await hospitalScenario('docsreturn');
+    try {
+      await addDocuments(s);
+      const file = s.plan(PLAN.replace('copy: { jobs: 2 }', 'copy: { jobs: 1 }'));
+      const crash = new Error('simulated crash');
+      const first = await runMigration(await loadPlan(file), {
+        env: s.env,
+        hooks: {
+          beforeBatchCommit: (b) => {
+            if (b.table === 'public.documents' && b.seq === 0) throw crash;
+          },
+        },
+        transientAttempts: 1,
+      }).catch((e: unknown) => e);
+      expect(first).toBe(crash);
+      // The rerun claims the batch a second time; once it commits, one of its blobs is replaced.
+      const c = container(s);
+      const [victim] = await sql<{ blob_name: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT d.blob_name FROM cloudshift.documents d JOIN cloudshift.batches b ON b.id = d.batch_id WHERE b.seq = 0 AND b.relation = 'public.documents' ORDER BY 1 LIMIT 1`,
+      );
+      let replaced = false;
+      const events: Array<{ type: string; reason?: string }> = [];
+      const rerun = await runMigration(await loadPlan(file), {
+        env: s.env,
+        onEvent: (e) => events.push(e as { type: string; reason?: string }),
+        hooks: {
+          afterBatchCommit: async (b) => {
+            if (replaced || b.table !== 'public.documents' || b.seq !== 0) return;
+            replaced = true;
+            await c.getBlockBlobClient(victim!.blob_name).upload(Buffer.from('not the letter'), 14);
+          },
+        },
+      });
+      expect(replaced).toBe(true);
+      expect(events.filter((e) => e.type === 'batch:retry').map((e) => e.reason)).toEqual([
+        `document ${victim!.blob_name}: different size or MD5`,
+      ]);
+      expect(rerun.mismatches).toBe(0);
+      const batches = await sql('target', s.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(batches).toEqual([{ status: 'verified' }]);
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('after a crash before a large-object batch commits, the rerun uploads again a large object replaced or rewritten in place since, and skips the rest', async () => {
     const s = await hospitalScenario('docslo');
     try {

@@ -108,8 +108,8 @@ export async function settleDocumentBatches(
 }
 
 /**
- * A copied batch with documents found wrong goes back to pending for another attempt (or, if it
- * had one already, is a mismatch), and the records of those documents go, so the attempt uploads
+ * A copied batch with documents found wrong goes back to pending for another attempt (or, if the
+ * sweep gave it one already, is a mismatch: a claim a crash cut short is no such attempt), and the records of those documents go, so the attempt uploads
  * them again: one transaction, so no crash in between and no other process's settle
  * (settleDocumentBatches) can see the batch with its wrong documents forgotten but still copied,
  * and call it verified. Returns what the batch became (null: it was not copied any more).
@@ -136,7 +136,8 @@ export async function returnForDocuments(
     const back = `status = 'copied' AND id = $1`;
     // Its rows are checked again with the attempt.
     const retried = await client.query(
-      `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2 WHERE ${back} AND attempts < 2`,
+      `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2, sweep_returns = sweep_returns + 1
+        WHERE ${back} AND sweep_returns < 1`,
       [batchId, error],
     );
     const failed = await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE ${back}`, [batchId, error]);
@@ -162,5 +163,6 @@ export async function resetTableBatches(knex: Knex, runId: string, relation: str
     target_checksum: null,
     finished_at: null,
     error: null,
+    sweep_returns: 0,
   });
 }
