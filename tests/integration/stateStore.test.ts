@@ -47,6 +47,19 @@ async function copiedBy(store: StateStore, runId: string, worker: string, source
   return b!.id;
 }
 
+/** Records document 2 (d/2) of the batch, and returns its record as a sweep finds it wrong. */
+async function recordedDocument(store: StateStore, runId: string, batchId: string) {
+  await recordDocuments(
+    store.pool,
+    store.schema,
+    runId,
+    'public.docs',
+    [{ key: ['2'], name: 'd/2', size: 10, md5: 'm', sha256: 'h' }],
+    batchId,
+  );
+  return documentsNamed(store.pool, store.schema, runId, new Date(), ['d/2']);
+}
+
 describe('state store', () => {
   it('migrates safely when several processes start at once', async () => {
     const stores = await Promise.all(Array.from({ length: 6 }, () => open('concurrent')));
@@ -191,16 +204,8 @@ describe('state store', () => {
       const run = await oneBatchRun(store);
       const copy = (worker: string, sourceChecksum: string) => copiedBy(store, run.id, worker, sourceChecksum);
       const id = await copy('w1', 's1');
-      await recordDocuments(
-        store.pool,
-        'latecopy',
-        run.id,
-        'public.docs',
-        [{ key: ['2'], name: 'd/2', size: 10, md5: 'm', sha256: 'h' }],
-        id,
-      );
       // A sweep sends it back (a document found wrong); w2 copies it again, the source changed.
-      const wrong = await documentsNamed(store.pool, 'latecopy', run.id, new Date(), ['d/2']);
+      const wrong = await recordedDocument(store, run.id, id);
       expect(await returnForDocuments(store.pool, 'latecopy', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       await copy('w2', 's2');
       // w1's digests of its own copy arrive now: none may settle w2's.
@@ -251,6 +256,26 @@ describe('state store', () => {
       const again = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a sweep that finds a document wrong after another sweep settled its batch (having missed it) makes the batch a mismatch, keeping the record', async () => {
+    const store = await open('docsettled');
+    try {
+      const run = await oneBatchRun(store);
+      const id = await copiedBy(store, run.id, 'w', 's');
+      expect(await markRowsVerified(store.pool, 'docsettled', { id, sourceChecksum: 's', targetChecksum: 't' })).toBe(true);
+      const wrong = await recordedDocument(store, run.id, id);
+      // The other sweep did not sample the document: it verified it, and settled the batch.
+      await store.db.query(`UPDATE docsettled.documents SET status = 'verified'`);
+      expect((await settleDocumentBatches(store.pool, 'docsettled', run.id, ['public.docs'])).map((x) => x.id)).toEqual([id]);
+      expect(await returnForDocuments(store.pool, 'docsettled', run.id, id, wrong, 'document d/2: different bytes')).toBe('mismatch');
+      const [b] = await store.listBatches(run.id);
+      expect([b!.status, b!.error]).toEqual(['mismatch', 'document d/2: different bytes']);
+      const [doc] = await sql<{ status: string }>('target', dbs.target, `SELECT status FROM docsettled.documents`);
+      expect(doc!.status).toBe('mismatch');
     } finally {
       await store.close();
     }

@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
-import { forgetRecord } from './documents.js';
+import { forgetRecord, markRecordMismatch } from './documents.js';
 
 export interface Queryable {
   query(text: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
@@ -109,10 +109,13 @@ export async function settleDocumentBatches(
 
 /**
  * A copied batch with documents found wrong goes back to pending for another attempt (or, if the
- * sweep gave it one already, is a mismatch: a claim a crash cut short is no such attempt), and the records of those documents go, so the attempt uploads
- * them again: one transaction, so no crash in between and no other process's settle
- * (settleDocumentBatches) can see the batch with its wrong documents forgotten but still copied,
- * and call it verified. Returns what the batch became (null: it was not copied any more).
+ * sweep gave it one already, is a mismatch: a claim a crash cut short is no such attempt), and
+ * the records of those documents go, so the attempt uploads them again: one transaction, so no
+ * crash in between and no other process's settle (settleDocumentBatches) can see the batch with
+ * its wrong documents forgotten but still copied, and call it verified. A batch another process's
+ * sweep settled meanwhile (it listed before the blob went wrong, or did not sample it) is a
+ * mismatch, its wrong records kept and marked so. Returns what the batch became (null: it was
+ * copied again meanwhile, or is no longer copied or verified).
  */
 export async function returnForDocuments(
   db: pg.Pool,
@@ -125,24 +128,37 @@ export async function returnForDocuments(
   const client = await db.connect();
   try {
     await client.query('BEGIN');
-    let forgotten = 0;
-    for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
-    // Records written since (another sweep returned the batch first, and it was copied again):
-    // what was found wrong is gone already, and the new attempt waits for its own sweep.
-    if (forgotten === 0) {
-      await client.query('COMMIT');
-      return null;
+    // Locked first: a settle waits for this verdict, or this one sees the batch settled.
+    const { rows } = await client.query<{ status: string }>(`SELECT status FROM ${t(schema)} WHERE id = $1 FOR UPDATE`, [batchId]);
+    const status = rows[0]?.status;
+    let became: 'pending' | 'mismatch' | null = null;
+    if (status === 'verified') {
+      let still = 0;
+      for (const w of wrong) if (await markRecordMismatch(client, schema, runId, w)) still += 1;
+      // Records written since belong to a later upload (live sync): nothing found wrong is left.
+      if (still > 0) {
+        await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE id = $1`, [batchId, error]);
+        became = 'mismatch';
+      }
+    } else if (status === 'copied') {
+      let forgotten = 0;
+      for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
+      // Records written since (another sweep returned the batch first, and it was copied again):
+      // what was found wrong is gone already, and the new attempt waits for its own sweep.
+      if (forgotten > 0) {
+        // Its rows are checked again with the attempt.
+        const retried = await client.query(
+          `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2, sweep_returns = sweep_returns + 1
+            WHERE id = $1 AND sweep_returns < 1`,
+          [batchId, error],
+        );
+        if (retried.rowCount !== 1)
+          await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE id = $1`, [batchId, error]);
+        became = retried.rowCount === 1 ? 'pending' : 'mismatch';
+      }
     }
-    const back = `status = 'copied' AND id = $1`;
-    // Its rows are checked again with the attempt.
-    const retried = await client.query(
-      `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2, sweep_returns = sweep_returns + 1
-        WHERE ${back} AND sweep_returns < 1`,
-      [batchId, error],
-    );
-    const failed = await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE ${back}`, [batchId, error]);
     await client.query('COMMIT');
-    return retried.rowCount === 1 ? 'pending' : failed.rowCount === 1 ? 'mismatch' : null;
+    return became;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

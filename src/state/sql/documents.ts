@@ -102,21 +102,31 @@ const BY_KEYS = 'run_id = $1 AND relation = $2 AND key = ANY($3::jsonb[])';
 const byKeys = (runId: string, relation: string, keys: string[][]) => [runId, relation, keys.map((k) => JSON.stringify(k))];
 
 /**
- * Forgets the record of a document found wrong, if it is still the one that was found wrong (not
- * one a later attempt wrote since, another worker's sweep having returned the batch first).
+ * The record of a document found wrong, if it is still the one that was found wrong (not one a
+ * later attempt wrote since, another worker's sweep having returned the batch first): forgotten,
+ * so its batch's next attempt uploads it again, or marked a mismatch. Returns whether it was.
  */
-export async function forgetRecord(
+async function wrongRecord(
   db: pg.Pool | pg.ClientBase,
   schema: string,
   runId: string,
   doc: { relation: string; key: string[]; uploadedAt: string },
+  action: 'forget' | 'mismatch',
 ): Promise<boolean> {
-  const { rowCount } = await db.query(`DELETE FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS} AND uploaded_at = $4::timestamptz`, [
+  const table = `${quoteIdent(schema)}.documents`;
+  const statement = action === 'forget' ? `DELETE FROM ${table}` : `UPDATE ${table} SET status = 'mismatch', verified_at = now()`;
+  const { rowCount } = await db.query(`${statement} WHERE ${BY_KEYS} AND uploaded_at = $4::timestamptz`, [
     ...byKeys(runId, doc.relation, [doc.key]),
     doc.uploadedAt,
   ]);
   return rowCount === 1;
 }
+
+type WrongRecord = Parameters<typeof wrongRecord>;
+export const forgetRecord = (db: WrongRecord[0], schema: string, runId: string, doc: WrongRecord[3]) =>
+  wrongRecord(db, schema, runId, doc, 'forget');
+export const markRecordMismatch = (db: WrongRecord[0], schema: string, runId: string, doc: WrongRecord[3]) =>
+  wrongRecord(db, schema, runId, doc, 'mismatch');
 
 /** Forgets documents found wrong, so their batch's next attempt uploads them again. */
 export async function forgetDocuments(
