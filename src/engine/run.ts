@@ -34,7 +34,8 @@ import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
 import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
-import { ConnectError, PreconditionError } from '../errors.js';
+import { ConnectError, messageOf, PreconditionError } from '../errors.js';
+import { classifyError } from '../classifyError.js';
 import { liveSyncVersionProblem, readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
 /** How often every process sharing a run records that it is alive. */
@@ -106,6 +107,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       `the state store session holding this process's locks ended (${String(lockLost.signal.reason)}): another process may lead the run now, so this one stopped at a safe point`,
       { hint: 'check that the state store answers, then run the same command again: it resumes the run, or joins the process leading it' },
     );
+  /** The run this process opened: a failure from then on is recorded in its events, for `status`. */
+  let failedRunId: string | null = null;
   try {
     // 1. State store: migrate, finish or undo an interrupted cutover or rollback, open or resume
     //    the run, take its lock. A second process is refused.
@@ -120,6 +123,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       staleMs,
     });
     let run = opened.run;
+    failedRunId = run.id;
     /** Nothing left for this process: the run ended, or a cutover switched the application. */
     const over = async (): Promise<RunResult | null> =>
       opened.alreadyFinished || run.status !== 'active' || run.phase === 'cutover'
@@ -516,6 +520,17 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       seconds: summary.seconds,
     });
     return { runId: run.id, interrupted: false, alreadyFinished: false, ...summary };
+  } catch (err) {
+    // Why this process stopped, where an operator looks next. Not when its locks were lost (the
+    // store may not answer, and another process may lead the run by now), nor on Ctrl-C.
+    if (failedRunId !== null && !abortSignal.aborted) {
+      const known = classifyError(err);
+      const details = known
+        ? { code: known.code, exitCode: known.exitCode, hint: known.hint ?? null }
+        : { code: 'internal', exitCode: 1, hint: null };
+      await store.appendEvent(failedRunId, 'run:failed', messageOf(known ?? err), details).catch(() => undefined);
+    }
+    throw err;
   } finally {
     clearInterval(beat);
     await Promise.allSettled([source?.end(), target?.end()]);

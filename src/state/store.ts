@@ -18,6 +18,9 @@ import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunDatabases, RunRow } from './types.js';
 import { whoAmI, type Who } from './who.js';
 
+/** Events after which a run's earlier failure is history: a process started, resumed, took over or finished it. */
+const RUN_STARTS = ['run:start', 'run:resume', 'worker:lead', 'run:done'];
+
 export interface OpenStateStoreOptions {
   connectionString: string;
   schema: string;
@@ -196,6 +199,16 @@ export class StateStore {
       })
       .returning('*');
     return row!;
+  }
+
+  /** Why the run's last process stopped, if it failed and none started, resumed or took the run over since. */
+  async lastFailure(runId: string): Promise<EventRow | null> {
+    const row = await this.knex<EventRow>('events')
+      .where({ run_id: runId })
+      .whereIn('kind', ['run:failed', ...RUN_STARTS])
+      .orderBy('id', 'desc')
+      .first();
+    return row?.kind === 'run:failed' ? row : null;
   }
 
   async listEvents(runId: string, options: { limit?: number } = {}): Promise<EventRow[]> {

@@ -95,6 +95,8 @@ export interface Overview {
      */
     processStalled: { host: string; pid: number; lastSeen: string } | null;
     planChanged: boolean;
+    /** Why a process of the run stopped with an error, if none started, resumed or took it over since. */
+    lastFailure: { at: string; who: string; code: string; message: string; hint: string | null } | null;
   } | null;
   tables: TableOverview[];
   totals: {
@@ -168,6 +170,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       verification: p.mismatched > 0 ? 'mismatched' : p.verified === p.total ? 'verified' : 'pending',
     };
   });
+  const failure = await store.lastFailure(run.id);
   const events = (await store.listEvents(run.id, { limit: options.events ?? 10 })).map((e) => ({
     at: e.at.toISOString(),
     kind: e.kind,
@@ -192,6 +195,15 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     processActive: active,
     processStalled: stalled ? { host: stalled.host, pid: stalled.pid, lastSeen: stalled.last_seen.toISOString() } : null,
     planChanged: run.plan_fingerprint !== loaded.fingerprint,
+    lastFailure: failure
+      ? {
+          at: failure.at.toISOString(),
+          who: `${failure.os_user}@${failure.host} (pid ${failure.pid})`,
+          code: String(failure.details.code ?? 'internal'),
+          message: failure.message,
+          hint: typeof failure.details.hint === 'string' ? failure.details.hint : null,
+        }
+      : null,
   };
   const sync = await syncOf(run, status.applied);
   return {
@@ -251,8 +263,12 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
     const p = run.processStalled;
     return `the process leading run ${run.id} (pid ${p.pid} on ${p.host}) holds it but has not reported since ${p.lastSeen}: it may be hung or cut off from the state store. Check it; if it is stuck, end it (kill ${p.pid} on ${p.host}) and resume with \`cloudshift run ${file}\``;
   }
+  // Why the last process stopped, before asking for another.
+  const failed = run.lastFailure
+    ? `the last process (${run.lastFailure.who}) stopped at ${run.lastFailure.at} with ${run.lastFailure.code}: ${run.lastFailure.message}${run.lastFailure.hint ? ` (${run.lastFailure.hint})` : ''}. Once that is mended, `
+    : '';
   if (run.status === 'active' && run.phase === 'sync' && !run.processActive) {
-    return `live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;
+    return `${failed}live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;
   }
   if (run.status === 'active' && run.phase === 'sync' && (mismatched > 0 || divergences > 0)) {
     const found = [mismatched > 0 ? `${mismatched} mismatched batches` : '', divergences > 0 ? `${divergences} divergences` : ''].filter(
@@ -264,6 +280,6 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
     return `in live sync: switch the application with \`cloudshift cutover ${file}\` once the lag is under cutover.maxLag`;
   }
   if (!run.processActive)
-    return `no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
+    return `${failed}no cloudshift process is working on run ${run.id} (phase ${run.phase}): resume it with \`cloudshift run ${file}\``;
   return `run in progress (phase ${run.phase}, started by ${run.createdBy}); follow it with \`cloudshift status ${file} --watch\``;
 }

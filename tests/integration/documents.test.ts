@@ -5,6 +5,7 @@ import { ClaimLostError } from '../../src/engine/copyBatch.js';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { verifyPlan } from '../../src/verify/verifyTables.js';
+import type { Overview } from '../../src/views/overview.js';
 import { cli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
@@ -595,7 +596,7 @@ documents:
     }
   });
 
-  it('a NULL placeholder stops the run naming table, key and column; documents already done are kept', async () => {
+  it('a NULL placeholder stops the run naming table, key and column; documents already done are kept, and status says why it stopped', async () => {
     const s = await hospitalScenario('docsnull');
     try {
       await sql(
@@ -603,11 +604,23 @@ documents:
         s.dbs.source,
         `ALTER TABLE public.documents ALTER COLUMN filename DROP NOT NULL; UPDATE public.documents SET filename = NULL WHERE id = 77`,
       );
-      const r = await cli(['run', s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''))], s.env);
+      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+      const r = await cli(['run', file], s.env);
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain('error: public.documents id=77: column "filename" is NULL, but the blob name template needs it');
+      const why = 'public.documents id=77: column "filename" is NULL, but the blob name template needs it';
+      expect(r.stderr).toContain(`error: ${why}`);
       const done = await sql<{ n: string }>('target', s.dbs.target, `SELECT count(*) AS n FROM public.documents`);
       expect(Number(done[0]!.n)).toBeGreaterThanOrEqual(40);
+      const status = async () => JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as Overview;
+      const stopped = await status();
+      expect(stopped.run!.lastFailure).toMatchObject({ code: 'CS_DOCUMENT', message: expect.stringContaining(why) as string });
+      expect(stopped.next).toMatch(
+        /^the last process \(.+\) stopped at .+ with CS_DOCUMENT: public\.documents id=77: .+ resume it with `cloudshift run /,
+      );
+      // Mended and resumed: the failure is history.
+      await sql('source', s.dbs.source, `UPDATE public.documents SET filename = 'mended.pdf' WHERE id = 77`);
+      expect((await cli(['run', file], s.env)).code).toBe(0);
+      expect((await status()).run!.lastFailure).toBeNull();
     } finally {
       await s.drop();
     }

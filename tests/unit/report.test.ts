@@ -60,6 +60,7 @@ function overview(mismatched = 1): Overview {
       processActive: false,
       processStalled: null,
       planChanged: false,
+      lastFailure: null,
     },
     tables,
     totals: { rows: 60, bytes: 6000, batches: 6, done: 6, mismatched, verified: 6 - mismatched, rowsPerSecond: 0, etaSeconds: 0 },
