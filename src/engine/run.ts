@@ -32,6 +32,7 @@ import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadCla
 import { workAsWorker } from './worker.js';
 import { delay } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
+import { watchSlot as startSlotWatch, type SlotWatch } from '../sync/slotWatch.js';
 import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
 import { ConnectError, messageOf, PreconditionError } from '../errors.js';
@@ -92,6 +93,13 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
   let beat: NodeJS.Timeout | undefined;
+  /** The slot's WAL measured while no sync streams from it (the copy until live sync begins). */
+  let slotWatch: SlotWatch | null = null;
+  const unwatchSlot = async () => {
+    const w = slotWatch;
+    slotWatch = null;
+    await w?.stop();
+  };
   // The run's and this worker's locks live on the store's session: if it is dropped, another
   // process may lead the run now. This one then stops at its next safe point (as on Ctrl-C) and
   // says why (exit 3), rather than carry on without its lock.
@@ -312,6 +320,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       const snapshot = live
         ? await prepareForwardSync(store, run.id, plan, source, secrets.source, tasks)
         : await exportSnapshot(secrets.source);
+      watchSlot();
       try {
         // Without live sync, a table without a key copied in part before this snapshot is copied
         // again whole from it. Before the new snapshot is published: no process may mark a batch
@@ -371,6 +380,24 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
      * (the sync applies by primary key, which the tables have from the start). Returns the
      * run's result when stopped on request.
      */
+    /** Starts measuring the slot's WAL, under live sync, unless it is measured already. */
+    function watchSlot() {
+      if (!live || slotWatch) return;
+      slotWatch = startSlotWatch({
+        knex: store.knex,
+        runId: run.id,
+        slot: plan.sync.slot,
+        connect: () => connect({ role: 'source', connectionString: secrets.source, applicationName: 'cloudshift monitor' }),
+        everyMs: options.heartbeatMs ?? HEARTBEAT_MS,
+        warnRetainedWalBytes: plan.sync.warnRetainedWalBytes,
+        workerId: me,
+        onWarning: (message) => {
+          emit('warning', { message });
+          void store.appendEvent(run.id, 'sync:warning', message).catch(() => undefined);
+        },
+      });
+    }
+
     /** What every forward sync of this run is given. */
     function syncOptions() {
       return {
@@ -448,11 +475,17 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       return null;
     }
 
+    // A run resumed after its copy: the slot has kept WAL since, measured from here on too.
+    watchSlot();
+
     // 5. Indexes and constraints, built in parallel after the data, then validated.
     if (todo('indexes')) {
       if (live) {
+        // Its sync loop measures the slot while it catches up.
+        await unwatchSlot();
         const caught = await catchUpResumedCopy();
         if (caught) return caught;
+        watchSlot();
       }
       await options.hooks?.beforePostData?.();
       await enter('indexes');
@@ -486,6 +519,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     // 8. Live sync: stream the slot's changes into the target until stopped, until synced, or
     //    until a cutover switches the application. Ctrl-C stops cleanly; `run` resumes it.
     if (live) {
+      await unwatchSlot();
       // Recorded on every resume or takeover too: the report's timeline shows each stretch of sync.
       await enter('sync');
       emit('sync:start', { runId: run.id, slot: plan.sync.slot });
@@ -533,6 +567,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     throw err;
   } finally {
     clearInterval(beat);
+    await unwatchSlot();
     await Promise.allSettled([source?.end(), target?.end()]);
     await store.close();
   }

@@ -192,6 +192,12 @@ export async function emitMessage(client: pg.Client, prefix: string, body: unkno
   return parseLsn(rows[0]!.lsn);
 }
 
+/** Said once a slot retains more WAL than sync.warnRetainedWalBytes, with what to do about it. */
+export function retainedWalWarning(bytes: number, slot: string, threshold: number, advice: string): string {
+  const mb = (n: number) => Math.round(n / 1048576);
+  return `the source retains ${mb(bytes)} MB of WAL for slot "${slot}" (warning threshold ${mb(threshold)} MB): ${advice}`;
+}
+
 export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
   const { rows } = await client.query<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
   return parseLsn(rows[0]!.lsn);

@@ -18,7 +18,7 @@ import type { TableTask } from '../engine/tableTask.js';
 import { Applier, SyncStoppedError, type ApplierOptions, type Divergence, type Progress } from './apply.js';
 import { documentSink, type SyncDocumentStore } from './documents.js';
 import { formatLsn, type Lsn } from './lsn.js';
-import { currentWalLsn, emitMessage, FLUSH_SETTINGS, slotGone, slotState, unpublishedTables } from './objects.js';
+import { currentWalLsn, emitMessage, FLUSH_SETTINGS, retainedWalWarning, slotGone, slotState, unpublishedTables } from './objects.js';
 import { replicationConnection, senderTimeoutMs, startStream, type ChangeStream } from './replication.js';
 
 export const MESSAGE_PREFIX = 'cloudshift';
@@ -222,7 +222,7 @@ async function session(o: SyncLoopOptions, stats: SyncStats, onProgress: () => v
         if (!warned && st.retainedBytes !== null && st.retainedBytes > o.warnRetainedWalBytes) {
           warned = true;
           await o.onWarning?.(
-            `the source retains ${Math.round(st.retainedBytes / 1048576)} MB of WAL for slot "${o.slot}" (warning threshold ${Math.round(o.warnRetainedWalBytes / 1048576)} MB): keep the sync running, or the source's disk fills`,
+            retainedWalWarning(st.retainedBytes, o.slot, o.warnRetainedWalBytes, "keep the sync running, or the source's disk fills"),
           );
         }
         await o.onStats?.(stats);

@@ -8,7 +8,7 @@ import type { LoadedPlan } from '../plan/parse.js';
 import { inspectSchema, SYNC_MIGRATION } from '../state/migrations.js';
 import { tableProgress } from '../state/sql/tableProgress.js';
 import type { StateStore } from '../state/store.js';
-import { latestSwitch, syncRow } from '../state/sql/sync.js';
+import { forwardSlotDropped, latestSwitch, syncRow } from '../state/sql/sync.js';
 import { advisoryHolders, listWorkers } from '../state/sql/workers.js';
 import type { RunRow } from '../state/types.js';
 import { formatLsn } from '../sync/lsn.js';
@@ -50,7 +50,9 @@ export interface SyncOverview {
   lagMs: number | null;
   lagBytes: number | null;
   retainedWalBytes: number | null;
-  /** When the syncing process last measured lag and retained WAL. */
+  /** The run's slot was dropped (cleanup, rollback): no WAL is kept for it, and the figures above are null. */
+  slotDropped: boolean;
+  /** When the run's leader last measured lag and retained WAL (during the copy too). */
   measuredAt: string | null;
   /**
    * The lag and retained WAL are older than LAG_FRESH_SECONDS (the syncing process measures them
@@ -124,6 +126,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
     const row = await syncRow(store.knex, run.id);
     if (!row) return null;
     const sw = await latestSwitch(store.knex, run.id);
+    const dropped = await forwardSlotDropped(store.knex, run.id);
     return {
       slot: run.slot_name,
       publication: run.publication_name,
@@ -131,9 +134,10 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       appliedLsn: formatLsn(row.lsn),
       sourceCommitAt: row.sourceCommitAt?.toISOString() ?? null,
       appliedAt: row.appliedAt.toISOString(),
-      lagMs: row.lagMs,
-      lagBytes: row.lagBytes,
-      retainedWalBytes: row.retainedWalBytes,
+      lagMs: dropped ? null : row.lagMs,
+      lagBytes: dropped ? null : row.lagBytes,
+      retainedWalBytes: dropped ? null : row.retainedWalBytes,
+      slotDropped: dropped,
       measuredAt: row.measuredAt?.toISOString() ?? null,
       lagStale: row.measuredSecondsAgo === null || row.measuredSecondsAgo > LAG_FRESH_SECONDS,
       divergences: row.divergences,

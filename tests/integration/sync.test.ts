@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { verifyPlan } from '../../src/verify/verifyTables.js';
@@ -151,6 +151,29 @@ describe('live sync', () => {
         afterBatchCommit: async () => {
           if (wrote) return;
           wrote = true;
+          // The slot keeps WAL from the copy's start: its leader measures it for status meanwhile.
+          await vi.waitFor(
+            async () => {
+              const [row] = await sql<{ retained: string | null }>(
+                'target',
+                s.dbs.target,
+                `SELECT retained_wal_bytes AS retained FROM cloudshift.applied_lsn`,
+              );
+              expect(row!.retained).not.toBeNull();
+            },
+            { timeout: 10_000, interval: 50 },
+          );
+          const during = JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as {
+            run: { phase: string };
+            sync: Record<string, unknown>;
+          };
+          expect(during.run.phase).toBe('copy');
+          expect(during.sync).toMatchObject({ lagMs: null, lagStale: false, slotDropped: false });
+          expect(during.sync.retainedWalBytes).toBeGreaterThan(0);
+          expect(during.sync.lagBytes).toBeGreaterThanOrEqual(0);
+          expect((await cli(['status', file], s.env)).stdout).toMatch(
+            / {2}.* of WAL to catch up once live sync begins; the source retains .* of WAL for the slot \(measured /,
+          );
           await sql(
             'source',
             s.dbs.source,
@@ -214,7 +237,7 @@ describe('live sync', () => {
     // Measured five minutes ago and not since (no syncing process): shown as what it was, not is.
     await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET measured_at = now() - interval '5 minutes'`);
     const stale = await cli(['status', file], s.env);
-    expect(stale.stdout).toMatch(/ {2}last known lag \d+ ms, .* \(measured .*, not since: no syncing cloudshift run measures it now\)/);
+    expect(stale.stdout).toMatch(/ {2}last known lag \d+ ms, .* \(measured .*, not since: no cloudshift run measures it now\)/);
     expect((JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: { lagStale: boolean } }).sync.lagStale).toBe(true);
   });
 
@@ -391,6 +414,12 @@ describe('cleanup', () => {
       expect(await slots(s)).toEqual([]);
       const pubs = await sql('source', s.dbs.source, `SELECT pubname FROM pg_publication`);
       expect(pubs).toEqual([]);
+      // status no longer shows the WAL the slot kept when last measured.
+      const view = JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: Record<string, unknown> };
+      expect(view.sync).toMatchObject({ slotDropped: true, retainedWalBytes: null, lagBytes: null, lagMs: null });
+      expect((await cli(['status', file], s.env)).stdout).toContain(
+        '  the slot was dropped (cleanup or rollback): the source keeps no WAL for it',
+      );
       const again = await cli(['cleanup', file], s.env);
       expect(again.stdout).toMatch(/^no slot or publication of this run is left on either side\n/);
     });

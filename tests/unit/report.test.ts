@@ -241,6 +241,7 @@ describe('the report', () => {
         lagMs: 169,
         lagBytes: 2048,
         retainedWalBytes: 4096,
+        slotDropped: false,
         measuredAt: iso(50_200),
         lagStale: false,
         divergences: 0,

@@ -64,14 +64,20 @@ function syncLines(o: Overview): string[] {
       '  the source is read-only for the application; the reverse slot on the target keeps its WAL until rollback or cleanup',
     ];
   }
-  const measured = s.measuredAt
-    ? ` (measured ${s.measuredAt}${s.lagStale ? ', not since: no syncing cloudshift run measures it now' : ''})`
-    : '';
+  const measured = s.measuredAt ? ` (measured ${s.measuredAt}${s.lagStale ? ', not since: no cloudshift run measures it now' : ''})` : '';
   const behind = s.lagBytes === null ? '? of WAL' : `${formatBytes(s.lagBytes)} of WAL`;
-  const lag = s.lagMs === null ? 'lag unknown' : `${s.lagStale ? 'last known lag' : 'lag'} ${s.lagMs} ms, ${behind}`;
+  // Before live sync begins (the copy), the leader measures the WAL, not the lag in time.
+  const lag =
+    s.lagMs !== null
+      ? `${s.lagStale ? 'last known lag' : 'lag'} ${s.lagMs} ms, ${behind}`
+      : s.lagBytes !== null
+        ? `${behind} to catch up once live sync begins`
+        : 'lag unknown';
   const lines = [
     `live sync: slot ${s.slot ?? '?'} (publication ${s.publication ?? '?'}), applied up to ${s.appliedLsn} (source commit ${s.sourceCommitAt ?? 'none yet'})`,
-    `  ${lag}; the source retains ${s.retainedWalBytes === null ? '?' : formatBytes(s.retainedWalBytes)} of WAL for the slot${measured}`,
+    s.slotDropped
+      ? '  the slot was dropped (cleanup or rollback): the source keeps no WAL for it'
+      : `  ${lag}; the source retains ${s.retainedWalBytes === null ? '?' : formatBytes(s.retainedWalBytes)} of WAL for the slot${measured}`,
   ];
   if (s.divergences > 0)
     lines.push(`  ${s.divergences} DIVERGENCES: updates or deletes that matched no target row; run cloudshift verify --repair`);

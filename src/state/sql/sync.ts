@@ -23,6 +23,14 @@ export async function liveObjects(knex: Knex, runId: string | null): Promise<Arr
   return q.select('run_id', 'side', 'kind', 'name', 'direction', 'status', 'created_at');
 }
 
+/** The run's forward slot on the source is recorded as dropped (by cleanup or a rollback). */
+export async function forwardSlotDropped(knex: Knex, runId: string): Promise<boolean> {
+  const row = await knex('replication_objects')
+    .where({ run_id: runId, side: 'source', kind: 'slot', direction: 'forward', status: 'dropped' })
+    .first('id');
+  return row !== undefined;
+}
+
 export interface SyncRow {
   lsn: Lsn;
   sourceCommitAt: Date | null;
