@@ -50,6 +50,8 @@ export interface CopyPhaseOptions {
   stateInTarget: boolean;
   jobs: number;
   workerId: string;
+  /** The plan this process copies by: it claims nothing while the run's is another. */
+  fingerprint: string;
   hooks: EngineHooks;
   emit: Emit;
   abortSignal: AbortSignal | undefined;
@@ -315,7 +317,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
     while (!o.abortSignal?.aborted && failure === null) {
       await waitForSlot();
       if (o.abortSignal?.aborted || failure !== null) break;
-      const [batch] = await o.store.claimBatches(o.runId, o.workerId, 1);
+      const [batch] = await o.store.claimBatches(o.runId, o.workerId, 1, o.fingerprint);
       if (!batch) break;
       const slot = free.pop()!;
       await dispatch(slot, () => process(slot, batch));

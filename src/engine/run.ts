@@ -185,6 +185,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         stateInTarget,
         jobs: options.jobs ?? plan.copy.jobs,
         workerId: me,
+        fingerprint: loaded.fingerprint,
         hooks: options.hooks ?? {},
         emit,
         abortSignal,
@@ -202,6 +203,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         store,
         runId: run.id,
         workerOnly: options.workerOnly === true,
+        fingerprint: loaded.fingerprint,
         standby: live && options.until === undefined,
         // Checked again before copying: the leader replaces a record made before its own.
         copy: async (snapshot) => {

@@ -7,6 +7,7 @@
  * gone (its lock is free), a worker that may lead takes the lock and carries on as the leader.
  */
 import { delay } from '../embedded/util.js';
+import { StateConflictError } from '../errors.js';
 import type { StateStore } from '../state/store.js';
 import type { RunRow } from '../state/types.js';
 import { PHASES, type Phase } from './runState.js';
@@ -19,6 +20,8 @@ export interface WorkerLoop {
   runId: string;
   /** Never take the lead (autoscaled pools). */
   workerOnly: boolean;
+  /** The plan this process joined with. */
+  fingerprint: string;
   /** Stay during the live sync, ready to take it over if the leader goes (else leave after the copy). */
   standby: boolean;
   copy(snapshot: string | null): Promise<CopyPhaseResult>;
@@ -42,6 +45,16 @@ export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
     if (o.abortSignal?.aborted) return { kind: 'interrupted' };
     const run = await o.store.getRun(o.runId);
     if (!run || run.status !== 'active') return { kind: 'done' };
+    // A leader resumed the run with --force and a changed plan: this process must not copy, nor
+    // lead, by the old one (its claims stop at once: claimBatches).
+    if (run.plan_fingerprint !== o.fingerprint) {
+      throw new StateConflictError(
+        `the plan of run ${run.id} changed since this process joined it (its leader resumed it with --force): this worker stopped`,
+        {
+          hint: 'start it again with the plan the run uses now',
+        },
+      );
+    }
     if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) {
       // Read again under the lock: a cutover may have recorded its phase since (its leader gone before it took the lock).
       return { kind: 'lead', run: (await o.store.getRun(o.runId)) ?? run };

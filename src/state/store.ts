@@ -252,8 +252,8 @@ export class StateStore {
     return rows.map((r: { relation: string }) => r.relation);
   }
 
-  async claimBatches(runId: string, workerId: string, limit: number): Promise<BatchRow[]> {
-    return claimBatches(this.knex, runId, workerId, limit);
+  async claimBatches(runId: string, workerId: string, limit: number, fingerprint: string): Promise<BatchRow[]> {
+    return claimBatches(this.knex, runId, workerId, limit, fingerprint);
   }
 
   async listBatches(runId: string): Promise<BatchRow[]> {

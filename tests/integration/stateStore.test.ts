@@ -41,7 +41,7 @@ async function oneBatchRun(store: StateStore) {
 
 /** The run's batch claimed by `worker` and marked copied with this source checksum; its id. */
 async function copiedBy(store: StateStore, runId: string, worker: string, sourceChecksum: string): Promise<string> {
-  const [b] = await store.claimBatches(runId, worker, 1);
+  const [b] = await store.claimBatches(runId, worker, 1, 'f');
   const copied = { id: b!.id, workerId: worker, rows: 2, bytes: 20, sourceChecksum, snapshot: null };
   expect(await markBatchCopied(store.pool, store.schema, copied)).toBe(true);
   return b!.id;
@@ -153,11 +153,13 @@ describe('state store', () => {
           keyHigh: [i * 10 + 10],
         })),
       );
+      // A worker still on an older plan than the run's claims nothing.
+      expect(await stores[0]!.claimBatches(run.id, 'stale', 4, 'older plan')).toEqual([]);
       const claimed: string[][] = [[], [], []];
       await Promise.all(
         stores.map(async (s, w) => {
           for (;;) {
-            const got = await s.claimBatches(run.id, `worker-${w}`, 4);
+            const got = await s.claimBatches(run.id, `worker-${w}`, 4, 'f');
             if (got.length === 0) return;
             claimed[w]!.push(...got.map((b) => b.id));
           }
@@ -179,7 +181,7 @@ describe('state store', () => {
       await store.migrate();
       const run = await store.createRun({ planName: 'v', planFingerprint: 'f', toolVersion: '0.1.0' });
       await store.addBatches(run.id, [{ kind: 'table' as const, relation: 'public.t', seq: 0, keyLow: [0], keyHigh: [10] }]);
-      const [b] = await store.claimBatches(run.id, 'w1', 1);
+      const [b] = await store.claimBatches(run.id, 'w1', 1, 'f');
       // Read in a snapshot the run has moved on from (a new leader resumed): not marked.
       await store.updateRun(run.id, { snapshot_name: 'S2' });
       const copied = { id: b!.id, workerId: 'w1', rows: 2, bytes: 20, sourceChecksum: 's' };
@@ -285,7 +287,7 @@ describe('state store', () => {
     const store = await open('docforget');
     try {
       const run = await oneBatchRun(store);
-      const [b] = await store.claimBatches(run.id, 'old', 1);
+      const [b] = await store.claimBatches(run.id, 'old', 1, 'f');
       const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
       await recordDocuments(store.pool, 'docforget', run.id, 'public.docs', [doc('1'), doc('2'), doc('3')], b!.id);
       // Another process holds the batch now (the first lost its claim): its records stay.
@@ -343,7 +345,7 @@ describe('state store', () => {
         { kind: 'table' as const, relation: 'public.t', seq: 1, keyLow: [10], keyHigh: [20] },
       ]);
       // As copyBatch with the store in the target: the mark in the transaction that wrote the rows.
-      const [b] = await store.claimBatches(run.id, 'w', 1);
+      const [b] = await store.claimBatches(run.id, 'w', 1, 'f');
       const client = await store.pool.connect();
       let copying: string;
       try {

@@ -235,6 +235,55 @@ describe('several workers share one run', () => {
   );
 });
 
+describe('a plan changed under a worker', () => {
+  let s: Scenario;
+  beforeEach(async () => {
+    s = await readingsScenario('workersplan');
+  });
+  afterEach(async () => s.drop());
+
+  it(
+    'a worker on the old plan, after its leader was resumed with --force and a changed plan, claims nothing more and stops with exit 4',
+    { timeout: 120_000 },
+    async () => {
+      const file = s.plan(planText('workersplan', 'none'));
+      // The leader stops after its second batch; a worker joins and stops after its first.
+      const leader = start(['run', file], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:2:SIGSTOP' });
+      let worker: Proc | null = null;
+      let resumed: Proc | null = null;
+      try {
+        await stopped(leader);
+        worker = start(['run', file, '--worker-only'], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:1:SIGSTOP' });
+        await stopped(worker);
+        // The leader dies; it is resumed with another plan (--force), and stops after a batch of its own.
+        leader.child.kill('SIGKILL');
+        await leader.done;
+        const changed = s.plan(planText('workersplan', 'none').replace('workerTimeout: 10s', 'workerTimeout: 12s'));
+        resumed = start(['run', changed, '--force'], { ...s.env, CLOUDSHIFT_FAULT: 'afterBatchCommit:1:SIGSTOP' });
+        await stopped(resumed);
+        const [{ now }] = (await sql<{ now: Date }>('target', s.dbs.target, 'SELECT now()')) as [{ now: Date }];
+        worker.child.kill('SIGCONT');
+        const w = await worker.done;
+        expect(w.code, w.out).toBe(4);
+        expect(w.out).toContain('changed since this process joined it (its leader resumed it with --force): this worker stopped');
+        const claimedSince = await sql(
+          'target',
+          s.dbs.target,
+          `SELECT b.id FROM cloudshift.batches b JOIN cloudshift.workers w ON w.id = b.claimed_by WHERE w.pid = $1 AND b.claimed_at >= $2`,
+          [worker.child.pid, now],
+        );
+        expect(claimedSince).toEqual([]);
+        resumed.child.kill('SIGCONT');
+        const r = await resumed.done;
+        expect(r.code, r.out).toBe(0);
+        await expectEqual(s);
+      } finally {
+        for (const p of [leader, worker, resumed]) p?.child.kill('SIGKILL');
+      }
+    },
+  );
+});
+
 describe('joining limits', () => {
   let s: Scenario;
   beforeEach(async () => {
