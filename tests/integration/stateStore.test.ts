@@ -242,10 +242,17 @@ describe('state store', () => {
       const found = async () => documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/2']);
       const id = await copy();
       const wrong = await found();
+      // What another sweep found wrong at the same time: document 1.
+      const other = await documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/1']);
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       const [batch] = await store.listBatches(run.id);
       expect([batch!.status, batch!.target_checksum]).toEqual(['pending', null]);
       expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual(['["1"]']);
+      // The other sweep's verdict comes after the batch went back: document 1's record goes too,
+      // so the attempt uploads it again, and the batch stays as it is.
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, other, 'document d/1: different bytes')).toBe(null);
+      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual([]);
+      expect((await store.listBatches(run.id))[0]!.status).toBe('pending');
       // A settle now finds nothing to call verified; the next attempt's rows are checked afresh.
       expect(await settleDocumentBatches(store.pool, 'docreturn', run.id, ['public.docs'])).toEqual([]);
       expect(await copy()).toBe(id);

@@ -114,8 +114,8 @@ export async function settleDocumentBatches(
  * crash in between and no other process's settle (settleDocumentBatches) can see the batch with
  * its wrong documents forgotten but still copied, and call it verified. A batch another process's
  * sweep settled meanwhile (it listed before the blob went wrong, or did not sample it) is a
- * mismatch, its wrong records kept and marked so. Returns what the batch became (null: it was
- * copied again meanwhile, or is no longer copied or verified).
+ * mismatch, its wrong records kept and marked so; one another sweep sent back first loses those
+ * records too. Returns what the batch became (null: unchanged).
  */
 export async function returnForDocuments(
   db: pg.Pool,
@@ -140,9 +140,12 @@ export async function returnForDocuments(
         await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE id = $1`, [batchId, error]);
         became = 'mismatch';
       }
-    } else if (status === 'copied') {
+    } else {
       let forgotten = 0;
       for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
+      // Not copied (another sweep sent it back first, for other documents maybe): what this one
+      // found wrong is forgotten all the same, so the attempt uploads it again.
+      if (status !== 'copied') forgotten = 0;
       // Records written since (another sweep returned the batch first, and it was copied again):
       // what was found wrong is gone already, and the new attempt waits for its own sweep.
       if (forgotten > 0) {
