@@ -30,7 +30,7 @@ import { ensureReplicaIdentity } from '../sync/replicaIdentity.js';
 import { recoverPendingSwitch } from '../cutover/commands.js';
 import { heartbeat, openBatches, registerWorker, releaseClaimsOf, releaseDeadClaims, takeWorkerId } from '../state/sql/workers.js';
 import { workAsWorker } from './worker.js';
-import { delay } from '../embedded/util.js';
+import { delay, settlesWithin } from '../embedded/util.js';
 import { formatLsn } from '../sync/lsn.js';
 import { watchSlot as startSlotWatch, type SlotWatch } from '../sync/slotWatch.js';
 import { syncRow } from '../state/sql/sync.js';
@@ -41,6 +41,8 @@ import { liveSyncVersionProblem, readsSourceText, SQL_ASCII_SOURCE } from '../pr
 
 /** How often every process sharing a run records that it is alive. */
 const HEARTBEAT_MS = 5_000;
+/** How long recording why a run failed may hold the error back. */
+const FAILURE_WRITE_MS = 2_000;
 
 export interface RunOptions {
   env: Env;
@@ -115,8 +117,12 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       `the state store session holding this process's locks ended (${String(lockLost.signal.reason)}): another process may lead the run now, so this one stopped at a safe point`,
       { hint: 'check that the state store answers, then run the same command again: it resumes the run, or joins the process leading it' },
     );
-  /** The run this process opened: a failure from then on is recorded in its events, for `status`. */
+  /**
+   * The run this process opened: a failure from then on is recorded in its events, for `status`
+   * (as the run's while this process leads it, as a worker's while it only copies for a leader).
+   */
   let failedRunId: string | null = null;
+  let leads = false;
   try {
     // 1. State store: migrate, finish or undo an interrupted cutover or rollback, open or resume
     //    the run, take its lock. A second process is refused.
@@ -132,6 +138,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     });
     let run = opened.run;
     failedRunId = run.id;
+    leads = !opened.worker;
     /** Nothing left for this process: the run ended, or a cutover switched the application. */
     const over = async (): Promise<RunResult | null> =>
       opened.alreadyFinished || run.status !== 'active' || run.phase === 'cutover'
@@ -230,6 +237,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         };
       }
       run = out.run;
+      leads = true;
       // The run may have moved since this worker joined (a leader forced, or pointed elsewhere
       // while nothing was copied): it leads only where the run is.
       await settleRunDatabases(store, run.id, found, { role: 'other' });
@@ -564,7 +572,12 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       const details = known
         ? { code: known.code, exitCode: known.exitCode, hint: known.hint ?? null }
         : { code: 'internal', exitCode: 1, hint: null };
-      await store.appendEvent(failedRunId, 'run:failed', messageOf(known ?? err), details).catch(() => undefined);
+      // Bounded: a state store that stopped answering must not hold the error back.
+      const written = store.appendEvent(failedRunId, leads ? 'run:failed' : 'worker:failed', messageOf(known ?? err), details);
+      await settlesWithin(
+        written.catch(() => undefined),
+        FAILURE_WRITE_MS,
+      );
     }
     throw err;
   } finally {

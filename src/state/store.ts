@@ -18,8 +18,8 @@ import { claimBatches } from './sql/claimBatches.js';
 import type { BatchRow, EventRow, NewBatch, RunDatabases, RunRow } from './types.js';
 import { whoAmI, type Who } from './who.js';
 
-/** Events after which a run's earlier failure is history: a process started, resumed, took over or finished it. */
-const RUN_STARTS = ['run:start', 'run:resume', 'worker:lead', 'run:done'];
+/** Events after which a run's earlier failure is history: a process started, resumed, took over, finished or stopped it on request. */
+const RUN_STARTS = ['run:start', 'run:resume', 'worker:lead', 'run:done', 'run:interrupted'];
 
 export interface OpenStateStoreOptions {
   connectionString: string;
@@ -201,7 +201,10 @@ export class StateStore {
     return row!;
   }
 
-  /** Why the run's last process stopped, if it failed and none started, resumed or took the run over since. */
+  /**
+   * Why the run's last leading process stopped, if it failed (a worker's failure is `worker:failed`)
+   * and none started, resumed, took over or stopped the run since.
+   */
   async lastFailure(runId: string): Promise<EventRow | null> {
     const row = await this.knex<EventRow>('events')
       .where({ run_id: runId })

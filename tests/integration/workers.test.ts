@@ -273,6 +273,13 @@ describe('a plan changed under a worker', () => {
           [worker.child.pid, now],
         );
         expect(claimedSince).toEqual([]);
+        // Recorded as a worker's failure, not the run's: the leader is fine.
+        const failures = await sql<{ kind: string; message: string }>(
+          'target',
+          s.dbs.target,
+          `SELECT kind, message FROM cloudshift.events WHERE kind LIKE '%:failed' ORDER BY id`,
+        );
+        expect(failures).toEqual([{ kind: 'worker:failed', message: expect.stringContaining('this worker stopped') as string }]);
         resumed.child.kill('SIGCONT');
         const r = await resumed.done;
         expect(r.code, r.out).toBe(0);
