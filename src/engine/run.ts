@@ -97,6 +97,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
   let beat: NodeJS.Timeout | undefined;
   /** The slot's WAL measured while no sync streams from it (the copy until live sync begins). */
   let slotWatch: SlotWatch | null = null;
+  let slotWarned = false;
   const unwatchSlot = async () => {
     const w = slotWatch;
     slotWatch = null;
@@ -401,10 +402,14 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         everyMs: options.heartbeatMs ?? HEARTBEAT_MS,
         warnRetainedWalBytes: plan.sync.warnRetainedWalBytes,
         workerId: me,
-        onWarning: (message) => {
+        // Once per process, however often the watch stops and starts again before the sync.
+        onWarning: async (message) => {
+          if (slotWarned) return;
+          slotWarned = true;
           emit('warning', { message });
-          void store.appendEvent(run.id, 'sync:warning', message).catch(() => undefined);
+          await store.appendEvent(run.id, 'sync:warning', message).catch(() => undefined);
         },
+        abortSignal,
       });
     }
 

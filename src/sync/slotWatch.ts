@@ -9,6 +9,7 @@
  */
 import type { Knex } from 'knex';
 import type pg from 'pg';
+import { settlesWithin } from '../embedded/util.js';
 import { saveSyncStats } from '../state/sql/sync.js';
 import { currentWalLsn, retainedWalWarning, slotState } from './objects.js';
 
@@ -22,8 +23,14 @@ export interface SlotWatchOptions {
   warnRetainedWalBytes: number;
   /** Recorded as the measurement's author (applier), as live sync does. */
   workerId: string;
-  onWarning: (message: string) => void;
+  /** Once past warnRetainedWalBytes (awaited: stop() waits for it). */
+  onWarning: (message: string) => Promise<void> | void;
+  /** The process lost its lock or was asked to stop: nothing more is written (another may lead). */
+  abortSignal: AbortSignal;
 }
+
+/** How long stop() waits for a measurement under way (one on a source that stopped answering is left behind). */
+const STOP_WAIT_MS = 2_000;
 
 export interface SlotWatch {
   stop(): Promise<void>;
@@ -34,18 +41,19 @@ export function watchSlot(o: SlotWatchOptions): SlotWatch {
   let ticking: Promise<void> | null = null;
   let stopped = false;
   let warned = false;
+  const over = () => stopped || o.abortSignal.aborted;
   const tick = async () => {
     try {
       client ??= await o.connect();
       const st = await slotState(client, o.slot);
-      if (!st.exists || stopped) return;
       const now = await currentWalLsn(client);
+      if (!st.exists || over()) return;
       const behind = st.confirmedFlush === null ? null : Number(now > st.confirmedFlush ? now - st.confirmedFlush : 0n);
       await saveSyncStats(o.knex, o.runId, { lagBytes: behind, lagMs: null, retainedWalBytes: st.retainedBytes, applier: o.workerId });
       if (!warned && st.retainedBytes !== null && st.retainedBytes > o.warnRetainedWalBytes) {
         warned = true;
         const advice = "it grows until live sync begins after the copy and catches up: make sure the source's disk has room for it";
-        o.onWarning(retainedWalWarning(st.retainedBytes, o.slot, o.warnRetainedWalBytes, advice));
+        await o.onWarning(retainedWalWarning(st.retainedBytes, o.slot, o.warnRetainedWalBytes, advice));
       }
     } catch {
       // The next tick tries again (on a new session if this one broke).
@@ -54,7 +62,7 @@ export function watchSlot(o: SlotWatchOptions): SlotWatch {
     }
   };
   const run = () => {
-    if (!ticking && !stopped) ticking = tick().finally(() => (ticking = null));
+    if (!ticking && !over()) ticking = tick().finally(() => (ticking = null));
   };
   const timer = setInterval(run, o.everyMs);
   timer.unref();
@@ -63,8 +71,9 @@ export function watchSlot(o: SlotWatchOptions): SlotWatch {
     async stop() {
       stopped = true;
       clearInterval(timer);
-      await ticking;
-      await client?.end().catch(() => undefined);
+      if (ticking) await settlesWithin(ticking, STOP_WAIT_MS);
+      // Not awaited: a session to a source that stopped answering would hold the run up.
+      void client?.end().catch(() => undefined);
     },
   };
 }

@@ -426,6 +426,49 @@ describe('cleanup', () => {
   });
 });
 
+describe('WAL retained before live sync', () => {
+  it('the run warns once during the copy when the slot retains more than sync.warnRetainedWal, and records it', async () => {
+    const s = await hospitalScenario('walwarn');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(planText('walwarntest').replace('sync: { mode: logical }', 'sync: { mode: logical, warnRetainedWal: 1B }'));
+      const warnings: string[] = [];
+      const duringCopy = (m: string) => m.includes('it grows until live sync begins after the copy');
+      let waited = false;
+      const result = await runMigration(await loadPlan(file), {
+        env: s.env,
+        until: 'synced',
+        heartbeatMs: 50,
+        onEvent: (e) => {
+          if (e.type === 'warning') warnings.push(e.message);
+        },
+        hooks: {
+          // The copy goes on until the leader has measured the slot past the threshold.
+          afterBatchCommit: async () => {
+            if (waited) return;
+            waited = true;
+            await vi.waitFor(() => expect(warnings.some(duringCopy)).toBe(true), { timeout: 10_000, interval: 20 });
+          },
+        },
+      });
+      expect(result.sync?.reason).toBe('synced');
+      expect(warnings.filter(duringCopy)).toHaveLength(1);
+      expect(warnings.filter(duringCopy)[0]).toMatch(
+        /^the source retains \d+ MB of WAL for slot "cloudshift_walwarntest" \(warning threshold 0 MB\)/,
+      );
+      const recorded = await sql<{ message: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT message FROM cloudshift.events WHERE kind = 'sync:warning'`,
+      );
+      expect(recorded.filter((r) => duringCopy(r.message))).toHaveLength(1);
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('live sync faults', () => {
   let s: Scenario;
   beforeAll(async () => {

@@ -70,7 +70,7 @@ function syncLines(o: Overview): string[] {
   const lag =
     s.lagMs !== null
       ? `${s.lagStale ? 'last known lag' : 'lag'} ${s.lagMs} ms, ${behind}`
-      : s.lagBytes !== null
+      : s.lagBytes !== null && o.run?.phase !== 'sync'
         ? `${behind} to catch up once live sync begins`
         : 'lag unknown';
   const lines = [
