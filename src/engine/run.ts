@@ -35,7 +35,7 @@ import { formatLsn } from '../sync/lsn.js';
 import { watchSlot as startSlotWatch, type SlotWatch } from '../sync/slotWatch.js';
 import { syncRow } from '../state/sql/sync.js';
 import { summarize, type RunSummary } from './summary.js';
-import { ConnectError, messageOf, PreconditionError } from '../errors.js';
+import { ConnectError, messageOf, PreconditionError, StateConflictError } from '../errors.js';
 import { classifyError } from '../classifyError.js';
 import { liveSyncVersionProblem, readsSourceText, SQL_ASCII_SOURCE } from '../preflight/sourceChecks.js';
 
@@ -252,9 +252,21 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       await store.appendEvent(run.id, 'worker:lead', `worker ${me} took over the run's leadership in phase ${run.phase}`, { worker: me });
     }
     let phase: Phase = run.phase as Phase;
+    /** A rollback before cutover (or a cleanup) ended the run while this process led it: it stops. */
+    const stillActive = async () => {
+      const now = await store.getRun(run.id);
+      if (now?.status === 'active') return;
+      throw new StateConflictError(
+        `run ${run.id} was ended (${now?.status ?? 'gone'}: rolled back before cutover, or cleaned up) while this process led it: it stopped`,
+        {
+          hint: `\`cloudshift run\` starts a new run; \`cloudshift status\` shows what the rollback did`,
+        },
+      );
+    };
     const enter = async (next: Phase) => {
       // Another process may lead the run now: no phase is entered (nor the run finished) without it.
       if (lockLost.signal.aborted) throw lockLostError();
+      await stillActive();
       phase = next;
       doing(`leading: ${next}`);
       await store.updateRun(run.id, { phase: next });
@@ -355,6 +367,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         for (;;) {
           if (abortSignal.aborted) result = { ...result, stoppedEarly: true };
           if (result.stoppedEarly) break;
+          // No batch is claimed in a run that ended (claimBatches): this loop would spin.
+          await stillActive();
           // Nothing of this process is in flight once copyPhase returned: a claim it still holds
           // (a batch whose claim was lost and found again) goes back, or it would wait for itself.
           await releaseClaimsOf(store.knex, run.id, me);

@@ -469,6 +469,47 @@ describe('WAL retained before live sync', () => {
   });
 });
 
+describe('a run ended while copying', () => {
+  it('a rollback before cutover while the copy runs stops it: no batch is claimed after, and run says why (exit 4)', async () => {
+    const s = await hospitalScenario('endcopy');
+    try {
+      await sql('source', s.dbs.source, NOTES_SQL);
+      const file = s.plan(
+        planText('endcopytest').replace('copy: { jobs: 2, batch: { rows: 500 } }', 'copy: { jobs: 1, batch: { rows: 100 } }'),
+      );
+      let endedAt: Date | null = null;
+      const outcome = await runMigration(await loadPlan(file), {
+        env: s.env,
+        hooks: {
+          // What `cloudshift rollback` records first, while this process copies.
+          afterBatchCommit: async () => {
+            if (endedAt) return;
+            [{ now: endedAt }] = (await sql<{ now: Date }>(
+              'target',
+              s.dbs.target,
+              `UPDATE cloudshift.runs SET status = 'aborted' RETURNING now()`,
+            )) as [{ now: Date }];
+          },
+        },
+      }).catch((e: unknown) => e);
+      expect(String(outcome)).toMatch(
+        /run \S+ was ended \(aborted: rolled back before cutover, or cleaned up\) while this process led it: it stopped/,
+      );
+      const after = await sql('target', s.dbs.target, `SELECT id FROM cloudshift.batches WHERE claimed_at > $1`, [endedAt]);
+      expect(after).toEqual([]);
+      const [left] = await sql<{ n: number }>(
+        'target',
+        s.dbs.target,
+        `SELECT count(*)::int AS n FROM cloudshift.batches WHERE status = 'pending'`,
+      );
+      expect(left!.n).toBeGreaterThan(0);
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('live sync faults', () => {
   let s: Scenario;
   beforeAll(async () => {
