@@ -375,6 +375,7 @@ async function tableProgress(o: CopyPhaseOptions): Promise<Map<string, Progress>
       bytes: task?.shape.bytes ?? 0,
       key: task?.shape.keyDescription ?? '',
       copiedRows: p.rows,
+      copiedBytes: p.bytes,
     });
   }
   return out;

@@ -7,7 +7,17 @@ export interface EngineEventMap {
   'run:start': { runId: string; resumed: boolean; planName: string };
   'run:phase': { runId: string; phase: string };
   /** Emitted when the copy starts or resumes: totals, and what earlier attempts already did. */
-  'table:planned': { table: string; batches: number; done: number; estimatedRows: number; bytes: number; key: string; copiedRows: number };
+  'table:planned': {
+    table: string;
+    batches: number;
+    done: number;
+    estimatedRows: number;
+    bytes: number;
+    key: string;
+    /** Rows and bytes of the batches done before (by earlier attempts and processes). */
+    copiedRows: number;
+    copiedBytes: number;
+  };
   'batch:copied': { table: string; batchId: string; seq: number; rows: number; bytes: number; ms: number };
   'batch:verified': { table: string; batchId: string; seq: number };
   'batch:retry': { table: string; batchId: string; seq: number; attempt: number; reason: string };

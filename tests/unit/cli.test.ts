@@ -130,6 +130,7 @@ describe('run progress', () => {
       bytes: 0,
       key: 'id',
       copiedRows: 0,
+      copiedBytes: 0,
     });
     const copied = (batchId: string, rows: number) =>
       progress.onEvent({ type: 'batch:copied', at, table: 'public.docs', batchId, seq: Number(batchId), rows, bytes: rows * 100, ms: 5 });
@@ -146,7 +147,7 @@ describe('run progress', () => {
     const out = { write: (t: string) => void lines.push(t) };
     const progress = progressRenderer('plain', out, out);
     const at = new Date().toISOString();
-    const planned = (done: number, copiedRows: number) =>
+    const planned = (done: number, copiedRows: number, copiedBytes: number) =>
       progress.onEvent({
         type: 'table:planned',
         at,
@@ -157,18 +158,20 @@ describe('run progress', () => {
         bytes: 0,
         key: 'id',
         copiedRows,
+        copiedBytes,
       });
     const copied = (batchId: string, rows: number) =>
       progress.onEvent({ type: 'batch:copied', at, table: 'public.docs', batchId, seq: Number(batchId), rows, bytes: rows * 100, ms: 5 });
-    planned(0, 0);
+    planned(0, 0, 0);
     copied('1', 10);
     copied('2', 10);
-    // The sweep found a document of batch 2 wrong: the next pass plans the table with batch 1 done.
-    planned(1, 10);
+    // The sweep found a document of batch 2 wrong: the next pass plans the table with batch 1 done
+    // (as a resumed run does: its figures, rows and bytes, from before).
+    planned(1, 10, 1000);
     copied('2', 9);
     progress.onEvent({ type: 'table:done', at, table: 'public.docs', rows: 19, bytes: 1900, mismatches: 0 });
     progress.stop();
-    expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows,/);
+    expect(lines.at(-1)).toMatch(/^public\.docs: 2\/2 batches, 19 rows, 1\.9 kB,/);
   });
 });
 
@@ -182,7 +185,18 @@ describe('run progress rates', () => {
     const progress = progressRenderer('plain', out, out);
     const at = new Date().toISOString();
     for (const table of ['public.first', 'public.second'])
-      progress.onEvent({ type: 'table:planned', at, table, batches: 2, done: 0, estimatedRows: 10, bytes: 0, key: 'id', copiedRows: 0 });
+      progress.onEvent({
+        type: 'table:planned',
+        at,
+        table,
+        batches: 2,
+        done: 0,
+        estimatedRows: 10,
+        bytes: 0,
+        key: 'id',
+        copiedRows: 0,
+        copiedBytes: 0,
+      });
     // The second table's batches begin a minute in, once the first table is done.
     const copied = (table: string, batchId: string, now: number) => {
       vi.setSystemTime(now);
