@@ -11,7 +11,15 @@ import { StateStore } from '../state/store.js';
 import { whoAmI, workerId } from '../state/who.js';
 import { handleExistingData } from '../target/postgres/existingData.js';
 import { readSequences, setSequences } from '../target/postgres/sequences.js';
-import { applyFinal, applyListedSequences, applyPostData, applyPreData, readSourceSchema } from '../target/postgres/schema/index.js';
+import {
+  applyFinal,
+  applyListedSequences,
+  applyPostData,
+  applyPreData,
+  planSelections,
+  readSourceSchema,
+  skippedLines,
+} from '../target/postgres/schema/index.js';
 import { requireListedSequences } from '../source/listedSequences.js';
 import { copyPhase, type CopyPhaseResult } from './copyPhase.js';
 import { emitter, type EventSink } from './events.js';
@@ -294,15 +302,13 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       emit('warning', { message });
       if (!opened.resumed) await store.appendEvent(run.id, 'table:keyless', message);
     }
-    const schema = await readSourceSchema(
-      source,
-      tasks.map((t) => ({
-        name: t.name,
-        omitColumns: t.documents ? [t.documents.plan.content] : [],
-        addColumns: t.documents ? [{ name: t.documents.plan.keepColumn, type: 'text' }] : [],
-      })),
-      plan.sequences,
-    );
+    const schema = await readSourceSchema(source, planSelections(plan), plan.sequences);
+    // What the replay leaves out is said before the schema is written, and recorded once.
+    if (todo('schema') && schema.skipped.length > 0) {
+      for (const line of skippedLines(schema.skipped)) emit('warning', { message: line });
+      if (!opened.resumed)
+        await store.appendEvent(run.id, 'schema:skipped', skippedLines(schema.skipped).join('; '), { skipped: schema.skipped });
+    }
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
     // A plan given one more sequence (--force) after the schema phase: it is made now.
     if (!todo('schema')) await applyListedSequences(target, schema, plan.sequences);

@@ -15,6 +15,7 @@ import { checkAzure } from './azureChecks.js';
 import { checkBlob } from './blobChecks.js';
 import { estimate } from './estimate.js';
 import { checkSequences } from './sequenceChecks.js';
+import { checkSkippedSchema } from './schemaChecks.js';
 import { checkSourceServer, type SourceFacts } from './sourceChecks.js';
 import { checkState } from './stateChecks.js';
 import { databaseIdentity, type DatabaseIdentity, type Side } from '../pg/identity.js';
@@ -83,6 +84,9 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
     if (source) {
       facts = await group('source.checks', 'source', () => checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000));
       await group('sequence.checks', 'source', () => checkSequences(source, plan, checks));
+      // Only once the tables and sequences are there to read (their own checks say what is not).
+      if (facts && !checks.checks.some((c) => c.status === 'fail' && /^(table|documents|sequence)\./.test(c.id)))
+        await group('schema.skipped', 'source', () => checkSkippedSchema(source, plan, checks));
       reached.source = (await group('source.checks', 'source', () => databaseIdentity(source))) ?? undefined;
     }
   } finally {

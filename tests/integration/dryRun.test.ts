@@ -97,9 +97,37 @@ describe('cloudshift dry-run', () => {
     expect(check(report, 'target.version').message).toBe('PostgreSQL 17 on the target, 15 on the source');
     expect(check(report, 'blob.container').status).toBe('pass');
     expect(check(report, 'state.store').message).toBe('reachable; schema cloudshift will be created by cloudshift run');
+    expect(check(report, 'schema.skipped').status).toBe('pass');
     // The fixture holds 200 + 600 + 3000 + 800 rows in the planned tables, plus 100 documents.
     expect(report?.estimate.rows).toBe(4700);
     expect(report?.estimate.bytes).toBeGreaterThan(0);
+  });
+
+  it('names the schema objects the replay leaves out, as run does (warning and event) before it writes the schema', async () => {
+    const plan = tablesPlan(['public.encounters']);
+    const { code, report } = await dryRun(plan);
+    expect(code).toBe(0);
+    const line =
+      'foreign key encounters_patient_id_fkey on public.encounters is not replayed on the target: the referenced table is not migrated';
+    expect(check(report, 'schema.skipped')).toMatchObject({
+      status: 'warn',
+      message: `${line}; create it on the target by hand if the application needs it`,
+    });
+    const other = await hospitalScenario('skipped');
+    try {
+      const run = await cli(['run', other.plan(plan)], other.env);
+      expect(run.code).toBe(0);
+      expect(run.stderr).toBe('');
+      expect(run.stdout).toContain(`warning: ${line}\n`);
+      const events = await sql<{ message: string }>(
+        'target',
+        other.dbs.target,
+        `SELECT message FROM cloudshift.events WHERE kind = 'schema:skipped'`,
+      );
+      expect(events).toEqual([{ message: line }]);
+    } finally {
+      await other.drop();
+    }
   });
 
   it('is strictly read-only: creates nothing on any side', async () => {

@@ -15,10 +15,11 @@
 import type pg from 'pg';
 import { PreconditionError } from '../../../errors.js';
 import { displayName, quoteQualified, type QualifiedName } from '../../../plan/names.js';
+import type { Plan } from '../../../plan/defaults.js';
 import { serverVersion } from '../../../pg/connect.js';
 import { withCatalogSession } from './catalog.js';
 import { runStages, runSteps } from './execute.js';
-import type { Phase, SourceSchema, TableSelection } from './model.js';
+import type { Phase, Skipped, SourceSchema, TableSelection } from './model.js';
 import { readObjects } from './readObjects.js';
 import { readTables } from './readTables.js';
 import { finalSteps, listedSequenceSteps, postDataStages, preDataSteps, renderStep } from './steps.js';
@@ -28,6 +29,33 @@ export { SchemaApplyError } from './execute.js';
 
 /** Oldest source we read: generated columns and pg_partition_tree() arrived in PostgreSQL 12. */
 const MIN_SOURCE_VERSION = 120000;
+
+/**
+ * The tables whose schema a plan replays, as readSourceSchema takes them: a documents table
+ * without its content column and with its kept column (text); each table once.
+ */
+export function planSelections(plan: Pick<Plan, 'tables' | 'documents'>): TableSelection[] {
+  const documents = new Map(plan.documents.map((d) => [displayName(d.table), d]));
+  const plain = plan.tables.filter((t) => !documents.has(displayName(t.name)));
+  return [
+    ...[...documents.values()].map((d) => ({
+      name: d.table,
+      omitColumns: [d.content],
+      addColumns: [{ name: d.keepColumn, type: 'text' }],
+    })),
+    ...plain.map((t) => ({ name: t.name, omitColumns: [], addColumns: [] })),
+  ];
+}
+
+/** How many skipped objects are named one by one; the rest are counted. */
+const SKIPPED_NAMED = 20;
+
+/** The objects the replay leaves out, one line each (the first SKIPPED_NAMED, then a count). */
+export function skippedLines(skipped: Skipped[]): string[] {
+  const lines = skipped.slice(0, SKIPPED_NAMED).map((x) => `${oneLine(x.subject)} is not replayed on the target: ${oneLine(x.reason)}`);
+  if (skipped.length > SKIPPED_NAMED) lines.push(`and ${skipped.length - SKIPPED_NAMED} more objects not replayed on the target`);
+  return lines;
+}
 
 export async function readSourceSchema(
   source: pg.Client,
