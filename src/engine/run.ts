@@ -14,6 +14,7 @@ import { readSequences, setSequences } from '../target/postgres/sequences.js';
 import {
   applyFinal,
   applyListedSequences,
+  applyNewPartitions,
   applyPostData,
   applyPreData,
   planSelections,
@@ -310,8 +311,12 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         await store.appendEvent(run.id, 'schema:skipped', skippedLines(schema.skipped).join('; '), { skipped: schema.skipped });
     }
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
-    // A plan given one more sequence (--force) after the schema phase: it is made now.
-    if (!todo('schema')) await applyListedSequences(target, schema, plan.sequences);
+    // A plan given one more sequence (--force) after the schema phase: it is made now; and so is
+    // a partition made on the source since.
+    if (!todo('schema')) {
+      await applyListedSequences(target, schema, plan.sequences);
+      await newPartitions(() => applyNewPartitions(target!, schema));
+    }
     if (todo('schema')) {
       // Until the schema phase begins, the target's tables are the operator's: whoever runs this
       // (again, after a refusal; or a process that took the run over) checks or truncates them.
@@ -411,6 +416,17 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
      * (the sync applies by primary key, which the tables have from the start). Returns the
      * run's result when stopped on request.
      */
+    /** Partitions created on the target (made on the source since the schema phase), said and recorded. */
+    async function newPartitions(create: () => Promise<string[]>): Promise<number> {
+      const created = await create();
+      if (created.length > 0) {
+        const message = `created on the target the partitions made on the source since the schema was replayed: ${created.join(', ')}`;
+        emit('warning', { message });
+        await store.appendEvent(run.id, 'schema:partitions', message, { created });
+      }
+      return created.length;
+    }
+
     /** Starts measuring the slot's WAL, under live sync, unless it is measured already. */
     function watchSlot() {
       if (!live || slotWatch) return;
@@ -445,6 +461,9 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
         ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
         abortSignal,
         onWarning: (message: string) => emit('warning', { message }),
+        // Read from the source's catalogs as they are now, on this process's idle sessions.
+        onMissingPartition: () =>
+          newPartitions(async () => applyNewPartitions(target!, await readSourceSchema(source!, planSelections(plan), plan.sequences))),
         // A cutover switched (phase), or a rollback before cutover ended the run (status).
         shouldStop: async () => {
           const now = await store.getRun(run.id);

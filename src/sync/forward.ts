@@ -165,6 +165,8 @@ export interface ForwardSyncOptions {
   onStats?: (s: SyncStats) => void;
   onWarning?: (message: string) => void;
   afterCommit?: (count: number) => Promise<void> | void;
+  /** Creates on the target the partitions made on the source since (syncLoop's onMissingPartition). */
+  onMissingPartition?: () => Promise<number>;
 }
 
 export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopResult> {
@@ -188,6 +190,7 @@ export async function runForwardSync(o: ForwardSyncOptions): Promise<SyncLoopRes
     ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),
     ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
     ...(o.afterCommit ? { afterCommit: o.afterCommit } : {}),
+    ...(o.onMissingPartition ? { onMissingPartition: o.onMissingPartition } : {}),
     onStats: async (s) => {
       o.onStats?.(s);
       if (Date.now() - lastSaved < 1000) return;

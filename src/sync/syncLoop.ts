@@ -70,6 +70,16 @@ export interface SyncLoopOptions {
   reconnectDelayMs?: number;
   /** Called after each applied transaction (fault tests). */
   afterCommit?: (count: number) => Promise<void> | void;
+  /**
+   * A change found no partition on the target for its row (23514): creates the partitions made
+   * on the source since, returning how many. Any: the stream resumes at the failed transaction.
+   */
+  onMissingPartition?: () => Promise<number>;
+}
+
+/** PostgreSQL found no partition of the target table for a row (check_violation, its message). */
+function missingPartition(err: unknown): boolean {
+  return (err as { code?: string }).code === '23514' && /no partition of relation/.test(messageOf(err));
 }
 
 export interface SyncLoopResult {
@@ -107,6 +117,8 @@ export async function syncLoop(o: SyncLoopOptions): Promise<SyncLoopResult> {
       });
       return { reason, stats };
     } catch (err) {
+      // Its transaction rolled back and was not acknowledged: the next session streams it again.
+      if (missingPartition(err) && o.onMissingPartition && !o.abortSignal?.aborted && (await o.onMissingPartition()) > 0) continue;
       if (!isTransient(err) || o.abortSignal?.aborted) throw err;
       // A cutover that switched drops the slot under us: that is the end, not a failure.
       if (o.shouldStop && (await o.shouldStop().catch(() => false))) return { reason: 'switched', stats };

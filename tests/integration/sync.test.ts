@@ -1288,6 +1288,79 @@ describe('a primary key that is no replica identity', () => {
   });
 });
 
+/** A table partitioned by the day a reading was taken, without partitions. */
+const READINGS_SQL =
+  'CREATE TABLE public.readings (id bigint NOT NULL, taken date NOT NULL, value int, PRIMARY KEY (id, taken)) PARTITION BY RANGE (taken);';
+
+describe('a partition made on the source during live sync', () => {
+  it('is created on the target when a change finds no partition for its row, and the stream goes on from that change', async () => {
+    const s = await hospitalScenario('syncnewpart');
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `${NOTES_SQL}
+         ${READINGS_SQL}
+         CREATE TABLE public.readings_2025_11 PARTITION OF public.readings FOR VALUES FROM ('2025-11-01') TO ('2025-12-01');
+         INSERT INTO public.readings SELECT g, date '2025-11-01' + g % 30, g FROM generate_series(1, 300) g;`,
+      );
+      const file = s.plan(
+        planText('syncnewparttest').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.readings\n'),
+      );
+      const stop = new AbortController();
+      const warnings: string[] = [];
+      const running = runMigration(await loadPlan(file), {
+        env: s.env,
+        heartbeatMs: 50,
+        abortSignal: stop.signal,
+        onEvent: (e) => {
+          if (e.type === 'warning') warnings.push(e.message);
+        },
+      });
+      try {
+        await vi.waitFor(
+          async () => {
+            const [run] = await sql<{ phase: string }>('target', s.dbs.target, `SELECT phase FROM cloudshift.runs`).catch(() => []);
+            expect(run?.phase).toBe('sync');
+          },
+          { timeout: 60_000, interval: 100 },
+        );
+        // The first of the month: the application's partition job makes December's.
+        await sql(
+          'source',
+          s.dbs.source,
+          `CREATE TABLE public.readings_2025_12 PARTITION OF public.readings FOR VALUES FROM ('2025-12-01') TO ('2026-01-01');
+           INSERT INTO public.readings VALUES (1000, '2025-12-01', 1), (1001, '2025-12-02', 2);
+           UPDATE public.readings SET value = -1 WHERE id = 5;`,
+        );
+        await vi.waitFor(
+          async () => {
+            const [n] = await sql<{ n: number }>('target', s.dbs.target, `SELECT count(*)::int AS n FROM public.readings_2025_12`);
+            expect(n!.n).toBe(2);
+          },
+          { timeout: 30_000, interval: 100 },
+        );
+      } finally {
+        stop.abort();
+      }
+      const result = await running;
+      expect(result.interrupted).toBe(true);
+      await expectTablesMatch(s, { 'public.readings': 'id, taken' });
+      const message = 'created on the target the partitions made on the source since the schema was replayed: public.readings_2025_12';
+      expect(warnings).toContain(message);
+      const events = await sql<{ message: string }>(
+        'target',
+        s.dbs.target,
+        `SELECT message FROM cloudshift.events WHERE kind = 'schema:partitions'`,
+      );
+      expect(events).toEqual([{ message }]);
+      await cli(['cleanup', file], s.env);
+    } finally {
+      await s.drop();
+    }
+  });
+});
+
 describe('a partitioned table in live sync', () => {
   it("streams its changes as the plan's table, whatever partition a row is in; and a GENERATED ALWAYS identity's, DEFERRABLE keys', and rows found by a replica identity that is not the key", async () => {
     const s = await hospitalScenario('syncparts');
@@ -1296,7 +1369,7 @@ describe('a partitioned table in live sync', () => {
         'source',
         s.dbs.source,
         `${NOTES_SQL}
-         CREATE TABLE public.readings (id bigint NOT NULL, taken date NOT NULL, value int, PRIMARY KEY (id, taken)) PARTITION BY RANGE (taken);
+         ${READINGS_SQL}
          CREATE TABLE public.readings_2025 PARTITION OF public.readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
          CREATE TABLE public.readings_2026 PARTITION OF public.readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
          INSERT INTO public.readings SELECT g, date '2025-06-01' + g, g FROM generate_series(1, 400) g;

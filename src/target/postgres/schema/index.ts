@@ -18,11 +18,11 @@ import { displayName, quoteQualified, type QualifiedName } from '../../../plan/n
 import type { Plan } from '../../../plan/defaults.js';
 import { serverVersion } from '../../../pg/connect.js';
 import { withCatalogSession } from './catalog.js';
-import { runStages, runSteps } from './execute.js';
+import { runStages, runStep, runSteps } from './execute.js';
 import type { Phase, Skipped, SourceSchema, TableSelection } from './model.js';
 import { readObjects } from './readObjects.js';
 import { readTables } from './readTables.js';
-import { finalSteps, listedSequenceSteps, postDataStages, preDataSteps, renderStep } from './steps.js';
+import { finalSteps, listedSequenceSteps, partitionSteps, postDataStages, preDataSteps, renderStep } from './steps.js';
 
 export type { SourceSchema, TableSelection, Skipped, TableDef, ColumnDef } from './model.js';
 export { SchemaApplyError } from './execute.js';
@@ -114,6 +114,16 @@ function schemasOf(s: SourceSchema): string[] {
 /** Phase 1, before any data. One transaction per object; objects that exist are skipped. */
 export async function applyPreData(target: pg.Client, schema: SourceSchema): Promise<void> {
   await runSteps(target, preDataSteps(schema));
+}
+
+/**
+ * The migrated tables' partitions created where missing: one made on the source since phase 1
+ * (a monthly partition, say) would refuse its rows on the target (23514). Returns those created.
+ */
+export async function applyNewPartitions(target: pg.Client, schema: SourceSchema): Promise<string[]> {
+  const created: string[] = [];
+  for (const step of partitionSteps(schema)) if (await runStep(target, step)) created.push(step.label.replace(/^partition /, ''));
+  return created;
 }
 
 /** The plan's `sequences` created where missing (a run resumed past phase 1 with one more listed). */

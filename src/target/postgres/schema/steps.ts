@@ -72,6 +72,24 @@ export function listedSequenceSteps(s: SourceSchema, listed: readonly QualifiedN
   return [...new Set(sequences.map((q) => q.name.schema))].map(schemaStep).concat(sequences.map(sequenceStep));
 }
 
+/** Each table (or partition: after its parent, in the schema's order) created where missing. */
+function tableSteps(s: SourceSchema, tables: TableDef[]): Step[] {
+  const byName = new Map(s.tables.map((t) => [quoteQualified(t.name), t]));
+  return tables.map((t) => ({
+    label: `${t.partitionOf ? 'partition' : 'table'} ${displayName(t.name)}`,
+    probe: { kind: 'relation', args: qn(t.name) },
+    sql: ddl.createTable(t, t.partitionOf ? byName.get(quoteQualified(t.partitionOf.parent)) : undefined),
+  }));
+}
+
+/** The migrated tables' partitions, created where missing: one made on the source after phase 1. */
+export function partitionSteps(s: SourceSchema): Step[] {
+  return tableSteps(
+    s,
+    s.tables.filter((t) => t.partitionOf !== null),
+  );
+}
+
 export function preDataSteps(s: SourceSchema): Step[] {
   const steps: Step[] = [];
   for (const name of s.schemas) steps.push(schemaStep(name));
@@ -94,15 +112,7 @@ export function preDataSteps(s: SourceSchema): Step[] {
     }
   }
   for (const q of s.sequences) steps.push(sequenceStep(q));
-  const byName = new Map(s.tables.map((t) => [quoteQualified(t.name), t]));
-  for (const t of s.tables) {
-    const parent = t.partitionOf ? byName.get(quoteQualified(t.partitionOf.parent)) : undefined;
-    steps.push({
-      label: `${t.partitionOf ? 'partition' : 'table'} ${displayName(t.name)}`,
-      probe: { kind: 'relation', args: qn(t.name) },
-      sql: ddl.createTable(t, parent),
-    });
-  }
+  steps.push(...tableSteps(s, s.tables));
   const owned = s.sequences.map(ddl.sequenceOwnedBy).filter((x): x is string => x !== null);
   if (owned.length > 0) steps.push({ label: 'sequence ownership', probe: null, sql: owned });
   for (const t of s.tables) for (const c of t.constraints) if (c.clones.length > 0) steps.push(cloneStep(c));
