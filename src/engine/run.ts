@@ -268,7 +268,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       throw new StateConflictError(
         `run ${run.id} was ended (${now?.status ?? 'gone'}: rolled back before cutover, or cleaned up) while this process led it: it stopped`,
         {
-          hint: `\`cloudshift run\` starts a new run; \`cloudshift status\` shows what the rollback did`,
+          hint: `\`cloudshift cleanup\` drops a slot or publication made meanwhile; then \`cloudshift run\` starts a new run`,
         },
       );
     };
@@ -307,7 +307,8 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     // What the replay leaves out is said before the schema is written, and recorded once.
     if (todo('schema') && schema.skipped.length > 0) {
       for (const line of skippedLines(schema.skipped)) emit('warning', { message: line });
-      if (!opened.resumed)
+      // Once per run: a first attempt may have stopped before it got here.
+      if (!(await store.hasEvent(run.id, 'schema:skipped')))
         await store.appendEvent(run.id, 'schema:skipped', skippedLines(schema.skipped).join('; '), { skipped: schema.skipped });
     }
     const state = { pool: store.pool, schema: store.schema, runId: run.id };
@@ -354,6 +355,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       const snapshot = live
         ? await prepareForwardSync(store, run.id, plan, source, secrets.source, tasks)
         : await exportSnapshot(secrets.source);
+      // A rollback while the slot was being made (it waits behind long transactions): no copy.
+      await stillActive().catch(async (err: unknown) => {
+        await snapshot.release();
+        throw err;
+      });
       watchSlot();
       try {
         // Without live sync, a table without a key copied in part before this snapshot is copied

@@ -39,25 +39,34 @@ function snapshotGone(err: unknown): boolean {
   );
 }
 
+/**
+ * A leader resumed the run with --force and a changed plan: this process must not copy, nor
+ * lead, by the old one (its claims stop at once: claimBatches).
+ */
+function refuseChangedPlan(run: RunRow, fingerprint: string): void {
+  if (run.plan_fingerprint !== fingerprint) {
+    throw new StateConflictError(
+      `the plan of run ${run.id} changed since this process joined it (its leader resumed it with --force): this worker stopped`,
+      {
+        hint: 'start it again with the plan the run uses now',
+      },
+    );
+  }
+}
+
 export async function workAsWorker(o: WorkerLoop): Promise<WorkerOutcome> {
   const copyAt = PHASES.indexOf('copy');
   for (;;) {
     if (o.abortSignal?.aborted) return { kind: 'interrupted' };
     const run = await o.store.getRun(o.runId);
     if (!run || run.status !== 'active') return { kind: 'done' };
-    // A leader resumed the run with --force and a changed plan: this process must not copy, nor
-    // lead, by the old one (its claims stop at once: claimBatches).
-    if (run.plan_fingerprint !== o.fingerprint) {
-      throw new StateConflictError(
-        `the plan of run ${run.id} changed since this process joined it (its leader resumed it with --force): this worker stopped`,
-        {
-          hint: 'start it again with the plan the run uses now',
-        },
-      );
-    }
+    refuseChangedPlan(run, o.fingerprint);
     if (!o.workerOnly && (await o.store.tryLock(`cloudshift.run:${run.id}`))) {
-      // Read again under the lock: a cutover may have recorded its phase since (its leader gone before it took the lock).
-      return { kind: 'lead', run: (await o.store.getRun(o.runId)) ?? run };
+      // Read again under the lock: a cutover may have recorded its phase since (its leader gone
+      // before it took the lock), or a leader resumed it with another plan and died.
+      const now = (await o.store.getRun(o.runId)) ?? run;
+      refuseChangedPlan(now, o.fingerprint);
+      return { kind: 'lead', run: now };
     }
     const at = PHASES.indexOf(run.phase as Phase);
     // A standby stays from the end of the copy (indexes, sequences, views) through the live sync,

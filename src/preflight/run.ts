@@ -85,8 +85,8 @@ export async function runPreflight(loaded: LoadedPlan, options: PreflightOptions
       facts = await group('source.checks', 'source', () => checkSourceServer(source, plan, checks, options.longTransactionMs ?? 60_000));
       await group('sequence.checks', 'source', () => checkSequences(source, plan, checks));
       // Only once the tables and sequences are there to read (their own checks say what is not).
-      if (facts && !checks.checks.some((c) => c.status === 'fail' && /^(table|documents|sequence)\./.test(c.id)))
-        await group('schema.skipped', 'source', () => checkSkippedSchema(source, plan, checks));
+      if (facts && !checks.checks.some((c) => c.status === 'fail' && /^(table|documents|sequence|source\.version)/.test(c.id)))
+        await group('schema.skipped', 'source', () => checkSkippedSchema(source, facts!.versionNum, plan, checks));
       reached.source = (await group('source.checks', 'source', () => databaseIdentity(source))) ?? undefined;
     }
   } finally {

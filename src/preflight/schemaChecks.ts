@@ -5,10 +5,18 @@
  */
 import type pg from 'pg';
 import type { Plan } from '../plan/defaults.js';
-import { planSelections, readSourceSchema, skippedLines } from '../target/postgres/schema/index.js';
+import { MIN_SCHEMA_VERSION, planSelections, readSourceSchema, skippedLines } from '../target/postgres/schema/index.js';
 import type { CheckList } from './types.js';
 
-export async function checkSkippedSchema(source: pg.Client, plan: Plan, checks: CheckList): Promise<void> {
+export async function checkSkippedSchema(source: pg.Client, versionNum: number, plan: Plan, checks: CheckList): Promise<void> {
+  if (versionNum < MIN_SCHEMA_VERSION) {
+    checks.fail(
+      'source.version',
+      'source',
+      `the source runs PostgreSQL ${Math.floor(versionNum / 10000)}: cloudshift reads the schema of PostgreSQL 12 or newer (run refuses it too, exit 3)`,
+    );
+    return;
+  }
   const schema = await readSourceSchema(source, planSelections(plan), plan.sequences);
   if (schema.skipped.length === 0) {
     checks.pass(
@@ -18,6 +26,5 @@ export async function checkSkippedSchema(source: pg.Client, plan: Plan, checks: 
     );
     return;
   }
-  for (const line of skippedLines(schema.skipped))
-    checks.warn('schema.skipped', 'source', `${line}; create it on the target by hand if the application needs it`);
+  for (const line of skippedLines(schema.skipped)) checks.warn('schema.skipped', 'source', line);
 }

@@ -214,6 +214,11 @@ export class StateStore {
     return row?.kind === 'run:failed' ? row : null;
   }
 
+  /** The run has an event of this kind (said once per run, whichever process got there first). */
+  async hasEvent(runId: string, kind: string): Promise<boolean> {
+    return (await this.knex('events').where({ run_id: runId, kind }).first('id')) !== undefined;
+  }
+
   async listEvents(runId: string, options: { limit?: number } = {}): Promise<EventRow[]> {
     const rows = await this.knex<EventRow>('events')
       .where({ run_id: runId })

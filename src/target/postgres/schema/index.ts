@@ -28,7 +28,7 @@ export type { SourceSchema, TableSelection, Skipped, TableDef, ColumnDef } from 
 export { SchemaApplyError } from './execute.js';
 
 /** Oldest source we read: generated columns and pg_partition_tree() arrived in PostgreSQL 12. */
-const MIN_SOURCE_VERSION = 120000;
+export const MIN_SCHEMA_VERSION = 120000;
 
 /**
  * The tables whose schema a plan replays, as readSourceSchema takes them: a documents table
@@ -65,7 +65,7 @@ export async function readSourceSchema(
 ): Promise<SourceSchema> {
   return withCatalogSession(source, async () => {
     const version = await serverVersion(source);
-    if (version < MIN_SOURCE_VERSION)
+    if (version < MIN_SCHEMA_VERSION)
       throw new PreconditionError(`the source runs PostgreSQL ${Math.floor(version / 10000)}; reading its schema needs 12 or newer`);
     const t = await readTables(source, version, tables, sequences);
     const o = await readObjects(source, version, t);
