@@ -415,13 +415,6 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
       }
     }
 
-    /**
-     * A copy resumed from a newer snapshot holds rows of two moments until the stream has passed
-     * that snapshot: a row whose key moved between ranges copied at each is there twice, a row
-     * copied later can name a parent copied earlier. Constraints are built once it has passed
-     * (the sync applies by primary key, which the tables have from the start). Returns the
-     * run's result when stopped on request.
-     */
     /** Partitions created on the target (made on the source since the schema phase), said and recorded. */
     async function newPartitions(create: () => Promise<string[]>): Promise<number> {
       const created = await create();
@@ -513,6 +506,13 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     }
 
     let caughtUpDivergences = 0;
+    /**
+     * A copy resumed from a newer snapshot holds rows of two moments until the stream has passed
+     * that snapshot: a row whose key moved between ranges copied at each is there twice, a row
+     * copied later can name a parent copied earlier. Constraints are built once it has passed
+     * (the sync applies by primary key, which the tables have from the start). Returns the
+     * run's result when stopped on request.
+     */
     async function catchUpResumedCopy(): Promise<RunResult | null> {
       const row = await syncRow(store.knex, run.id);
       const until = row?.tolerateUntil ?? null;
