@@ -473,7 +473,11 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     buffers: new BlockBuffers(DEFAULT_BLOCK_SIZE, o.blobConcurrency + o.jobs),
     store: {
       recorded: (relation, keys) => recordedDocuments(db, o.store.schema, o.runId, relation, keys),
-      record: (relation, docs, batchId) => recordDocuments(db, o.store.schema, o.runId, relation, docs, batchId),
+      record: (relation, docs, batchId) =>
+        recordDocuments(db, o.store.schema, o.runId, relation, docs, {
+          id: batchId,
+          claim: { workerId: o.workerId, snapshot: o.snapshot },
+        }),
       forgetOthers: (relation, keys, claim) => forgetOtherDocuments(db, o.store.schema, o.runId, relation, keys, claim),
     },
     ...(o.abortSignal ? { abortSignal: o.abortSignal } : {}),

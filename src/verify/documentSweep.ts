@@ -76,18 +76,18 @@ export async function sweepDocuments(o: SweepOptions): Promise<SweepResult> {
       group.forEach((d, k) => !same[k] && differ.add(d));
     }
     result.sampled += sampled.length;
-    const keys = new Map<string, string[][]>();
+    const checked = new Map<string, SweptDocument[]>();
     for (const d of sorted) {
       if (differ.has(d)) {
         result.wrong.push(wrong(d, 'different bytes'));
         continue;
       }
       result.verified += 1;
-      const list = keys.get(d.relation) ?? [];
-      list.push(d.key);
-      keys.set(d.relation, list);
+      const list = checked.get(d.relation) ?? [];
+      list.push(d);
+      checked.set(d.relation, list);
     }
-    for (const [relation, k] of keys) await markDocumentsVerified(o.db, o.schema, o.runId, relation, k, 'verified');
+    for (const [relation, docs] of checked) await markDocumentsVerified(o.db, o.schema, o.runId, relation, docs);
   };
 
   // A blob no entry's template could name is not an extra: the container may hold other things.

@@ -15,7 +15,13 @@ import {
   returnForDocuments,
   settleDocumentBatches,
 } from '../../src/state/sql/batchStatus.js';
-import { documentsNamed, forgetOtherDocuments, recordDocuments, recordedDocuments } from '../../src/state/sql/documents.js';
+import {
+  documentsNamed,
+  forgetOtherDocuments,
+  markDocumentsVerified,
+  recordDocuments,
+  recordedDocuments,
+} from '../../src/state/sql/documents.js';
 import { connectionUrl, freshDatabases, sql, type FreshDatabases } from '../harness/db.js';
 
 let dbs: FreshDatabases;
@@ -49,14 +55,9 @@ async function copiedBy(store: StateStore, runId: string, worker: string, source
 
 /** Records document 2 (d/2) of the batch, and returns its record as a sweep finds it wrong. */
 async function recordedDocument(store: StateStore, runId: string, batchId: string) {
-  await recordDocuments(
-    store.pool,
-    store.schema,
-    runId,
-    'public.docs',
-    [{ key: ['2'], name: 'd/2', size: 10, md5: 'm', sha256: 'h' }],
-    batchId,
-  );
+  await recordDocuments(store.pool, store.schema, runId, 'public.docs', [{ key: ['2'], name: 'd/2', size: 10, md5: 'm', sha256: 'h' }], {
+    id: batchId,
+  });
   return documentsNamed(store.pool, store.schema, runId, new Date(), ['d/2']);
 }
 
@@ -235,7 +236,7 @@ describe('state store', () => {
         const id = await copiedBy(store, run.id, 'w', 's');
         expect(await markRowsVerified(store.pool, 'docreturn', { id, sourceChecksum: 's', targetChecksum: 't' })).toBe(true);
         const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
-        await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], id);
+        await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], { id });
         return id;
       };
       // What a sweep finds wrong: document 2's record as it is now.
@@ -290,13 +291,50 @@ describe('state store', () => {
     }
   });
 
+  it("records a batch's uploads only while the claim holds, and marks verified only the record the sweep checked", async () => {
+    const store = await open('docclaim');
+    try {
+      const run = await oneBatchRun(store);
+      const [b] = await store.claimBatches(run.id, 'old', 1, 'f');
+      const doc = (md5: string) => ({ key: ['1'], name: 'd/1', size: 10, md5, sha256: 'h' });
+      const record = (md5: string, workerId: string) =>
+        recordDocuments(store.pool, 'docclaim', run.id, 'public.docs', [doc(md5)], { id: b!.id, claim: { workerId, snapshot: null } });
+      const md5Now = async () => (await recordedDocuments(store.pool, 'docclaim', run.id, 'public.docs', [['1']])).get('["1"]')?.md5;
+      await record('m1', 'old');
+      expect(await md5Now()).toBe('m1');
+      // Another process holds the batch now: the first one's uploads, finishing late, are not recorded.
+      await store.db.query(`UPDATE docclaim.batches SET claimed_by = 'new' WHERE id = $1`, [b!.id]);
+      await record('stale', 'old');
+      expect(await md5Now()).toBe('m1');
+      await record('m2', 'new');
+      expect(await md5Now()).toBe('m2');
+      // A sweep read that record; another upload of the document is recorded before its verdict.
+      const swept = await documentsNamed(store.pool, 'docclaim', run.id, new Date(), ['d/1']);
+      await record('m3', 'new');
+      await markDocumentsVerified(store.pool, 'docclaim', run.id, 'public.docs', swept);
+      const [row] = await sql<{ status: string; md5: string }>('target', dbs.target, `SELECT status, md5 FROM docclaim.documents`);
+      expect(row).toEqual({ status: 'uploaded', md5: 'm3' });
+      await markDocumentsVerified(
+        store.pool,
+        'docclaim',
+        run.id,
+        'public.docs',
+        await documentsNamed(store.pool, 'docclaim', run.id, new Date(), ['d/1']),
+      );
+      const [after] = await sql<{ status: string }>('target', dbs.target, `SELECT status FROM docclaim.documents`);
+      expect(after!.status).toBe('verified');
+    } finally {
+      await store.close();
+    }
+  });
+
   it("forgets a batch's records of rows gone only while the claim still holds: a process that lost it forgets nothing", async () => {
     const store = await open('docforget');
     try {
       const run = await oneBatchRun(store);
       const [b] = await store.claimBatches(run.id, 'old', 1, 'f');
       const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
-      await recordDocuments(store.pool, 'docforget', run.id, 'public.docs', [doc('1'), doc('2'), doc('3')], b!.id);
+      await recordDocuments(store.pool, 'docforget', run.id, 'public.docs', [doc('1'), doc('2'), doc('3')], { id: b!.id });
       // Another process holds the batch now (the first lost its claim): its records stay.
       await store.db.query(`UPDATE docforget.batches SET claimed_by = 'new' WHERE id = $1`, [b!.id]);
       const claim = (workerId: string) => ({ batchId: b!.id, workerId, snapshot: null });

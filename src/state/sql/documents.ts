@@ -12,7 +12,10 @@ export interface DocumentRecord {
 
 /**
  * Records uploaded documents (one statement for all of them) as uploaded, not yet verified; a
- * document recorded before is replaced. `batchId`: the copy's batch they belong to (null in sync).
+ * document recorded before is replaced. `batch`: the copy's batch they belong to (none in sync);
+ * with its `claim`, recorded only while that worker holds it in the run's snapshot (as
+ * markBatchCopied): a process that lost it, reading an older snapshot, must not write over what
+ * the new holder recorded.
  */
 export async function recordDocuments(
   db: pg.Pool | pg.Client,
@@ -20,13 +23,17 @@ export async function recordDocuments(
   runId: string,
   relation: string,
   docs: DocumentRecord[],
-  batchId: string | null = null,
+  batch: { id: string; claim?: { workerId: string; snapshot: string | null } } | null = null,
 ): Promise<void> {
   if (docs.length === 0) return;
+  const s = quoteIdent(schema);
   await db.query(
-    `INSERT INTO ${quoteIdent(schema)}.documents (run_id, relation, key, blob_name, size, md5, sha256, batch_id)
-     SELECT $1, $2, d.key, d.blob_name, d.size, d.md5, d.sha256, $8
+    `INSERT INTO ${s}.documents (run_id, relation, key, blob_name, size, md5, sha256, batch_id)
+     SELECT $1, $2, d.key, d.blob_name, d.size, d.md5, d.sha256, $8::bigint
        FROM unnest($3::jsonb[], $4::text[], $5::bigint[], $6::text[], $7::text[]) AS d(key, blob_name, size, md5, sha256)
+      WHERE $9::text IS NULL
+         OR (EXISTS (SELECT 1 FROM ${s}.batches b WHERE b.id = $8::bigint AND b.status = 'claimed' AND b.claimed_by = $9)
+             AND ($10::text IS NULL OR EXISTS (SELECT 1 FROM ${s}.runs r WHERE r.id = $1 AND r.snapshot_name = $10)))
      ON CONFLICT (run_id, relation, key) DO UPDATE
        SET blob_name = EXCLUDED.blob_name, size = EXCLUDED.size, md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256,
            batch_id = EXCLUDED.batch_id, status = 'uploaded', uploaded_at = now(), verified_at = NULL`,
@@ -38,7 +45,9 @@ export async function recordDocuments(
       docs.map((d) => d.size),
       docs.map((d) => d.md5),
       docs.map((d) => d.sha256),
-      batchId,
+      batch?.id ?? null,
+      batch?.claim?.workerId ?? null,
+      batch?.claim?.snapshot ?? null,
     ],
   );
 }
@@ -181,17 +190,19 @@ export async function recordedDocuments(
   );
 }
 
+/** Marks the records the sweep checked verified: those records, not one another upload wrote since. */
 export async function markDocumentsVerified(
   db: pg.Pool | pg.Client,
   schema: string,
   runId: string,
   relation: string,
-  keys: string[][],
-  status: 'verified' | 'mismatch',
+  docs: Array<{ key: string[]; uploadedAt: string }>,
 ): Promise<void> {
-  if (keys.length === 0) return;
-  await db.query(`UPDATE ${quoteIdent(schema)}.documents SET status = $4, verified_at = now() WHERE ${BY_KEYS}`, [
-    ...byKeys(runId, relation, keys),
-    status,
-  ]);
+  if (docs.length === 0) return;
+  await db.query(
+    `UPDATE ${quoteIdent(schema)}.documents d SET status = 'verified', verified_at = now()
+       FROM unnest($3::jsonb[], $4::timestamptz[]) AS c(key, uploaded_at)
+      WHERE d.run_id = $1 AND d.relation = $2 AND d.key = c.key AND d.uploaded_at = c.uploaded_at`,
+    [runId, relation, docs.map((d) => JSON.stringify(d.key)), docs.map((d) => d.uploadedAt)],
+  );
 }
