@@ -254,10 +254,27 @@ describe('state store', () => {
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, other, 'document d/1: different bytes')).toBe(null);
       expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual([]);
       expect((await store.listBatches(run.id))[0]!.status).toBe('pending');
+      // Once an attempt has claimed it, a late verdict marks the record it found wrong instead (the
+      // attempt may have read it already), which an attempt reading it does not skip.
+      await recordDocuments(
+        store.pool,
+        'docreturn',
+        run.id,
+        'public.docs',
+        [{ key: ['1'], name: 'd/1', size: 10, md5: 'm', sha256: 'h' }],
+        { id },
+      );
+      const late = await documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/1']);
+      await store.claimBatches(run.id, 'w', 1, 'f');
+      expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, late, 'document d/1: different bytes')).toBe(null);
+      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1']])).keys()]).toEqual([]);
+      const [marked] = await sql<{ status: string }>('target', dbs.target, `SELECT status FROM docreturn.documents`);
+      expect(marked!.status).toBe('mismatch');
+      await store.db.query(`UPDATE docreturn.batches SET status = 'pending', claimed_by = NULL WHERE id = $1`, [id]);
       // A settle now finds nothing to call verified; the next attempt's rows are checked afresh.
       expect(await settleDocumentBatches(store.pool, 'docreturn', run.id, ['public.docs'])).toEqual([]);
       expect(await copy()).toBe(id);
-      expect((await store.listBatches(run.id))[0]!.attempts).toBe(2);
+      expect((await store.listBatches(run.id))[0]!.attempts).toBe(3);
       // A second sweep that found the first record wrong too, returning late: the new attempt's
       // record and the batch are left alone (not a mismatch of the copy that mended it).
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe(null);

@@ -115,7 +115,8 @@ export async function settleDocumentBatches(
  * its wrong documents forgotten but still copied, and call it verified. A batch another process's
  * sweep settled meanwhile (it listed before the blob went wrong, or did not sample it) is a
  * mismatch, its wrong records kept and marked so; one another sweep sent back first loses those
- * records too. Returns what the batch became (null: unchanged).
+ * records too (or, with an attempt under way, has them marked a mismatch, which the attempt does
+ * not skip). Returns what the batch became (null: unchanged).
  */
 export async function returnForDocuments(
   db: pg.Pool,
@@ -140,11 +141,16 @@ export async function returnForDocuments(
         await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE id = $1`, [batchId, error]);
         became = 'mismatch';
       }
+    } else if (status === 'claimed') {
+      // Another sweep sent it back first (for other documents maybe), and an attempt is under way:
+      // what this one found wrong is marked so (not forgotten: the attempt may have read the
+      // record already), and the attempt, reading it, uploads the document again.
+      for (const w of wrong) await markRecordMismatch(client, schema, runId, w);
     } else {
       let forgotten = 0;
       for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
-      // Not copied (another sweep sent it back first, for other documents maybe): what this one
-      // found wrong is forgotten all the same, so the attempt uploads it again.
+      // Pending (sent back by another sweep): what this one found wrong is forgotten all the
+      // same, so the attempt uploads it again.
       if (status !== 'copied') forgotten = 0;
       // Records written since (another sweep returned the batch first, and it was copied again):
       // what was found wrong is gone already, and the new attempt waits for its own sweep.

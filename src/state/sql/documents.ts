@@ -182,7 +182,8 @@ export async function recordedDocuments(
 ): Promise<Map<string, DocumentRecord>> {
   if (keys.length === 0) return new Map();
   const { rows } = await db.query<{ key: string[]; blob_name: string; size: string; md5: string; sha256: string }>(
-    `SELECT key, blob_name, size::text AS size, md5, sha256 FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS}`,
+    // A record found wrong (marked a mismatch) is no upload to skip.
+    `SELECT key, blob_name, size::text AS size, md5, sha256 FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS} AND status <> 'mismatch'`,
     byKeys(runId, relation, keys),
   );
   return new Map(
