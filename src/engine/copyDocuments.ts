@@ -169,7 +169,7 @@ export async function copyDocumentsBatch(
             // A document changed since it was recorded (a rerun reads a newer snapshot) goes up
             // again: a bytea document's size tells, or else the MD5 of its bytes, which the stream
             // passes anyway; a large object (replaced by another, or rewritten where it is) is read
-            // for its MD5, with no upload. So does one whose content type or metadata columns changed.
+            // for its MD5, with no upload. So does one whose content type, metadata or tag columns changed.
             let passed = false;
             if (prior && prior.name === name && (!streamed || prior.size === size)) {
               passed = contents !== null;

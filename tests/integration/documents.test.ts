@@ -775,7 +775,7 @@ documents:
     }
   });
 
-  it('after a crash before a large-object batch commits, the rerun uploads again a large object replaced or rewritten in place since, and skips the rest', async () => {
+  it('after a crash before a large-object batch commits, the rerun uploads again a large object replaced or rewritten in place since, or whose tag changed, and skips the rest', async () => {
     const s = await hospitalScenario('docslo');
     try {
       await addDocuments(s);
@@ -785,6 +785,7 @@ documents:
     content: image
     blob: "scans/{id}.dcm"
     contentType: application/dicom
+    tags: { patient: "{patient_id}" }
     keep: { column: blob_name }
 `,
       );
@@ -807,7 +808,8 @@ documents:
         'source',
         s.dbs.source,
         `UPDATE public.scans SET image = lo_from_bytea(0, decode(repeat(md5('other'), 200), 'hex')) WHERE id = 2;
-         SELECT lo_put(image, 100, '\\xffff'::bytea) FROM public.scans WHERE id = 3`,
+         SELECT lo_put(image, 100, '\\xffff'::bytea) FROM public.scans WHERE id = 3;
+         UPDATE public.scans SET patient_id = 44 WHERE id = 4`,
       );
       const rerun = await cli(['run', file], s.env);
       expect(rerun.stderr).toBe('');
@@ -817,7 +819,9 @@ documents:
           await sourceBytes(s, `SELECT lo_get(image) AS b FROM public.scans WHERE id = ${id}`),
         );
       }
-      for (const id of [1, 4, 5, 6])
+      // Scan 4 keeps its bytes; its tag comes from a column that changed: its blob is restated.
+      expect((await c.getBlockBlobClient('scans/4.dcm').getTags()).tags).toEqual({ patient: '44' });
+      for (const id of [1, 5, 6])
         expect((await c.getBlockBlobClient(`scans/${id}.dcm`).getProperties()).etag, `scan ${id}`).toBe(etags.get(id));
       const states = await sql('target', s.dbs.target, `SELECT status, count(*)::int AS n FROM cloudshift.documents GROUP BY status`);
       expect(states).toEqual([{ status: 'verified', n: 6 }]);

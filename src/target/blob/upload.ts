@@ -101,25 +101,28 @@ export async function uploadDocument(
 
 /**
  * The blob exists with the size and MD5 recorded when it was uploaded and, when `settings` are
- * given, the content type and metadata they set (a row's columns may have changed since).
+ * given, the content type, metadata and tags they set (a row's columns may have changed since;
+ * the tags cost a request of their own, made only when the plan sets any).
  */
 export async function blobMatches(
   container: ContainerClient,
   doc: { name: string; size: number; md5: string },
-  settings?: Pick<UploadSettings, 'contentType' | 'metadata'>,
+  settings?: Pick<UploadSettings, 'contentType' | 'metadata' | 'tags'>,
 ): Promise<boolean> {
   try {
-    const p = await container.getBlockBlobClient(doc.name).getProperties();
+    const blob = container.getBlockBlobClient(doc.name);
+    const p = await blob.getProperties();
     const same = p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
     if (!same || !settings) return same;
-    // Metadata names are case-insensitive: compared lower-cased.
-    const names = (m: Record<string, string>) =>
+    // Metadata names are case-insensitive: compared lower-cased; tag names are not.
+    const entries = (m: Record<string, string>, fold: boolean) =>
       JSON.stringify(
         Object.entries(m)
-          .map(([k, v]) => [k.toLowerCase(), v])
+          .map(([k, v]) => [fold ? k.toLowerCase() : k, v])
           .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0)),
       );
-    return p.contentType === settings.contentType && names(p.metadata ?? {}) === names(settings.metadata);
+    if (p.contentType !== settings.contentType || entries(p.metadata ?? {}, true) !== entries(settings.metadata, true)) return false;
+    return Object.keys(settings.tags).length === 0 || entries((await blob.getTags()).tags, false) === entries(settings.tags, false);
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode === 404) return false;
     throw err;
