@@ -258,6 +258,46 @@ describe('documents to Blob Storage', () => {
     }
   });
 
+  it('an unrecorded blob is told as extra only by a sweep with no batch in flight elsewhere (another worker records its uploads after them)', async () => {
+    const again = await hospitalScenario('docsextra');
+    try {
+      await addDocuments(again);
+      const c = container(again);
+      const extra = 'patients/1/99999-not-recorded.pdf';
+      let staged = false;
+      const warnings: string[] = [];
+      await runMigration(await loadPlan(again.plan(PLAN.replace('copy: { jobs: 2 }', 'copy: { jobs: 1 }'))), {
+        env: again.env,
+        onEvent: (e) => {
+          if (e.type === 'warning') warnings.push(e.message);
+        },
+        hooks: {
+          // As another worker would leave things: a batch it holds, a blob it uploaded and has not recorded.
+          afterBatchCommit: async (b) => {
+            if (staged || b.table !== 'public.documents') return;
+            staged = true;
+            await c.getBlockBlobClient(extra).upload(Buffer.from('x'), 1);
+            await sql(
+              'target',
+              again.dbs.target,
+              `UPDATE cloudshift.batches SET status = 'claimed', claimed_by = 'ghost', attempts = attempts + 1
+                WHERE id = (SELECT id FROM cloudshift.batches WHERE relation = 'public.documents' AND status = 'pending' ORDER BY seq DESC LIMIT 1)`,
+            );
+          },
+        },
+      });
+      expect(staged).toBe(true);
+      // The first pass's sweep ran with the ghost's batch claimed; the next pass copied it, and its sweep told.
+      expect(warnings.filter((w) => w.includes('no document of this run'))).toEqual([
+        `1 blob in container "${again.container}" is no document of this run (${extra}); \`cloudshift verify --repair\` deletes them`,
+      ]);
+      const batches = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
+      expect(batches).toEqual([{ status: 'verified' }]);
+    } finally {
+      await again.drop();
+    }
+  });
+
   it('a batch left unverified by its worker, found with a blob missing by the last pass, is copied again before the indexes', async () => {
     const again = await hospitalScenario('docsleft');
     try {
