@@ -3,7 +3,7 @@
  */
 import { requireRunDatabases } from '../engine/runDatabases.js';
 import type pg from 'pg';
-import { PreconditionError } from '../errors.js';
+import { PreconditionError, StateConflictError } from '../errors.js';
 import { displayName, quoteQualified } from '../plan/names.js';
 import { migratedTables } from '../plan/defaults.js';
 import { sequencesMissing } from '../source/listedSequences.js';
@@ -126,12 +126,12 @@ async function peekRun(loaded: LoadedPlan, o: OpenContextOptions): Promise<{ pha
 }
 
 /**
- * Rollback before cutover: the application never left the source. The sync stops (a syncing
+ * Rollback before cutover (exported for the test of its look under the lock): the application never left the source. The sync stops (a syncing
  * `cloudshift run` sees the run aborted and ends), every slot and publication is dropped, and the
  * source is left untouched. With --drop-target the migrated tables and the uploaded documents are
  * removed from the target too.
  */
-async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promise<RollbackResult> {
+export async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promise<RollbackResult> {
   const { plan } = loaded;
   const secrets = resolveSecrets(loaded, o.env, ['source', 'target', 'state', 'blobConnectionString', 'blobSas']);
   const store = await StateStore.open({ connectionString: secrets.state, schema: plan.state.schema });
@@ -142,6 +142,18 @@ async function abortBeforeCutover(loaded: LoadedPlan, o: RollbackOptions): Promi
     runId = run.id;
     // Not while a cutover runs (it would switch a run this ends); held until the store closes.
     await store.lockSwitch(run);
+    // Looked at again under the lock: a cutover that finished (or was left unfinished) since the
+    // look before it must be rolled back as one, never ended with the target dropped.
+    const now = (await store.getRun(run.id))!;
+    const last = await latestSwitch(store.knex, run.id);
+    if (now.phase === 'cutover' || (last && switchPending(last))) {
+      throw new StateConflictError(
+        `a cutover of run ${run.id} ${now.phase === 'cutover' ? 'finished' : 'was left unfinished'} while this rollback began: nothing was changed`,
+        {
+          hint: `run \`cloudshift rollback\` again: it rolls the cutover back (or settles it first)`,
+        },
+      );
+    }
     // Before anything is ended or dropped: never the tables or the slot of other databases.
     await requireRunDatabases(store, run, secrets, true);
     await store.updateRun(run.id, { status: 'aborted' });

@@ -15,7 +15,7 @@ import { latestSwitch, updateSwitch, type SwitchKind } from '../state/sql/sync.j
 import type { SwitchContext } from './context.js';
 import { describeSide } from './context.js';
 import { liftWriteFence } from './writeFence.js';
-import { decideAfterPointing, settleSwitch, undo, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
+import { decideAfterPointing, settleSwitch, switchSides, undo, type RecoveryOutcome, type SwitchDetails } from './switchOver.js';
 
 /** The switch needs the next command: it did not end, or ended without settling. */
 export function switchPending(s: { state: string; details: unknown }): boolean {
@@ -27,7 +27,8 @@ export async function recoverSwitch(ctx: SwitchContext): Promise<RecoveryOutcome
   const { store, run, app } = ctx;
   const pending = await latestSwitch(store.knex, run.id);
   if (!pending || !switchPending(pending)) return null;
-  const details = pending.details as unknown as SwitchDetails;
+  // A switch recorded by an older cloudshift, killed before it recorded its sides: they follow from its kind.
+  const details = { ...switchSides(pending.kind), ...(pending.details as unknown as Partial<SwitchDetails>) } as SwitchDetails;
   if (pending.state === 'done') {
     await settleSwitch(ctx, pending.id, pending.kind, details, false);
     return null;

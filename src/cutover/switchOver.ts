@@ -72,6 +72,12 @@ const CATCH_UP_TIMEOUT_MS = 120_000;
 /** How long it may then take to get the lag down to a tenth of the pause budget. */
 const CLOSE_IN_MS = 5_000;
 
+/** A cutover moves the application from the source to the target; a rollback, back. */
+export function switchSides(kind: SwitchKind): { from: Side; to: Side } {
+  const from: Side = kind === 'cutover' ? 'source' : 'target';
+  return { from, to: otherSide(from) };
+}
+
 export interface SwitchDetails {
   from: Side;
   to: Side;
@@ -109,12 +115,10 @@ export class SwitchUndoError extends CloudshiftError {
 
 export async function switchOver(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp): Promise<SwitchResult> {
   const { store, run, plan, clients, app, book } = ctx;
-  const from: Side = kind === 'cutover' ? 'source' : 'target';
-  const to = otherSide(from);
+  const { from, to } = switchSides(kind);
   const tables = ctx.tasks.map((t) => t.name);
-  const row = await startSwitch(store.knex, run.id, kind, ctx.me);
   const details: SwitchDetails = { from, to, switch: app.kind };
-  await updateSwitch(store.knex, row.id, { details: { ...details } });
+  const row = await startSwitch(store.knex, run.id, kind, ctx.me, { ...details });
   const steps: Array<{ step: string; ms: number }> = [];
   let mark = performance.now();
   const step = async (name: string) => {

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { startFaultProxy } from '../harness/faultProxy.js';
-import { cutover, rollback } from '../../src/cutover/commands.js';
+import { abortBeforeCutover, cutover, rollback } from '../../src/cutover/commands.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { forwardObjects } from '../../src/sync/forward.js';
 import { CleanupRegistry } from '../../src/embedded/cleanup.js';
@@ -752,6 +752,57 @@ if (process.argv[2] === 'hold') {
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
+    },
+  );
+
+  it(
+    'a switch killed as it was recorded, before its sides were, is undone by the next command, which then cuts over',
+    { timeout: 120_000 },
+    async () => {
+      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      await syncedScans('startedbare', table, 'true', async (r, file) => {
+        // What a cutover killed between recording its start and its sides leaves.
+        await sql(
+          'target',
+          r.dbs.target,
+          `INSERT INTO cloudshift.switches (run_id, kind, state, by) SELECT id, 'cutover', 'started', 'killed@host' FROM cloudshift.runs WHERE status = 'active'`,
+        );
+        const cut = await cli(['cutover', file], r.env);
+        expect(cut.stderr).toMatch(/^an interrupted cutover was undone\n/);
+        expect(cut.code).toBe(0);
+        const events = await sql<{ kind: string; message: string }>(
+          'target',
+          r.dbs.target,
+          `SELECT kind, message FROM cloudshift.events WHERE kind = 'cutover:recovered'`,
+        );
+        expect(events).toEqual([
+          {
+            kind: 'cutover:recovered',
+            message: expect.stringMatching(/\(state started\) was undone: the application is on the source/) as string,
+          },
+        ]);
+        const [run] = await sql<{ phase: string }>('target', r.dbs.target, `SELECT phase FROM cloudshift.runs`);
+        expect(run!.phase).toBe('cutover');
+      });
+    },
+  );
+
+  it(
+    'a rollback that looked before a cutover finished refuses under the lock: the run and the target are left as they are',
+    { timeout: 120_000 },
+    async () => {
+      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      await syncedScans('rollbackrace', table, 'true', async (r, file) => {
+        expect((await cli(['cutover', file], r.env)).code).toBe(0);
+        // As a rollback that found the run in sync just before the cutover took the lock continues.
+        const refused = await abortBeforeCutover(await loadPlan(file), { env: r.env, dropTarget: true }).catch((e: unknown) => e);
+        expect(String(refused)).toMatch(/a cutover of run \S+ finished while this rollback began: nothing was changed/);
+        const [run] = await sql<{ phase: string; status: string }>('target', r.dbs.target, `SELECT phase, status FROM cloudshift.runs`);
+        expect(run).toEqual({ phase: 'cutover', status: 'active' });
+        const [t] = await sql<{ t: string | null }>('target', r.dbs.target, `SELECT to_regclass('public.scans')::text AS t`);
+        expect(t!.t).toBe('scans');
+        expect((await cli(['rollback', file], r.env)).code).toBe(0);
+      });
     },
   );
 

@@ -151,8 +151,23 @@ export interface SwitchRow {
   details: Record<string, unknown>;
 }
 
-export async function startSwitch(knex: Knex, runId: string, kind: SwitchKind, by: string): Promise<SwitchRow> {
-  const [row] = await knex<SwitchRow>('switches').insert({ run_id: runId, kind, state: 'started', by }).returning('*');
+/** A switch begins: recorded with its details (its sides) in one statement, so none is ever without them. */
+export async function startSwitch(
+  knex: Knex,
+  runId: string,
+  kind: SwitchKind,
+  by: string,
+  details: Record<string, unknown>,
+): Promise<SwitchRow> {
+  const [row] = await knex<SwitchRow>('switches')
+    .insert({
+      run_id: runId,
+      kind,
+      state: 'started',
+      by,
+      details: JSON.stringify(redactDeep(details)) as unknown as Record<string, unknown>,
+    })
+    .returning('*');
   return row!;
 }
 
