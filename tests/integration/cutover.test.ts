@@ -581,6 +581,9 @@ cutover:
   );
 });
 
+/** The scans table of the large-object cutover tests, without rows. */
+const SCANS_TABLE = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+
 describe('large-object documents at cutover', () => {
   /** The scans table's large objects to blobs, with live sync and a command switch. */
   const scansPlan = (name: string, command = 'true') => `version: 1
@@ -662,7 +665,7 @@ cutover:
     { timeout: 120_000 },
     async () => {
       const command = 'if [ "$CLOUDSHIFT_SIDE" = target ]; then echo no route to the target >&2; exit 7; fi';
-      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      const table = SCANS_TABLE;
       await syncedScans('switchfail', table, command, async (r, file) => {
         const cut = await cli(['cutover', file], r.env);
         expect(cut.code).toBe(3);
@@ -688,7 +691,7 @@ cutover:
       // The command moves part of the application, which writes on the target at once; then it
       // fails. In the second case the write's transaction is still open when it fails (a process
       // of its own commits it 4 s later): the check cannot fence the target before it ends.
-      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      const table = SCANS_TABLE;
       const dir = scratchDir('cs-switch');
       const script = join(dir, 'moved.mjs');
       const started = join(dir, 'started');
@@ -759,7 +762,7 @@ if (process.argv[2] === 'hold') {
     'a switch killed as it was recorded, before its sides were, is undone by the next command, which then cuts over',
     { timeout: 120_000 },
     async () => {
-      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      const table = SCANS_TABLE;
       await syncedScans('startedbare', table, 'true', async (r, file) => {
         // What a cutover killed between recording its start and its sides leaves.
         await sql(
@@ -791,7 +794,7 @@ if (process.argv[2] === 'hold') {
     'a rollback that looked before a cutover finished refuses under the lock: the run and the target are left as they are',
     { timeout: 120_000 },
     async () => {
-      const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+      const table = SCANS_TABLE;
       await syncedScans('rollbackrace', table, 'true', async (r, file) => {
         expect((await cli(['cutover', file], r.env)).code).toBe(0);
         // As a rollback that found the run in sync just before the cutover took the lock continues.
@@ -807,7 +810,7 @@ if (process.argv[2] === 'hold') {
   );
 
   it('a switch killed once done, before it dropped the stream it left, is settled by the next command', { timeout: 120_000 }, async () => {
-    const table = `CREATE TABLE public.scans (id bigint PRIMARY KEY, filename text NOT NULL, content oid)`;
+    const table = SCANS_TABLE;
     await syncedScans('settle', table, 'true', async (r, file) => {
       const forwardSlot = async () =>
         (
