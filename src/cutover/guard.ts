@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Env } from '../plan/secrets.js';
 import { loadPlan } from '../plan/parse.js';
-import { isCloudshiftError } from '../errors.js';
+import { classifyError } from '../classifyError.js';
 import { delay } from '../embedded/util.js';
 import { recoverPendingSwitch } from './commands.js';
 
@@ -84,8 +84,10 @@ export async function runGuard(planFile: string, env: Env, input: NodeJS.Readabl
     try {
       return (await recoverPendingSwitch(loaded, { env })) ? 'recovered' : 'nothing';
     } catch (err) {
-      // The lock still held (4), or the state store out of reach for a moment (3): again.
-      if (!isCloudshiftError(err) || (err.exitCode !== 4 && err.exitCode !== 3)) throw err;
+      // The lock still held (4), or a server out of reach for a moment (3, a connection dropped
+      // mid-query in a failover too, as the CLI would report it): again.
+      const known = classifyError(err);
+      if (!known || (known.exitCode !== 4 && known.exitCode !== 3)) throw err;
       await delay(500);
     }
   }
