@@ -408,14 +408,22 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
 
   /** Past the commit point: recorded as switched, RESUME (`resume`), done, then the stream left behind goes. */
   async function complete(resume: () => Promise<unknown>): Promise<number> {
-    await updateSwitch(store.knex, row.id, { state: 'switched' });
-    const phase = kind === 'cutover' ? 'cutover' : 'sync';
-    await store.updateRun(run.id, { phase });
-    await store.appendEvent(run.id, 'run:phase', `phase ${phase}`);
+    // The application is pointed at `to` now: the pause ends even if the state store cannot
+    // record it (the next command, or the guard, finishes the switch from where it points).
+    let unrecorded: unknown = null;
+    try {
+      await updateSwitch(store.knex, row.id, { state: 'switched' });
+      const phase = kind === 'cutover' ? 'cutover' : 'sync';
+      await store.updateRun(run.id, { phase });
+      await store.appendEvent(run.id, 'run:phase', `phase ${phase}`);
+    } catch (err) {
+      unrecorded = err;
+    }
     await step('switched');
 
     // 8. RESUME: the pause ends.
     await resume();
+    if (unrecorded !== null) throw unrecorded;
     const pauseMs = Math.round(performance.now() - pauseStart);
     await step('resumed');
     details.steps = steps;
