@@ -428,9 +428,7 @@ describe('cleanup', () => {
 
 describe('WAL retained before live sync', () => {
   it('the run warns once during the copy when the slot retains more than sync.warnRetainedWal, and records it', async () => {
-    const s = await hospitalScenario('walwarn');
-    try {
-      await sql('source', s.dbs.source, NOTES_SQL);
+    await inScenario('walwarn', NOTES_SQL, async (s) => {
       const file = s.plan(planText('walwarntest').replace('sync: { mode: logical }', 'sync: { mode: logical, warnRetainedWal: 1B }'));
       const warnings: string[] = [];
       const duringCopy = (m: string) => m.includes('it grows until live sync begins after the copy');
@@ -463,17 +461,13 @@ describe('WAL retained before live sync', () => {
       );
       expect(recorded.filter((r) => duringCopy(r.message))).toHaveLength(1);
       await cli(['cleanup', file], s.env);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
 describe('a run ended while copying', () => {
   it('a rollback before cutover while the copy runs stops it: no batch is claimed after, and run says why (exit 4)', async () => {
-    const s = await hospitalScenario('endcopy');
-    try {
-      await sql('source', s.dbs.source, NOTES_SQL);
+    await inScenario('endcopy', NOTES_SQL, async (s) => {
       const file = s.plan(
         planText('endcopytest').replace('copy: { jobs: 2, batch: { rows: 500 } }', 'copy: { jobs: 1, batch: { rows: 100 } }'),
       );
@@ -504,9 +498,7 @@ describe('a run ended while copying', () => {
       );
       expect(left!.n).toBeGreaterThan(0);
       await cli(['cleanup', file], s.env);
-    } finally {
-      await s.drop();
-    }
+    });
   });
 });
 
@@ -1294,70 +1286,66 @@ const READINGS_SQL =
 
 describe('a partition made on the source during live sync', () => {
   it('is created on the target when a change finds no partition for its row, and the stream goes on from that change', async () => {
-    const s = await hospitalScenario('syncnewpart');
-    try {
-      await sql(
-        'source',
-        s.dbs.source,
-        `${NOTES_SQL}
+    await inScenario(
+      'syncnewpart',
+      `${NOTES_SQL}
          ${READINGS_SQL}
          CREATE TABLE public.readings_2025_11 PARTITION OF public.readings FOR VALUES FROM ('2025-11-01') TO ('2025-12-01');
          INSERT INTO public.readings SELECT g, date '2025-11-01' + g % 30, g FROM generate_series(1, 300) g;`,
-      );
-      const file = s.plan(
-        planText('syncnewparttest').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.readings\n'),
-      );
-      const stop = new AbortController();
-      const warnings: string[] = [];
-      const running = runMigration(await loadPlan(file), {
-        env: s.env,
-        heartbeatMs: 50,
-        abortSignal: stop.signal,
-        onEvent: (e) => {
-          if (e.type === 'warning') warnings.push(e.message);
-        },
-      });
-      try {
-        await vi.waitFor(
-          async () => {
-            const [run] = await sql<{ phase: string }>('target', s.dbs.target, `SELECT phase FROM cloudshift.runs`).catch(() => []);
-            expect(run?.phase).toBe('sync');
+      async (s) => {
+        const file = s.plan(
+          planText('syncnewparttest').replace('  - name: public.notes\n', '  - name: public.notes\n  - name: public.readings\n'),
+        );
+        const stop = new AbortController();
+        const warnings: string[] = [];
+        const running = runMigration(await loadPlan(file), {
+          env: s.env,
+          heartbeatMs: 50,
+          abortSignal: stop.signal,
+          onEvent: (e) => {
+            if (e.type === 'warning') warnings.push(e.message);
           },
-          { timeout: 60_000, interval: 100 },
+        });
+        try {
+          await vi.waitFor(
+            async () => {
+              const [run] = await sql<{ phase: string }>('target', s.dbs.target, `SELECT phase FROM cloudshift.runs`).catch(() => []);
+              expect(run?.phase).toBe('sync');
+            },
+            { timeout: 60_000, interval: 100 },
+          );
+          // The first of the month: the application's partition job makes December's.
+          await sql(
+            'source',
+            s.dbs.source,
+            `CREATE TABLE public.readings_2025_12 PARTITION OF public.readings FOR VALUES FROM ('2025-12-01') TO ('2026-01-01');
+         INSERT INTO public.readings VALUES (1000, '2025-12-01', 1), (1001, '2025-12-02', 2);
+         UPDATE public.readings SET value = -1 WHERE id = 5;`,
+          );
+          await vi.waitFor(
+            async () => {
+              const [n] = await sql<{ n: number }>('target', s.dbs.target, `SELECT count(*)::int AS n FROM public.readings_2025_12`);
+              expect(n!.n).toBe(2);
+            },
+            { timeout: 30_000, interval: 100 },
+          );
+        } finally {
+          stop.abort();
+        }
+        const result = await running;
+        expect(result.interrupted).toBe(true);
+        await expectTablesMatch(s, { 'public.readings': 'id, taken' });
+        const message = 'created on the target the partitions made on the source since the schema was replayed: public.readings_2025_12';
+        expect(warnings).toContain(message);
+        const events = await sql<{ message: string }>(
+          'target',
+          s.dbs.target,
+          `SELECT message FROM cloudshift.events WHERE kind = 'schema:partitions'`,
         );
-        // The first of the month: the application's partition job makes December's.
-        await sql(
-          'source',
-          s.dbs.source,
-          `CREATE TABLE public.readings_2025_12 PARTITION OF public.readings FOR VALUES FROM ('2025-12-01') TO ('2026-01-01');
-           INSERT INTO public.readings VALUES (1000, '2025-12-01', 1), (1001, '2025-12-02', 2);
-           UPDATE public.readings SET value = -1 WHERE id = 5;`,
-        );
-        await vi.waitFor(
-          async () => {
-            const [n] = await sql<{ n: number }>('target', s.dbs.target, `SELECT count(*)::int AS n FROM public.readings_2025_12`);
-            expect(n!.n).toBe(2);
-          },
-          { timeout: 30_000, interval: 100 },
-        );
-      } finally {
-        stop.abort();
-      }
-      const result = await running;
-      expect(result.interrupted).toBe(true);
-      await expectTablesMatch(s, { 'public.readings': 'id, taken' });
-      const message = 'created on the target the partitions made on the source since the schema was replayed: public.readings_2025_12';
-      expect(warnings).toContain(message);
-      const events = await sql<{ message: string }>(
-        'target',
-        s.dbs.target,
-        `SELECT message FROM cloudshift.events WHERE kind = 'schema:partitions'`,
-      );
-      expect(events).toEqual([{ message }]);
-      await cli(['cleanup', file], s.env);
-    } finally {
-      await s.drop();
-    }
+        expect(events).toEqual([{ message }]);
+        await cli(['cleanup', file], s.env);
+      },
+    );
   });
 });
 
