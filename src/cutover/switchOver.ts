@@ -506,10 +506,9 @@ export async function undo(ctx: SwitchContext, kind: SwitchKind, details: Switch
   const { clients, app, book, plan } = ctx;
   const { from, to } = details;
   const tables = ctx.tasks.map((t) => t.name);
-  if (details.pointing) {
-    const now = await app.current();
-    if (now !== from) await app.point(from);
-  }
+  // Pointed back whatever the switch names now: a PgBouncer whose databases file names `from` may
+  // still route to `to` (an undo killed between writing the file and its RELOAD). Idempotent.
+  if (details.pointing) await app.point(from);
   const failures: unknown[] = [];
   const attempt = async (work: () => Promise<unknown>) => {
     await work().catch((err: unknown) => failures.push(err));
