@@ -38,6 +38,11 @@ export interface SwitchContext {
   hooks: EngineHooks;
   /** Progress lines for the operator (the CLI prints them to stderr). */
   say: (message: string) => void;
+  /**
+   * Why the state-store session holding the switch lock ended, if it did (asked of the session
+   * now): another command may then hold the lock and be recovering this switch.
+   */
+  switchLockLost(): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -72,6 +77,8 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
       });
     }
     await store.lockSwitch(run);
+    let lockLost: string | null = null;
+    store.onSessionLost((why) => (lockLost = why));
     // Either side writes the fence message: flushed at once (see emitMessage).
     const source = await connect({
       role: 'source',
@@ -114,6 +121,10 @@ export async function openSwitchContext(loaded: LoadedPlan, o: OpenContextOption
       me: workerId(whoAmI()),
       hooks: o.hooks ?? {},
       say: o.say ?? (() => undefined),
+      switchLockLost: async () => {
+        await store.pingSession();
+        return lockLost;
+      },
       close: async () => {
         await Promise.allSettled(opened.map((c) => c.end()));
         await store.close();

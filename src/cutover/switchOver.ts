@@ -317,8 +317,14 @@ async function paused(ctx: SwitchContext, kind: SwitchKind, catchUp: CatchUp, sc
     budget('before the switch');
 
     // 7. The commit point: the switch names the other side; only if writes are still held back
-    //    (a PgBouncer restarted meanwhile lets them through to the side left).
+    //    (a PgBouncer restarted meanwhile lets them through to the side left), and only while this
+    //    process holds the switch lock (without it, another command may be undoing this switch).
     if (!(await app.stillPaused())) throw new Abort('the switch is no longer paused (PgBouncer restarted during the pause?)');
+    const lockLost = await ctx.switchLockLost();
+    if (lockLost !== null)
+      throw new Abort(
+        `the state store session holding the switch lock ended (${lockLost}): another command may be recovering this ${kind}`,
+      );
     // Recorded before the lift: an undo after a crash in between fences `to` again (which is
     // harmless if the lift never happened), rather than leave it open.
     details.toFenceDropped = true;

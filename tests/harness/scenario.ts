@@ -56,17 +56,19 @@ export async function inScenario(prefix: string, sourceSql: string, body: (s: Sc
 }
 
 /**
- * Ends the state-store session holding the scenario's active run's lock (the store in the target
- * database, as by default), as a failover or a dropped connection would: PostgreSQL releases the
- * lock. Resolves once the backend is gone; returns how many sessions were ended.
+ * Ends the state-store session holding the scenario's active run's lock (`run`, or the `switch`
+ * lock of a cutover or rollback; the store in the target database, as by default), as a failover
+ * or a dropped connection would: PostgreSQL releases the lock. Resolves once the backend is
+ * gone; returns how many sessions were ended.
  */
-export async function cutRunLockSession(s: Scenario): Promise<number> {
+export async function cutRunLockSession(s: Scenario, lock: 'run' | 'switch' = 'run'): Promise<number> {
   const ended = await sql<{ ok: boolean }>(
     'target',
     s.dbs.target,
     `SELECT pg_terminate_backend(l.pid, 10000) AS ok FROM pg_locks l JOIN cloudshift.runs r ON r.status = 'active'
       WHERE l.locktype = 'advisory' AND l.granted
-        AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('cloudshift.run:' || r.id::text, 0)`,
+        AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('cloudshift.' || $1 || ':' || r.id::text, 0)`,
+    [lock],
   );
   return ended.filter((r) => r.ok).length;
 }

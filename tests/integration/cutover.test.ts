@@ -24,7 +24,7 @@ import { ensurePostgresOsUser, loadPostgres, startPostgres } from '../../src/emb
 import { freePorts, scratchDir } from '../../src/embedded/util.js';
 import { expectTablesMatch } from '../harness/compare.js';
 import { connectionUrl, harness, sql } from '../harness/db.js';
-import { HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
+import { cutRunLockSession, HOSPITAL_PLAN, hospitalScenario, type Scenario } from '../harness/scenario.js';
 import { APP_DATABASE, pgbouncerAvailable, startTestBouncer, type TestBouncer } from '../harness/pgbouncer.js';
 import { APP_SQL, AppSimulator, TOTAL } from '../../src/demo/appSimulator.js';
 
@@ -805,6 +805,32 @@ if (process.argv[2] === 'hold') {
         const [t] = await sql<{ t: string | null }>('target', r.dbs.target, `SELECT to_regclass('public.scans')::text AS t`);
         expect(t!.t).toBe('scans');
         expect((await cli(['rollback', file], r.env)).code).toBe(0);
+      });
+    },
+  );
+
+  it(
+    'a cutover whose switch lock went with its state-store session does not reach its commit point: it is undone',
+    { timeout: 120_000 },
+    async () => {
+      await syncedScans('switchlocklost', SCANS_TABLE, 'true', async (r, file) => {
+        const result = await cutover(await loadPlan(file), {
+          env: { ...r.env, CLOUDSHIFT_NO_GUARD: '1' },
+          hooks: {
+            // Once the reverse slot is made, just before the commit point: a failover, say, ends the session.
+            cutoverStep: async (step) => {
+              if (step === 'prepared') expect(await cutRunLockSession(r, 'switch')).toBe(1);
+            },
+          },
+        });
+        expect(result.switched).toBe(false);
+        expect(result.reason).toMatch(
+          /^the state store session holding the switch lock ended \(.+\): another command may be recovering this cutover$/,
+        );
+        const [run] = await sql<{ phase: string }>('target', r.dbs.target, `SELECT phase FROM cloudshift.runs`);
+        expect(run!.phase).toBe('sync');
+        // Undone: the source takes writes again.
+        await sql('source', r.dbs.source, `INSERT INTO public.scans VALUES (77, 'after the undo', NULL)`);
       });
     },
   );
