@@ -665,8 +665,7 @@ cutover:
     { timeout: 120_000 },
     async () => {
       const command = 'if [ "$CLOUDSHIFT_SIDE" = target ]; then echo no route to the target >&2; exit 7; fi';
-      const table = SCANS_TABLE;
-      await syncedScans('switchfail', table, command, async (r, file) => {
+      await syncedScans('switchfail', SCANS_TABLE, command, async (r, file) => {
         const cut = await cli(['cutover', file], r.env);
         expect(cut.code).toBe(3);
         expect(cut.stderr, cut.stderr).not.toContain('internal error');
@@ -691,7 +690,6 @@ cutover:
       // The command moves part of the application, which writes on the target at once; then it
       // fails. In the second case the write's transaction is still open when it fails (a process
       // of its own commits it 4 s later): the check cannot fence the target before it ends.
-      const table = SCANS_TABLE;
       const dir = scratchDir('cs-switch');
       const script = join(dir, 'moved.mjs');
       const started = join(dir, 'started');
@@ -727,7 +725,7 @@ if (process.argv[2] === 'hold') {
 `,
       );
       try {
-        await syncedScans(open ? 'switchkeptopen' : 'switchkept', table, `${process.execPath} ${script}`, async (r, file) => {
+        await syncedScans(open ? 'switchkeptopen' : 'switchkept', SCANS_TABLE, `${process.execPath} ${script}`, async (r, file) => {
           const cut = await cli(['cutover', file], r.env);
           expect(cut.code, cut.stderr).toBe(1);
           expect(cut.stderr).toMatch(
@@ -762,8 +760,7 @@ if (process.argv[2] === 'hold') {
     'a switch killed as it was recorded, before its sides were, is undone by the next command, which then cuts over',
     { timeout: 120_000 },
     async () => {
-      const table = SCANS_TABLE;
-      await syncedScans('startedbare', table, 'true', async (r, file) => {
+      await syncedScans('startedbare', SCANS_TABLE, 'true', async (r, file) => {
         // What a cutover killed between recording its start and its sides leaves.
         await sql(
           'target',
@@ -794,8 +791,7 @@ if (process.argv[2] === 'hold') {
     'a rollback that looked before a cutover finished refuses under the lock: the run and the target are left as they are',
     { timeout: 120_000 },
     async () => {
-      const table = SCANS_TABLE;
-      await syncedScans('rollbackrace', table, 'true', async (r, file) => {
+      await syncedScans('rollbackrace', SCANS_TABLE, 'true', async (r, file) => {
         expect((await cli(['cutover', file], r.env)).code).toBe(0);
         // As a rollback that found the run in sync just before the cutover took the lock continues.
         const refused = await abortBeforeCutover(await loadPlan(file), { env: r.env, dropTarget: true }).catch((e: unknown) => e);
@@ -836,8 +832,7 @@ if (process.argv[2] === 'hold') {
   );
 
   it('a switch killed once done, before it dropped the stream it left, is settled by the next command', { timeout: 120_000 }, async () => {
-    const table = SCANS_TABLE;
-    await syncedScans('settle', table, 'true', async (r, file) => {
+    await syncedScans('settle', SCANS_TABLE, 'true', async (r, file) => {
       const forwardSlot = async () =>
         (
           await sql('source', 'postgres', `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [
