@@ -6,9 +6,10 @@
  *   so no committed row names a blob that does not exist;
  * - each uploaded document is recorded (size, MD5, SHA-256) in the state store after its blob is
  *   committed (in groups of RECORD_GROUP, and all of them before the batch commits); a retried
- *   batch skips documents whose blob is there with that size and MD5 and whose source bytes still
- *   have them (a rerun reads a newer snapshot: bytea by the bytes the stream passes, a large object
- *   read again), and uploads the others again
+ *   batch skips documents whose blob is there with the recorded size and MD5 (or, not recorded
+ *   yet when a kill stopped the attempt, with the size and MD5 the blob itself states) and whose
+ *   source bytes still have them (a rerun reads a newer snapshot: bytea by the bytes the stream
+ *   passes, a large object read again), and uploads the others again
  *   (deterministic names and block ids make that safe);
  * - bytea documents come in a second stream, one binary COPY of the batch's contents on its own
  *   session in the same snapshot, row for row with the rows (checked by key); a document is read
@@ -26,13 +27,20 @@ import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { printedText, quoteIdent } from '../plan/names.js';
 import { batchSelect, keysPredicate } from '../source/ranges.js';
-import { BatchContents, byteaContent, bytesContent, contentMd5, largeObjectContent } from '../source/documentContent.js';
+import { BatchContents, byteaContent, bytesContent, contentDigests, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, DocumentError, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
 import type { DocumentContainer } from '../target/blob/container.js';
-import { blobMatches, uploadDocument, type DocumentContent, type Uploaded, type UploadSettings } from '../target/blob/upload.js';
+import {
+  blobDigest,
+  blobMatches,
+  uploadDocument,
+  type DocumentContent,
+  type Uploaded,
+  type UploadSettings,
+} from '../target/blob/upload.js';
 import type { DocumentPlan } from '../plan/defaults.js';
 import { StreamDigest } from '../verify/rowDigest.js';
 import { inBatchTransaction, type CopiedBatch, type CopyBatchContext } from './copyBatch.js';
@@ -122,6 +130,12 @@ export async function copyDocumentsBatch(
       recording = recording.then(() => docs.store.record(task.display, group, batch.id));
       return recording;
     };
+    /** A document whose blob is there: counted, and recorded with the next group. */
+    const keep = async (doc: UploadedDocument) => {
+      uploaded.push(doc);
+      unrecorded.push(doc);
+      if (unrecorded.length >= RECORD_GROUP) await recordPending();
+    };
     let failure: unknown = null;
     // Set once the streams are over (a failure among them): a row's work still under way adds
     // no upload after that, so none outlives the attempt unawaited and unrecorded.
@@ -164,8 +178,13 @@ export async function copyDocumentsBatch(
             const size = name === null ? null : Number(flag); // bytea: octet_length
             await contents?.row(key, size, values.describe);
             if (name === null) continue;
-            const prior = recorded.get(JSON.stringify(key));
             const settings = uploadSettings(spec.plan, values, docs);
+            const recordedDoc = recorded.get(JSON.stringify(key));
+            // A process killed mid-batch leaves blobs it uploaded but had not recorded yet (up to
+            // a group of them): a retry finds them by name and checks them as it checks recorded
+            // ones, so only the uploads the kill cut short go up again.
+            const found = !recordedDoc && already === null ? await blobDigest(docs.container, name) : null;
+            const prior = recordedDoc ?? (found && { ...found, name });
             // A document changed since it was recorded (a rerun reads a newer snapshot) goes up
             // again: a bytea document's size tells, or else the MD5 of its bytes, which the stream
             // passes anyway; a large object (replaced by another, or rewritten where it is) is read
@@ -173,13 +192,15 @@ export async function copyDocumentsBatch(
             let passed = false;
             if (prior && prior.name === name && (!streamed || prior.size === size)) {
               passed = contents !== null;
-              const { md5, size: now } = contents
-                ? { md5: await contents.skipWithMd5(), size: prior.size }
+              // A found blob is recorded as if uploaded now: its SHA-256 too.
+              const now = contents
+                ? await contents.skipWithDigests(!recordedDoc)
                 : await docs.content.use((client: pg.Client) =>
-                    contentMd5(largeObjectContent(client, flag, values.describe, spec.plan.content), docs.blockSize),
+                    contentDigests(largeObjectContent(client, flag, values.describe, spec.plan.content), docs.blockSize, !recordedDoc),
                   );
-              if (md5 === prior.md5 && now === prior.size && (await blobMatches(docs.container, prior, settings))) {
-                uploaded.push(prior);
+              if (now.md5 === prior.md5 && now.size === prior.size && (await blobMatches(docs.container, prior, settings))) {
+                if (recordedDoc) uploaded.push(recordedDoc);
+                else await keep({ key, name, size: now.size, md5: now.md5, sha256: now.sha256! });
                 continue;
               }
             }
@@ -188,9 +209,8 @@ export async function copyDocumentsBatch(
               // A bytea document's size came with its row: an upload of any other size is a bug, never kept.
               if (streamed && doc.size !== size)
                 throw new Error(`${values.describe}: uploaded ${doc.size} bytes of a ${size}-byte document`);
-              uploaded.push(doc);
-              unrecorded.push(doc);
-              if (unrecorded.length >= RECORD_GROUP) await recordPending();
+              await ctx.hooks.afterDocumentUpload?.({ table: task.display, name });
+              await keep(doc);
             };
             // Bounded memory: a document's bytes are read when no other waits for an upload slot.
             await uploads.onSizeLessThan(1);

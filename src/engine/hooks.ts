@@ -16,6 +16,8 @@ export interface EngineHooks {
   beforeBatchCommit?(batch: BatchRef): Promise<void> | void;
   /** The batch's transaction committed; verification has not run yet. */
   afterBatchCommit?(batch: BatchRef): Promise<void> | void;
+  /** A document's blob is committed; the document is not recorded in the state store yet. */
+  afterDocumentUpload?(document: { table: string; name: string }): Promise<void> | void;
   /** A pass over the batches ended, its documents swept; the run decides whether another is due. */
   afterCopyPass?(): Promise<void> | void;
   /** All data copied; secondary indexes and constraints are about to be built. */
@@ -32,6 +34,7 @@ const HOOK_NAMES = [
   'beforeBatchWrite',
   'beforeBatchCommit',
   'afterBatchCommit',
+  'afterDocumentUpload',
   'afterCopyPass',
   'beforePostData',
   'postDataStatement',

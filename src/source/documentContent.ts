@@ -4,7 +4,7 @@
  * object with lo_get(). Bytes come raw through binary COPY, not through node-postgres's query
  * results, which carry bytea hex-encoded as text.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { BinaryCopyReader, copyValue } from '../pg/copyBinary.js';
@@ -72,15 +72,11 @@ export class BatchContents {
     return { content, consumed };
   }
 
-  skip(): Promise<void> {
-    return this.reader.skip();
-  }
-
-  /** Passes over the current row's document, returning its MD5 (base64, as Azure reports it). */
-  async skipWithMd5(): Promise<string> {
-    const md5 = createHash('md5');
-    await this.reader.skip((piece) => md5.update(piece));
-    return md5.digest('base64');
+  /** Passes over the current row's document, returning its digests (as contentDigests). */
+  async skipWithDigests(sha256: boolean): Promise<Digests> {
+    const hashes = new Hashes(sha256);
+    await this.reader.skip((piece) => hashes.update(piece));
+    return hashes.digests();
   }
 
   /** After the batch's last row: no document is left over, and the COPY has run to its end. */
@@ -89,15 +85,41 @@ export class BatchContents {
   }
 }
 
-/** A document's size and MD5 (base64, as Azure reports it), read front to back in `blockSize` pieces. */
-export async function contentMd5(content: DocumentContent, blockSize: number): Promise<{ size: number; md5: string }> {
-  const md5 = createHash('md5');
-  let size = 0;
-  for (;;) {
+/** A document's size, its MD5 (base64, as Azure reports it) and, when asked for, its SHA-256 (hex). */
+export interface Digests {
+  size: number;
+  md5: string;
+  sha256: string | null;
+}
+
+class Hashes {
+  private readonly md5 = createHash('md5');
+  private readonly sha: Hash | null;
+  private size = 0;
+
+  constructor(withSha256: boolean) {
+    this.sha = withSha256 ? createHash('sha256') : null;
+  }
+
+  update(piece: Buffer): void {
+    this.md5.update(piece);
+    this.sha?.update(piece);
+    this.size += piece.length;
+  }
+
+  digests(): Digests {
+    return { size: this.size, md5: this.md5.digest('base64'), sha256: this.sha?.digest('hex') ?? null };
+  }
+}
+
+/** A document's digests, read front to back in `blockSize` pieces. */
+export async function contentDigests(content: DocumentContent, blockSize: number, sha256 = false): Promise<Digests> {
+  const hashes = new Hashes(sha256);
+  for (let size = 0; ;) {
     const piece = await content.read(size, blockSize);
-    md5.update(piece);
+    hashes.update(piece);
     size += piece.length;
-    if (piece.length < blockSize) return { size, md5: md5.digest('base64') };
+    if (piece.length < blockSize) return hashes.digests();
   }
 }
 

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { printedText, quoteIdent } from '../plan/names.js';
 import { parseTemplate } from '../plan/templates.js';
-import { byteaContent, contentMd5, largeObjectContent } from '../source/documentContent.js';
+import { byteaContent, contentDigests, largeObjectContent } from '../source/documentContent.js';
 import { keysPredicate } from '../source/ranges.js';
 import type { TableTask } from '../engine/tableTask.js';
 import { uploadSettings } from '../engine/copyDocuments.js';
@@ -153,7 +153,7 @@ export async function verifyDocuments(
         let finding: DocumentFinding['kind'] | null = null;
         if (!blob) finding = 'blob missing';
         else {
-          const { size, md5 } = await contentMd5(reader, DEFAULT_BLOCK_SIZE);
+          const { size, md5 } = await contentDigests(reader, DEFAULT_BLOCK_SIZE);
           if (size !== blob.size || md5 !== blob.md5) finding = 'blob different';
           // The listed MD5 is what was set at commit, never checked by the service: one document in
           // SAMPLE_EVERY also has a range of its bytes read back and compared.

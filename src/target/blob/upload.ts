@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
-import type { BlockBlobTier, ContainerClient } from '@azure/storage-blob';
+import type { BlobGetPropertiesResponse, BlockBlobTier, ContainerClient } from '@azure/storage-blob';
 import type { BlobProperties, DocumentContainer } from './container.js';
 
 export interface DocumentContent {
@@ -99,6 +99,24 @@ export async function uploadDocument(
   return { size, md5: digest.toString('base64'), sha256: sha.digest('hex') };
 }
 
+/** What `request` answers, or null when the blob is not there (404). */
+async function unless404<T>(request: Promise<T>): Promise<T | null> {
+  try {
+    return await request;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return null;
+    throw err;
+  }
+}
+
+const md5Text = (p: BlobGetPropertiesResponse) => Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64');
+
+/** The size and MD5 (base64) of the blob named `name`, or null when there is none. */
+export async function blobDigest(container: ContainerClient, name: string): Promise<{ size: number; md5: string } | null> {
+  const p = await unless404(container.getBlockBlobClient(name).getProperties());
+  return p && { size: p.contentLength ?? 0, md5: md5Text(p) };
+}
+
 /**
  * The blob exists with the size and MD5 recorded when it was uploaded and, when `settings` are
  * given, the content type, metadata and tags they set (a row's columns may have changed since;
@@ -109,22 +127,19 @@ export async function blobMatches(
   doc: { name: string; size: number; md5: string },
   settings?: Pick<UploadSettings, 'contentType' | 'metadata' | 'tags'>,
 ): Promise<boolean> {
-  try {
-    const blob = container.getBlockBlobClient(doc.name);
-    const p = await blob.getProperties();
-    const same = p.contentLength === doc.size && Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64') === doc.md5;
-    if (!same || !settings) return same;
-    // Metadata names are case-insensitive: compared lower-cased; tag names are not.
-    const entries = (m: Record<string, string>, fold: boolean) =>
-      JSON.stringify(
-        Object.entries(m)
-          .map(([k, v]) => [fold ? k.toLowerCase() : k, v])
-          .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0)),
-      );
-    if (p.contentType !== settings.contentType || entries(p.metadata ?? {}, true) !== entries(settings.metadata, true)) return false;
-    return Object.keys(settings.tags).length === 0 || entries((await blob.getTags()).tags, false) === entries(settings.tags, false);
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return false;
-    throw err;
-  }
+  const blob = container.getBlockBlobClient(doc.name);
+  const p = await unless404(blob.getProperties());
+  const same = p !== null && p.contentLength === doc.size && md5Text(p) === doc.md5;
+  if (!same || !settings) return same;
+  // Metadata names are case-insensitive: compared lower-cased; tag names are not.
+  const entries = (m: Record<string, string>, fold: boolean) =>
+    JSON.stringify(
+      Object.entries(m)
+        .map(([k, v]) => [fold ? k.toLowerCase() : k, v])
+        .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0)),
+    );
+  if (p.contentType !== settings.contentType || entries(p.metadata ?? {}, true) !== entries(settings.metadata, true)) return false;
+  if (Object.keys(settings.tags).length === 0) return true;
+  const tags = await unless404(blob.getTags());
+  return tags !== null && entries(tags.tags, false) === entries(settings.tags, false);
 }
