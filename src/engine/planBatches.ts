@@ -3,7 +3,14 @@ import type pg from 'pg';
 import { PreconditionError } from '../errors.js';
 import type { DocumentPlan, Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
-import { inheritanceProblem, introspectTable, OID_REFERENCE_TYPES, placeholderProblems, type TableInfo } from '../source/introspect.js';
+import {
+  blobNameKey,
+  inheritanceProblem,
+  introspectTable,
+  OID_REFERENCE_TYPES,
+  placeholderProblems,
+  type TableInfo,
+} from '../source/introspect.js';
 import { copyShape, splitTable } from '../source/splitTable.js';
 import { copiedColumns } from '../target/postgres/existingShape.js';
 import type { StateStore } from '../state/store.js';
@@ -68,6 +75,8 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
   }
   const problems = placeholderProblems(d, info);
   if (problems.length > 0) throw new PreconditionError(`${name}: ${problems.join('; ')}; nothing was copied`);
+  const names = blobNameKey(d, info);
+  if ('problem' in names) throw new PreconditionError(`${name}: ${names.problem}; nothing was copied`);
   const shape = copyShape(info, [d.content]);
   if (!shape.keyColumns)
     throw new PreconditionError(`${name} has no primary key or unique key: documents need one to name and resume them (${where})`);

@@ -5,8 +5,8 @@
 import type pg from 'pg';
 import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
-import { templateColumns } from '../plan/templates.js';
 import {
+  blobNameKey,
   OID_REFERENCE_TYPES,
   batchKey,
   inheritanceProblem,
@@ -426,20 +426,14 @@ export function checkDocuments(d: DocumentPlan, info: TableInfo | null, checks: 
     );
   }
 
-  const nameColumns = new Set(templateColumns(d.blob));
-  const unique = info.uniqueKeys.find((k) => k.usableAsIdentity && k.columns.every((c) => nameColumns.has(c)));
-  if (unique)
+  const names = blobNameKey(d, info);
+  if ('problem' in names) checks.fail('documents.unique_names', subject, names.problem);
+  else {
+    const k = names.key;
     checks.pass(
       'documents.unique_names',
       subject,
-      `blob names are unique: the template includes ${unique.primary ? 'the primary key' : `unique key ${unique.name}`} (${unique.columns.join(', ')})`,
-    );
-  else {
-    const suggestion = info.primaryKey ? ` such as {${info.primaryKey.join('}, {')}}` : '';
-    checks.fail(
-      'documents.unique_names',
-      subject,
-      `the blob template "${d.blob}" can give two rows the same name: include every column of a unique key${suggestion} (${where}.blob)`,
+      `blob names are unique: the template includes ${k.primary ? 'the primary key' : `unique key ${k.name}`} (${k.columns.join(', ')})`,
     );
   }
 }

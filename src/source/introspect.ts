@@ -252,3 +252,18 @@ export function placeholderProblems(d: DocumentPlan, info: TableInfo): string[] 
     }),
   );
 }
+
+/**
+ * Whether the blob template names every row apart: the unique key all of whose columns it
+ * includes, or else why two rows can get the same name (one blob would hold the other's
+ * document).
+ */
+export function blobNameKey(d: DocumentPlan, info: TableInfo): { key: UniqueKey } | { problem: string } {
+  const nameColumns = new Set(templateColumns(d.blob));
+  const key = info.uniqueKeys.find((k) => k.usableAsIdentity && k.columns.every((c) => nameColumns.has(c)));
+  if (key) return { key };
+  const suggestion = info.primaryKey ? ` such as {${info.primaryKey.join('}, {')}}` : '';
+  return {
+    problem: `the blob template "${d.blob}" can give two rows the same name: include every column of a unique key${suggestion} (documents[${d.index}].blob)`,
+  };
+}

@@ -176,6 +176,24 @@ describe('cloudshift dry-run', () => {
     }
   });
 
+  it('refuses a blob template that can give two rows the same name, in the dry run and in run, before anything is written', async () => {
+    const plan = HOSPITAL_PLAN.replace('name: hospital', 'name: samename').replace('{id}-{filename}', '{filename}');
+    const { code, report } = await dryRun(plan);
+    expect(code).toBe(1);
+    const problem =
+      'the blob template "patients/{patient_id}/{filename}" can give two rows the same name: include every column of a unique key such as {id} (documents[0].blob)';
+    expect(check(report, 'documents.unique_names').message).toBe(problem);
+    const run = await cli(['run', s.plan(plan)], s.env);
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain(`error: public.documents: ${problem}; nothing was copied`);
+    const batches = await sql<{ n: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*) AS n FROM cloudshift.batches b JOIN cloudshift.runs r ON r.id = b.run_id WHERE r.plan_name = 'samename'`,
+    );
+    expect(batches[0]!.n).toBe('0');
+  });
+
   it('warns about a sequence no table owns or uses, which only `sequences` carries; fails on a listed one the source lacks', async () => {
     await sql('source', s.dbs.source, `CREATE SEQUENCE public.mrn_seq START 5000; SELECT nextval('public.mrn_seq')`);
     try {
