@@ -60,9 +60,12 @@ export interface UploadedDocument extends Uploaded {
   name: string;
 }
 
+/** A document an earlier attempt recorded; the sweep may have found its blob wrong since. */
+export type RecordedUpload = UploadedDocument & { foundWrong: boolean };
+
 export interface DocumentStore {
   /** Documents of this relation already uploaded (by key JSON), for a retried batch. */
-  recorded(relation: string, keys: string[][]): Promise<Map<string, UploadedDocument>>;
+  recorded(relation: string, keys: string[][]): Promise<Map<string, RecordedUpload>>;
   record(relation: string, docs: UploadedDocument[], batchId: string): Promise<void>;
   /** Forgets the batch's records of documents other than these keys, while the claim holds; returns how many. */
   forgetOthers(relation: string, keys: string[][], claim: { batchId: string; workerId: string; snapshot: string | null }): Promise<number>;
@@ -146,7 +149,7 @@ export async function copyDocumentsBatch(
     let rows = 0;
     let pendingLine = '';
     const decoder = new StringDecoder('utf8');
-    const already = retry ? null : new Map<string, UploadedDocument>();
+    const already = retry ? null : new Map<string, RecordedUpload>();
     const known = async (keys: string[][]) => already ?? docs.store.recorded(task.display, keys);
 
     const rowsToTarget = new Transform({
@@ -179,11 +182,13 @@ export async function copyDocumentsBatch(
             await contents?.row(key, size, values.describe);
             if (name === null) continue;
             const settings = uploadSettings(spec.plan, values, docs);
-            const recordedDoc = recorded.get(JSON.stringify(key));
+            const record = recorded.get(JSON.stringify(key));
+            // One the sweep found wrong goes up again, whatever its blob says of itself.
+            const recordedDoc = record?.foundWrong ? undefined : record;
             // A process killed mid-batch leaves blobs it uploaded but had not recorded yet (up to
             // a group of them): a retry finds them by name and checks them as it checks recorded
             // ones, so only the uploads the kill cut short go up again.
-            const found = !recordedDoc && already === null ? await blobDigest(docs.container, name) : null;
+            const found = !record && already === null ? await blobDigest(docs.container, name) : null;
             const prior = recordedDoc ?? (found && { ...found, name });
             // A document changed since it was recorded (a rerun reads a newer snapshot) goes up
             // again: a bytea document's size tells, or else the MD5 of its bytes, which the stream

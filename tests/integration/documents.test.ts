@@ -188,10 +188,16 @@ describe('documents to Blob Storage', () => {
                 await blob.upload(Buffer.from('not the letter'), 14, { blobHTTPHeaders: { blobContentType: p.contentType } });
                 continue;
               }
-              // a committed block list: the service stores the Content-MD5 it is given unchecked
+              // a committed block list: the service stores the Content-MD5 it is given unchecked;
+              // every property kept, so that a retry can tell only by the sweep's verdict
               const id = Buffer.from('forged').toString('base64');
+              const { tags } = await blob.getTags();
               await blob.stageBlock(id, Buffer.alloc(p.contentLength!, 7), p.contentLength!);
-              await blob.commitBlockList([id], { blobHTTPHeaders: { blobContentType: p.contentType, blobContentMD5: p.contentMD5 } });
+              await blob.commitBlockList([id], {
+                blobHTTPHeaders: { blobContentType: p.contentType, blobContentMD5: p.contentMD5 },
+                metadata: p.metadata,
+                tags,
+              });
             }
           },
         },

@@ -211,6 +211,9 @@ describe('state store', () => {
       const wrong = await recordedDocument(store, run.id, id);
       expect(await returnForDocuments(store.pool, 'latecopy', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       await copy('w2', 's2');
+      // w2 uploaded document 2 again, and a sweep verified it.
+      await recordedDocument(store, run.id, id);
+      await store.db.query(`UPDATE latecopy.documents SET status = 'verified'`);
       // w1's digests of its own copy arrive now: none may settle w2's.
       expect(await markRowsVerified(store.pool, 'latecopy', { id, sourceChecksum: 's1', targetChecksum: 't1' })).toBe(false);
       expect(await settleDocumentBatches(store.pool, 'latecopy', run.id, ['public.docs'])).toEqual([]);
@@ -228,7 +231,7 @@ describe('state store', () => {
     }
   });
 
-  it('returns a documents batch with wrong documents to pending in one step: their records go, its row checksum too', async () => {
+  it('returns a documents batch with wrong documents to pending in one step: their records marked wrong, its row checksum gone', async () => {
     const store = await open('docreturn');
     try {
       const run = await oneBatchRun(store);
@@ -239,6 +242,11 @@ describe('state store', () => {
         await recordDocuments(store.pool, 'docreturn', run.id, 'public.docs', [doc('1'), doc('2')], { id });
         return id;
       };
+      // The records a next attempt reads, and which of them it must upload again.
+      const records = async (keys: string[][]) => {
+        const found = [...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', keys))].sort();
+        return { keys: found.map(([k]) => k), wrong: found.filter(([, d]) => d.foundWrong).map(([k]) => k) };
+      };
       // What a sweep finds wrong: document 2's record as it is now.
       const found = async () => documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/2']);
       const id = await copy();
@@ -248,13 +256,13 @@ describe('state store', () => {
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe('pending');
       const [batch] = await store.listBatches(run.id);
       expect([batch!.status, batch!.target_checksum]).toEqual(['pending', null]);
-      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual(['["1"]']);
-      // The other sweep's verdict comes after the batch went back: document 1's record goes too,
-      // so the attempt uploads it again, and the batch stays as it is.
+      expect(await records([['1'], ['2']])).toEqual({ keys: ['["1"]', '["2"]'], wrong: ['["2"]'] });
+      // The other sweep's verdict comes after the batch went back: document 1's record is marked
+      // too, so the attempt uploads it again, and the batch stays as it is.
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, other, 'document d/1: different bytes')).toBe(null);
-      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1'], ['2']])).keys()]).toEqual([]);
+      expect(await records([['1'], ['2']])).toEqual({ keys: ['["1"]', '["2"]'], wrong: ['["1"]', '["2"]'] });
       expect((await store.listBatches(run.id))[0]!.status).toBe('pending');
-      // Once an attempt has claimed it, a late verdict marks the record it found wrong instead (the
+      // Once an attempt has claimed it, a late verdict marks the record it found wrong all the same (the
       // attempt may have read it already), which an attempt reading it does not skip.
       await recordDocuments(
         store.pool,
@@ -267,8 +275,8 @@ describe('state store', () => {
       const late = await documentsNamed(store.pool, 'docreturn', run.id, new Date(), ['d/1']);
       await store.claimBatches(run.id, 'w', 1, 'f');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, late, 'document d/1: different bytes')).toBe(null);
-      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['1']])).keys()]).toEqual([]);
-      const [marked] = await sql<{ status: string }>('target', dbs.target, `SELECT status FROM docreturn.documents`);
+      expect(await records([['1']])).toEqual({ keys: ['["1"]'], wrong: ['["1"]'] });
+      const [marked] = await sql<{ status: string }>('target', dbs.target, `SELECT status FROM docreturn.documents WHERE key = '["1"]'`);
       expect(marked!.status).toBe('mismatch');
       await store.db.query(`UPDATE docreturn.batches SET status = 'pending', claimed_by = NULL WHERE id = $1`, [id]);
       // A settle now finds nothing to call verified; the next attempt's rows are checked afresh.
@@ -279,7 +287,7 @@ describe('state store', () => {
       // record and the batch are left alone (not a mismatch of the copy that mended it).
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, wrong, 'document d/2: missing')).toBe(null);
       expect((await store.listBatches(run.id))[0]!.status).toBe('copied');
-      expect([...(await recordedDocuments(store.pool, 'docreturn', run.id, 'public.docs', [['2']])).keys()]).toEqual(['["2"]']);
+      expect(await records([['2']])).toEqual({ keys: ['["2"]'], wrong: [] });
       const again = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);

@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import type pg from 'pg';
 import { quoteIdent } from '../../plan/names.js';
-import { forgetRecord, markRecordMismatch } from './documents.js';
+import { markRecordMismatch } from './documents.js';
 
 export interface Queryable {
   query(text: string, params?: unknown[]): Promise<{ rowCount: number | null }>;
@@ -110,13 +110,13 @@ export async function settleDocumentBatches(
 /**
  * A copied batch with documents found wrong goes back to pending for another attempt (or, if the
  * sweep gave it one already, is a mismatch: a claim a crash cut short is no such attempt), and
- * the records of those documents go, so the attempt uploads them again: one transaction, so no
- * crash in between and no other process's settle (settleDocumentBatches) can see the batch with
- * its wrong documents forgotten but still copied, and call it verified. A batch another process's
+ * the records of those documents are marked a mismatch, so the attempt uploads them again (it
+ * neither skips them nor takes their blobs for uploads a kill left unrecorded): one transaction,
+ * so no crash in between and no other process's settle (settleDocumentBatches) can see the batch
+ * still copied with its wrong documents unmarked, and call it verified. A batch another process's
  * sweep settled meanwhile (it listed before the blob went wrong, or did not sample it) is a
- * mismatch, its wrong records kept and marked so; one another sweep sent back first loses those
- * records too (or, with an attempt under way, has them marked a mismatch, which the attempt does
- * not skip). Returns what the batch became (null: unchanged).
+ * mismatch; one another sweep sent back first has those records marked too. Returns what the
+ * batch became (null: unchanged).
  */
 export async function returnForDocuments(
   db: pg.Pool,
@@ -141,20 +141,15 @@ export async function returnForDocuments(
         await client.query(`UPDATE ${t(schema)} SET status = 'mismatch', error = $2 WHERE id = $1`, [batchId, error]);
         became = 'mismatch';
       }
-    } else if (status === 'claimed') {
-      // Another sweep sent it back first (for other documents maybe), and an attempt is under way:
-      // what this one found wrong is marked so (not forgotten: the attempt may have read the
-      // record already), and the attempt, reading it, uploads the document again.
-      for (const w of wrong) await markRecordMismatch(client, schema, runId, w);
     } else {
-      let forgotten = 0;
-      for (const w of wrong) if (await forgetRecord(client, schema, runId, w)) forgotten += 1;
-      // Pending (sent back by another sweep): what this one found wrong is forgotten all the
-      // same, so the attempt uploads it again.
-      if (status !== 'copied') forgotten = 0;
+      // What was found wrong is marked so, never forgotten: the batch's next attempt (or the one
+      // under way, when another sweep sent it back first) uploads it again, and does not take
+      // the blob for an upload a kill left unrecorded.
+      let marked = 0;
+      for (const w of wrong) if (await markRecordMismatch(client, schema, runId, w)) marked += 1;
       // Records written since (another sweep returned the batch first, and it was copied again):
       // what was found wrong is gone already, and the new attempt waits for its own sweep.
-      if (forgotten > 0) {
+      if (status === 'copied' && marked > 0) {
         // Its rows are checked again with the attempt.
         const retried = await client.query(
           `UPDATE ${t(schema)} SET status = 'pending', claimed_by = NULL, target_checksum = NULL, error = $2, sweep_returns = sweep_returns + 1

@@ -173,21 +173,28 @@ export async function forgetOtherDocuments(
   return rowCount ?? 0;
 }
 
+/** A document recorded before, and whether the sweep found its blob wrong (it must be uploaded again). */
+export interface RecordedDocument extends DocumentRecord {
+  foundWrong: boolean;
+}
+
 export async function recordedDocuments(
   db: pg.Pool | pg.Client,
   schema: string,
   runId: string,
   relation: string,
   keys: string[][],
-): Promise<Map<string, DocumentRecord>> {
+): Promise<Map<string, RecordedDocument>> {
   if (keys.length === 0) return new Map();
-  const { rows } = await db.query<{ key: string[]; blob_name: string; size: string; md5: string; sha256: string }>(
-    // A record found wrong (marked a mismatch) is no upload to skip.
-    `SELECT key, blob_name, size::text AS size, md5, sha256 FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS} AND status <> 'mismatch'`,
+  const { rows } = await db.query<{ key: string[]; blob_name: string; size: string; md5: string; sha256: string; wrong: boolean }>(
+    `SELECT key, blob_name, size::text AS size, md5, sha256, status = 'mismatch' AS wrong FROM ${quoteIdent(schema)}.documents WHERE ${BY_KEYS}`,
     byKeys(runId, relation, keys),
   );
   return new Map(
-    rows.map((r) => [JSON.stringify(r.key), { key: r.key, name: r.blob_name, size: Number(r.size), md5: r.md5, sha256: r.sha256 }]),
+    rows.map((r) => [
+      JSON.stringify(r.key),
+      { key: r.key, name: r.blob_name, size: Number(r.size), md5: r.md5, sha256: r.sha256, foundWrong: r.wrong },
+    ]),
   );
 }
 
