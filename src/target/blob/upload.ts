@@ -119,13 +119,13 @@ export async function blobDigest(container: ContainerClient, name: string): Prom
 
 /**
  * The blob exists with the size and MD5 recorded when it was uploaded and, when `settings` are
- * given, the content type, metadata and tags they set (a row's columns may have changed since;
- * the tags cost a request of their own, made only when the plan sets any).
+ * given, the content type, metadata, tags and tier they set (a row's columns, or the plan's tier,
+ * may have changed since; the tags cost a request of their own, made only when the plan sets any).
  */
 export async function blobMatches(
   container: ContainerClient,
   doc: { name: string; size: number; md5: string },
-  settings?: Pick<UploadSettings, 'contentType' | 'metadata' | 'tags'>,
+  settings?: Pick<UploadSettings, 'contentType' | 'metadata' | 'tags' | 'tier'>,
 ): Promise<boolean> {
   const blob = container.getBlockBlobClient(doc.name);
   const p = await unless404(blob.getProperties());
@@ -139,6 +139,8 @@ export async function blobMatches(
         .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0)),
     );
   if (p.contentType !== settings.contentType || entries(p.metadata ?? {}, true) !== entries(settings.metadata, true)) return false;
+  // No tier in the plan: whatever the account's default is.
+  if (settings.tier !== undefined && p.accessTier !== settings.tier) return false;
   if (Object.keys(settings.tags).length === 0) return true;
   const tags = await unless404(blob.getTags());
   return tags !== null && entries(tags.tags, false) === entries(settings.tags, false);
