@@ -59,6 +59,7 @@ export interface CopyPhaseOptions {
   blob: { plan: BlobPlan; credentials: BlobCredentials } | null;
   blobConcurrency: number;
   blobRetries?: number;
+  blobTryTimeoutMs?: number;
   /**
    * Verify batches an earlier process committed but did not verify (the leader, which held the
    * run's lock after that process). Workers leave them to the leader.
@@ -431,6 +432,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
   if (!o.blob || ![...o.tasks.values()].some((t) => t.documents)) return null;
   const container = createContainerClient(o.blob.plan, o.blob.credentials, {
     retryOptions: { maxTries: o.blobRetries ?? 6, retryDelayInMs: o.retryBaseDelayMs ?? 500, maxRetryDelayInMs: 30_000 },
+    ...(o.blobTryTimeoutMs === undefined ? {} : { tryTimeoutMs: o.blobTryTimeoutMs }),
   });
   try {
     await container.createIfNotExists();

@@ -70,6 +70,8 @@ export interface RunOptions {
   blobConcurrency?: number;
   /** Blob service retries (the SDK's exponential backoff) before a document fails. */
   blobRetries?: number;
+  /** How long one try of a Blob request may go unanswered before it is retried (default 60 s). */
+  blobTryTimeoutMs?: number;
   /** Live sync: return once the lag is under the plan's cutover.maxLag (default: sync until stopped). */
   until?: 'synced';
   /** Heartbeat interval of the live sync, ms. */
@@ -198,6 +200,7 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
           : null,
         blobConcurrency: options.blobConcurrency ?? 8,
         ...(options.blobRetries === undefined ? {} : { blobRetries: options.blobRetries }),
+        ...(options.blobTryTimeoutMs === undefined ? {} : { blobTryTimeoutMs: options.blobTryTimeoutMs }),
         snapshot,
         stateInTarget,
         jobs: options.jobs ?? plan.copy.jobs,

@@ -974,6 +974,27 @@ describe('documents: the blob service answering 503', () => {
     });
   });
 
+  it('a request never answered is given up after the try timeout and retried; hanging past the retry budget, the run stops resumably', async () => {
+    await behindProxy('docshang', async (s, proxy, file) => {
+      const env = { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString };
+      const options = { env, retryBaseDelayMs: 5, blobRetries: 2, blobTryTimeoutMs: 300 };
+      // The service takes every document and never answers.
+      proxy.holdWhen = (req) => req.method === 'PUT' && req.url?.includes('/patients/') === true;
+      const err = await runMigration(await loadPlan(file), options).catch((e: unknown) => e);
+      expect(err).toMatchObject({ exitCode: 3, code: 'CS_BLOB' });
+      expect((err as Error).message).toMatch(/^the Blob service failed: HTTP \? TIMEOUT: no answer from the Blob service within 0\.3 s/);
+      expect(proxy.held).toBeGreaterThanOrEqual(2);
+      // Then it loses only three requests: each is tried again, and the run completes.
+      let lost = 3;
+      proxy.holdWhen = (req) => req.method === 'PUT' && req.url?.includes('/patients/') === true && --lost >= 0;
+      const held = proxy.held;
+      const result = await runMigration(await loadPlan(file), options);
+      expect(result.mismatches).toBe(0);
+      expect(proxy.held - held).toBe(3);
+      expect(await rowsWithBlobs(s)).toBe(100);
+    });
+  });
+
   it('Ctrl-C while documents upload stops at a safe point (interrupted, not an error), and a rerun finishes', async () => {
     await behindProxy('docsctrlc', async (s, proxy, file) => {
       const ctrlC = new AbortController();

@@ -14,6 +14,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { createHttpHeaders, createPipelineRequest, type PipelineResponse, type RawHttpHeadersInput } from '@azure/core-rest-pipeline';
 import { ContainerClient, RestError } from '@azure/storage-blob';
 import { ListingReader, type ListedBlob } from './listing.js';
+import { tryTimeoutPolicy } from './tryTimeout.js';
 
 /** The most List Blobs returns in one page. */
 const LIST_PAGE = 5000;
@@ -49,6 +50,11 @@ interface Call {
 }
 
 export class DocumentContainer extends ContainerClient {
+  /** Each try of every request through this client's pipeline is given up after `ms` without an answer, and retried. */
+  limitTries(ms: number): void {
+    this.storageClientContext.pipeline.addPolicy(tryTimeoutPolicy(ms), { afterPhase: 'Retry' });
+  }
+
   /** Put Blob: the whole document in one request, its MD5 checked by the service. */
   async putBlob(name: string, body: Buffer, p: BlobProperties, abortSignal?: AbortSignal): Promise<void> {
     await this.call({
