@@ -435,7 +435,7 @@ async function openDocuments(o: CopyPhaseOptions): Promise<DocumentsContext | nu
     ...(o.blobTryTimeoutMs === undefined ? {} : { tryTimeoutMs: o.blobTryTimeoutMs }),
   });
   try {
-    await container.createIfNotExists();
+    await container.ensureExists();
   } catch (err) {
     if (err instanceof RestError) throw blobError(err);
     throw err;

@@ -15,19 +15,28 @@ export async function checkBlob(plan: Plan, secrets: Secrets, checks: CheckList,
     { connectionString: secrets.blobConnectionString, sas: secrets.blobSas },
     { retryOptions: { maxTries: 2, tryTimeoutInMs: timeoutMs, retryDelayInMs: 200 } },
   );
+  const exists = async () => {
+    const abortSignal = AbortSignal.timeout(timeoutMs * 2);
+    try {
+      await container.getProperties({ abortSignal });
+      return true;
+    } catch (err) {
+      // A SAS for the container alone may not read its properties, but may list it.
+      if (err instanceof RestError && err.statusCode === 403) return container.existsByListing(abortSignal);
+      if (err instanceof RestError && err.statusCode === 404) return false;
+      throw err;
+    }
+  };
   try {
-    await container.getProperties({ abortSignal: AbortSignal.timeout(timeoutMs * 2) });
-    checks.pass('blob.container', subject, `container ${blob.container} exists at ${containerAddress(container)}`);
-    return true;
-  } catch (err) {
-    if (err instanceof RestError && err.statusCode === 404) {
+    if (await exists()) checks.pass('blob.container', subject, `container ${blob.container} exists at ${containerAddress(container)}`);
+    else
       checks.pass(
         'blob.container',
         subject,
         `container ${blob.container} does not exist yet; the account answered, and cloudshift run will create it`,
       );
-      return true;
-    }
+    return true;
+  } catch (err) {
     const detail =
       err instanceof RestError
         ? `HTTP ${err.statusCode ?? '?'} ${err.code ?? ''}${requestId(err)}`

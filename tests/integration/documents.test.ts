@@ -1,5 +1,10 @@
 import { createHash } from 'node:crypto';
-import { BlobServiceClient } from '@azure/storage-blob';
+import {
+  BlobServiceClient,
+  ContainerSASPermissions,
+  generateBlobSASQueryParameters,
+  StorageSharedKeyCredential,
+} from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClaimLostError } from '../../src/engine/copyBatch.js';
 import { runMigration } from '../../src/engine/run.js';
@@ -216,6 +221,56 @@ describe('documents to Blob Storage', () => {
       );
       const batches = await sql<{ status: string }>('target', again.dbs.target, `SELECT DISTINCT status FROM cloudshift.batches`);
       expect(batches).toEqual([{ status: 'verified' }]);
+    } finally {
+      await again.drop();
+    }
+  });
+
+  it('runs with a SAS for the container alone (which cannot create containers), and never prints or stores it', async () => {
+    const again = await hospitalScenario('docssas');
+    try {
+      const { connectionString, blobEndpoint } = harness().azurite;
+      const key = /AccountKey=([^;]+)/.exec(connectionString)![1]!;
+      const sas = generateBlobSASQueryParameters(
+        {
+          containerName: again.container,
+          permissions: ContainerSASPermissions.parse('racwdl'),
+          expiresOn: new Date(Date.now() + 3600_000),
+        },
+        new StorageSharedKeyCredential('devstoreaccount1', key),
+      ).toString();
+      const file = again.plan(
+        PLAN.replace(
+          'blob: { connectionString: "${env:AZURE_STORAGE_CONNECTION_STRING}", container: "{{container}}" }',
+          `blob: { account: devstoreaccount1, endpoint: "${blobEndpoint}", sas: "\${env:AZURE_STORAGE_SAS}", container: "{{container}}" }`,
+        ).replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''),
+      );
+      // The SAS may use the container, not make one: until someone does, the run is refused.
+      const early = await cli(['run', file], { ...again.env, AZURE_STORAGE_SAS: sas });
+      expect(early.code).toBe(3);
+      expect(early.stderr).toContain(`error: container ${again.container} does not exist, and the credential may not create it (HTTP 403`);
+      await container(again).createIfNotExists();
+      const run = await cli(['run', file, '--json'], { ...again.env, AZURE_STORAGE_SAS: sas });
+      expect(run.stderr).toBe('');
+      expect(run.code, run.stdout.slice(-1500)).toBe(0);
+      expect(await rowsWithBlobs(again)).toBe(100);
+      const signature = new URLSearchParams(sas).get('sig')!;
+      expect(run.stdout).not.toContain(signature);
+      const dry = await cli(['dry-run', file, '--format', 'json'], { ...again.env, AZURE_STORAGE_SAS: sas });
+      const report = JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; message: string }> };
+      expect(report.checks.find((c) => c.id === 'blob.container')).toMatchObject({
+        status: 'pass',
+        message: `container ${again.container} exists at ${harness().azurite.blobEndpoint}/${again.container}`,
+      });
+      expect(dry.stdout + dry.stderr).not.toContain(signature);
+      const tables = ['runs', 'events', 'batches', 'documents', 'workers'];
+      const stored = await sql<{ n: string }>(
+        'target',
+        again.dbs.target,
+        `SELECT ${tables.map((t) => `(SELECT count(*) FROM cloudshift.${t} x WHERE x::text LIKE '%' || $1 || '%')`).join(' + ')} AS n`,
+        [signature],
+      );
+      expect(stored[0]!.n).toBe('0');
     } finally {
       await again.drop();
     }

@@ -13,6 +13,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { createHttpHeaders, createPipelineRequest, type PipelineResponse, type RawHttpHeadersInput } from '@azure/core-rest-pipeline';
 import { ContainerClient, RestError } from '@azure/storage-blob';
+import { PreconditionError } from '../../errors.js';
 import { ListingReader, type ListedBlob } from './listing.js';
 import { tryTimeoutPolicy } from './tryTimeout.js';
 
@@ -53,6 +54,35 @@ export class DocumentContainer extends ContainerClient {
   /** Each try of every request through this client's pipeline is given up after `ms` without an answer, and retried. */
   limitTries(ms: number): void {
     this.storageClientContext.pipeline.addPolicy(tryTimeoutPolicy(ms), { afterPhase: 'Retry' });
+  }
+
+  /**
+   * Creates the container if it is absent. A credential that may use the container but not make
+   * one (a SAS for the container alone) is refused the create (403): the container must be there
+   * already, which listing it shows.
+   */
+  async ensureExists(): Promise<void> {
+    try {
+      await this.createIfNotExists();
+    } catch (err) {
+      if (!(err instanceof RestError) || err.statusCode !== 403) throw err;
+      if (await this.existsByListing()) return;
+      throw new PreconditionError(
+        `container ${this.containerName} does not exist, and the credential may not create it (HTTP 403 ${err.code ?? ''})`.trimEnd(),
+        { hint: 'create the container, or give a credential that may (an account SAS, or the Storage Blob Data Contributor role)' },
+      );
+    }
+  }
+
+  /** Whether the container exists, asked as a SAS for the container alone may ask (List Blobs). */
+  async existsByListing(abortSignal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.listPage('', '', 1, abortSignal);
+      return true;
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 404) return false;
+      throw err;
+    }
   }
 
   /** Put Blob: the whole document in one request, its MD5 checked by the service. */
