@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { runCli } from '../../src/cli/main.js';
 
 export interface CliResult {
@@ -26,11 +26,16 @@ export interface ProcessResult {
   out: string;
 }
 
-/** Runs the real executable in a child process (for kill -9 and signal tests). */
-export function spawnCli(args: string[], env: Record<string, string | undefined>): Promise<ProcessResult> {
+/** Runs the real executable in a child process (for kill -9 and signal tests), handing the process to `started`. */
+export function spawnCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  started?: (child: ChildProcess) => void,
+): Promise<ProcessResult> {
   return new Promise((resolve) => {
     const child = execFile('node', ['bin/cloudshift.js', ...args], { env: { ...process.env, ...env } }, (_e, stdout, stderr) =>
       resolve({ code: child.exitCode, signal: child.signalCode, out: stdout + stderr }),
     );
+    started?.(child);
   });
 }

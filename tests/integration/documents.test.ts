@@ -11,6 +11,7 @@ import { runMigration } from '../../src/engine/run.js';
 import { loadPlan } from '../../src/plan/parse.js';
 import { verifyPlan } from '../../src/verify/verifyTables.js';
 import type { Overview } from '../../src/views/overview.js';
+import type { ChildProcess } from 'node:child_process';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows } from '../harness/compare.js';
 import { harness, sql } from '../harness/db.js';
@@ -1047,6 +1048,37 @@ describe('documents: the blob service answering 503', () => {
       expect(result.mismatches).toBe(0);
       expect(proxy.held - held).toBe(3);
       expect(await rowsWithBlobs(s)).toBe(100);
+    });
+  });
+
+  it('kill -9 while a document is half staged: its blob is not there until the rerun uploads it whole', async () => {
+    await behindProxy('docshalf', async (s, proxy, file) => {
+      await addDocuments(s);
+      const env = { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString };
+      const big = 'patients/2/1002-scan.pdf'; // three blocks
+      let child: ChildProcess | undefined;
+      let staged = 0;
+      // The process dies as the document's second block goes out, its first one staged.
+      proxy.holdWhen = (req) => {
+        if (!(req.url?.includes('/1002-scan.pdf?') === true && req.url.includes('comp=block&'))) return false;
+        staged += 1;
+        if (staged === 2) child!.kill('SIGKILL');
+        return staged >= 2;
+      };
+      const killed = await spawnCli(['run', file], env, (c) => (child = c));
+      expect(killed.signal, killed.out).toBe('SIGKILL');
+      const c = container(s);
+      expect(await c.getBlockBlobClient(big).exists()).toBe(false);
+      const { uncommittedBlocks } = await c.getBlockBlobClient(big).getBlockList('uncommitted');
+      expect(uncommittedBlocks?.length).toBeGreaterThanOrEqual(1);
+
+      proxy.holdWhen = () => false;
+      const rerun = await spawnCli(['run', file], env);
+      expect(rerun.code, rerun.out).toBe(0);
+      // Compared as a whole: a deep equality of 9.6 MB would take the test a minute.
+      const want = await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 1002');
+      expect((await c.getBlockBlobClient(big).downloadToBuffer()).equals(want), 'the blob holds the source bytes').toBe(true);
+      expect(await rowsWithBlobs(s)).toBe(102);
     });
   });
 
