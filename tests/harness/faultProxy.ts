@@ -1,7 +1,7 @@
 /**
  * A loopback HTTP proxy in front of Azurite that answers 503 Server Busy to the requests a test
- * chooses, or never answers them, and forwards the rest unchanged: the blob service "answering
- * 503 for a while", or hanging.
+ * chooses, never answers them, or damages their bodies, and forwards the rest unchanged: the blob
+ * service "answering 503 for a while", hanging, or bytes changed on the way.
  */
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 
@@ -16,6 +16,8 @@ export interface FaultProxy {
   holdWhen: (req: IncomingMessage) => boolean;
   /** Requests held so far. */
   held: number;
+  /** Decide per request: true → forwarded with the first byte of its body changed (bytes damaged on the way). */
+  corruptWhen: (req: IncomingMessage) => boolean;
   close(): Promise<void>;
 }
 
@@ -27,6 +29,7 @@ export async function startFaultProxy(azuriteConnectionString: string): Promise<
     failWhen: () => false,
     holdWhen: () => false,
     held: 0,
+    corruptWhen: () => false,
     close: async () => undefined,
   };
   const server: Server = createServer((req, res) => {
@@ -54,7 +57,19 @@ export async function startFaultProxy(azuriteConnectionString: string): Promise<
       },
     );
     forward.on('error', () => res.destroy());
-    req.pipe(forward);
+    if (!proxy.corruptWhen(req)) {
+      req.pipe(forward);
+      return;
+    }
+    let first = true;
+    req.on('data', (chunk: Buffer) => {
+      if (first && chunk.length > 0) {
+        chunk[0] = chunk[0]! ^ 0xff;
+        first = false;
+      }
+      forward.write(chunk);
+    });
+    req.on('end', () => forward.end());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;

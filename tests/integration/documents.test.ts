@@ -1082,6 +1082,25 @@ describe('documents: the blob service answering 503', () => {
     });
   });
 
+  it('a block damaged on the way is refused by the service (each request carries its MD5): no such blob, the run stops resumably', async () => {
+    await behindProxy('docsmd5', async (s, proxy, file) => {
+      await addDocuments(s);
+      const env = { ...s.env, AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString };
+      const big = 'patients/2/1002-scan.pdf'; // three blocks
+      let damaged = 0;
+      proxy.corruptWhen = (req) => req.url?.includes('/1002-scan.pdf?') === true && req.url.includes('comp=block&') && ++damaged === 2;
+      const err = await runMigration(await loadPlan(file), { env, retryBaseDelayMs: 5 }).catch((e: unknown) => e);
+      expect(damaged).toBeGreaterThanOrEqual(2);
+      expect(err).toMatchObject({ exitCode: 3, code: 'CS_BLOB' });
+      expect((err as Error).message).toMatch(/^the Blob service failed: HTTP 400 /);
+      expect(await container(s).getBlockBlobClient(big).exists()).toBe(false);
+      const rerun = await cli(['run', file], env);
+      expect(rerun.code).toBe(0);
+      const want = await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 1002');
+      expect((await container(s).getBlockBlobClient(big).downloadToBuffer()).equals(want), 'the blob holds the source bytes').toBe(true);
+    });
+  });
+
   it('Ctrl-C while documents upload stops at a safe point (interrupted, not an error), and a rerun finishes', async () => {
     await behindProxy('docsctrlc', async (s, proxy, file) => {
       const ctrlC = new AbortController();
