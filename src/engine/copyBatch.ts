@@ -168,9 +168,12 @@ export async function digestRange(
   task: TableTask,
   batch: Pick<BatchRow, 'key_low' | 'key_high'> | null,
   where?: string,
+  /** A documents table's target rows with their kept blob names (as the copy digests its source rows). */
+  withKept = false,
 ): Promise<Digest> {
   const range = batch ? rangeOf(task, batch) : ({ kind: 'key', low: null, high: null } as const);
-  const select = batchSelect(task.quoted, task.shape.columns, range, task.shape.keyColumns ?? [], where);
+  const kept = withKept && task.documents ? [task.documents.plan.keepColumn] : [];
+  const select = batchSelect(task.quoted, [...task.shape.columns, ...kept], range, task.shape.keyColumns ?? [], where);
   const digester = digesterFor(task);
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
   const out = copyOut(client, `COPY (${select}) TO STDOUT (FORMAT ${task.shape.format})`);

@@ -15,8 +15,10 @@
  *   session in the same snapshot, row for row with the rows (checked by key); a document is read
  *   when an upload slot is about to free, whole up to one block, in blocks by its upload beyond;
  *   a large object is read by its oid in blocks;
- * - the batch's checksum covers the row's columns as copied (without the content and the kept
- *   column), in key order, exactly as for any table.
+ * - the batch's checksum covers the row's columns as copied (without the content) and its kept
+ *   blob name, in key order, as for any table: the target's rows are read back with the kept
+ *   column, so a row that names another blob than its document's (a trigger left on the target
+ *   rewrote it, say) is a mismatch.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -133,6 +135,9 @@ export async function copyDocumentsBatch(
       recording = recording.then(() => docs.store.record(task.display, group, batch.id));
       return recording;
     };
+    // Rows of a retry in a row whose unrecorded document has no blob (see below).
+    let misses = 0;
+    const lookupsPastLastFound = RECORD_GROUP + 2 * docs.blobConcurrency;
     /** A document whose blob is there: counted, and recorded with the next group. */
     const keep = async (doc: UploadedDocument) => {
       uploaded.push(doc);
@@ -164,8 +169,7 @@ export async function copyDocumentsBatch(
           const recorded = await known(parsed.map((f) => keyIndex.map((i) => unescapeField(f[i]!) ?? '')));
           for (const f of parsed) {
             goOn();
-            const copyLine = `${f.slice(0, columns.length).join('\t')}\n`;
-            digest.update(copyLine);
+            const copyLine = f.slice(0, columns.length).join('\t');
             rows += 1;
             const flag = f[columns.length]!;
             const key = keyIndex.map((i) => unescapeField(f[i]!) ?? '');
@@ -177,7 +181,10 @@ export async function copyDocumentsBatch(
               describe: `${task.display} ${keyCols.map((k, i) => `${k.name}=${key[i]}`).join(', ')}`,
             };
             const name = flag === '\\N' ? null : blobName(spec.plan.blob, values);
-            out.push(`${copyLine.slice(0, -1)}\t${escapeField(name)}\n`);
+            const line = `${copyLine}\t${escapeField(name)}\n`;
+            // The row as the target must hold it, its blob's name too.
+            digest.update(line);
+            out.push(line);
             const size = name === null ? null : Number(flag); // bytea: octet_length
             await contents?.row(key, size, values.describe);
             if (name === null) continue;
@@ -186,9 +193,12 @@ export async function copyDocumentsBatch(
             // One the sweep found wrong goes up again, whatever its blob says of itself.
             const recordedDoc = record?.foundWrong ? undefined : record;
             // A process killed mid-batch leaves blobs it uploaded but had not recorded yet (up to
-            // a group of them): a retry finds them by name and checks them as it checks recorded
-            // ones, so only the uploads the kill cut short go up again.
-            const found = !record && already === null ? await blobDigest(docs.container, name) : null;
+            // a group of them, among its last uploads): a retry finds them by name and checks them
+            // as it checks recorded ones, so only the uploads the kill cut short go up again. Past
+            // that many rows in a row with no blob, the rest were never uploaded: no more asking.
+            const asks = !record && already === null && misses < lookupsPastLastFound;
+            const found = asks ? await blobDigest(docs.container, name, docs.abortSignal) : null;
+            if (asks) misses = found ? 0 : misses + 1;
             const prior = recordedDoc ?? (found && { ...found, name });
             // A document changed since it was recorded (a rerun reads a newer snapshot) goes up
             // again: a bytea document's size tells, or else the MD5 of its bytes, which the stream

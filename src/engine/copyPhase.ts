@@ -243,7 +243,7 @@ export async function copyPhase(o: CopyPhaseOptions): Promise<CopyPhaseResult> {
         finished(task.display, copied.digest.rows, copied.bytes, false); // verified whole, after its last batch
         return;
       }
-      const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch));
+      const actual = await retrying(slot, task, batch, ({ target }) => digestRange(target, task, batch, undefined, true));
       const judged = () => ({ id: batch.id, sourceChecksum: digestText(copied.digest), targetChecksum: digestText(actual) });
       if (digestEquals(actual, copied.digest) && task.documents && documents) {
         // Its documents are verified by the sweep after the batches (sweepDocuments).

@@ -4,6 +4,7 @@ import type { Plan } from '../plan/defaults.js';
 import type { Secrets } from '../plan/secrets.js';
 import { redact } from '../redact.js';
 import { containerAddress, createContainerClient } from '../target/blob/client.js';
+import { UNCREATABLE_HINT } from '../target/blob/container.js';
 import type { CheckList } from './types.js';
 
 export async function checkBlob(plan: Plan, secrets: Secrets, checks: CheckList, timeoutMs: number): Promise<boolean> {
@@ -15,26 +16,28 @@ export async function checkBlob(plan: Plan, secrets: Secrets, checks: CheckList,
     { connectionString: secrets.blobConnectionString, sas: secrets.blobSas },
     { retryOptions: { maxTries: 2, tryTimeoutInMs: timeoutMs, retryDelayInMs: 200 } },
   );
-  const exists = async () => {
+  /** A credential refused the container's properties (a SAS for the container alone) may list it, and may not create it. */
+  const state = async (): Promise<'present' | 'absent' | RestError> => {
     const abortSignal = AbortSignal.timeout(timeoutMs * 2);
     try {
       await container.getProperties({ abortSignal });
-      return true;
+      return 'present';
     } catch (err) {
-      // A SAS for the container alone may not read its properties, but may list it.
-      if (err instanceof RestError && err.statusCode === 403) return container.existsByListing(abortSignal);
-      if (err instanceof RestError && err.statusCode === 404) return false;
+      if (err instanceof RestError && err.statusCode === 403) return (await container.existsByListing(abortSignal)) ? 'present' : err;
+      if (err instanceof RestError && err.statusCode === 404) return 'absent';
       throw err;
     }
   };
   try {
-    if (await exists()) checks.pass('blob.container', subject, `container ${blob.container} exists at ${containerAddress(container)}`);
-    else
+    const found = await state();
+    if (found === 'present') checks.pass('blob.container', subject, `container ${blob.container} exists at ${containerAddress(container)}`);
+    else if (found === 'absent')
       checks.pass(
         'blob.container',
         subject,
         `container ${blob.container} does not exist yet; the account answered, and cloudshift run will create it`,
       );
+    else checks.fail('blob.container', subject, `${container.uncreatable(found)}: ${UNCREATABLE_HINT}`);
     return true;
   } catch (err) {
     const detail =

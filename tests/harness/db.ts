@@ -168,3 +168,18 @@ export async function freshContainer(prefix: string): Promise<string> {
   p = p.slice(0, 63 - suffix.length - 1).replace(/-+$/, '');
   return p === '' ? `c${suffix}` : `${p}-${suffix}`;
 }
+
+/**
+ * A trigger on a target table that changes every row the copy inserts (`assignment`, e.g.
+ * `NEW.name := NEW.name || '!'`), firing in replica mode too, as the copy's sessions write: the
+ * target silently storing something else, which verification must notice.
+ */
+export async function rewritingTrigger(database: string, table: string, assignment: string): Promise<void> {
+  await sql(
+    'target',
+    database,
+    `CREATE FUNCTION public.rewrite() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${assignment}; RETURN NEW; END $$;
+     CREATE TRIGGER rewrite BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION public.rewrite();
+     ALTER TABLE ${table} ENABLE ALWAYS TRIGGER rewrite;`,
+  );
+}

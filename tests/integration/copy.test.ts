@@ -6,7 +6,7 @@ import { loadPlan } from '../../src/plan/parse.js';
 import { rejectionOf } from '../harness/outcome.js';
 import { cli, spawnCli } from '../harness/cli.js';
 import { expectSameRows, expectTablesMatch } from '../harness/compare.js';
-import { connectionUrl, sql } from '../harness/db.js';
+import { connectionUrl, rewritingTrigger, sql } from '../harness/db.js';
 import { cutRunLockSession, HOSPITAL_SQL, hospitalScenario, inScenario, type Scenario } from '../harness/scenario.js';
 
 const ALLTYPES_SQL = readFileSync(new URL('../fixtures/alltypes.sql', import.meta.url), 'utf8');
@@ -538,15 +538,7 @@ describe('cloudshift run: faults', () => {
           beforeBatchCommit: async () => {
             if (sabotaged) return;
             sabotaged = true;
-            // The target silently changes what it stores: verification must notice.
-            await sql(
-              'target',
-              s.dbs.target,
-              `CREATE FUNCTION public.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '!'; RETURN NEW; END $$;
-               CREATE TRIGGER corrupt BEFORE INSERT ON public.wards FOR EACH ROW EXECUTE FUNCTION public.corrupt();
-               -- Fires in replica mode too, as the copy's sessions write.
-               ALTER TABLE public.wards ENABLE ALWAYS TRIGGER corrupt;`,
-            );
+            await rewritingTrigger(s.dbs.target, 'public.wards', `NEW.name := NEW.name || '!'`);
           },
         },
       });

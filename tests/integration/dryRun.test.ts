@@ -138,7 +138,7 @@ describe('cloudshift dry-run', () => {
     expect(await snapshot()).toEqual(before);
   });
 
-  it('names missing tables, placeholders and bad content columns, exit 1', async () => {
+  it('names missing tables, placeholders and bad content columns, exit 1; run refuses a bad content column, exit 3', async () => {
     const plan = HOSPITAL_PLAN.replace('public.medications', 'public.prescriptions')
       .replace('content: content', 'content: filename')
       .replace('{mime_type}', '{mimetype}');
@@ -154,6 +154,19 @@ describe('cloudshift dry-run', () => {
     expect(check(report, 'documents.placeholders').message).toBe(
       '{filename} in documents[0].blob is the content column; {mimetype} in documents[0].contentType is not a column of public.documents',
     );
+    // run refuses the content column too, before anything is written.
+    const textContent = HOSPITAL_PLAN.replace('name: hospital', 'name: textcontent').replace('content: content', 'content: mime_type');
+    const run = await cli(['run', s.plan(textContent)], s.env);
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain(
+      'error: column "mime_type" of public.documents is text: a documents column must be bytea or oid (documents[0].content); nothing was copied',
+    );
+    const [batches] = await sql<{ n: string }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*) AS n FROM cloudshift.batches b JOIN cloudshift.runs r ON r.id = b.run_id WHERE r.plan_name = 'textcontent'`,
+    );
+    expect(batches!.n).toBe('0');
   });
 
   it('refuses a placeholder naming a generated column (the copy has no value for it), in the dry run and in run', async () => {

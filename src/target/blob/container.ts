@@ -17,6 +17,10 @@ import { PreconditionError } from '../../errors.js';
 import { ListingReader, type ListedBlob } from './listing.js';
 import { tryTimeoutPolicy } from './tryTimeout.js';
 
+/** What to do about a container the credential may not create. */
+export const UNCREATABLE_HINT =
+  'create the container, or give a credential that may (an account SAS, or the Storage Blob Data Contributor role)';
+
 /** The most List Blobs returns in one page. */
 const LIST_PAGE = 5000;
 
@@ -67,11 +71,13 @@ export class DocumentContainer extends ContainerClient {
     } catch (err) {
       if (!(err instanceof RestError) || err.statusCode !== 403) throw err;
       if (await this.existsByListing()) return;
-      throw new PreconditionError(
-        `container ${this.containerName} does not exist, and the credential may not create it (HTTP 403 ${err.code ?? ''})`.trimEnd(),
-        { hint: 'create the container, or give a credential that may (an account SAS, or the Storage Blob Data Contributor role)' },
-      );
+      throw new PreconditionError(this.uncreatable(err), { hint: UNCREATABLE_HINT });
     }
+  }
+
+  /** Why the container cannot be used: it is absent, and the credential was refused (`refusal`, a 403) what would make it. */
+  uncreatable(refusal: RestError): string {
+    return `container ${this.containerName} does not exist, and the credential may not create it (HTTP 403 ${refusal.code ?? ''})`.trimEnd();
   }
 
   /** Whether the container exists, asked as a SAS for the container alone may ask (List Blobs). */

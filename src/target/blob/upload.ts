@@ -111,24 +111,33 @@ async function unless404<T>(request: Promise<T>): Promise<T | null> {
 
 const md5Text = (p: BlobGetPropertiesResponse) => Buffer.from(p.contentMD5 ?? new Uint8Array()).toString('base64');
 
-/** The size and MD5 (base64) of the blob named `name`, or null when there is none. */
-export async function blobDigest(container: ContainerClient, name: string): Promise<{ size: number; md5: string } | null> {
-  const p = await unless404(container.getBlockBlobClient(name).getProperties());
-  return p && { size: p.contentLength ?? 0, md5: md5Text(p) };
+/** A blob as its properties state it: its size and MD5 (base64), and the rest for blobMatches. */
+export interface StatedBlob {
+  size: number;
+  md5: string;
+  properties: BlobGetPropertiesResponse;
+}
+
+/** The blob named `name` as it states itself, or null when there is none. */
+export async function blobDigest(container: ContainerClient, name: string, abortSignal?: AbortSignal): Promise<StatedBlob | null> {
+  const p = await unless404(container.getBlockBlobClient(name).getProperties(abortSignal ? { abortSignal } : {}));
+  return p && { size: p.contentLength ?? 0, md5: md5Text(p), properties: p };
 }
 
 /**
  * The blob exists with the size and MD5 recorded when it was uploaded and, when `settings` are
  * given, the content type, metadata, tags and tier they set (a row's columns, or the plan's tier,
  * may have changed since; the tags cost a request of their own, made only when the plan sets any).
+ * Its `properties`, when they were just read, are not asked for again.
  */
 export async function blobMatches(
   container: ContainerClient,
-  doc: { name: string; size: number; md5: string },
+  doc: { name: string; size: number; md5: string; properties?: BlobGetPropertiesResponse },
   settings?: Pick<UploadSettings, 'contentType' | 'metadata' | 'tags' | 'tier'>,
 ): Promise<boolean> {
   const blob = container.getBlockBlobClient(doc.name);
-  const p = await unless404(blob.getProperties());
+  // Asked for just before (a blob found by name): not asked again.
+  const p = doc.properties ?? (await unless404(blob.getProperties()));
   const same = p !== null && p.contentLength === doc.size && md5Text(p) === doc.md5;
   if (!same || !settings) return same;
   // Metadata names are case-insensitive: compared lower-cased; tag names are not.
