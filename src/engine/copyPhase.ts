@@ -19,6 +19,7 @@ import {
   markBatchVerified,
   markRowsVerified,
   returnForDocuments,
+  returnBatchesHoldingWrong,
   settleDocumentBatches,
 } from '../state/sql/batchStatus.js';
 import type { StateStore } from '../state/store.js';
@@ -536,12 +537,17 @@ async function verifyDocuments(o: CopyPhaseOptions, documents: DocumentsContext)
     o.emit('batch:mismatch', { table: b.relation, batchId, seq: b.seq, source: b.source_checksum ?? '', target: reason });
     await o.store.appendEvent(o.runId, 'batch:mismatch', `${b.relation} batch ${b.seq}: ${reason}`, { batchId });
   }
-  for (const b of await settleDocumentBatches(
-    pool,
-    schema,
-    o.runId,
-    tasks.map((t) => t.display),
-  )) {
+  const relations = tasks.map((t) => t.display);
+  for (const b of await returnBatchesHoldingWrong(pool, schema, o.runId, relations)) {
+    o.emit('batch:retry', {
+      table: b.relation,
+      batchId: b.id,
+      seq: b.seq,
+      attempt: b.attempts,
+      reason: 'a document found wrong was kept by an attempt under way',
+    });
+  }
+  for (const b of await settleDocumentBatches(pool, schema, o.runId, relations)) {
     o.emit('batch:verified', { table: b.relation, batchId: b.id, seq: b.seq });
   }
   return mismatched;

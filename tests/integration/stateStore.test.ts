@@ -12,6 +12,7 @@ import {
   markBatchRetry,
   markBatchVerified,
   markRowsVerified,
+  returnBatchesHoldingWrong,
   returnForDocuments,
   settleDocumentBatches,
 } from '../../src/state/sql/batchStatus.js';
@@ -291,6 +292,43 @@ describe('state store', () => {
       const again = await found();
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'document d/2: missing')).toBe('mismatch');
       expect(await returnForDocuments(store.pool, 'docreturn', run.id, id, again, 'again')).toBe(null);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a batch whose attempt kept a document a late verdict marked wrong goes back to pending, not stuck copied', async () => {
+    const store = await open('keptwrong');
+    try {
+      const run = await oneBatchRun(store);
+      const doc = (key: string) => ({ key: [key], name: `d/${key}`, size: 10, md5: 'm', sha256: 'h' });
+      const id = await copiedBy(store, run.id, 'w1', 's');
+      expect(await markRowsVerified(store.pool, 'keptwrong', { id, sourceChecksum: 's', targetChecksum: 's' })).toBe(true);
+      await recordDocuments(store.pool, 'keptwrong', run.id, 'public.docs', [doc('1'), doc('2')], { id });
+      const late = await documentsNamed(store.pool, 'keptwrong', run.id, new Date(), ['d/1']);
+      // One sweep sends the batch back (document 2 missing); w2 takes it and reads the records.
+      const first = await documentsNamed(store.pool, 'keptwrong', run.id, new Date(), ['d/2']);
+      expect(await returnForDocuments(store.pool, 'keptwrong', run.id, id, first, 'document d/2: missing')).toBe('pending');
+      const [claimed] = await store.claimBatches(run.id, 'w2', 1, 'f');
+      expect(claimed!.id).toBe(id);
+      // Another sweep's verdict on document 1 lands now: marked, after w2 read it as good.
+      expect(await returnForDocuments(store.pool, 'keptwrong', run.id, id, late, 'document d/1: different bytes')).toBe(null);
+      // w2 uploads document 2 again, keeps document 1, and commits.
+      await recordDocuments(store.pool, 'keptwrong', run.id, 'public.docs', [doc('2')], { id, claim: { workerId: 'w2', snapshot: null } });
+      const copied = { id, workerId: 'w2', rows: 2, bytes: 20, sourceChecksum: 's2', snapshot: null };
+      expect(await markBatchCopied(store.pool, 'keptwrong', copied)).toBe(true);
+      expect(await markRowsVerified(store.pool, 'keptwrong', { id, sourceChecksum: 's2', targetChecksum: 's2' })).toBe(true);
+      await store.db.query(`UPDATE keptwrong.documents SET status = 'verified' WHERE key = '["2"]'`);
+      expect(await settleDocumentBatches(store.pool, 'keptwrong', run.id, ['public.docs'])).toEqual([]);
+      // Stuck for good, but for this: the batch goes back, and its next attempt uploads document 1.
+      expect((await returnBatchesHoldingWrong(store.pool, 'keptwrong', run.id, ['public.docs'])).map((b) => b.id)).toEqual([id]);
+      const [after] = await sql<{ status: string; claimed_by: string | null; sweep_returns: number }>(
+        'target',
+        dbs.target,
+        `SELECT status, claimed_by, sweep_returns FROM keptwrong.batches`,
+      );
+      expect(after).toEqual({ status: 'pending', claimed_by: null, sweep_returns: 1 });
+      expect(await returnBatchesHoldingWrong(store.pool, 'keptwrong', run.id, ['public.docs'])).toEqual([]);
     } finally {
       await store.close();
     }

@@ -90,6 +90,30 @@ export async function clearTableMismatches(db: Queryable, schema: string, runId:
   return r.rowCount ?? 0;
 }
 
+/**
+ * Copied documents batches that hold a record a sweep found wrong go back to pending, not
+ * counted as a sweep's return: their attempt was under way when another sweep marked the record
+ * (returnForDocuments, a claimed batch), read it before the mark, and kept the blob. The next
+ * attempt reads the mark and uploads the document again. Without this such a batch would never
+ * settle, as the sweep checks only records still 'uploaded'.
+ */
+export async function returnBatchesHoldingWrong(
+  db: pg.Pool,
+  schema: string,
+  runId: string,
+  relations: string[],
+): Promise<Array<{ id: string; relation: string; seq: number; attempts: number }>> {
+  const { rows } = await db.query<{ id: string; relation: string; seq: number; attempts: number }>(
+    `UPDATE ${t(schema)} AS b SET status = 'pending', claimed_by = NULL, target_checksum = NULL,
+            error = 'a document found wrong while an attempt copied the batch was kept by it'
+      WHERE b.run_id = $1 AND b.relation = ANY($2::text[]) AND b.status = 'copied'
+        AND EXISTS (SELECT 1 FROM ${quoteIdent(schema)}.documents d WHERE d.batch_id = b.id AND d.status = 'mismatch')
+      RETURNING b.id::text AS id, b.relation, b.seq, b.attempts`,
+    [runId, relations],
+  );
+  return rows;
+}
+
 /** Documents batches whose rows match and whose documents are all verified become verified. */
 export async function settleDocumentBatches(
   db: pg.Pool,
