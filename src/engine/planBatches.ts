@@ -76,7 +76,6 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
   const problems = placeholderProblems(d, info);
   if (problems.length > 0) throw new PreconditionError(`${name}: ${problems.join('; ')}; nothing was copied`);
   const names = blobNameKey(d, info);
-  if ('problem' in names) throw new PreconditionError(`${name}: ${names.problem}; nothing was copied`);
   const shape = copyShape(info, [d.content]);
   if (!shape.keyColumns)
     throw new PreconditionError(`${name} has no primary key or unique key: documents need one to name and resume them (${where})`);
@@ -89,7 +88,11 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
       table?.where,
       table?.batchRows ?? plan.copy.batchRows,
     ),
-    documents: { plan: d, contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid' },
+    documents: {
+      plan: d,
+      contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid',
+      namesCollide: 'problem' in names ? names.problem : null,
+    },
   };
 }
 

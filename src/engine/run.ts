@@ -188,6 +188,11 @@ export async function runMigration(loaded: LoadedPlan, options: RunOptions): Pro
     await settleRunDatabases(store, run.id, found, opened.worker ? { role: 'other' } : { role: 'leader', force: options.force === true });
     const stateInTarget = secrets.state === secrets.target;
     const tasks = await tableTasks(source, plan);
+    // A new run never begins with a blob template that can give two rows one name; one under way
+    // (begun before its source lost a unique key, say) goes on, as verify and cutover do.
+    const colliding = tasks.find((t) => t.documents?.namesCollide);
+    if (colliding && !(await store.hasBatches(run.id)))
+      throw new PreconditionError(`${colliding.display}: ${colliding.documents!.namesCollide}; nothing was copied`);
     const copyWith = (snapshot: string | null, leftovers: boolean) =>
       copyPhase({
         runId: run.id,

@@ -10,6 +10,8 @@ export interface DocumentsSpec {
   plan: DocumentPlan;
   /** bytea, or oid of a large object. */
   contentKind: 'bytea' | 'oid';
+  /** Why the blob template can give two rows one name (no unique key among its columns), or null. */
+  namesCollide: string | null;
 }
 
 export interface TableTask {
