@@ -5,6 +5,7 @@ import type { DocumentPlan, Plan } from '../plan/defaults.js';
 import { displayName } from '../plan/names.js';
 import {
   blobNameKey,
+  contentKind,
   inheritanceProblem,
   introspectTable,
   OID_REFERENCE_TYPES,
@@ -68,7 +69,8 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
   refuseInheritance(info, name);
   const column = info.columns.find((c) => c.name === d.content);
   if (!column) throw new PreconditionError(`column "${d.content}" does not exist in ${name} (${where}.content); nothing was copied`);
-  if (column.typeName !== 'bytea' && column.typeName !== 'oid') {
+  const kind = contentKind(column);
+  if (kind === null) {
     throw new PreconditionError(
       `column "${d.content}" of ${name} is ${column.type}: a documents column must be bytea or oid (${where}.content); nothing was copied`,
     );
@@ -90,7 +92,7 @@ async function documentsTask(source: pg.Client, plan: Plan, d: DocumentPlan): Pr
     ),
     documents: {
       plan: d,
-      contentKind: column.typeName === 'bytea' ? 'bytea' : 'oid',
+      contentKind: kind,
       namesCollide: 'problem' in names ? names.problem : null,
     },
   };

@@ -110,7 +110,9 @@ const table = z
 const document = z
   .strictObject({
     table: tableName.describe('Source table holding the documents. Required.'),
-    content: identifier('content').describe('Column holding the bytes: `bytea`, or `oid` of a large object. Required.'),
+    content: identifier('content').describe(
+      'Column holding the bytes: `bytea`, or `oid` of a large object (or a domain over oid, such as `lo` from the lo extension). Required.',
+    ),
     blob: template
       .superRefine(checkBlobTemplate)
       .describe(

@@ -7,6 +7,7 @@ import type { DocumentPlan, Plan, TablePlan } from '../plan/defaults.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../plan/names.js';
 import {
   blobNameKey,
+  contentKind,
   OID_REFERENCE_TYPES,
   batchKey,
   inheritanceProblem,
@@ -406,13 +407,14 @@ export function checkDocuments(d: DocumentPlan, info: TableInfo | null, checks: 
   const content = byName.get(d.content);
   if (!content)
     checks.fail('documents.content', subject, `column "${d.content}" does not exist in ${displayName(d.table)} (${where}.content)`);
-  else if (content.typeName !== 'bytea' && content.typeName !== 'oid') {
+  else if (contentKind(content) === null) {
     checks.fail(
       'documents.content',
       subject,
       `column "${d.content}" is ${content.type}; a documents column must be bytea or oid (a large object) (${where}.content)`,
     );
-  } else checks.pass('documents.content', subject, `content column is ${content.typeName === 'oid' ? 'a large object (oid)' : 'bytea'}`);
+  } else
+    checks.pass('documents.content', subject, `content column is ${contentKind(content) === 'oid' ? 'a large object (oid)' : 'bytea'}`);
 
   const problems = placeholderProblems(d, info);
   if (problems.length > 0) checks.fail('documents.placeholders', subject, problems.join('; '));

@@ -12,6 +12,8 @@ export interface ColumnInfo {
   /** format_type(): e.g. "numeric(30,10)", "public.mood[]". */
   type: string;
   typeName: string;
+  /** For a domain, its base type's name (contrib's `lo` is a domain over oid); else typeName. */
+  baseTypeName: string;
   /** pg_type.typtype: b base, c composite, d domain, e enum, r range, m multirange, p pseudo. */
   typtype: string;
   /** Schema of the type (extension and user types live outside pg_catalog). */
@@ -113,6 +115,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     name: string;
     type: string;
     type_name: string;
+    base_type_name: string;
     typtype: string;
     type_schema: string;
     typmod: number;
@@ -122,6 +125,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
     identity: string;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ty.typname AS type_name,
+            COALESCE((SELECT b.typname FROM pg_type b WHERE ty.typtype = 'd' AND b.oid = ty.typbasetype), ty.typname) AS base_type_name,
             CASE WHEN ty.typcategory = 'A' THEN (SELECT e.typtype::text FROM pg_type e WHERE e.oid = ty.typelem) ELSE ty.typtype::text END AS typtype,
             tn.nspname AS type_schema, a.atttypmod AS typmod, a.attnotnull AS notnull, ty.typcollation <> 0 AS collatable, a.attgenerated::text AS generated, a.attidentity::text AS identity
        FROM pg_attribute a
@@ -175,6 +179,7 @@ export async function introspectTable(client: pg.Client, name: QualifiedName): P
       name: c.name,
       type: c.type,
       typeName: c.type_name,
+      baseTypeName: c.base_type_name,
       typtype: c.typtype,
       typeSchema: c.type_schema,
       typmod: c.typmod,
@@ -225,6 +230,11 @@ export function relkindName(relkind: string): string {
     c: 'a composite type',
   };
   return names[relkind] ?? `a relation of kind ${relkind}`;
+}
+
+/** How a documents content column holds its documents: bytea, a large object's oid (a domain over oid too), or neither. */
+export function contentKind(column: ColumnInfo): 'bytea' | 'oid' | null {
+  return column.baseTypeName === 'bytea' ? 'bytea' : column.baseTypeName === 'oid' ? 'oid' : null;
 }
 
 /**

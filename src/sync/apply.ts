@@ -85,8 +85,8 @@ interface ColumnMap {
   name: string;
   /** Target type, for the cast of the text value. */
   type: string;
-  /** Reverse sync: the value is a blob name; the blob's bytes are written (bytea or a new large object). */
-  fromBlob?: boolean;
+  /** Reverse sync: the value is a blob name; the blob's bytes are written, as bytea or as a new large object (oid, or a domain over oid such as contrib's lo). */
+  fromBlob?: 'bytea' | 'oid';
   /** SQL around the value's parameter (the cast), computed once: `${pre}$n${post}`. */
   around: readonly [string, string];
 }
@@ -360,7 +360,7 @@ export class Applier {
     }
     const columns = m.columns.map((c): ColumnMap | null => {
       if (c.name !== streamOnly) return column(c.name, target.get(c.name)!.type, false);
-      return reverse ? column(content!, target.get(content!)!.type, true) : null;
+      return reverse ? column(content!, target.get(content!)!.type, task.documents!.contentKind) : null;
     });
     const keyNames = task.shape.keyColumns?.map((k) => k.name) ?? null;
     const keyIdx = keyNames ? keyNames.map((k) => sourceNames.indexOf(k)) : [];
@@ -707,7 +707,7 @@ export class Applier {
     const params: Param[] = [];
     const where = this.where(rel, ident, params);
     let current = `md5(${col})`;
-    if (c.type === 'oid') {
+    if (c.fromBlob === 'oid') {
       // Read only if it exists (an error would end the transaction), and one byte past the blob's at most.
       params.push(String(blob.size + 1));
       current = `CASE WHEN EXISTS (SELECT 1 FROM pg_largeobject_metadata m WHERE m.oid = ${col}) THEN md5(lo_get(${col}, 0, $${params.length}::int)) END`;
@@ -783,8 +783,9 @@ export class Applier {
 }
 
 /** A target column; its value is cast to its type, and a reverse large-object document becomes a new large object. */
-function column(name: string, type: string, fromBlob: boolean): ColumnMap {
-  const around = fromBlob && type === 'oid' ? (['lo_from_bytea(0, ', '::bytea)'] as const) : (['', `::${type}`] as const);
+function column(name: string, type: string, fromBlob: 'bytea' | 'oid' | false): ColumnMap {
+  // A new large object's oid, cast to the column's type (oid, or a domain over it).
+  const around = fromBlob === 'oid' ? (['lo_from_bytea(0, ', `::bytea)::${type}`] as const) : (['', `::${type}`] as const);
   return { name, type, around, ...(fromBlob ? { fromBlob } : {}) };
 }
 

@@ -640,6 +640,42 @@ documents:
     }
   });
 
+  it("a content column of a domain over oid (as contrib's lo type) holds large objects, copied like oid ones", async () => {
+    const s = await hospitalScenario('docsdomain', { load: false });
+    try {
+      await sql(
+        'source',
+        s.dbs.source,
+        `CREATE DOMAIN public.lo AS oid;
+         CREATE TABLE public.films (id int PRIMARY KEY, reel public.lo);
+         INSERT INTO public.films SELECT g, lo_from_bytea(0, decode(repeat(md5(g::text), 50 * g), 'hex')) FROM generate_series(1, 3) g;`,
+      );
+      const plan = s.plan(`${planHead('docsdomain')}documents:
+  - table: public.films
+    content: reel
+    blob: "films/{id}"
+    contentType: video/mpeg
+    keep: { column: blob_name }
+`);
+      const dry = await cli(['dry-run', plan, '--format', 'json'], s.env);
+      const checks = (JSON.parse(dry.stdout) as { checks: Array<{ id: string; status: string; message: string }> }).checks;
+      expect(checks.find((c) => c.id === 'documents.content')).toMatchObject({
+        status: 'pass',
+        message: 'content column is a large object (oid)',
+      });
+      const run = await cli(['run', plan], s.env);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      for (let id = 1; id <= 3; id += 1) {
+        expect(await container(s).getBlockBlobClient(`films/${id}`).downloadToBuffer(), `film ${id}`).toEqual(
+          await sourceBytes(s, `SELECT lo_get(reel) AS b FROM public.films WHERE id = ${id}`),
+        );
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a batch of 900 kB of rows in multi-byte characters arrives unchanged and verifies (more than a stream buffer, split anywhere)', async () => {
     const { s, run } = await letters(
       'docswide',
