@@ -18,6 +18,8 @@ export interface FaultProxy {
   held: number;
   /** Decide per request: true → forwarded with the first byte of its body changed (bytes damaged on the way). */
   corruptWhen: (req: IncomingMessage) => boolean;
+  /** The most requests that were in flight at once (from their arrival to their answer's end). */
+  maxInFlight: number;
   close(): Promise<void>;
 }
 
@@ -30,9 +32,14 @@ export async function startFaultProxy(azuriteConnectionString: string): Promise<
     holdWhen: () => false,
     held: 0,
     corruptWhen: () => false,
+    maxInFlight: 0,
     close: async () => undefined,
   };
+  let inFlight = 0;
   const server: Server = createServer((req, res) => {
+    inFlight += 1;
+    proxy.maxInFlight = Math.max(proxy.maxInFlight, inFlight);
+    res.on('close', () => (inFlight -= 1));
     if (proxy.holdWhen(req)) {
       proxy.held += 1;
       req.resume();

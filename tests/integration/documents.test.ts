@@ -317,6 +317,32 @@ describe('documents to Blob Storage', () => {
     }
   });
 
+  it("reads documents in the run's snapshot: one changed on the source during the copy goes up as it was when the copy began", async () => {
+    const again = await hospitalScenario('docssnap');
+    try {
+      const original = await sourceBytes(again, 'SELECT content AS b FROM public.documents WHERE id = 90');
+      let changed = false;
+      const result = await runMigration(await loadPlan(again.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''))), {
+        env: again.env,
+        hooks: {
+          // As the first batch of documents starts, the application replaces one of a later batch.
+          beforeBatchWrite: async (b) => {
+            if (changed || b.table !== 'public.documents') return;
+            changed = true;
+            await sql('source', again.dbs.source, `UPDATE public.documents SET content = '\\x00'::bytea WHERE id = 90`);
+          },
+        },
+      });
+      expect(changed).toBe(true);
+      expect(result.mismatches).toBe(0);
+      const [row] = await sql<{ blob_path: string }>('target', again.dbs.target, 'SELECT blob_path FROM public.documents WHERE id = 90');
+      expect(await container(again).getBlockBlobClient(row!.blob_path).downloadToBuffer()).toEqual(original);
+      expect(await sourceBytes(again, 'SELECT content AS b FROM public.documents WHERE id = 90')).toEqual(Buffer.from([0]));
+    } finally {
+      await again.drop();
+    }
+  });
+
   it('documents in the Archive tier (unreadable until rehydrated) are checked by their stored size and MD5: the run and verify pass', async () => {
     const again = await hospitalScenario('docsarchive');
     try {
@@ -1216,6 +1242,20 @@ describe('documents: the blob service answering 503', () => {
       expect(rerun.code).toBe(0);
       const want = await sourceBytes(s, 'SELECT content AS b FROM public.documents WHERE id = 1002');
       expect((await container(s).getBlockBlobClient(big).downloadToBuffer()).equals(want), 'the blob holds the source bytes').toBe(true);
+    });
+  });
+
+  it('--blob-concurrency bounds the uploads in flight', async () => {
+    await behindProxy('docsconc', async (s, proxy, file) => {
+      const run = await cli(['run', file, '--blob-concurrency', '3'], {
+        ...s.env,
+        AZURE_STORAGE_CONNECTION_STRING: proxy.connectionString,
+      });
+      expect(run.code, run.stderr).toBe(0);
+      // The documents are small (one request each); the sweep's sampled reads go 8 at a time, but
+      // one sweep of 100 documents samples just one.
+      expect(proxy.maxInFlight).toBeLessThanOrEqual(3);
+      expect(proxy.maxInFlight).toBeGreaterThanOrEqual(2);
     });
   });
 
