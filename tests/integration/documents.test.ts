@@ -49,6 +49,9 @@ documents:
 copy: { jobs: 2 }
 `;
 
+/** PLAN without its scans entry: the documents table's bytea documents only. */
+const DOCUMENTS_ONLY_PLAN = PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, '');
+
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const container = (s: Scenario) =>
   BlobServiceClient.fromConnectionString(harness().azurite.connectionString).getContainerClient(s.container);
@@ -87,7 +90,7 @@ async function behindProxy(prefix: string, test: (s: Scenario, proxy: FaultProxy
   const s = await hospitalScenario(prefix);
   const proxy = await startFaultProxy(harness().azurite.connectionString);
   try {
-    await test(s, proxy, s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, '')));
+    await test(s, proxy, s.plan(DOCUMENTS_ONLY_PLAN));
   } finally {
     await proxy.close();
     await s.drop();
@@ -293,7 +296,7 @@ describe('documents to Blob Storage', () => {
     const again = await hospitalScenario('docskept');
     try {
       let sabotaged = false;
-      const result = await runMigration(await loadPlan(again.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''))), {
+      const result = await runMigration(await loadPlan(again.plan(DOCUMENTS_ONLY_PLAN)), {
         env: again.env,
         hooks: {
           beforeBatchWrite: async (b) => {
@@ -322,7 +325,7 @@ describe('documents to Blob Storage', () => {
     try {
       const original = await sourceBytes(again, 'SELECT content AS b FROM public.documents WHERE id = 90');
       let changed = false;
-      const result = await runMigration(await loadPlan(again.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''))), {
+      const result = await runMigration(await loadPlan(again.plan(DOCUMENTS_ONLY_PLAN)), {
         env: again.env,
         hooks: {
           // As the first batch of documents starts, the application replaces one of a later batch.
@@ -832,7 +835,7 @@ documents:
         `UPDATE public.documents SET mime_type = E'text/plain\\r\\nX-Injected: 1 é' WHERE id = 12;
          UPDATE public.documents SET kind = 'x-ray (chest)' WHERE id = 77`,
       );
-      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+      const file = s.plan(DOCUMENTS_ONLY_PLAN);
       const r = await cli(['run', file], s.env);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(
@@ -857,7 +860,7 @@ documents:
         s.dbs.source,
         `ALTER TABLE public.documents ALTER COLUMN filename DROP NOT NULL; UPDATE public.documents SET filename = NULL WHERE id = 77`,
       );
-      const file = s.plan(PLAN.replace(/ {2}- table: public.scans[\s\S]*?blob_name \}\n/, ''));
+      const file = s.plan(DOCUMENTS_ONLY_PLAN);
       const r = await cli(['run', file], s.env);
       expect(r.code).toBe(1);
       const why = 'public.documents id=77: column "filename" is NULL, but the blob name template needs it';
@@ -1202,12 +1205,13 @@ describe('documents: the blob service answering 503', () => {
       const big = 'patients/2/1002-scan.pdf'; // three blocks
       let child: ChildProcess | undefined;
       let staged = 0;
-      // The process dies as the document's second block goes out, its first one staged.
+      // The process dies as the document's last block goes out: two are staged at a time, so the
+      // third goes out once one of the first two is staged.
       proxy.holdWhen = (req) => {
         if (!(req.url?.includes('/1002-scan.pdf?') === true && req.url.includes('comp=block&'))) return false;
         staged += 1;
-        if (staged === 2) child!.kill('SIGKILL');
-        return staged >= 2;
+        if (staged === 3) child!.kill('SIGKILL');
+        return staged >= 3;
       };
       const killed = await spawnCli(['run', file], env, (c) => (child = c));
       expect(killed.signal, killed.out).toBe('SIGKILL');
