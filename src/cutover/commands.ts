@@ -12,6 +12,7 @@ import { resolveSecrets } from '../plan/secrets.js';
 import { connect } from '../pg/connect.js';
 import { StateStore } from '../state/store.js';
 import { latestSwitch, listSwitches, syncRow } from '../state/sql/sync.js';
+import { tablesVerifyFoundDiffering } from '../state/sql/verifyVerdicts.js';
 import { mismatchedBatches } from '../state/sql/mismatchedBatches.js';
 import { createContainerClient } from '../target/blob/client.js';
 import { cleanupRun, type CleanupResult } from '../sync/cleanup.js';
@@ -42,6 +43,13 @@ export async function cutover(loaded: LoadedPlan, o: OpenContextOptions): Promis
       throw new PreconditionError(
         `the copy is not verified: ${mismatched.length} batches mismatched or failed (${mismatched.map((m) => m.relation).join(', ')})`,
         { hint: 'run `cloudshift verify --repair`, then cut over' },
+      );
+    }
+    const differing = await tablesVerifyFoundDiffering(ctx.store.knex, run.id);
+    if (differing.length > 0) {
+      throw new PreconditionError(
+        `the last verify found the target differing from the source in ${differing.map((d) => `${d.table} (${d.differences} differences, ${d.at.toISOString()})`).join(', ')}`,
+        { hint: 'run `cloudshift verify --repair` (or `--table` for those), then cut over' },
       );
     }
     const sync = await syncRow(ctx.store.knex, run.id);

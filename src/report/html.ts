@@ -95,6 +95,15 @@ export function verdict(o: Overview): { level: 'ok' | 'warn' | 'fail'; title: st
       detail: `${formatCount(t.mismatched)} of ${formatCount(t.batches)} batches do not match the source; see Verification.`,
     };
   }
+  // Batches that verified at the copy, in a table a later `cloudshift verify` found differing.
+  const differing = o.tables.filter((x) => x.verification === 'mismatched').map((x) => x.table);
+  if (differing.length > 0) {
+    return {
+      level: 'fail',
+      title: 'Verification failed.',
+      detail: `The last \`cloudshift verify\` found ${differing.join(', ')} differing from the source; see Verification.`,
+    };
+  }
   const unverified = t.batches - t.verified;
   if ((run.status === 'finished' || (run.status === 'active' && run.phase === 'cutover')) && unverified > 0) {
     return {

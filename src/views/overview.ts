@@ -12,6 +12,7 @@ import { forwardSlotDropped, latestSwitch, syncRow } from '../state/sql/sync.js'
 import { advisoryHolders, listWorkers } from '../state/sql/workers.js';
 import type { RunRow } from '../state/types.js';
 import { formatLsn } from '../sync/lsn.js';
+import { tablesVerifyFoundDiffering } from '../state/sql/verifyVerdicts.js';
 
 export const THROUGHPUT_WINDOW_SECONDS = 60;
 
@@ -155,6 +156,8 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
   // (a heartbeat every 5 s); a cutover holding the lock is no worker and is taken at its word.
   const stalled = workers.find((w) => w.leader && !w.alive);
   const progress = await tableProgress(store.knex, run.id, THROUGHPUT_WINDOW_SECONDS);
+  // A table the last verify of it found differing (and did not mend) is mismatched, whatever its batches say.
+  const verifyDiffering = new Set((await tablesVerifyFoundDiffering(store.knex, run.id)).map((d) => d.table));
   const active = lock.rows[0]?.held === true && !stalled;
   const tables = progress.map((p): TableOverview => {
     const done = p.verified + p.mismatched + p.copied;
@@ -171,7 +174,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       bytesPerSecond: p.recent_seconds ? p.recent_bytes / p.recent_seconds : 0,
       // Nothing is copying (no process holds the run): no time can be promised.
       etaSeconds: remaining === 0 ? 0 : active && rowsPerSecond > 0 && avgRows > 0 ? (remaining * avgRows) / rowsPerSecond : null,
-      verification: p.mismatched > 0 ? 'mismatched' : p.verified === p.total ? 'verified' : 'pending',
+      verification: p.mismatched > 0 || verifyDiffering.has(p.relation) ? 'mismatched' : p.verified === p.total ? 'verified' : 'pending',
     };
   });
   const failure = await store.lastFailure(run.id);
@@ -236,7 +239,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       etaSeconds: totalEta,
     },
     events,
-    next: nextStep(loaded, runView, tables, sync?.divergences ?? 0),
+    next: nextStep(loaded, runView, tables, sync),
   };
 }
 
@@ -244,14 +247,22 @@ function emptyTotals(): Overview['totals'] {
   return { rows: 0, bytes: 0, batches: 0, done: 0, mismatched: 0, verified: 0, rowsPerSecond: 0, etaSeconds: null };
 }
 
-function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[], divergences = 0): string {
+function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOverview[], sync: SyncOverview | null = null): string {
   const file = loaded.file;
   if (!run) return `no run yet: check the plan with \`cloudshift dry-run ${file}\`, then start it with \`cloudshift run ${file}\``;
+  const divergences = sync?.divergences ?? 0;
   const mismatched = tables.reduce((n, t) => n + t.batches.mismatched, 0);
+  // Tables whose batches verified, but a verify after the copy found differing.
+  const differing = tables.filter((t) => t.verification === 'mismatched' && t.batches.mismatched === 0).map((t) => t.table);
   const unverified = tables.reduce((n, t) => n + t.batches.total - t.batches.verified - t.batches.mismatched, 0);
+  const found = [
+    mismatched > 0 ? `${mismatched} mismatched batches` : '',
+    differing.length > 0 ? `${differing.join(', ')} differing at the last verify` : '',
+    divergences > 0 ? `${divergences} divergences` : '',
+  ].filter(Boolean);
   if (run.status === 'finished') {
-    if (mismatched > 0)
-      return `copy finished with ${mismatched} mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``;
+    if (found.length > 0)
+      return `copy finished, but the target differs (${found.join(', ')}): find and repair the rows with \`cloudshift verify ${file} --repair\``;
     if (unverified > 0)
       return `copy finished, but ${unverified} batch${unverified === 1 ? ' was' : 'es were'} not verified: compare them with \`cloudshift verify ${file}\``;
     return `copy finished and every batch verified${loaded.plan.sync.mode === 'logical' ? '' : ` (sync.mode: none: the target is a copy as of the run; nothing more to do)`}`;
@@ -274,10 +285,7 @@ function nextStep(loaded: LoadedPlan, run: Overview['run'], tables: TableOvervie
   if (run.status === 'active' && run.phase === 'sync' && !run.processActive) {
     return `${failed}live sync is not running: resume it with \`cloudshift run ${file}\`, then switch with \`cloudshift cutover ${file}\` (it also catches up by itself)`;
   }
-  if (run.status === 'active' && run.phase === 'sync' && (mismatched > 0 || divergences > 0)) {
-    const found = [mismatched > 0 ? `${mismatched} mismatched batches` : '', divergences > 0 ? `${divergences} divergences` : ''].filter(
-      Boolean,
-    );
+  if (run.status === 'active' && run.phase === 'sync' && found.length > 0) {
     return `in live sync, but the target differs from the source (${found.join(', ')}): find and repair it with \`cloudshift verify ${file} --repair\`; \`cloudshift cutover\` refuses until then`;
   }
   if (run.status === 'active' && run.phase === 'sync') {

@@ -477,6 +477,13 @@ cutover:
     expect((await cli(['run', late, '--force', '--until', 'synced'], s.env)).code).toBe(0);
     expect(await sql('target', s.dbs.target, `SELECT last_value::text AS v FROM public.late_seq`)).toEqual([{ v: '40' }]);
     expect((await cli(['run', file, '--force', '--until', 'synced'], s.env)).code).toBe(0);
+    // A verify that finds the target differing holds the cutover back until a verify finds it matching.
+    await sql('target', s.dbs.target, `UPDATE public.patients SET given_name = given_name || '!' WHERE id = 7`);
+    expect((await cli(['verify', file, '--table', 'public.patients'], s.env)).code).toBe(1);
+    const held = await cli(['cutover', file], s.env);
+    expect(held.code).toBe(3);
+    expect(held.stderr).toMatch(/error: the last verify found the target differing from the source in public\.patients \(1 differences, /);
+    expect((await cli(['verify', file, '--table', 'public.patients', '--repair'], s.env)).code).toBe(0);
     const cut = await cli(['cutover', file, '--json'], s.env);
     expect(cut.code, cut.stderr).toBe(0);
     expect(readFileSync(sideFile, 'utf8').trim()).toBe(`target ${harness().target.port}`);

@@ -163,12 +163,38 @@ describe('cloudshift status', () => {
     );
     const o = await status();
     expect(o.tables[0]!.verification).toBe('mismatched');
-    expect(o.next).toBe(`copy finished with 1 mismatched batches: find and repair the rows with \`cloudshift verify ${file} --repair\``);
+    expect(o.next).toBe(
+      `copy finished, but the target differs (1 mismatched batches): find and repair the rows with \`cloudshift verify ${file} --repair\``,
+    );
     await sql(
       'target',
       s.dbs.target,
       `UPDATE cloudshift.batches SET status = 'verified' WHERE seq = 3 AND relation = 'public.observations'`,
     );
+  });
+
+  it('a table a later verify found differing is mismatched, whatever its batches say, until a verify finds it matching', async () => {
+    await sql(
+      'target',
+      s.dbs.target,
+      `UPDATE public.observations SET unit = md5(random()::text) WHERE id = (SELECT min(id) FROM public.observations)`,
+    );
+    expect((await cli(['verify', file], s.env)).code).toBe(1);
+    const o = await status();
+    expect(o.tables.find((t) => t.table === 'public.observations')).toMatchObject({
+      verification: 'mismatched',
+      batches: { mismatched: 0 },
+    });
+    expect(o.next).toBe(
+      `copy finished, but the target differs (public.observations differing at the last verify): find and repair the rows with \`cloudshift verify ${file} --repair\``,
+    );
+    // A verify of another table says nothing of this one.
+    expect((await cli(['verify', file, '--table', 'public.patients'], s.env)).code).toBe(0);
+    expect((await status()).tables.find((t) => t.table === 'public.observations')!.verification).toBe('mismatched');
+    expect((await cli(['verify', file, '--repair'], s.env)).code).toBe(0);
+    const after = await status();
+    expect(after.tables.find((t) => t.table === 'public.observations')!.verification).toBe('verified');
+    expect(after.next).toMatch(/^copy finished and every batch verified/);
   });
 
   it('--watch redraws until interrupted', async () => {

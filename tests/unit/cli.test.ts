@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHttpHeaders, createPipelineRequest, RestError } from '@azure/core-rest-pipeline';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { renderVerify } from '../../src/cli/commands/verify.js';
 import { reportError } from '../../src/cli/errors.js';
 import type { CliIO } from '../../src/cli/io.js';
 import { progressRenderer } from '../../src/cli/render/progress.js';
@@ -260,5 +261,18 @@ describe('errors that reach the CLI', () => {
     expect(bug.stderr).toMatch(/^internal error: TypeError: x is undefined\n\s+at /);
     const sql = report(Object.assign(new Error('column "nope" does not exist'), { severity: 'ERROR', code: '42703' }));
     expect(sql.stderr).toMatch(/^internal error: Error: column "nope" does not exist\n\s+at /);
+  });
+});
+
+describe('verify output', () => {
+  const table = { table: 'public.t', ranges: 1, rangesChecked: 1, rows: 5, repaired: 0 };
+  it('says a table differs when its checksums differ though no row could be named, never "match"', () => {
+    const text = renderVerify({ ok: false, sampled: false, findings: [], tables: [{ ...table, matched: false, differences: 0 }] });
+    expect(text).toBe(
+      'public.t: 1 range, 5 rows: differs (the checksums differ; no row could be named)\nverify: DIFFERENCES FOUND (run with --repair to re-copy exactly those rows)\n',
+    );
+    expect(renderVerify({ ok: true, sampled: false, findings: [], tables: [{ ...table, matched: true, differences: 0 }] })).toContain(
+      'public.t: 1 range, 5 rows: match\n',
+    );
   });
 });

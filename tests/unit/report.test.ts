@@ -308,6 +308,10 @@ describe('verdict', () => {
     // Finished, and yet a batch was never compared: not called verified.
     const unsettled = verdict({ ...o, totals: { ...o.totals, verified: 5 } });
     expect(unsettled).toMatchObject({ level: 'warn', title: 'Copy finished; 1 of 6 batches not verified.' });
+    // Every batch verified at the copy, but a later `cloudshift verify` found a table differing.
+    const later = verdict({ ...o, tables: o.tables.map((t) => ({ ...t, verification: 'mismatched' as const })) });
+    expect(later).toMatchObject({ level: 'fail', title: 'Verification failed.' });
+    expect(later.detail).toContain(`found ${o.tables.map((t) => t.table).join(', ')} differing from the source`);
   });
 });
 

@@ -52,7 +52,10 @@ export function renderVerify(r: VerifyResult): string {
     const scope = t.rangesChecked === t.ranges ? plural(t.ranges, 'range') : `${t.rangesChecked} of ${plural(t.ranges, 'range')} (sample)`;
     const state =
       t.differences === 0
-        ? 'match'
+        ? // The checksums differ, but no row could be named (see Limitations: keys whose order differs by encoding).
+          t.matched
+          ? 'match'
+          : 'differs (the checksums differ; no row could be named)'
         : t.matched
           ? `${plural(t.differences, 'row')} differed, all repaired`
           : `${plural(t.differences, 'row')} ${t.differences === 1 ? 'differs' : 'differ'}`;
