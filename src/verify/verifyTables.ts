@@ -106,8 +106,9 @@ export async function verifyPlan(loaded: LoadedPlan, options: VerifyOptions): Pr
         const docs = await pool.use((sides) =>
           verifyDocuments(sides, container, task, {
             repair: options.repair === true,
-            // Each entry tells its own blobs by its template (validation keeps entries' names apart).
-            checkExtras: !options.tables?.length && options.samplePercent === undefined,
+            // Each entry tells its own blobs by its template (validation keeps entries' names apart),
+            // with --table too; a sample sees too few rows to call a blob no row names extra.
+            checkExtras: options.samplePercent === undefined,
             maxFindings: options.maxFindings ?? 1000,
             ...(options.documentChunkRows ? { chunkRows: options.documentChunkRows } : {}),
             ...(options.documentSampleEvery ? { sampleEvery: options.documentSampleEvery } : {}),

@@ -526,6 +526,13 @@ describe('cloudshift verify on documents', () => {
     );
     expect(result.findings).toHaveLength(4);
     expect(await c.getBlockBlobClient('patients/999/999-stray.pdf').exists()).toBe(true);
+    // One entry's table alone: its own extra blob too, and nothing of the other entry's.
+    const one = JSON.parse((await cli(['verify', file, '--table', 'public.documents', '--json'], s.env)).stdout) as typeof result;
+    expect(one.findings.map((f) => [f.kind, f.blob])).toEqual([
+      ['blob extra', 'patients/999/999-stray.pdf'],
+      ['blob different', 'patients/6/5-letter-5.pdf'],
+      ['kept name different', 'patients/11/10-letter-10.pdf'],
+    ]);
 
     const repaired = await cli(['verify', file, '--repair'], s.env);
     expect(repaired.code).toBe(0);
