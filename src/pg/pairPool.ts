@@ -16,7 +16,8 @@ export class PairPool {
   private waiters: Array<() => void> = [];
 
   constructor(
-    size: number,
+    /** Pairs of sessions: as many uses run at once. */
+    readonly size: number,
     private readonly urls: { source: string; target: string },
     private readonly applicationName: string,
     private readonly settings: ReadonlyArray<readonly [string, string]> = [],

@@ -151,7 +151,8 @@ async function verifyTable(
   if (!task.shape.keyColumns) return verifyKeyless(pool, task, findings, options.repair === true && !live);
   const all = await pool.use(({ source }) => splitTable(source, task.name, task.shape, task.batchRows));
   const ranges = sample(all as Array<KeyRange & { kind: 'key' }>, options.samplePercent);
-  const queue = new PQueue({ concurrency: options.jobs ?? 4 });
+  // As many ranges at once as the pool has session pairs (--jobs, or the plan's copy.jobs).
+  const queue = new PQueue({ concurrency: pool.size });
   let rows = 0;
   let differences = 0;
   let repaired = 0;
