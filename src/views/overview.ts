@@ -60,6 +60,12 @@ export interface SyncOverview {
    * every second): no process measures them now, and they say how things were, not how they are.
    */
   lagStale: boolean;
+  /**
+   * When the figures are stale, the slot as `status` read it from the source itself (the WAL it
+   * retains, and how far the source is past the slot's confirmed position); null when they are
+   * fresh, or the source could not be read from where status runs.
+   */
+  readFromSource: { at: string; retainedWalBytes: number | null; walBehindBytes: number | null } | null;
   divergences: number;
   lastSwitch: { kind: string; state: string; pauseMs: number | null; startedAt: string; by: string } | null;
 }
@@ -141,6 +147,7 @@ export async function readOverview(store: StateStore, loaded: LoadedPlan, option
       slotDropped: dropped,
       measuredAt: row.measuredAt?.toISOString() ?? null,
       lagStale: row.measuredSecondsAgo === null || row.measuredSecondsAgo > LAG_FRESH_SECONDS,
+      readFromSource: null,
       divergences: row.divergences,
       lastSwitch: sw ? { kind: sw.kind, state: sw.state, pauseMs: sw.pause_ms, startedAt: sw.started_at.toISOString(), by: sw.by } : null,
     };

@@ -238,7 +238,19 @@ describe('live sync', () => {
     await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET measured_at = now() - interval '5 minutes'`);
     const stale = await cli(['status', file], s.env);
     expect(stale.stdout).toMatch(/ {2}last known lag \d+ ms, .* \(measured .*, not since: no cloudshift run measures it now\)/);
-    expect((JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as { sync: { lagStale: boolean } }).sync.lagStale).toBe(true);
+    // What the slot holds now is read from the source itself (status can reach it from here).
+    expect(stale.stdout).toMatch(/ {2}now, read from the source at \S+: it retains \d[^?]* of WAL for the slot, \d[^?]* not yet applied\n/);
+    const staleJson = JSON.parse((await cli(['status', file, '--json'], s.env)).stdout) as {
+      sync: { lagStale: boolean; readFromSource: { retainedWalBytes: number; walBehindBytes: number } | null };
+    };
+    expect(staleJson.sync.lagStale).toBe(true);
+    expect(staleJson.sync.readFromSource!.retainedWalBytes).toBeGreaterThan(0);
+    expect(staleJson.sync.readFromSource!.walBehindBytes).toBeGreaterThanOrEqual(0);
+    // From a machine without the source's reference: the state store's figures, no error.
+    const { SOURCE_DATABASE_URL: _, ...noSource } = s.env;
+    const elsewhere = await cli(['status', file, '--json'], noSource);
+    expect(elsewhere.code).toBe(0);
+    expect((JSON.parse(elsewhere.stdout) as typeof staleJson).sync.readFromSource).toBeNull();
   });
 
   it('reports an UPDATE or DELETE that matches no target row as a divergence', async () => {

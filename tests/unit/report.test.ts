@@ -244,6 +244,7 @@ describe('the report', () => {
         slotDropped: false,
         measuredAt: iso(50_200),
         lagStale: false,
+        readFromSource: null,
         divergences: 0,
         lastSwitch: { kind: 'cutover', state: 'done', pauseMs: 119, startedAt: iso(55_000), by: 'alice@db-admin-01' },
       },

@@ -5,7 +5,14 @@ import { redactValues } from '../../redact.js';
 import { loadPlan } from '../../plan/parse.js';
 import { resolveSecrets } from '../../plan/secrets.js';
 import { StateStore } from '../../state/store.js';
-import { readOverview } from '../../views/overview.js';
+import { readOverview, type SyncOverview } from '../../views/overview.js';
+import type { LoadedPlan } from '../../plan/parse.js';
+import { connect } from '../../pg/connect.js';
+import { currentWalLsn, slotState } from '../../sync/objects.js';
+import type pg from 'pg';
+
+/** How long status waits to reach the source for the slot's figures. */
+const SOURCE_TIMEOUT_MS = 3_000;
 import type { CliIO } from '../io.js';
 import { renderStatus } from '../render/status.js';
 
@@ -27,6 +34,7 @@ export async function statusCommand(io: CliIO, file: string, flags: StatusFlags)
         io.stderr.write(`cannot read the state store (${redactValues(messageOf(err), [secrets.state])}); trying again\n`);
         return null;
       });
+      if (overview?.sync) overview.sync.readFromSource = await slotFromSource(loaded, io.env, overview.sync);
       if (overview && flags.json) io.stdout.write(`${JSON.stringify(overview, null, flags.watch ? 0 : 2)}\n`);
       else if (overview) {
         // On a terminal --watch redraws in place; elsewhere each refresh follows the last.
@@ -42,5 +50,29 @@ export async function statusCommand(io: CliIO, file: string, flags: StatusFlags)
     }
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * With no process measuring the slot, what it holds on the source now: read there (read-only, a
+ * short connect timeout), if this machine can reach the source with the plan's reference. A run
+ * that died at midnight keeps its slot's WAL growing; at 2 a.m. that is the figure that matters.
+ */
+async function slotFromSource(loaded: LoadedPlan, env: CliIO['env'], sync: SyncOverview): Promise<SyncOverview['readFromSource']> {
+  if (!sync.lagStale || sync.slotDropped || sync.slot === null) return null;
+  let client: pg.Client | null = null;
+  try {
+    const { source } = resolveSecrets(loaded, env, ['source']);
+    client = await connect({ role: 'source', connectionString: source, connectTimeoutMs: SOURCE_TIMEOUT_MS, readOnly: true });
+    const st = await slotState(client, sync.slot);
+    if (!st.exists) return null;
+    const now = await currentWalLsn(client);
+    const behind = st.confirmedFlush === null ? null : Number(now > st.confirmedFlush ? now - st.confirmedFlush : 0n);
+    return { at: new Date().toISOString(), retainedWalBytes: st.retainedBytes, walBehindBytes: behind };
+  } catch {
+    // Not reachable from here (no reference resolved, a firewall): the state store's figures stand.
+    return null;
+  } finally {
+    await client?.end().catch(() => undefined);
   }
 }

@@ -79,6 +79,11 @@ function syncLines(o: Overview): string[] {
       ? '  the slot was dropped (cleanup or rollback): the source keeps no WAL for it'
       : `  ${lag}; the source retains ${s.retainedWalBytes === null ? '?' : formatBytes(s.retainedWalBytes)} of WAL for the slot${measured}`,
   ];
+  const now = s.readFromSource;
+  if (now)
+    lines.push(
+      `  now, read from the source at ${now.at}: it retains ${now.retainedWalBytes === null ? '?' : formatBytes(now.retainedWalBytes)} of WAL for the slot, ${now.walBehindBytes === null ? '?' : formatBytes(now.walBehindBytes)} not yet applied`,
+    );
   if (s.divergences > 0)
     lines.push(`  ${s.divergences} DIVERGENCES: updates or deletes that matched no target row; run cloudshift verify --repair`);
   if (s.lastSwitch) {
