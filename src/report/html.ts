@@ -29,6 +29,7 @@ export const CHART_IDS = {
   timeline: 'timeline-chart',
   rowsPerSecond: 'throughput-rows-chart',
   megabytesPerSecond: 'throughput-mb-chart',
+  lag: 'sync-lag-chart',
 } as const;
 
 export function renderReportHtml(input: ReportInput): string {
@@ -336,7 +337,7 @@ function renderThroughput({ overview, history }: ReportInput): string {
   );
 }
 
-function renderSync({ overview, plan }: ReportInput): string {
+function renderSync({ overview, history, plan }: ReportInput): string {
   const sy = overview.sync;
   if (sy) {
     const lag =
@@ -347,7 +348,8 @@ function renderSync({ overview, plan }: ReportInput): string {
       `<section id="sync"><h2>Live sync</h2><p>Live sync streamed the source's changes to the target through slot ${code(sy.slot ?? '?')}: ` +
       `applied up to ${code(sy.appliedLsn)}${sy.sourceCommitAt ? ` (source commit ${time(sy.sourceCommitAt)})` : ''}; ${text(lag)}.` +
       `${sy.divergences > 0 ? ` <strong class="bad">${num(sy.divergences)} divergences</strong> (changes that matched no target row) are unsettled.` : ' No divergences.'}</p>` +
-      '<p class="not-used">The lag is kept as its latest measurement, not as a series: no chart.</p></section>'
+      lagChart(overview, history) +
+      '</section>'
     );
   }
   const why =
@@ -355,6 +357,24 @@ function renderSync({ overview, plan }: ReportInput): string {
       ? 'The plan asks for logical replication (sync.mode: logical), but this run has not reached live sync.'
       : 'The plan copies once (sync.mode: none).';
   return `<section id="sync"><h2>Live sync</h2><p class="not-used"><strong>Live sync was not used in this run.</strong> ${text(why)}</p></section>`;
+}
+
+/** The lag over time: the highest sample (one every few seconds) in each bucket. */
+function lagChart(overview: Overview, history: History): string {
+  const lag = history.lag;
+  const peak = Math.max(0, ...lag.points.map((p) => p.value));
+  return `<figure><figcaption>Lag (seconds)</figcaption>${timeChart({
+    id: CHART_IDS.lag,
+    className: 'lag-chart',
+    title: 'Live sync lag over time',
+    description: `highest lag per ${formatDuration(lag.bucketMs)} bucket: peak ${formatRate(peak)} s`,
+    points: toPoints(lag, originMs(overview, history)),
+    bucketMs: lag.bucketMs,
+    unit: 's',
+    xLabel: 'time since the run started',
+    yLabel: 'lag (s)',
+    emptyMessage: 'no lag was sampled',
+  })}</figure>`;
 }
 
 function renderCutover({ history, plan }: ReportInput): string {

@@ -14,6 +14,7 @@ import * as m20261124000005 from '../../migrations/20261124000005_document_sweep
 import * as m20261124000006 from '../../migrations/20261124000006_set_aside_constraints.js';
 import * as m20261124000007 from '../../migrations/20261124000007_released_blobs.js';
 import * as m20261125000008 from '../../migrations/20261125000008_sweep_returns.js';
+import * as m20261125000009 from '../../migrations/20261125000009_lag_samples.js';
 import { StateConflictError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../plan/names.js';
 
@@ -31,12 +32,15 @@ export const MIGRATIONS: ReadonlyArray<{ name: string; module: MigrationModule }
   { name: '20261124000006_set_aside_constraints', module: m20261124000006 },
   { name: '20261124000007_released_blobs', module: m20261124000007 },
   { name: '20261125000008_sweep_returns', module: m20261125000008 },
+  { name: '20261125000009_lag_samples', module: m20261125000009 },
 ];
 
 export const MIGRATIONS_TABLE = 'knex_migrations';
 
 /** The migration that brought live sync's tables (applied_lsn, switches): a reader of an older schema goes without. */
 export const SYNC_MIGRATION = '20261123000003_sync';
+/** The migration that keeps the sync's lag over time (lag_samples). */
+export const LAG_MIGRATION = '20261125000009_lag_samples';
 
 export const migrationSource: Knex.MigrationSource<{ name: string; module: MigrationModule }> = {
   getMigrations: () => Promise.resolve([...MIGRATIONS]),

@@ -10,8 +10,8 @@ import { runEvents } from '../state/sql/runEvents.js';
 import { runPhases, type RunPhaseRow } from '../state/sql/runPhases.js';
 import { copySpan, throughputBuckets } from '../state/sql/throughputBuckets.js';
 import type { StateStore } from '../state/store.js';
-import { inspectSchema, SYNC_MIGRATION } from '../state/migrations.js';
-import { listSwitches, type SwitchRow } from '../state/sql/sync.js';
+import { inspectSchema, LAG_MIGRATION, SYNC_MIGRATION } from '../state/migrations.js';
+import { lagBuckets, listSwitches, type SwitchRow } from '../state/sql/sync.js';
 import type { EventOverview } from './overview.js';
 
 /** At most this many mismatched batches are listed (each with its key range and error). */
@@ -103,11 +103,36 @@ export interface History {
   runId: string;
   phases: PhaseSpan[];
   throughput: Throughput;
+  /** The live sync's lag over time (the highest sample in each bucket, in seconds); no points before it ran. */
+  lag: TimeSeries & { startedAt: string | null };
   /** Every cutover and rollback of the run, oldest first: outcome, write pause, steps or reason. */
   switches: SwitchHistory[];
   mismatches: { total: number; listed: MismatchedBatch[] };
   /** The full event log of the run, oldest first. */
   events: HistoryEvent[];
+}
+
+/** The lag series; empty in a state store made before lag samples were kept (read as it is, not migrated). */
+async function lagOf(store: StateStore, runId: string): Promise<History['lag']> {
+  const status = await inspectSchema(store.db, store.schema);
+  const series = (bucketMs: number, startedAt: string | null): History['lag'] => ({
+    key: 'lag',
+    label: 'live sync lag',
+    unit: 's',
+    bucketMs,
+    points: [],
+    startedAt,
+  });
+  if (!status.applied.includes(LAG_MIGRATION)) return series(0, null);
+  const { first, spanMs, bucketMs, buckets } = await lagBuckets(store.knex, runId, chooseBucketMs);
+  const out = series(bucketMs, first?.toISOString() ?? null);
+  if (!first) return out;
+  // Buckets without a sample (no sync ran then) are left out, not drawn as zero lag.
+  for (const b of buckets) {
+    if (b.bucket >= bucketCount(spanMs, bucketMs)) continue;
+    out.points.push({ at: new Date(first.getTime() + b.bucket * bucketMs).toISOString(), value: b.lagMs / 1000 });
+  }
+  return out;
 }
 
 /** The run's switches; none in a state store made before live sync (read as it is, not migrated). */
@@ -117,12 +142,13 @@ async function switchesOf(store: StateStore, runId: string): Promise<SwitchRow[]
 }
 
 export async function readHistory(store: StateStore, runId: string): Promise<History> {
-  const [phaseRows, span, mismatched, events, switches] = await Promise.all([
+  const [phaseRows, span, mismatched, events, switches, lag] = await Promise.all([
     runPhases(store.knex, runId),
     copySpan(store.knex, runId),
     mismatchedBatches(store.knex, runId, MISMATCH_LIST_LIMIT),
     runEvents(store.knex, runId),
     switchesOf(store, runId),
+    lagOf(store, runId),
   ]);
   const spanMs = span.first && span.last ? Math.max(0, span.last.getTime() - span.first.getTime()) : 0;
   const bucketMs = chooseBucketMs(spanMs);
@@ -131,6 +157,7 @@ export async function readHistory(store: StateStore, runId: string): Promise<His
     runId,
     phases: phaseRows.map(phaseSpan),
     throughput: throughputSeries(span.first, spanMs, bucketMs, buckets),
+    lag,
     switches: switches.map((w) => {
       const details = (w.details ?? {}) as { steps?: SwitchHistory['steps']; reason?: string };
       return {

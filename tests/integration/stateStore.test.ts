@@ -81,6 +81,7 @@ describe('state store', () => {
         'events',
         'knex_migrations',
         'knex_migrations_lock',
+        'lag_samples',
         'released_blobs',
         'replication_objects',
         'runs',

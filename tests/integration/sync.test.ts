@@ -234,6 +234,15 @@ describe('live sync', () => {
     );
     expect(text.stdout).toMatch(/ {2}lag \d+ ms, .* of WAL; the source retains .* of WAL for the slot \(measured /);
     expect(view.sync.lagStale).toBe(false);
+    // The lag over time is kept too (for the report's chart): one sample every few seconds at most.
+    const samples = await sql<{ n: number; spaced: boolean }>(
+      'target',
+      s.dbs.target,
+      `SELECT count(*)::int AS n, coalesce(min(gap) >= interval '5 seconds', true) AS spaced
+         FROM (SELECT at - lag(at) OVER (ORDER BY at) AS gap FROM cloudshift.lag_samples) g`,
+    );
+    expect(samples[0]!.n).toBeGreaterThan(0);
+    expect(samples[0]!.spaced).toBe(true);
     // Measured five minutes ago and not since (no syncing process): shown as what it was, not is.
     await sql('target', s.dbs.target, `UPDATE cloudshift.applied_lsn SET measured_at = now() - interval '5 minutes'`);
     const stale = await cli(['status', file], s.env);

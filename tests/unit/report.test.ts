@@ -111,6 +111,7 @@ function history(): History {
       { bucket: 40, batches: 3, rows: 30, bytes: 3_000 },
       { bucket: 60, batches: 1, rows: 10, bytes: 1_000 },
     ]),
+    lag: { key: 'lag', label: 'live sync lag', unit: 's', bucketMs: 0, points: [], startedAt: null },
     switches: [],
     mismatches: {
       total: 1,
@@ -251,6 +252,18 @@ describe('the report', () => {
     };
     const h: History = {
       ...history(),
+      lag: {
+        key: 'lag',
+        label: 'live sync lag',
+        unit: 's',
+        bucketMs: 1_000,
+        startedAt: iso(40_000),
+        points: [
+          { at: iso(40_000), value: 0.4 },
+          { at: iso(41_000), value: 2.5 },
+          { at: iso(45_000), value: 0.2 },
+        ],
+      },
       mismatches: { total: 0, listed: [] },
       switches: [
         {
@@ -277,6 +290,11 @@ describe('the report', () => {
     expect(out).not.toContain('Live sync was not used');
     expect(out).not.toContain('No cutover recorded.');
     expect(out).toContain('applied up to <code>0/3C60FD0</code>');
+    // The lag over time: one bar per sampled bucket, its peak in the description.
+    const lagChart = new RegExp(`<svg[^>]*id="${CHART_IDS.lag}"[\\s\\S]*?</svg>`).exec(out)?.[0] ?? '';
+    expect(lagChart).toContain('peak 2.50 s');
+    expect(lagChart.match(/<rect class="bar"/g)).toHaveLength(3);
+    expect(out).not.toContain('no chart');
     expect(out).toContain('undone: the application stayed');
     expect(out).toContain('paused 15 ms');
     expect(out).toContain('Cut over to the target.');

@@ -103,6 +103,36 @@ export async function saveSyncStats(
     applier: s.applier,
     measured_at: knex.fn.now(),
   });
+  // The lag over time, for the report: one sample every LAG_SAMPLE_SECONDS at most.
+  if (s.lagMs !== null)
+    await knex.raw(
+      `INSERT INTO lag_samples (run_id, lag_ms, lag_bytes) SELECT :runId, :lagMs, :lagBytes
+        WHERE NOT EXISTS (SELECT 1 FROM lag_samples WHERE run_id = :runId AND at > now() - make_interval(secs => :every))`,
+      { runId, lagMs: s.lagMs, lagBytes: s.lagBytes, every: LAG_SAMPLE_SECONDS },
+    );
+}
+
+/** The lag is sampled for the report at most this often (applied_lsn keeps the latest every second). */
+export const LAG_SAMPLE_SECONDS = 5;
+
+/** The run's lag samples per time bucket (the highest in each), the bucket width chosen from their span; at most a few hundred rows. */
+export async function lagBuckets(
+  knex: Knex,
+  runId: string,
+  bucketFor: (spanMs: number) => number,
+): Promise<{ first: Date | null; spanMs: number; bucketMs: number; buckets: Array<{ bucket: number; lagMs: number }> }> {
+  const span = await knex('lag_samples')
+    .where({ run_id: runId })
+    .first<{ first: Date | null; last: Date | null } | undefined>(knex.raw('min(at) AS first'), knex.raw('max(at) AS last'));
+  if (!span?.first || !span.last) return { first: null, spanMs: 0, bucketMs: bucketFor(0), buckets: [] };
+  const spanMs = span.last.getTime() - span.first.getTime();
+  const bucketMs = bucketFor(spanMs);
+  const { rows } = await knex.raw<{ rows: Array<{ bucket: number; lag_ms: string }> }>(
+    `SELECT floor(extract(epoch FROM at - :first::timestamptz) * 1000 / :bucketMs)::int AS bucket, max(lag_ms)::text AS lag_ms
+       FROM lag_samples WHERE run_id = :runId GROUP BY 1 ORDER BY 1`,
+    { runId, first: span.first, bucketMs },
+  );
+  return { first: span.first, spanMs, bucketMs, buckets: rows.map((r) => ({ bucket: r.bucket, lagMs: Number(r.lag_ms) })) };
 }
 
 /** Oldest transaction whose large-object writes may still be missing on the target (xid8 text). */
