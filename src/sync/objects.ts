@@ -124,6 +124,21 @@ export async function slotState(client: pg.Client, slot: string): Promise<SlotSt
   };
 }
 
+/**
+ * What a slot holds on its server now, null when it does not exist: the WAL it retains, and how
+ * far the server is past its confirmed position (what a sync would have to catch up).
+ */
+export async function slotBacklog(
+  client: pg.Client,
+  slot: string,
+): Promise<{ retainedBytes: number | null; behindBytes: number | null } | null> {
+  const st = await slotState(client, slot);
+  if (!st.exists) return null;
+  const now = await currentWalLsn(client);
+  const behindBytes = st.confirmedFlush === null ? null : Number(now > st.confirmedFlush ? now - st.confirmedFlush : 0n);
+  return { retainedBytes: st.retainedBytes, behindBytes };
+}
+
 /** Drops an object if it exists; a slot held by a walsender is released first. */
 export async function dropObject(client: pg.Client, ledger: ObjectLedger, obj: ReplicationObject): Promise<boolean> {
   let dropped = false;

@@ -11,7 +11,7 @@ import type { Knex } from 'knex';
 import type pg from 'pg';
 import { settlesWithin } from '../embedded/util.js';
 import { saveSyncStats } from '../state/sql/sync.js';
-import { currentWalLsn, retainedWalWarning, slotState } from './objects.js';
+import { retainedWalWarning, slotBacklog } from './objects.js';
 
 export interface SlotWatchOptions {
   knex: Knex;
@@ -45,11 +45,14 @@ export function watchSlot(o: SlotWatchOptions): SlotWatch {
   const tick = async () => {
     try {
       client ??= await o.connect();
-      const st = await slotState(client, o.slot);
-      const now = await currentWalLsn(client);
-      if (!st.exists || over()) return;
-      const behind = st.confirmedFlush === null ? null : Number(now > st.confirmedFlush ? now - st.confirmedFlush : 0n);
-      await saveSyncStats(o.knex, o.runId, { lagBytes: behind, lagMs: null, retainedWalBytes: st.retainedBytes, applier: o.workerId });
+      const st = await slotBacklog(client, o.slot);
+      if (st === null || over()) return;
+      await saveSyncStats(o.knex, o.runId, {
+        lagBytes: st.behindBytes,
+        lagMs: null,
+        retainedWalBytes: st.retainedBytes,
+        applier: o.workerId,
+      });
       if (!warned && st.retainedBytes !== null && st.retainedBytes > o.warnRetainedWalBytes) {
         warned = true;
         const advice = "it grows until live sync begins after the copy and catches up: make sure the source's disk has room for it";

@@ -113,42 +113,38 @@ export interface History {
 }
 
 /** The lag series; empty in a state store made before lag samples were kept (read as it is, not migrated). */
-async function lagOf(store: StateStore, runId: string): Promise<History['lag']> {
-  const status = await inspectSchema(store.db, store.schema);
-  const series = (bucketMs: number, startedAt: string | null): History['lag'] => ({
+async function lagOf(store: StateStore, runId: string, applied: readonly string[]): Promise<History['lag']> {
+  const lag = applied.includes(LAG_MIGRATION)
+    ? await lagBuckets(store.knex, runId, chooseBucketMs)
+    : { first: null, bucketMs: 0, buckets: [] };
+  const first = lag.first;
+  return {
     key: 'lag',
     label: 'live sync lag',
     unit: 's',
-    bucketMs,
-    points: [],
-    startedAt,
-  });
-  if (!status.applied.includes(LAG_MIGRATION)) return series(0, null);
-  const { first, spanMs, bucketMs, buckets } = await lagBuckets(store.knex, runId, chooseBucketMs);
-  const out = series(bucketMs, first?.toISOString() ?? null);
-  if (!first) return out;
-  // Buckets without a sample (no sync ran then) are left out, not drawn as zero lag.
-  for (const b of buckets) {
-    if (b.bucket >= bucketCount(spanMs, bucketMs)) continue;
-    out.points.push({ at: new Date(first.getTime() + b.bucket * bucketMs).toISOString(), value: b.lagMs / 1000 });
-  }
-  return out;
+    bucketMs: lag.bucketMs,
+    startedAt: first?.toISOString() ?? null,
+    // Buckets without a sample (no sync ran then) are left out, not drawn as zero lag.
+    points: first
+      ? lag.buckets.map((b) => ({ at: new Date(first.getTime() + b.bucket * lag.bucketMs).toISOString(), value: b.lagMs / 1000 }))
+      : [],
+  };
 }
 
 /** The run's switches; none in a state store made before live sync (read as it is, not migrated). */
-async function switchesOf(store: StateStore, runId: string): Promise<SwitchRow[]> {
-  const status = await inspectSchema(store.db, store.schema);
-  return status.applied.includes(SYNC_MIGRATION) ? listSwitches(store.knex, runId) : [];
+async function switchesOf(store: StateStore, runId: string, applied: readonly string[]): Promise<SwitchRow[]> {
+  return applied.includes(SYNC_MIGRATION) ? listSwitches(store.knex, runId) : [];
 }
 
 export async function readHistory(store: StateStore, runId: string): Promise<History> {
+  const { applied } = await inspectSchema(store.db, store.schema);
   const [phaseRows, span, mismatched, events, switches, lag] = await Promise.all([
     runPhases(store.knex, runId),
     copySpan(store.knex, runId),
     mismatchedBatches(store.knex, runId, MISMATCH_LIST_LIMIT),
     runEvents(store.knex, runId),
-    switchesOf(store, runId),
-    lagOf(store, runId),
+    switchesOf(store, runId, applied),
+    lagOf(store, runId, applied),
   ]);
   const spanMs = span.first && span.last ? Math.max(0, span.last.getTime() - span.first.getTime()) : 0;
   const bucketMs = chooseBucketMs(spanMs);

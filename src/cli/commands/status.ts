@@ -8,7 +8,7 @@ import { StateStore } from '../../state/store.js';
 import { readOverview, type SyncOverview } from '../../views/overview.js';
 import type { LoadedPlan } from '../../plan/parse.js';
 import { connect } from '../../pg/connect.js';
-import { currentWalLsn, slotState } from '../../sync/objects.js';
+import { slotBacklog } from '../../sync/objects.js';
 import type pg from 'pg';
 
 /** How long status waits to reach the source for the slot's figures. */
@@ -64,11 +64,8 @@ async function slotFromSource(loaded: LoadedPlan, env: CliIO['env'], sync: SyncO
   try {
     const { source } = resolveSecrets(loaded, env, ['source']);
     client = await connect({ role: 'source', connectionString: source, connectTimeoutMs: SOURCE_TIMEOUT_MS, readOnly: true });
-    const st = await slotState(client, sync.slot);
-    if (!st.exists) return null;
-    const now = await currentWalLsn(client);
-    const behind = st.confirmedFlush === null ? null : Number(now > st.confirmedFlush ? now - st.confirmedFlush : 0n);
-    return { at: new Date().toISOString(), retainedWalBytes: st.retainedBytes, walBehindBytes: behind };
+    const st = await slotBacklog(client, sync.slot);
+    return st && { at: new Date().toISOString(), retainedWalBytes: st.retainedBytes, walBehindBytes: st.behindBytes };
   } catch {
     // Not reachable from here (no reference resolved, a firewall): the state store's figures stand.
     return null;

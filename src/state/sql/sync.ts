@@ -120,19 +120,18 @@ export async function lagBuckets(
   knex: Knex,
   runId: string,
   bucketFor: (spanMs: number) => number,
-): Promise<{ first: Date | null; spanMs: number; bucketMs: number; buckets: Array<{ bucket: number; lagMs: number }> }> {
+): Promise<{ first: Date | null; bucketMs: number; buckets: Array<{ bucket: number; lagMs: number }> }> {
   const span = await knex('lag_samples')
     .where({ run_id: runId })
     .first<{ first: Date | null; last: Date | null } | undefined>(knex.raw('min(at) AS first'), knex.raw('max(at) AS last'));
-  if (!span?.first || !span.last) return { first: null, spanMs: 0, bucketMs: bucketFor(0), buckets: [] };
-  const spanMs = span.last.getTime() - span.first.getTime();
-  const bucketMs = bucketFor(spanMs);
+  if (!span?.first || !span.last) return { first: null, bucketMs: bucketFor(0), buckets: [] };
+  const bucketMs = bucketFor(span.last.getTime() - span.first.getTime());
   const { rows } = await knex.raw<{ rows: Array<{ bucket: number; lag_ms: string }> }>(
     `SELECT floor(extract(epoch FROM at - :first::timestamptz) * 1000 / :bucketMs)::int AS bucket, max(lag_ms)::text AS lag_ms
        FROM lag_samples WHERE run_id = :runId GROUP BY 1 ORDER BY 1`,
     { runId, first: span.first, bucketMs },
   );
-  return { first: span.first, spanMs, bucketMs, buckets: rows.map((r) => ({ bucket: r.bucket, lagMs: Number(r.lag_ms) })) };
+  return { first: span.first, bucketMs, buckets: rows.map((r) => ({ bucket: r.bucket, lagMs: Number(r.lag_ms) })) };
 }
 
 /** Oldest transaction whose large-object writes may still be missing on the target (xid8 text). */
