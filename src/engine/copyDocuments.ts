@@ -32,6 +32,7 @@ import { batchSelect, keysPredicate } from '../source/ranges.js';
 import { BatchContents, byteaContent, bytesContent, contentDigests, largeObjectContent } from '../source/documentContent.js';
 import { escapeField, splitFields, unescapeField } from '../source/copyText.js';
 import type { ClientPool } from '../pg/clientPool.js';
+import type { RecordedDocument } from '../state/sql/documents.js';
 import type { BatchRow } from '../state/types.js';
 import { blobName, DocumentError, headerValue, renderTemplate, type RowValues } from '../target/blob/naming.js';
 import type { DocumentContainer } from '../target/blob/container.js';
@@ -62,12 +63,9 @@ export interface UploadedDocument extends Uploaded {
   name: string;
 }
 
-/** A document an earlier attempt recorded; the sweep may have found its blob wrong since. */
-export type RecordedUpload = UploadedDocument & { foundWrong: boolean };
-
 export interface DocumentStore {
   /** Documents of this relation already uploaded (by key JSON), for a retried batch. */
-  recorded(relation: string, keys: string[][]): Promise<Map<string, RecordedUpload>>;
+  recorded(relation: string, keys: string[][]): Promise<Map<string, RecordedDocument>>;
   record(relation: string, docs: UploadedDocument[], batchId: string): Promise<void>;
   /** Forgets the batch's records of documents other than these keys, while the claim holds; returns how many. */
   forgetOthers(relation: string, keys: string[][], claim: { batchId: string; workerId: string; snapshot: string | null }): Promise<number>;
@@ -154,7 +152,7 @@ export async function copyDocumentsBatch(
     let rows = 0;
     let pendingLine = '';
     const decoder = new StringDecoder('utf8');
-    const already = retry ? null : new Map<string, RecordedUpload>();
+    const already = retry ? null : new Map<string, RecordedDocument>();
     const known = async (keys: string[][]) => already ?? docs.store.recorded(task.display, keys);
 
     const rowsToTarget = new Transform({
